@@ -1,0 +1,203 @@
+/**
+ * Every error this library throws is a SealedTensorsError with a stable `code`.
+ * Callers switch on `err.code`; messages are for people and may change.
+ */
+
+export type ErrorCode =
+  | 'ERR_INVALID_ARGUMENT'
+  | 'ERR_FORMAT'
+  | 'ERR_UNSUPPORTED_VERSION'
+  | 'ERR_UNSUPPORTED'
+  | 'ERR_TRUNCATED'
+  | 'ERR_INTEGRITY'
+  | 'ERR_KEY_MISMATCH'
+  | 'ERR_KEY_FILE'
+  | 'ERR_SAFETENSORS'
+  | 'ERR_NOT_FOUND'
+  | 'ERR_IO'
+  | 'ERR_RESOURCE_LIMIT'
+  | 'ERR_NATIVE_UNAVAILABLE'
+  | 'ERR_MEMLOCK'
+  | 'ERR_RELEASED'
+  | 'ERR_NO_TEE'
+  | 'ERR_EVIDENCE_FORMAT'
+  | 'ERR_EVIDENCE_SIGNATURE'
+  | 'ERR_EVIDENCE_CHAIN'
+  | 'ERR_POLICY';
+
+export class SealedTensorsError extends Error {
+  readonly code: ErrorCode;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A caller passed a value of the wrong type, size or range. */
+export class InvalidArgumentError extends SealedTensorsError {
+  static readonly code = 'ERR_INVALID_ARGUMENT';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_INVALID_ARGUMENT', message, options);
+  }
+}
+
+/** A sealed file's structure is not what the format allows (bad magic, bad lengths, bad table). */
+export class FormatError extends SealedTensorsError {
+  static readonly code = 'ERR_FORMAT';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_FORMAT', message, options);
+  }
+}
+
+/** A sealed file declares a format version or suite this build does not implement. */
+export class UnsupportedVersionError extends SealedTensorsError {
+  static readonly code = 'ERR_UNSUPPORTED_VERSION';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_UNSUPPORTED_VERSION', message, options);
+  }
+}
+
+/** A well-formed input uses a feature this build does not implement (a dtype, a suite). */
+export class UnsupportedError extends SealedTensorsError {
+  static readonly code = 'ERR_UNSUPPORTED';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_UNSUPPORTED', message, options);
+  }
+}
+
+/** A sealed file ends before the header says it should. */
+export class TruncatedError extends SealedTensorsError {
+  static readonly code = 'ERR_TRUNCATED';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_TRUNCATED', message, options);
+  }
+}
+
+/**
+ * Authentication failed: ciphertext, header or table was modified, or data was moved.
+ * Deliberately vague about which byte: the detail that helps an attacker stays in `cause`.
+ */
+export class IntegrityError extends SealedTensorsError {
+  static readonly code = 'ERR_INTEGRITY';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_INTEGRITY', message, options);
+  }
+}
+
+/** The data key does not open this file (checked against the header's key commitment). */
+export class KeyMismatchError extends SealedTensorsError {
+  static readonly code = 'ERR_KEY_MISMATCH';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_KEY_MISMATCH', message, options);
+  }
+}
+
+/** A key file is missing, malformed, too permissive, or would be overwritten. */
+export class KeyFileError extends SealedTensorsError {
+  static readonly code = 'ERR_KEY_FILE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_KEY_FILE', message, options);
+  }
+}
+
+/** An input safetensors file (or shard index) is malformed. */
+export class SafetensorsError extends SealedTensorsError {
+  static readonly code = 'ERR_SAFETENSORS';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_SAFETENSORS', message, options);
+  }
+}
+
+/** A tensor, shard or file that was asked for does not exist. */
+export class NotFoundError extends SealedTensorsError {
+  static readonly code = 'ERR_NOT_FOUND';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_NOT_FOUND', message, options);
+  }
+}
+
+/** The operating system refused a read, write or rename. */
+export class IoError extends SealedTensorsError {
+  static readonly code = 'ERR_IO';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_IO', message, options);
+  }
+}
+
+/** An input asks for more memory or work than this library allows for it. */
+export class ResourceLimitError extends SealedTensorsError {
+  static readonly code = 'ERR_RESOURCE_LIMIT';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_RESOURCE_LIMIT', message, options);
+  }
+}
+
+/** The native addon could not be loaded. */
+export class NativeUnavailableError extends SealedTensorsError {
+  static readonly code = 'ERR_NATIVE_UNAVAILABLE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_NATIVE_UNAVAILABLE', message, options);
+  }
+}
+
+/** Memory could not be locked (RLIMIT_MEMLOCK too low); we never fall back to swappable memory. */
+export class MemlockError extends SealedTensorsError {
+  static readonly code = 'ERR_MEMLOCK';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_MEMLOCK', message, options);
+  }
+}
+
+/** A secure buffer, key handle or reader was used after release. */
+export class ReleasedError extends SealedTensorsError {
+  static readonly code = 'ERR_RELEASED';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_RELEASED', message, options);
+  }
+}
+
+/** No trusted execution environment was found on this machine. */
+export class NoTeeError extends SealedTensorsError {
+  static readonly code = 'ERR_NO_TEE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_NO_TEE', message, options);
+  }
+}
+
+/** Attestation evidence does not parse as the structure its type promises. */
+export class EvidenceFormatError extends SealedTensorsError {
+  static readonly code = 'ERR_EVIDENCE_FORMAT';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_EVIDENCE_FORMAT', message, options);
+  }
+}
+
+/** An attestation signature does not verify. */
+export class EvidenceSignatureError extends SealedTensorsError {
+  static readonly code = 'ERR_EVIDENCE_SIGNATURE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_EVIDENCE_SIGNATURE', message, options);
+  }
+}
+
+/** A certificate chain does not lead to a pinned root, or a certificate is not valid at the verification time. */
+export class EvidenceChainError extends SealedTensorsError {
+  static readonly code = 'ERR_EVIDENCE_CHAIN';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_EVIDENCE_CHAIN', message, options);
+  }
+}
+
+/** A policy file is invalid, or a policy denied the evidence. */
+export class PolicyError extends SealedTensorsError {
+  static readonly code = 'ERR_POLICY';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_POLICY', message, options);
+  }
+}
+
+export function isSealedTensorsError(value: unknown): value is SealedTensorsError {
+  return value instanceof SealedTensorsError;
+}
