@@ -1,5 +1,9 @@
 import { Command, CommanderError } from 'commander';
 import { ExitCode, exitCodeFor, formatError, processIo, type CliIo } from './io.js';
+import { registerKeygen } from './keygen.js';
+import { registerSeal } from './seal.js';
+import { registerInspect } from './inspect.js';
+import { registerVerify } from './verify.js';
 
 export interface CommandContext {
   io: CliIo;
@@ -13,9 +17,18 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
   const program = new Command('sealed-tensors')
     .description('Seal safetensors models so their weights stay encrypted outside an attested TEE.')
     .exitOverride()
-    .configureOutput({ writeOut: (s) => io.stdout(s), writeErr: (s) => io.stderr(s) })
+    .configureOutput({
+      writeOut: (s) => io.stdout(s),
+      writeErr: (s) => io.stderr(s),
+      // Usage errors are printed once, below, in the `error CODE: message` shape.
+      outputError: () => {},
+    })
     .showHelpAfterError(false);
   // Commands register here, one module each.
+  registerKeygen(program, ctx);
+  registerSeal(program, ctx);
+  registerInspect(program, ctx);
+  registerVerify(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
 
   try {

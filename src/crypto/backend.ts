@@ -1,0 +1,124 @@
+import { createCipheriv, createDecipheriv, createHash, hkdfSync } from 'node:crypto';
+import { gcm } from '@noble/ciphers/aes.js';
+import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { hkdf } from '@noble/hashes/hkdf.js';
+import { sha256 } from '@noble/hashes/sha2.js';
+import { IntegrityError } from '../errors.js';
+import { Suite, type SuiteId, TAG_LENGTH } from '../format/constants.js';
+
+/** Incremental SHA-256. */
+export interface Sha256 {
+  update(data: Uint8Array): Sha256;
+  digest(): Uint8Array;
+}
+
+/**
+ * The primitives the format needs, from one vetted library. Two backends implement it
+ * (node:crypto, i.e. OpenSSL, and @noble): tests run every file through both so either
+ * one misbehaving shows up as a disagreement.
+ */
+export interface CryptoBackend {
+  readonly name: 'node' | 'noble';
+  hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: string, length: number): Uint8Array;
+  /** Returns ciphertext || 16-byte tag. */
+  aeadSeal(suite: SuiteId, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
+  /** Returns plaintext, or throws IntegrityError (no detail: which bit failed is nobody's business). */
+  aeadOpen(suite: SuiteId, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array): Uint8Array;
+  sha256(): Sha256;
+}
+
+// The cast at the call sites only picks an overload: both AEAD cipher types share setAAD/getAuthTag.
+const NODE_CIPHER: Record<SuiteId, 'aes-256-gcm' | 'chacha20-poly1305'> = {
+  [Suite.AES_256_GCM]: 'aes-256-gcm',
+  [Suite.CHACHA20_POLY1305]: 'chacha20-poly1305',
+};
+
+function authFailed(cause?: unknown): IntegrityError {
+  return new IntegrityError('authentication failed', cause === undefined ? undefined : { cause });
+}
+
+export const nodeBackend: CryptoBackend = {
+  name: 'node',
+  hkdfSha256(ikm, salt, info, length) {
+    return new Uint8Array(hkdfSync('sha256', ikm, salt, Buffer.from(info, 'ascii'), length));
+  },
+  aeadSeal(suite, key, nonce, aad, plaintext) {
+    const c = createCipheriv(NODE_CIPHER[suite] as 'aes-256-gcm', key, nonce, { authTagLength: TAG_LENGTH });
+    c.setAAD(aad, { plaintextLength: plaintext.length });
+    const out = new Uint8Array(plaintext.length + TAG_LENGTH);
+    const body = c.update(plaintext);
+    const rest = c.final();
+    out.set(body, 0);
+    out.set(rest, body.length);
+    out.set(c.getAuthTag(), plaintext.length);
+    return out;
+  },
+  aeadOpen(suite, key, nonce, aad, sealed) {
+    if (sealed.length < TAG_LENGTH) throw authFailed();
+    const bodyLength = sealed.length - TAG_LENGTH;
+    const d = createDecipheriv(NODE_CIPHER[suite] as 'aes-256-gcm', key, nonce, { authTagLength: TAG_LENGTH });
+    d.setAAD(aad, { plaintextLength: bodyLength });
+    d.setAuthTag(sealed.subarray(bodyLength));
+    const out = new Uint8Array(bodyLength);
+    const body = d.update(sealed.subarray(0, bodyLength));
+    out.set(body, 0);
+    try {
+      out.set(d.final(), body.length);
+    } catch (cause) {
+      // Unauthenticated plaintext never leaves this function.
+      out.fill(0);
+      body.fill(0);
+      throw authFailed(cause);
+    }
+    return out;
+  },
+  sha256() {
+    const h = createHash('sha256');
+    const wrapper: Sha256 = {
+      update(data) {
+        h.update(data);
+        return wrapper;
+      },
+      digest: () => new Uint8Array(h.digest()),
+    };
+    return wrapper;
+  },
+};
+
+export const nobleBackend: CryptoBackend = {
+  name: 'noble',
+  hkdfSha256(ikm, salt, info, length) {
+    return hkdf(sha256, ikm, salt, new TextEncoder().encode(info), length);
+  },
+  aeadSeal(suite, key, nonce, aad, plaintext) {
+    return nobleCipher(suite, key, nonce, aad).encrypt(plaintext);
+  },
+  aeadOpen(suite, key, nonce, aad, sealed) {
+    try {
+      return nobleCipher(suite, key, nonce, aad).decrypt(sealed);
+    } catch (cause) {
+      throw authFailed(cause);
+    }
+  },
+  sha256() {
+    const h = sha256.create();
+    const wrapper: Sha256 = {
+      update(data) {
+        h.update(data);
+        return wrapper;
+      },
+      digest: () => h.digest(),
+    };
+    return wrapper;
+  },
+};
+
+function nobleCipher(suite: SuiteId, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array) {
+  return suite === Suite.AES_256_GCM ? gcm(key, nonce, aad) : chacha20poly1305(key, nonce, aad);
+}
+
+export const backends: readonly CryptoBackend[] = [nodeBackend, nobleBackend];
+
+export function backendByName(name: 'node' | 'noble'): CryptoBackend {
+  return name === 'node' ? nodeBackend : nobleBackend;
+}

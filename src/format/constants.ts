@@ -1,0 +1,85 @@
+/** Fixed values of sealed format v1 (docs/FORMAT.md). Changing any of them is a new format version. */
+
+export const MAGIC = Uint8Array.of(0x89, 0x53, 0x54, 0x53, 0x0d, 0x0a, 0x1a, 0x0a);
+export const FORMAT_VERSION = 1;
+export const FIXED_HEADER_LENGTH = 120;
+export const TAG_LENGTH = 16;
+export const NONCE_LENGTH = 12;
+export const DATA_KEY_LENGTH = 32;
+export const SALT_LENGTH = 32;
+export const BUNDLE_ID_LENGTH = 16;
+export const COMMITMENT_LENGTH = 32;
+export const DIGEST_LENGTH = 32;
+
+export const KIB = 1024;
+export const MIB = 1024 * KIB;
+export const DEFAULT_CHUNK_SIZE = 4 * MIB;
+export const MIN_CHUNK_SIZE = 4 * KIB;
+export const MAX_CHUNK_SIZE = 256 * MIB;
+export const CHUNK_SIZE_GRANULE = 4 * KIB;
+
+export const MAX_TABLE_PLAINTEXT = 100 * MIB;
+export const MAX_TENSORS = 1_000_000;
+export const MAX_RANK = 64;
+export const MAX_SHARDS = 100_000;
+export const MAX_NAME_BYTES = 1024;
+export const MAX_PAYLOAD_LENGTH = Number.MAX_SAFE_INTEGER;
+
+export const Suite = {
+  AES_256_GCM: 1,
+  CHACHA20_POLY1305: 2,
+} as const;
+export type SuiteId = (typeof Suite)[keyof typeof Suite];
+export const SUITE_NAMES: Record<SuiteId, SuiteName> = {
+  1: 'aes-256-gcm',
+  2: 'chacha20-poly1305',
+};
+export type SuiteName = 'aes-256-gcm' | 'chacha20-poly1305';
+export function suiteIdFromName(name: SuiteName): SuiteId {
+  return name === 'aes-256-gcm' ? Suite.AES_256_GCM : Suite.CHACHA20_POLY1305;
+}
+
+export const FileKind = {
+  MODEL: 1,
+  SHARD: 2,
+  INDEX: 3,
+} as const;
+export type FileKindId = (typeof FileKind)[keyof typeof FileKind];
+export const FILE_KIND_NAMES: Record<FileKindId, 'model' | 'shard' | 'index'> = {
+  1: 'model',
+  2: 'shard',
+  3: 'index',
+};
+
+/** safetensors dtypes with whole-byte elements, and their sizes. */
+export const DTYPE_SIZES = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  F8_E4M3: 1,
+  F8_E5M2: 1,
+  F8_E8M0: 1,
+  C64: 8,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U64: 8,
+  U32: 4,
+  U16: 2,
+  U8: 1,
+  BOOL: 1,
+} as const;
+export type Dtype = keyof typeof DTYPE_SIZES;
+export function isDtype(value: unknown): value is Dtype {
+  return typeof value === 'string' && Object.hasOwn(DTYPE_SIZES, value);
+}
+
+/** HKDF info labels (section 4). */
+export const LABEL_COMMITMENT = 'sealed-tensors/v1 key commitment';
+export const LABEL_TABLE_KEY = 'sealed-tensors/v1 table key';
+export const LABEL_PAYLOAD_KEY = 'sealed-tensors/v1 payload key';
+
+/** Key ids are printed in logs and file names: a conservative alphabet keeps them safe there. */
+export const KEY_ID_PATTERN = /^[A-Za-z0-9._:/-]{1,255}$/;

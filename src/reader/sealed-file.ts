@@ -1,0 +1,295 @@
+/**
+ * The key-in-hand reference reader: model-owner tooling and the executable twin of docs/FORMAT.md.
+ *
+ * It needs the raw data key and hands plaintext out as ordinary Uint8Arrays on the JS heap, so it
+ * is NOT the loading API for production inference: that is EnclaveSession, which keeps keys and
+ * plaintext in native secure memory. Use this to check, inspect and test sealed files you own.
+ */
+import { toHex, wipe } from '../bytes.js';
+import { FormatError, IntegrityError, NotFoundError, ReleasedError, SealedTensorsError, TruncatedError } from '../errors.js';
+import { FileKind, FIXED_HEADER_LENGTH, type Dtype, TAG_LENGTH } from '../format/constants.js';
+import { headerLengthFromPrefix, parseHeader, type PublicHeader } from '../format/header.js';
+import { chunkCount, chunkFileOffset, chunkPlainLength, chunksCovering, expectedFileLength, type Layout } from '../format/layout.js';
+import { parseIndexTable, parseTensorTable, type IndexTable, type TensorEntry, type TensorTable } from '../format/table.js';
+import { backendByName, type CryptoBackend } from '../crypto/backend.js';
+import { TensorDigest } from '../crypto/digest.js';
+import { deriveCheckedFileKeys, type FileKeys } from '../crypto/file-keys.js';
+import { TABLE_NONCE, chunkNonce } from '../crypto/stream.js';
+import { FileSource, type ByteSource } from './source.js';
+
+export interface TensorInfo {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  byteLength: number;
+  /** Offsets into the payload plaintext. */
+  begin: number;
+  end: number;
+  /** Tree digest (FORMAT.md section 6), hex. */
+  digest: string;
+}
+
+export interface TensorCheck {
+  name: string;
+  dtype: Dtype;
+  shape: number[];
+  byteLength: number;
+  /** The format's tree digest, checked. */
+  digest: string;
+  /** Plain SHA-256 of the tensor's bytes, to compare with the source file. */
+  sha256: string;
+}
+
+export interface ReaderOptions {
+  /** Which vetted library does the crypto: node:crypto (OpenSSL, default) or @noble. */
+  backend?: 'node' | 'noble' | CryptoBackend;
+}
+
+/** The public header of a sealed file, parsed without any key (what `inspect` shows). */
+export async function readPublicHeader(source: ByteSource): Promise<{ header: PublicHeader; headerBytes: Uint8Array; layout: Layout }> {
+  const prefix = await source.read(0, Math.min(source.size, FIXED_HEADER_LENGTH)).catch(rethrowAsFormat);
+  const length = headerLengthFromPrefix(prefix);
+  const headerBytes = await source.read(0, Math.min(source.size, length)).catch(rethrowAsFormat);
+  const { header } = parseHeader(headerBytes);
+  const layout: Layout = { headerLength: length, tableLength: header.tableLength, chunkSize: header.chunkSize, payloadLength: header.payloadLength };
+  const expected = expectedFileLength(layout);
+  if (source.size < expected) {
+    throw new TruncatedError(
+      `${source.description} is ${source.size} bytes but its header says ${expected}: the file is truncated (copy it again)`,
+    );
+  }
+  if (source.size > expected) {
+    throw new FormatError(`${source.description} is ${source.size} bytes but its header says ${expected}: it has trailing data`);
+  }
+  return { header, headerBytes, layout };
+}
+
+function rethrowAsFormat(err: unknown): never {
+  if (err instanceof TruncatedError) throw new FormatError(`too short to be a sealed-tensors file: ${err.message}`);
+  throw err;
+}
+
+export class SealedFileReader {
+  private keys: FileKeys | null;
+  private readonly byName: Map<string, TensorEntry>;
+
+  private constructor(
+    private readonly source: ByteSource,
+    private readonly ownsSource: boolean,
+    private readonly backend: CryptoBackend,
+    keys: FileKeys,
+    readonly header: PublicHeader,
+    readonly headerDigest: Uint8Array,
+    readonly layout: Layout,
+    private readonly tensorTable: TensorTable | null,
+    readonly indexTable: IndexTable | null,
+  ) {
+    this.keys = keys;
+    this.byName = new Map((tensorTable?.tensors ?? []).map((t) => [t.name, t]));
+  }
+
+  /** Open a sealed file with its data key: checks header, file length, key commitment and table. */
+  static async open(file: string | ByteSource, dataKey: Uint8Array, options: ReaderOptions = {}): Promise<SealedFileReader> {
+    const backend = typeof options.backend === 'object' ? options.backend : backendByName(options.backend ?? 'node');
+    const ownsSource = typeof file === 'string';
+    const source = typeof file === 'string' ? await FileSource.open(file) : file;
+    let keys: FileKeys | null = null;
+    try {
+      const { header, headerBytes, layout } = await readPublicHeader(source);
+      keys = deriveCheckedFileKeys(backend, dataKey, header.salt, header.keyCommitment, header.keyId);
+      const headerDigest = backend.sha256().update(headerBytes).digest();
+      const sealedTable = await source.read(layout.headerLength, layout.tableLength);
+      let tablePlain: Uint8Array;
+      try {
+        tablePlain = backend.aeadOpen(header.suite, keys.tableKey, TABLE_NONCE, headerDigest, sealedTable);
+      } catch (cause) {
+        throw new IntegrityError(
+          `${source.description}: the header or the tensor table failed authentication: the file is corrupted or was tampered with`,
+          { cause },
+        );
+      }
+      const tensorTable = header.kind === FileKind.INDEX ? null : parseTensorTable(tablePlain, header.payloadLength);
+      const indexTable = header.kind === FileKind.INDEX ? parseIndexTable(tablePlain, header.shardCount) : null;
+      return new SealedFileReader(source, ownsSource, backend, keys, header, headerDigest, layout, tensorTable, indexTable);
+    } catch (err) {
+      keys?.destroy();
+      if (ownsSource) await source.close();
+      throw err;
+    }
+  }
+
+  get description(): string {
+    return this.source.description;
+  }
+
+  get metadata(): Record<string, string> | null {
+    return this.tensorTable?.metadata ?? null;
+  }
+
+  /** Tensors in payload order. */
+  tensors(): TensorInfo[] {
+    return (this.tensorTable?.tensors ?? []).map(toInfo);
+  }
+
+  has(name: string): boolean {
+    return this.byName.has(name);
+  }
+
+  /** One tensor, read and decrypted from only the chunks that cover it, digest checked. */
+  async readTensor(name: string): Promise<Uint8Array> {
+    const entry = this.byName.get(name);
+    if (!entry) throw new NotFoundError(`no tensor named "${name}" in ${this.source.description}`);
+    const out = new Uint8Array(entry.end - entry.begin);
+    const digest = new TensorDigest(this.backend);
+    const range = chunksCovering(this.layout, entry.begin, entry.end);
+    try {
+      if (range) {
+        for (let i = range.first; i <= range.last; i++) {
+          const plain = await this.openChunk(i);
+          const chunkStart = i * this.layout.chunkSize;
+          const a = Math.max(entry.begin, chunkStart);
+          const b = Math.min(entry.end, chunkStart + plain.length);
+          const piece = plain.subarray(a - chunkStart, b - chunkStart);
+          out.set(piece, a - entry.begin);
+          digest.update(piece);
+          digest.endLeaf();
+          wipe(plain);
+        }
+      }
+      this.checkDigest(entry, digest);
+    } catch (err) {
+      wipe(out); // nothing unverified leaves this function
+      throw err;
+    }
+    return out;
+  }
+
+  /** Every tensor in payload order, each chunk decrypted once; a tensor is yielded only after its digest matched. */
+  async *entries(): AsyncGenerator<{ info: TensorInfo; data: Uint8Array }> {
+    const tensors = this.tensorTable?.tensors ?? [];
+    let pending: { entry: TensorEntry; data: Uint8Array; digest: TensorDigest } | null = null;
+    let next = 0;
+    const count = chunkCount(this.layout.payloadLength, this.layout.chunkSize);
+    const ready: { info: TensorInfo; data: Uint8Array }[] = [];
+    try {
+      for (let i = 0; i < count; i++) {
+        const plain = await this.openChunk(i);
+        const chunkStart = i * this.layout.chunkSize;
+        const chunkEnd = chunkStart + plain.length;
+        while (true) {
+          if (pending === null) {
+            if (next >= tensors.length) break;
+            const entry = tensors[next]!;
+            if (entry.begin >= chunkEnd && entry.end > entry.begin) break;
+            next++;
+            pending = { entry, data: new Uint8Array(entry.end - entry.begin), digest: new TensorDigest(this.backend) };
+          }
+          const { entry, data, digest } = pending;
+          const a = Math.max(entry.begin, chunkStart);
+          const b = Math.min(entry.end, chunkEnd);
+          if (b > a) {
+            const piece = plain.subarray(a - chunkStart, b - chunkStart);
+            data.set(piece, a - entry.begin);
+            digest.update(piece);
+            digest.endLeaf();
+          }
+          if (entry.end > chunkEnd) break; // continues in the next chunk
+          this.checkDigest(entry, digest);
+          ready.push({ info: toInfo(entry), data });
+          pending = null;
+        }
+        wipe(plain);
+        while (ready.length > 0) yield ready.shift()!;
+      }
+    } finally {
+      if (pending) wipe(pending.data);
+      for (const r of ready) wipe(r.data);
+    }
+  }
+
+  /**
+   * Decrypt everything, check every chunk, the last-chunk flag and every digest, without holding
+   * more than one chunk. Returns each tensor's digest and plain SHA-256.
+   */
+  async verify(): Promise<TensorCheck[]> {
+    const tensors = this.tensorTable?.tensors ?? [];
+    const results: TensorCheck[] = [];
+    const count = chunkCount(this.layout.payloadLength, this.layout.chunkSize);
+    let t = 0;
+    let tree = new TensorDigest(this.backend);
+    let plainHash = this.backend.sha256();
+    const finishEmptyTensors = (): void => {
+      while (t < tensors.length && tensors[t]!.end === tensors[t]!.begin) finish();
+    };
+    const finish = (): void => {
+      const entry = tensors[t]!;
+      this.checkDigest(entry, tree);
+      results.push({ ...checkFields(entry), sha256: toHex(plainHash.digest()) });
+      t++;
+      tree = new TensorDigest(this.backend);
+      plainHash = this.backend.sha256();
+    };
+    for (let i = 0; i < count; i++) {
+      const plain = await this.openChunk(i);
+      const chunkStart = i * this.layout.chunkSize;
+      const chunkEnd = chunkStart + plain.length;
+      finishEmptyTensors();
+      while (t < tensors.length && tensors[t]!.begin < chunkEnd) {
+        const entry = tensors[t]!;
+        const piece = plain.subarray(Math.max(entry.begin, chunkStart) - chunkStart, Math.min(entry.end, chunkEnd) - chunkStart);
+        tree.update(piece);
+        tree.endLeaf();
+        plainHash.update(piece);
+        if (entry.end > chunkEnd) break;
+        finish();
+        finishEmptyTensors();
+      }
+      wipe(plain);
+    }
+    finishEmptyTensors();
+    if (results.length !== tensors.length) throw new FormatError('the tensor table does not cover the payload (reader bug or damaged table)');
+    return results;
+  }
+
+  /** Decrypt and authenticate payload chunk i. */
+  private async openChunk(index: number): Promise<Uint8Array> {
+    const keys = this.keys;
+    if (!keys) throw new ReleasedError(`${this.source.description} was closed: open it again to read`);
+    const count = chunkCount(this.layout.payloadLength, this.layout.chunkSize);
+    const offset = chunkFileOffset(this.layout, index);
+    const sealed = await this.source.read(offset, chunkPlainLength(this.layout, index) + TAG_LENGTH);
+    try {
+      return this.backend.aeadOpen(this.header.suite, keys.payloadKey, chunkNonce(index, index === count - 1), this.headerDigest, sealed);
+    } catch (cause) {
+      if (!(cause instanceof SealedTensorsError)) throw cause;
+      throw new IntegrityError(
+        `${this.source.description}: chunk ${index} at offset ${offset} failed authentication: the file is corrupted or was tampered with (chunks moved, swapped or cut)`,
+        { cause },
+      );
+    }
+  }
+
+  private checkDigest(entry: TensorEntry, digest: TensorDigest): void {
+    if (digest.digestHex() !== entry.digest) {
+      throw new IntegrityError(
+        `${this.source.description}: tensor "${entry.name}" does not match its digest: the sealer was faulty or memory is corrupt; re-seal the model`,
+      );
+    }
+  }
+
+  /** Forget the subkeys and close the file. Further reads fail with ERR_RELEASED. */
+  async close(): Promise<void> {
+    this.keys?.destroy();
+    this.keys = null;
+    if (this.ownsSource) await this.source.close();
+  }
+}
+
+function toInfo(e: TensorEntry): TensorInfo {
+  return { name: e.name, dtype: e.dtype, shape: [...e.shape], byteLength: e.end - e.begin, begin: e.begin, end: e.end, digest: e.digest };
+}
+
+function checkFields(e: TensorEntry): Omit<TensorCheck, 'sha256'> {
+  return { name: e.name, dtype: e.dtype, shape: [...e.shape], byteLength: e.end - e.begin, digest: e.digest };
+}
+

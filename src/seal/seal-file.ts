@@ -1,0 +1,273 @@
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { randomBytes as nodeRandomBytes } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+import { assertBytes, toHex, wipe } from '../bytes.js';
+import { IoError, InvalidArgumentError, SafetensorsError, SealedTensorsError } from '../errors.js';
+import {
+  BUNDLE_ID_LENGTH,
+  DATA_KEY_LENGTH,
+  DEFAULT_CHUNK_SIZE,
+  FORMAT_VERSION,
+  FileKind,
+  type FileKindId,
+  SALT_LENGTH,
+  Suite,
+  type SuiteId,
+  TAG_LENGTH,
+} from '../format/constants.js';
+import { encodeHeader, headerLength, validateChunkSize, validateKeyId, type PublicHeader } from '../format/header.js';
+import { chunkCount, chunkFileOffset, chunkPlainLength, type Layout } from '../format/layout.js';
+import { encodeIndexTable, encodeTensorTable, type IndexTable } from '../format/table.js';
+import { nodeBackend, type CryptoBackend } from '../crypto/backend.js';
+import { TensorDigest } from '../crypto/digest.js';
+import { deriveFileKeys } from '../crypto/file-keys.js';
+import { TABLE_NONCE, chunkNonce } from '../crypto/stream.js';
+import { MAX_SAFETENSORS_HEADER, parseHeaderLength, parseSafetensorsHeader, type SafetensorsLayout } from './safetensors.js';
+
+export interface SealOptions {
+  dataKey: Uint8Array;
+  keyId: string;
+  suite?: SuiteId;
+  chunkSize?: number;
+  /** Replace an existing output; without it an existing output is an error. */
+  overwrite?: boolean;
+  backend?: CryptoBackend;
+  /** Reproducible test vectors only: a sealed file's salt must otherwise be fresh randomness. */
+  randomBytes?: (n: number) => Uint8Array;
+}
+
+export interface ShardPlacement {
+  kind: FileKindId;
+  shardIndex: number;
+  shardCount: number;
+  bundleId: Uint8Array;
+}
+
+export interface SealedFileSummary {
+  path: string;
+  header: PublicHeader;
+  headerDigest: string;
+}
+
+interface ResolvedOptions {
+  dataKey: Uint8Array;
+  keyId: string;
+  suite: SuiteId;
+  chunkSize: number;
+  overwrite: boolean;
+  backend: CryptoBackend;
+  randomBytes: (n: number) => Uint8Array;
+}
+
+export function resolveSealOptions(o: SealOptions): ResolvedOptions {
+  assertBytes(o.dataKey, 'dataKey', DATA_KEY_LENGTH);
+  validateKeyId(o.keyId);
+  const suite = o.suite ?? Suite.AES_256_GCM;
+  if (suite !== Suite.AES_256_GCM && suite !== Suite.CHACHA20_POLY1305) {
+    throw new InvalidArgumentError(`suite must be 1 (AES-256-GCM) or 2 (ChaCha20-Poly1305), got ${String(suite)}`);
+  }
+  const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  validateChunkSize(chunkSize);
+  return {
+    dataKey: o.dataKey,
+    keyId: o.keyId,
+    suite,
+    chunkSize,
+    overwrite: o.overwrite ?? false,
+    backend: o.backend ?? nodeBackend,
+    randomBytes: o.randomBytes ?? ((n) => new Uint8Array(nodeRandomBytes(n))),
+  };
+}
+
+/** Seal one `.safetensors` file into one sealed model file. */
+export async function sealFile(inputPath: string, outputPath: string, options: SealOptions): Promise<SealedFileSummary> {
+  const o = resolveSealOptions(options);
+  const placement: ShardPlacement = {
+    kind: FileKind.MODEL,
+    shardIndex: 0,
+    shardCount: 1,
+    bundleId: o.randomBytes(BUNDLE_ID_LENGTH),
+  };
+  return sealSafetensors(inputPath, outputPath, o, placement);
+}
+
+/** Read and validate the safetensors header of an open file. */
+export async function readSafetensorsLayout(fh: FileHandle, path: string): Promise<SafetensorsLayout> {
+  const { size } = await fh.stat();
+  const prefix = await readExactly(fh, 0, Math.min(8, size), path);
+  const n = parseHeaderLength(prefix, size);
+  if (n > MAX_SAFETENSORS_HEADER) throw new SafetensorsError('safetensors header too large');
+  const headerBytes = await readExactly(fh, 8, n, path);
+  try {
+    return parseSafetensorsHeader(headerBytes, size);
+  } catch (err) {
+    if (err instanceof SealedTensorsError) err.message = `${path}: ${err.message}`;
+    throw err;
+  }
+}
+
+export async function sealSafetensors(
+  inputPath: string,
+  outputPath: string,
+  o: ResolvedOptions,
+  placement: ShardPlacement,
+): Promise<SealedFileSummary> {
+  const input = await openOrThrow(inputPath, 'r');
+  try {
+    const st = await readSafetensorsLayout(input, inputPath);
+    return await writeSealedFile(outputPath, o, placement, st.dataLength, {
+      tableFor: (digests) =>
+        encodeTensorTable({
+          tensors: st.tensors.map((t, i) => ({ ...t, digest: digests[i]! })),
+          metadata: st.metadata,
+        }),
+      tensors: st.tensors,
+      readPayload: (offset, into) => readInto(input, st.dataStart + offset, into, inputPath),
+    });
+  } finally {
+    await input.close();
+  }
+}
+
+/** Seal an index file (kind 3): no payload, the table carries the shard list. */
+export async function sealIndexFile(
+  outputPath: string,
+  o: ResolvedOptions,
+  placement: ShardPlacement,
+  table: IndexTable,
+): Promise<SealedFileSummary> {
+  const bytes = encodeIndexTable(table);
+  return writeSealedFile(outputPath, o, placement, 0, { tableFor: () => bytes, tensors: [], readPayload: async () => {} });
+}
+
+interface PayloadPlan {
+  /** Table plaintext given the tensors' digests (hex); its length must not depend on their values. */
+  tableFor(digests: string[]): Uint8Array;
+  tensors: { begin: number; end: number }[];
+  readPayload(offset: number, into: Uint8Array): Promise<void>;
+}
+
+async function writeSealedFile(
+  outputPath: string,
+  o: ResolvedOptions,
+  placement: ShardPlacement,
+  payloadLength: number,
+  plan: PayloadPlan,
+): Promise<SealedFileSummary> {
+  if (!o.overwrite && (await exists(outputPath))) {
+    throw new IoError(`${outputPath} already exists: choose another output or allow overwriting (--force)`);
+  }
+  const placeholderDigests = plan.tensors.map(() => '0'.repeat(64));
+  const tableLength = plan.tableFor(placeholderDigests).length + TAG_LENGTH;
+
+  const salt = o.randomBytes(SALT_LENGTH);
+  const keys = deriveFileKeys(o.backend, o.dataKey, salt);
+  const header: PublicHeader = {
+    version: FORMAT_VERSION,
+    suite: o.suite,
+    kind: placement.kind,
+    chunkSize: o.chunkSize,
+    shardIndex: placement.shardIndex,
+    shardCount: placement.shardCount,
+    tableLength,
+    payloadLength,
+    bundleId: placement.bundleId,
+    salt,
+    keyCommitment: keys.commitment,
+    keyId: o.keyId,
+  };
+  const headerBytes = encodeHeader(header);
+  const headerDigest = o.backend.sha256().update(headerBytes).digest();
+  const layout: Layout = { headerLength: headerLength(o.keyId), tableLength, chunkSize: o.chunkSize, payloadLength };
+
+  const tempPath = join(dirname(outputPath), `.${basename(outputPath)}.partial-${toHex(nodeRandomBytes(6))}`);
+  const out = await openOrThrow(tempPath, 'wx');
+  let plainChunk: Uint8Array | null = null;
+  try {
+    const digests = plan.tensors.map(() => new TensorDigest(o.backend));
+    const count = chunkCount(payloadLength, o.chunkSize);
+    plainChunk = new Uint8Array(Math.min(o.chunkSize, Math.max(payloadLength, 0)));
+    let t = 0; // first tensor that may still have bytes in this or later chunks
+    for (let i = 0; i < count; i++) {
+      const start = i * o.chunkSize;
+      const len = chunkPlainLength(layout, i);
+      const plain = plainChunk.subarray(0, len);
+      await plan.readPayload(start, plain);
+      // Hash each tensor's leaf inside this chunk while the bytes are at hand.
+      while (t < plan.tensors.length && plan.tensors[t]!.end <= start) t++;
+      for (let k = t; k < plan.tensors.length; k++) {
+        const tensor = plan.tensors[k]!;
+        if (tensor.begin >= start + len) break;
+        const a = Math.max(tensor.begin, start);
+        const b = Math.min(tensor.end, start + len);
+        if (b > a) {
+          digests[k]!.update(plain.subarray(a - start, b - start));
+          digests[k]!.endLeaf();
+        }
+      }
+      const sealed = o.backend.aeadSeal(o.suite, keys.payloadKey, chunkNonce(i, i === count - 1), headerDigest, plain);
+      await writeAll(out, sealed, chunkFileOffset(layout, i), tempPath);
+    }
+    const tablePlain = plan.tableFor(digests.map((d) => d.digestHex()));
+    if (tablePlain.length + TAG_LENGTH !== tableLength) throw new Error('table length changed after hashing (sealer bug)');
+    const sealedTable = o.backend.aeadSeal(o.suite, keys.tableKey, TABLE_NONCE, headerDigest, tablePlain);
+    await writeAll(out, headerBytes, 0, tempPath);
+    await writeAll(out, sealedTable, layout.headerLength, tempPath);
+    await out.sync();
+    await out.close();
+    await rename(tempPath, outputPath).catch((cause) => {
+      throw new IoError(`could not move the sealed file into place at ${outputPath}: ${cause.message}`, { cause });
+    });
+    return { path: outputPath, header, headerDigest: toHex(headerDigest) };
+  } catch (err) {
+    await out.close().catch(() => {});
+    await rm(tempPath, { force: true });
+    throw err;
+  } finally {
+    keys.destroy();
+    wipe(plainChunk);
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function openOrThrow(path: string, flags: string): Promise<FileHandle> {
+  try {
+    return await open(path, flags, 0o644);
+  } catch (cause) {
+    const e = cause as NodeJS.ErrnoException;
+    throw new IoError(`cannot open ${path} (${e.code ?? e.message}): check the path and permissions`, { cause });
+  }
+}
+
+async function readExactly(fh: FileHandle, position: number, length: number, path: string): Promise<Uint8Array> {
+  const buf = new Uint8Array(length);
+  await readInto(fh, position, buf, path);
+  return buf;
+}
+
+async function readInto(fh: FileHandle, position: number, into: Uint8Array, path: string): Promise<void> {
+  let done = 0;
+  while (done < into.length) {
+    const { bytesRead } = await fh.read(into, done, into.length - done, position + done);
+    if (bytesRead === 0) throw new SafetensorsError(`${path} ended early at byte ${position + done}: was it modified while sealing?`);
+    done += bytesRead;
+  }
+}
+
+async function writeAll(fh: FileHandle, data: Uint8Array, position: number, path: string): Promise<void> {
+  let done = 0;
+  while (done < data.length) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done).catch((cause) => {
+      throw new IoError(`writing ${path} failed: ${cause.message}`, { cause });
+    });
+    done += bytesWritten;
+  }
+}
