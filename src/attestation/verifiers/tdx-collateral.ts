@@ -1,0 +1,315 @@
+import 'reflect-metadata';
+import { webcrypto, type X509Certificate } from 'node:crypto';
+import * as px509 from '@peculiar/x509';
+import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
+import { hex } from '../bin.js';
+import { commonName, parseCertificates, verifyChain } from '../certs.js';
+import type { Check } from '../types.js';
+import { ecdsaVerifyRaw } from './ecdsa.js';
+import type { PckExtensions, TdxQuote } from './tdx.js';
+
+px509.cryptoProvider.set(webcrypto as unknown as Crypto);
+
+/** A PCS document and its signature, kept as the exact bytes Intel signed. */
+export interface SignedJson {
+  body: string;
+  /** Hex r||s, ECDSA P-256/SHA-256, by the Intel SGX TCB Signing key. */
+  signature: string;
+}
+
+/** Intel PCS collateral for a TDX quote. Every part is optional; what is given is checked. */
+export interface TdxCollateral {
+  tcbInfo?: SignedJson;
+  qeIdentity?: SignedJson;
+  /** DER CRLs: the PCK Platform/Processor CA CRL and the Root CA CRL. */
+  crls: Uint8Array[];
+  /** Issuer chains that come with the collateral (TCB Signing, PCK CA). */
+  certificates: X509Certificate[];
+}
+
+export type TcbStatus =
+  | 'UpToDate'
+  | 'SWHardeningNeeded'
+  | 'ConfigurationNeeded'
+  | 'ConfigurationAndSWHardeningNeeded'
+  | 'OutOfDate'
+  | 'OutOfDateConfigurationNeeded'
+  | 'Revoked'
+  | 'NotEvaluated';
+
+// Worst last: the combined status is the worst of platform, QE and module.
+const STATUS_ORDER: TcbStatus[] = [
+  'UpToDate',
+  'SWHardeningNeeded',
+  'ConfigurationNeeded',
+  'ConfigurationAndSWHardeningNeeded',
+  'OutOfDate',
+  'OutOfDateConfigurationNeeded',
+  'Revoked',
+];
+
+export interface TdxCollateralResult {
+  status: TcbStatus;
+  platformStatus: TcbStatus;
+  qeStatus: TcbStatus;
+  moduleStatus?: TcbStatus;
+  tcbDate?: string;
+  advisoryIds: string[];
+  checks: Check[];
+}
+
+function fail(msg: string): never {
+  throw new EvidenceFormatError(`TDX collateral: ${msg}`);
+}
+
+/**
+ * Reads collateral files in the forms they are published: a dcap-qvl QuoteCollateralV3 JSON,
+ * raw PCS bodies ({"tcbInfo":...,"signature":...} / {"enclaveIdentity":...}), DER CRLs, PEM chains.
+ */
+export function parseTdxCollateral(files: readonly { name: string; bytes: Uint8Array }[]): TdxCollateral {
+  const out: TdxCollateral = { crls: [], certificates: [] };
+  for (const { name, bytes } of files) {
+    const text = Buffer.from(bytes).toString('utf8');
+    const trimmed = text.trim();
+    if (trimmed.startsWith('{')) {
+      // PCS bodies: the signature covers the exact bytes of the inner value, so cut it out textually.
+      const pcs = /^\{\s*"(tcbInfo|enclaveIdentity)"\s*:\s*([\s\S]*)\s*,\s*"signature"\s*:\s*"([0-9a-fA-F]+)"\s*\}$/.exec(trimmed);
+      if (pcs) {
+        const doc = { body: pcs[2]!, signature: pcs[3]! };
+        if (pcs[1] === 'tcbInfo') out.tcbInfo = doc;
+        else out.qeIdentity = doc;
+        continue;
+      }
+      let j: Record<string, unknown>;
+      try {
+        j = JSON.parse(trimmed) as Record<string, unknown>;
+      } catch (err) {
+        throw new EvidenceFormatError(`TDX collateral ${name} is not valid JSON: ${(err as Error).message}`, { cause: err });
+      }
+      const str = (k: string): string | undefined => (typeof j[k] === 'string' ? (j[k] as string) : undefined);
+      if (str('tcb_info') || str('qe_identity')) {
+        const ti = str('tcb_info');
+        const ts = str('tcb_info_signature');
+        const qi = str('qe_identity');
+        const qs = str('qe_identity_signature');
+        if (ti && ts) out.tcbInfo = { body: ti, signature: ts };
+        if (qi && qs) out.qeIdentity = { body: qi, signature: qs };
+        for (const k of ['pck_crl', 'root_ca_crl']) {
+          const v = str(k);
+          if (v) out.crls.push(new Uint8Array(Buffer.from(v, /^[0-9a-fA-F]+$/.test(v) ? 'hex' : 'base64')));
+        }
+        for (const k of ['tcb_info_issuer_chain', 'qe_identity_issuer_chain', 'pck_crl_issuer_chain']) {
+          const v = str(k);
+          if (v) out.certificates.push(...parseCertificates(v, `${name} ${k}`));
+        }
+        continue;
+      }
+      fail(`${name} is JSON but neither a PCS tcbInfo/enclaveIdentity body nor a QuoteCollateralV3 object`);
+    }
+    if (text.includes('-----BEGIN CERTIFICATE-----')) {
+      out.certificates.push(...parseCertificates(text, name));
+      continue;
+    }
+    if (text.includes('-----BEGIN X509 CRL-----')) {
+      const b64 = text.replace(/-----(BEGIN|END) X509 CRL-----|\s/g, '');
+      out.crls.push(new Uint8Array(Buffer.from(b64, 'base64')));
+      continue;
+    }
+    if (bytes[0] === 0x30) {
+      out.crls.push(bytes);
+      continue;
+    }
+    fail(`${name} is not a PCS JSON document, a PEM chain or a DER CRL`);
+  }
+  return out;
+}
+
+interface Ctx {
+  quote: TdxQuote;
+  pck: PckExtensions;
+  pckPath: X509Certificate[];
+  now: Date;
+  trustedRoots: ReadonlySet<string>;
+  extraCertificates: readonly X509Certificate[];
+}
+
+function worst(...s: TcbStatus[]): TcbStatus {
+  let w: TcbStatus = 'UpToDate';
+  for (const x of s) {
+    if (x === 'NotEvaluated') continue;
+    if (STATUS_ORDER.indexOf(x) > STATUS_ORDER.indexOf(w)) w = x;
+  }
+  return w;
+}
+
+function asStatus(v: unknown, where: string): TcbStatus {
+  if (typeof v === 'string' && (STATUS_ORDER as string[]).includes(v)) return v as TcbStatus;
+  return fail(`${where} has unknown tcbStatus ${JSON.stringify(v)}`);
+}
+
+function checkWindow(doc: Record<string, unknown>, what: string, now: Date): void {
+  const issue = new Date(String(doc.issueDate));
+  const next = new Date(String(doc.nextUpdate));
+  if (Number.isNaN(issue.getTime()) || Number.isNaN(next.getTime())) fail(`${what} lacks issueDate/nextUpdate`);
+  if (now < issue || now > next) {
+    throw new EvidenceChainError(
+      `TDX ${what} is valid ${issue.toISOString()} to ${next.toISOString()}, not at ${now.toISOString()}; fetch current collateral from Intel PCS or verify as of a time inside that window`,
+    );
+  }
+}
+
+function verifySigned(doc: SignedJson, what: string, ctx: Ctx, pool: X509Certificate[]): Record<string, unknown> {
+  const signer = pool.find((c) => commonName(c) === 'Intel SGX TCB Signing');
+  if (!signer) throw new EvidenceChainError(`TDX ${what}: no "Intel SGX TCB Signing" certificate given; pass the issuer chain from the PCS response`);
+  verifyChain(signer, pool, { now: ctx.now, trustedRoots: ctx.trustedRoots, what: `TDX ${what} signer`, hint: 'the TCB Signing chain must lead to the Intel SGX Root CA' });
+  const sig = Buffer.from(doc.signature, 'hex');
+  if (sig.length !== 64) fail(`${what} signature must be 64 bytes hex (r||s), got ${sig.length}`);
+  if (!ecdsaVerifyRaw('sha256', signer.publicKey, Buffer.from(doc.body, 'utf8'), sig)) {
+    throw new EvidenceSignatureError(`TDX ${what} signature does not verify with the Intel SGX TCB Signing key: the collateral was modified`);
+  }
+  try {
+    const parsed = JSON.parse(doc.body) as unknown;
+    if (typeof parsed !== 'object' || parsed === null) fail(`${what} is not a JSON object`);
+    return parsed as Record<string, unknown>;
+  } catch (err) {
+    throw new EvidenceFormatError(`TDX ${what} is not valid JSON`, { cause: err });
+  }
+}
+
+function svns(list: unknown, where: string): number[] {
+  if (!Array.isArray(list) || list.length !== 16) fail(`${where} must list 16 components`);
+  return list.map((c: unknown) => {
+    const svn = (c as { svn?: unknown }).svn;
+    if (typeof svn !== 'number') fail(`${where} component without a numeric svn`);
+    return svn;
+  });
+}
+
+function maskedEqual(a: Uint8Array, b: Uint8Array, mask: Uint8Array): boolean {
+  if (a.length !== b.length || a.length !== mask.length) return false;
+  for (let i = 0; i < a.length; i++) if ((a[i]! & mask[i]!) !== (b[i]! & mask[i]!)) return false;
+  return true;
+}
+
+function u32le(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+}
+
+/** Checks the collateral against the quote: signatures, windows, FMSPC, TCB levels, QE identity, CRLs. */
+export async function evaluateTdxCollateral(c: TdxCollateral, ctx: Ctx): Promise<TdxCollateralResult> {
+  const checks: Check[] = [];
+  const pool = [...c.certificates, ...ctx.pckPath, ...ctx.extraCertificates];
+  const result: TdxCollateralResult = { status: 'NotEvaluated', platformStatus: 'NotEvaluated', qeStatus: 'NotEvaluated', advisoryIds: [], checks };
+
+  if (c.tcbInfo) {
+    const t = verifySigned(c.tcbInfo, 'TCB info', ctx, pool);
+    checkWindow(t, 'TCB info', ctx.now);
+    if (t.id !== 'TDX' || t.version !== 3) fail(`TCB info id ${String(t.id)} version ${String(t.version)} is not TDX version 3`);
+    if (String(t.fmspc).toLowerCase() !== ctx.pck.fmspc) {
+      throw new EvidenceChainError(`TDX TCB info is for FMSPC ${String(t.fmspc)}, the PCK certificate says ${ctx.pck.fmspc}; fetch the TCB info for this FMSPC`);
+    }
+    if (String(t.pceId).toLowerCase() !== ctx.pck.pceId) {
+      throw new EvidenceChainError(`TDX TCB info is for PCEID ${String(t.pceId)}, the PCK certificate says ${ctx.pck.pceId}`);
+    }
+    checks.push({ check: 'tdx.tcb_info', ok: true, detail: `TCB info signed by Intel, valid at ${ctx.now.toISOString()}, FMSPC ${ctx.pck.fmspc}` });
+
+    const tee = ctx.quote.body.teeTcbSvn;
+    const moduleMajor = tee[1]!;
+    // With a TDX module version (byte 1) > 0, bytes 0-1 are judged by the module identity instead.
+    const from = moduleMajor > 0 && Array.isArray(t.tdxModuleIdentities) ? 2 : 0;
+    const levels = Array.isArray(t.tcbLevels) ? (t.tcbLevels as Record<string, unknown>[]) : fail('TCB info has no tcbLevels');
+    let platform: TcbStatus | undefined;
+    for (const [i, level] of levels.entries()) {
+      const tcb = (level.tcb ?? {}) as Record<string, unknown>;
+      const sgx = svns(tcb.sgxtcbcomponents, `tcbLevels[${i}].sgxtcbcomponents`);
+      const tdx = svns(tcb.tdxtcbcomponents, `tcbLevels[${i}].tdxtcbcomponents`);
+      if (typeof tcb.pcesvn !== 'number') fail(`tcbLevels[${i}] lacks pcesvn`);
+      const sgxOk = sgx.every((v, k) => ctx.pck.sgxComponents[k]! >= v) && ctx.pck.pceSvn >= tcb.pcesvn;
+      if (!sgxOk) continue;
+      if (!tdx.every((v, k) => k < from || tee[k]! >= v)) continue;
+      platform = asStatus(level.tcbStatus, `tcbLevels[${i}]`);
+      result.tcbDate = String(level.tcbDate);
+      if (Array.isArray(level.advisoryIDs)) result.advisoryIds.push(...level.advisoryIDs.map(String));
+      break;
+    }
+    if (!platform) {
+      throw new EvidenceChainError('TDX platform TCB is below every level in the TCB info (TCB unrecognized); the platform needs a firmware update');
+    }
+    result.platformStatus = platform;
+    checks.push({ check: 'tdx.tcb_level', ok: true, detail: `platform TCB level ${result.tcbDate}: ${platform}` });
+
+    if (from === 2) {
+      const id = `TDX_${moduleMajor.toString(16).padStart(2, '0').toUpperCase()}`;
+      const ident = (t.tdxModuleIdentities as Record<string, unknown>[]).find((m) => String(m.id).toUpperCase() === id);
+      if (!ident) throw new EvidenceChainError(`TDX TCB info has no module identity ${id} for this TDX module`);
+      const mrSigner = Buffer.from(String(ident.mrsigner), 'hex');
+      if (Buffer.compare(mrSigner, Buffer.from(ctx.quote.body.mrSignerSeam)) !== 0) {
+        throw new EvidenceChainError(`TDX module MRSIGNERSEAM ${hex(ctx.quote.body.mrSignerSeam)} is not ${id}'s ${mrSigner.toString('hex')}`);
+      }
+      const attrs = Buffer.from(String(ident.attributes), 'hex');
+      const mask = Buffer.from(String(ident.attributesMask), 'hex');
+      if (!maskedEqual(ctx.quote.body.seamAttributes, attrs, mask)) {
+        throw new EvidenceChainError(`TDX module SEAMATTRIBUTES ${hex(ctx.quote.body.seamAttributes)} do not match ${id}`);
+      }
+      const mLevels = Array.isArray(ident.tcbLevels) ? (ident.tcbLevels as Record<string, unknown>[]) : [];
+      const lvl = mLevels.find((l) => tee[0]! >= Number((l.tcb as Record<string, unknown> | undefined)?.isvsvn));
+      if (!lvl) throw new EvidenceChainError(`TDX module SVN ${tee[0]} is below every ${id} level`);
+      result.moduleStatus = asStatus(lvl.tcbStatus, `${id} tcbLevels`);
+      checks.push({ check: 'tdx.module_identity', ok: true, detail: `${id} SVN ${tee[0]}: ${result.moduleStatus}` });
+    }
+  }
+
+  if (c.qeIdentity) {
+    const q = verifySigned(c.qeIdentity, 'QE identity', ctx, pool);
+    checkWindow(q, 'QE identity', ctx.now);
+    if (q.id !== 'TD_QE') fail(`QE identity id ${String(q.id)} is not TD_QE`);
+    const qe = ctx.quote.qeReport;
+    const problems: string[] = [];
+    if (String(q.mrsigner).toLowerCase() !== hex(qe.mrSigner)) problems.push(`MRSIGNER ${hex(qe.mrSigner)} is not ${String(q.mrsigner)}`);
+    if (q.isvprodid !== qe.isvProdId) problems.push(`ISVPRODID ${qe.isvProdId} is not ${String(q.isvprodid)}`);
+    if (!maskedEqual(u32le(qe.miscSelect), Buffer.from(String(q.miscselect), 'hex').reverse(), Buffer.from(String(q.miscselectMask), 'hex').reverse())) {
+      problems.push('MISCSELECT does not match');
+    }
+    if (!maskedEqual(qe.attributes, Buffer.from(String(q.attributes), 'hex'), Buffer.from(String(q.attributesMask), 'hex'))) {
+      problems.push('ATTRIBUTES do not match');
+    }
+    if (problems.length) throw new EvidenceChainError(`TDX quoting enclave is not Intel's TD QE: ${problems.join('; ')}`);
+    const levels = Array.isArray(q.tcbLevels) ? (q.tcbLevels as Record<string, unknown>[]) : [];
+    const lvl = levels.find((l) => qe.isvSvn >= Number((l.tcb as Record<string, unknown> | undefined)?.isvsvn));
+    if (!lvl) throw new EvidenceChainError(`TDX QE ISVSVN ${qe.isvSvn} is below every QE identity level`);
+    result.qeStatus = asStatus(lvl.tcbStatus, 'QE identity tcbLevels');
+    checks.push({ check: 'tdx.qe_identity', ok: true, detail: `QE identity signed by Intel; ISVSVN ${qe.isvSvn}: ${result.qeStatus}` });
+  }
+
+  for (const [i, der] of c.crls.entries()) {
+    let crl: px509.X509Crl;
+    try {
+      crl = new px509.X509Crl(der);
+    } catch (err) {
+      throw new EvidenceFormatError(`TDX collateral CRL #${i + 1} is not a DER CRL`, { cause: err });
+    }
+    const issuer = pool.find((cert) => cert.subject.split('\n').reverse().join(', ') === crl.issuer || commonName(cert) === /CN=([^,]+)/.exec(crl.issuer)?.[1]);
+    if (!issuer) throw new EvidenceChainError(`TDX CRL issued by "${crl.issuer}": issuer certificate not found; pass the CRL issuer chain`);
+    verifyChain(issuer, pool, { now: ctx.now, trustedRoots: ctx.trustedRoots, what: 'TDX CRL issuer', hint: 'the CRL issuer must chain to the Intel SGX Root CA' });
+    const ok = await crl.verify({ publicKey: new px509.X509Certificate(issuer.raw) });
+    if (!ok) throw new EvidenceSignatureError(`TDX CRL from "${crl.issuer}" has a bad signature: it was modified`);
+    if (ctx.now < crl.thisUpdate || (crl.nextUpdate && ctx.now > crl.nextUpdate)) {
+      throw new EvidenceChainError(
+        `TDX CRL from "${crl.issuer}" is valid ${crl.thisUpdate.toISOString()} to ${crl.nextUpdate?.toISOString()}, not at ${ctx.now.toISOString()}; fetch a current CRL`,
+      );
+    }
+    for (const cert of ctx.pckPath) {
+      if (cert.issuer !== issuer.subject) continue;
+      if (crl.findRevoked(new px509.X509Certificate(cert.raw))) {
+        result.platformStatus = 'Revoked';
+        throw new EvidenceChainError(`TDX certificate "${commonName(cert)}" serial ${cert.serialNumber} is revoked by "${crl.issuer}"`);
+      }
+    }
+    checks.push({ check: 'tdx.crl', ok: true, detail: `CRL from ${commonName(issuer)} valid and signed; no certificate in the PCK chain revoked` });
+  }
+
+  result.status = c.tcbInfo ? worst(result.platformStatus, result.qeStatus, result.moduleStatus ?? 'UpToDate') : 'NotEvaluated';
+  return result;
+}

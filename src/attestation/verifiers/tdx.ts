@@ -1,0 +1,343 @@
+import { createHash, type X509Certificate } from 'node:crypto';
+import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
+import { ByteReader, hex, isAllZero } from '../bin.js';
+import { commonName, extensionValue, parseCertificates, verifyChain } from '../certs.js';
+import { derInteger, derOid, readChildren, readTlv } from '../der.js';
+import { DEFAULT_ROOTS, rootSet } from '../roots.js';
+import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
+import { ecdsaVerifyRaw, p256RawKey } from './ecdsa.js';
+import { evaluateTdxCollateral, type TdxCollateral, type TdxCollateralResult } from './tdx-collateral.js';
+
+/** Intel's QE vendor id; quotes from any other QE are not Intel DCAP quotes. */
+export const INTEL_QE_VENDOR_ID = '939a7233f79c4ca9940a0db3957f0607';
+export const TDX_TEE_TYPE = 0x81;
+const ATT_KEY_ECDSA_P256 = 2;
+const HEADER_SIZE = 48;
+const TD10_BODY_SIZE = 584;
+const TD15_BODY_SIZE = 648;
+const QE_REPORT_SIZE = 384;
+
+export interface TdReportBody {
+  teeTcbSvn: Uint8Array;
+  mrSeam: Uint8Array;
+  mrSignerSeam: Uint8Array;
+  seamAttributes: Uint8Array;
+  tdAttributes: Uint8Array;
+  xfam: Uint8Array;
+  mrTd: Uint8Array;
+  mrConfigId: Uint8Array;
+  mrOwner: Uint8Array;
+  mrOwnerConfig: Uint8Array;
+  rtmr: [Uint8Array, Uint8Array, Uint8Array, Uint8Array];
+  reportData: Uint8Array;
+  /** TDX 1.5 bodies (quote v5, body type 3) only. */
+  teeTcbSvn2?: Uint8Array;
+  mrServiceTd?: Uint8Array;
+}
+
+export interface QeReport {
+  cpuSvn: Uint8Array;
+  miscSelect: number;
+  attributes: Uint8Array;
+  mrEnclave: Uint8Array;
+  mrSigner: Uint8Array;
+  isvProdId: number;
+  isvSvn: number;
+  reportData: Uint8Array;
+  raw: Uint8Array;
+}
+
+export interface TdxQuote {
+  version: number;
+  attestationKeyType: number;
+  teeType: number;
+  qeVendorId: Uint8Array;
+  userData: Uint8Array;
+  /** v5 body type: 2 = TDX 1.0, 3 = TDX 1.5; v4 quotes are TDX 1.0. */
+  bodyType: number;
+  body: TdReportBody;
+  signature: Uint8Array;
+  attestationKey: Uint8Array;
+  qeReport: QeReport;
+  qeReportSignature: Uint8Array;
+  qeAuthData: Uint8Array;
+  /** PEM text of the PCK chain (certification data type 5). */
+  pckChainPem: string;
+  /** Header and body: the bytes the attestation key signs. */
+  signed: Uint8Array;
+  /** Bytes after the signature data (some sources pad with zeros); must be zero. */
+  trailing: number;
+}
+
+function parseBody(r: ByteReader, td15: boolean): TdReportBody {
+  const body: TdReportBody = {
+    teeTcbSvn: r.bytesOf(16, 'TEE_TCB_SVN'),
+    mrSeam: r.bytesOf(48, 'MRSEAM'),
+    mrSignerSeam: r.bytesOf(48, 'MRSIGNERSEAM'),
+    seamAttributes: r.bytesOf(8, 'SEAMATTRIBUTES'),
+    tdAttributes: r.bytesOf(8, 'TDATTRIBUTES'),
+    xfam: r.bytesOf(8, 'XFAM'),
+    mrTd: r.bytesOf(48, 'MRTD'),
+    mrConfigId: r.bytesOf(48, 'MRCONFIGID'),
+    mrOwner: r.bytesOf(48, 'MROWNER'),
+    mrOwnerConfig: r.bytesOf(48, 'MROWNERCONFIG'),
+    rtmr: [r.bytesOf(48, 'RTMR0'), r.bytesOf(48, 'RTMR1'), r.bytesOf(48, 'RTMR2'), r.bytesOf(48, 'RTMR3')],
+    reportData: r.bytesOf(64, 'REPORTDATA'),
+  };
+  if (td15) {
+    body.teeTcbSvn2 = r.bytesOf(16, 'TEE_TCB_SVN_2');
+    body.mrServiceTd = r.bytesOf(48, 'MRSERVICETD');
+  }
+  return body;
+}
+
+function parseQeReport(bytes: Uint8Array): QeReport {
+  const r = new ByteReader(bytes, 'TDX QE report');
+  const cpuSvn = r.bytesOf(16, 'CPUSVN');
+  const miscSelect = r.u32('MISCSELECT');
+  r.skip(28, 'reserved');
+  const attributes = r.bytesOf(16, 'ATTRIBUTES');
+  const mrEnclave = r.bytesOf(32, 'MRENCLAVE');
+  r.skip(32, 'reserved');
+  const mrSigner = r.bytesOf(32, 'MRSIGNER');
+  r.skip(96, 'reserved');
+  const isvProdId = r.u16('ISVPRODID');
+  const isvSvn = r.u16('ISVSVN');
+  r.skip(60, 'reserved');
+  const reportData = r.bytesOf(64, 'REPORTDATA');
+  return { cpuSvn, miscSelect, attributes, mrEnclave, mrSigner, isvProdId, isvSvn, reportData, raw: bytes };
+}
+
+/** Parses a TDX DCAP quote, version 4 or 5, with ECDSA P-256 attestation key and QE certification data. */
+export function parseTdxQuote(bytes: Uint8Array): TdxQuote {
+  if (!(bytes instanceof Uint8Array)) throw new EvidenceFormatError('TDX quote must be a Uint8Array');
+  const r = new ByteReader(bytes, 'TDX quote');
+  const version = r.u16('header.version');
+  if (version !== 4 && version !== 5) {
+    throw new EvidenceFormatError(`TDX quote version ${version} is not supported (4 and 5 are); the input may be an SGX quote or not a quote`);
+  }
+  const attestationKeyType = r.u16('header.att_key_type');
+  if (attestationKeyType !== ATT_KEY_ECDSA_P256) {
+    throw new EvidenceFormatError(`TDX quote attestation key type ${attestationKeyType} is not 2 (ECDSA P-256)`);
+  }
+  const teeType = r.u32('header.tee_type');
+  if (teeType !== TDX_TEE_TYPE) throw new EvidenceFormatError(`quote TEE type 0x${teeType.toString(16)} is not TDX (0x81)`);
+  r.skip(4, 'header.reserved');
+  const qeVendorId = r.bytesOf(16, 'header.qe_vendor_id');
+  const userData = r.bytesOf(20, 'header.user_data');
+  let bodyType = 2;
+  if (version === 5) {
+    bodyType = r.u16('body.type');
+    const size = r.u32('body.size');
+    const expected = bodyType === 2 ? TD10_BODY_SIZE : bodyType === 3 ? TD15_BODY_SIZE : -1;
+    if (expected < 0) throw new EvidenceFormatError(`TDX quote v5 body type ${bodyType} is not a TD report (2 or 3)`);
+    if (size !== expected) throw new EvidenceFormatError(`TDX quote v5 body type ${bodyType} must be ${expected} bytes, header says ${size}`);
+  }
+  const body = parseBody(r, bodyType === 3);
+  const signed = bytes.slice(0, r.offset);
+  const sigDataLen = r.u32('signature_data_len');
+  if (sigDataLen > r.remaining) {
+    throw new EvidenceFormatError(`TDX quote signature data length ${sigDataLen} exceeds the ${r.remaining} bytes left; the quote is truncated`);
+  }
+  const sigEnd = r.offset + sigDataLen;
+  const s = new ByteReader(bytes.subarray(r.offset, sigEnd), 'TDX quote signature data');
+  const signature = s.bytesOf(64, 'quote signature');
+  const attestationKey = s.bytesOf(64, 'attestation key');
+  const certType = s.u16('certification_data.type');
+  const certSize = s.u32('certification_data.size');
+  if (certType !== 6) throw new EvidenceFormatError(`TDX quote certification data type ${certType} is not 6 (QE report certification data)`);
+  if (certSize !== s.remaining) {
+    throw new EvidenceFormatError(`TDX quote certification data says ${certSize} bytes but ${s.remaining} remain in the signature data`);
+  }
+  const qeReport = parseQeReport(s.bytesOf(QE_REPORT_SIZE, 'QE report'));
+  const qeReportSignature = s.bytesOf(64, 'QE report signature');
+  const authLen = s.u16('QE auth data size');
+  const qeAuthData = s.bytesOf(authLen, 'QE auth data');
+  const innerType = s.u16('PCK certification data.type');
+  const innerSize = s.u32('PCK certification data.size');
+  if (innerType !== 5) {
+    throw new EvidenceFormatError(`TDX quote PCK certification data type ${innerType} is not 5 (PEM PCK chain); fetch the PCK chain from Intel PCS`);
+  }
+  if (innerSize !== s.remaining) {
+    throw new EvidenceFormatError(`TDX quote PCK chain says ${innerSize} bytes but ${s.remaining} remain`);
+  }
+  const pckChainPem = Buffer.from(s.bytesOf(innerSize, 'PCK chain')).toString('latin1').replace(/\0+$/, '');
+  const tail = bytes.subarray(sigEnd);
+  if (!isAllZero(tail)) throw new EvidenceFormatError(`TDX quote has ${tail.length} non-zero bytes after its signature data`);
+  return {
+    version,
+    attestationKeyType,
+    teeType,
+    qeVendorId,
+    userData,
+    bodyType,
+    body,
+    signature,
+    attestationKey,
+    qeReport,
+    qeReportSignature,
+    qeAuthData,
+    pckChainPem,
+    signed,
+    trailing: tail.length,
+  };
+}
+
+/** What the PCK certificate's SGX extension (1.2.840.113741.1.13.1) says about the platform. */
+export interface PckExtensions {
+  fmspc: string;
+  pceId: string;
+  pceSvn: number;
+  /** SGX TCB components 1..16. */
+  sgxComponents: number[];
+  cpuSvn: string;
+}
+
+const OID_SGX_EXT = '1.2.840.113741.1.13.1';
+
+export function pckExtensions(cert: X509Certificate): PckExtensions {
+  const v = extensionValue(cert, OID_SGX_EXT);
+  if (!v) throw new EvidenceChainError('TDX PCK certificate lacks the SGX extension (1.2.840.113741.1.13.1); it is not a PCK certificate');
+  const what = 'PCK SGX extension';
+  const out: PckExtensions = { fmspc: '', pceId: '', pceSvn: -1, sgxComponents: new Array(16).fill(-1), cpuSvn: '' };
+  for (const entry of readChildren(readTlv(v, 0, what), what)) {
+    const [oidTlv, valueTlv] = readChildren(entry, what);
+    if (!oidTlv || !valueTlv) continue;
+    const oid = derOid(oidTlv, what);
+    if (oid === `${OID_SGX_EXT}.4`) out.fmspc = hex(valueTlv.value);
+    else if (oid === `${OID_SGX_EXT}.3`) out.pceId = hex(valueTlv.value);
+    else if (oid === `${OID_SGX_EXT}.2`) {
+      for (const comp of readChildren(valueTlv, what)) {
+        const [o, val] = readChildren(comp, what);
+        if (!o || !val) continue;
+        const n = Number(derOid(o, what).split('.').pop());
+        if (n >= 1 && n <= 16) out.sgxComponents[n - 1] = derInteger(val, what);
+        else if (n === 17) out.pceSvn = derInteger(val, what);
+        else if (n === 18) out.cpuSvn = hex(val.value);
+      }
+    }
+  }
+  if (out.fmspc.length !== 12 || out.pceSvn < 0 || out.sgxComponents.some((c) => c < 0)) {
+    throw new EvidenceChainError('TDX PCK certificate SGX extension lacks FMSPC, PCESVN or TCB components');
+  }
+  return out;
+}
+
+export interface TdxVerifyOptions extends VerifyOptions {
+  /** Extra certificates (e.g. collateral issuer chains); the PCK chain itself comes from the quote. */
+  certificates?: readonly X509Certificate[];
+  /** Intel PCS collateral; when given, TCB info, QE identity and CRLs are checked too. */
+  collateral?: TdxCollateral;
+}
+
+export interface TdxVerified {
+  quote: TdxQuote;
+  pck: PckExtensions;
+  collateral?: TdxCollateralResult;
+}
+
+/**
+ * Verifies a TDX quote: the attestation key's ECDSA P-256 signature over header and TD report,
+ * the QE report's signature by the PCK, the QE report data binding the attestation key,
+ * and the PCK chain to Intel's SGX root CA at `now`; then collateral when given.
+ */
+export async function verifyTdxQuote(bytes: Uint8Array, opts: TdxVerifyOptions = {}): Promise<VerifiedEvidence<TdxVerified>> {
+  const quote = parseTdxQuote(bytes);
+  const now = opts.now ?? new Date();
+  const checks: Check[] = [];
+  if (hex(quote.qeVendorId) !== INTEL_QE_VENDOR_ID) {
+    throw new EvidenceFormatError(`TDX quote QE vendor id ${hex(quote.qeVendorId)} is not Intel's (${INTEL_QE_VENDOR_ID})`);
+  }
+
+  const attKey = p256RawKey(quote.attestationKey, 'TDX attestation key');
+  if (!ecdsaVerifyRaw('sha256', attKey, quote.signed, quote.signature)) {
+    throw new EvidenceSignatureError('TDX quote signature does not verify with its attestation key: the header or TD report was modified');
+  }
+  checks.push({ check: 'tdx.quote_signature', ok: true, detail: 'ECDSA P-256 signature over header and TD report verifies with the attestation key' });
+
+  const binding = createHash('sha256').update(quote.attestationKey).update(quote.qeAuthData).digest();
+  const qrd = quote.qeReport.reportData;
+  if (Buffer.compare(binding, Buffer.from(qrd.subarray(0, 32))) !== 0 || !isAllZero(qrd.subarray(32))) {
+    throw new EvidenceSignatureError('TDX QE report data is not SHA-256(attestation key || QE auth data): the attestation key is not the one the QE certified');
+  }
+  checks.push({ check: 'tdx.attestation_key_binding', ok: true, detail: 'QE report data = SHA-256(attestation key || QE auth data)' });
+
+  const chain = parseCertificates(quote.pckChainPem, 'TDX quote PCK certificate chain');
+  const leaf = chain[0]!;
+  if (!ecdsaVerifyRaw('sha256', leaf.publicKey, quote.qeReport.raw, quote.qeReportSignature)) {
+    throw new EvidenceSignatureError('TDX QE report signature does not verify with the PCK certificate: the QE report or PCK chain was modified');
+  }
+  checks.push({ check: 'tdx.qe_report_signature', ok: true, detail: 'QE report signed by the PCK key' });
+
+  const pool = [...chain, ...(opts.certificates ?? [])];
+  const trusted = rootSet(opts.trustedRoots ?? DEFAULT_ROOTS.tdx);
+  const path = verifyChain(leaf, pool, {
+    now,
+    trustedRoots: trusted,
+    what: 'TDX PCK chain',
+    hint: "the quote's PCK chain must lead to Intel's SGX Root CA",
+  });
+  checks.push({ check: 'tdx.pck_chain', ok: true, detail: `${path.map(commonName).join(' -> ')} valid at ${now.toISOString()}, root pinned` });
+  const pck = pckExtensions(leaf);
+
+  let collateral: TdxCollateralResult | undefined;
+  if (opts.collateral) {
+    collateral = await evaluateTdxCollateral(opts.collateral, { quote, pck, pckPath: path, now, trustedRoots: trusted, extraCertificates: opts.certificates ?? [] });
+    checks.push(...collateral.checks);
+  }
+  return { tee: 'tdx', claims: tdxClaims(quote, pck, collateral), raw: { quote, pck, ...(collateral ? { collateral } : {}) }, checks };
+}
+
+export function tdxClaims(quote: TdxQuote, pck: PckExtensions, collateral?: TdxCollateralResult): Claims {
+  const b = quote.body;
+  const tcb: Record<string, number | string> = {
+    teeTcbSvn: hex(b.teeTcbSvn),
+    tdxModuleSvn: b.teeTcbSvn[0]!,
+    tdxModuleMajor: b.teeTcbSvn[1]!,
+    pceSvn: pck.pceSvn,
+    qeSvn: quote.qeReport.isvSvn,
+    sgxTcbComponents: pck.sgxComponents.join(','),
+  };
+  b.teeTcbSvn.forEach((v, i) => (tcb[`teeTcbSvn${i}`] = v));
+  if (collateral) {
+    tcb.tcbStatus = collateral.status;
+    tcb.platformTcbStatus = collateral.platformStatus;
+    tcb.qeTcbStatus = collateral.qeStatus;
+    if (collateral.moduleStatus) tcb.tdxModuleTcbStatus = collateral.moduleStatus;
+    if (collateral.advisoryIds.length) tcb.advisoryIds = collateral.advisoryIds.join(',');
+  }
+  const measurements: Record<string, string> = {
+    mrTd: hex(b.mrTd),
+    rtmr0: hex(b.rtmr[0]),
+    rtmr1: hex(b.rtmr[1]),
+    rtmr2: hex(b.rtmr[2]),
+    rtmr3: hex(b.rtmr[3]),
+    mrSeam: hex(b.mrSeam),
+    mrSignerSeam: hex(b.mrSignerSeam),
+    mrConfigId: hex(b.mrConfigId),
+    mrOwner: hex(b.mrOwner),
+    mrOwnerConfig: hex(b.mrOwnerConfig),
+  };
+  if (b.mrServiceTd) measurements.mrServiceTd = hex(b.mrServiceTd);
+  return {
+    tee: 'tdx',
+    simulated: false,
+    measurement: hex(b.mrTd),
+    measurements,
+    reportData: hex(b.reportData),
+    // TDATTRIBUTES bit 0 is TUD.DEBUG.
+    debug: (b.tdAttributes[0]! & 1) === 1,
+    tcb,
+    platform: {
+      fmspc: pck.fmspc,
+      pceId: pck.pceId,
+      tdAttributes: hex(b.tdAttributes),
+      xfam: hex(b.xfam),
+      seamAttributes: hex(b.seamAttributes),
+      qeVendorId: hex(quote.qeVendorId),
+      quoteVersion: String(quote.version),
+      qeMrSigner: hex(quote.qeReport.mrSigner),
+      qeMrEnclave: hex(quote.qeReport.mrEnclave),
+    },
+  };
+}
