@@ -1,0 +1,254 @@
+#include "secure_memory.h"
+
+#include <openssl/crypto.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "errors.h"
+#include "js_region.h"
+#include "module.h"
+
+namespace sealed {
+
+std::string ErrnoText(const std::string& what, int err) { return what + ": " + std::strerror(err); }
+
+namespace {
+
+std::once_flag harden_once;
+HardeningState hardening{false, false, false};
+
+std::atomic<bool> probe_enabled{false};
+std::atomic<uint64_t> probe_releases{0};
+std::atomic<uint64_t> probe_bytes{0};
+std::atomic<uint64_t> probe_nonzero{0};
+
+size_t PageSize() {
+  static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return page;
+}
+
+// VmLck in KiB, for the error message: how much of the limit this process already uses.
+long LockedKiB() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmLck:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+  }
+  return -1;
+}
+
+std::string LimitText(rlim_t v) { return v == RLIM_INFINITY ? std::string("unlimited") : std::to_string(v) + " bytes"; }
+
+[[noreturn]] void ThrowMemlock(size_t bytes, int err) {
+  struct rlimit lim {};
+  getrlimit(RLIMIT_MEMLOCK, &lim);
+  long locked = LockedKiB();
+  std::string msg = "cannot lock " + std::to_string(bytes) + " bytes of secure memory (mlock: " + std::strerror(err) +
+                    "): RLIMIT_MEMLOCK is " + LimitText(lim.rlim_cur) + " (hard " + LimitText(lim.rlim_max) + ")";
+  if (locked >= 0) msg += " and this process already locks " + std::to_string(locked * 1024) + " bytes";
+  msg +=
+      ". Raise the limit for the process that runs node: `ulimit -l unlimited` (or a size in KiB) in its shell, "
+      "LimitMEMLOCK=infinity in a systemd unit, `--ulimit memlock=-1` with docker, or grant CAP_IPC_LOCK. "
+      "Plaintext is never placed in swappable memory instead.";
+  throw SealedError("ERR_MEMLOCK", msg);
+}
+
+}  // namespace
+
+void HardenProcess() {
+  std::call_once(harden_once, [] {
+    hardening.not_dumpable = prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0;
+    struct rlimit zero {0, 0};
+    hardening.no_core = setrlimit(RLIMIT_CORE, &zero) == 0;
+    hardening.done = true;
+  });
+}
+
+HardeningState GetHardeningState() {
+  HardenProcess();
+  return hardening;
+}
+
+std::unique_ptr<SecureRegion> SecureRegion::Allocate(size_t size) {
+  HardenProcess();
+  const size_t page = PageSize();
+  if (size > (size_t{1} << 46)) throw SealedError("ERR_RESOURCE_LIMIT", "secure buffer of " + std::to_string(size) + " bytes is too large");
+  const size_t mapped = size == 0 ? page : (size + page - 1) / page * page;
+  const size_t total = mapped + 2 * page;
+
+  void* base = mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED) {
+    throw SealedError("ERR_RESOURCE_LIMIT", ErrnoText("cannot map " + std::to_string(total) + " bytes of secure memory", errno));
+  }
+  uint8_t* data = static_cast<uint8_t*>(base) + page;
+  auto fail = [&](const char* code, const std::string& what, int err) {
+    munmap(base, total);
+    throw SealedError(code, ErrnoText(what, err));
+  };
+  // The guard pages stay PROT_NONE: an overrun faults instead of reading a neighbour.
+  if (mprotect(data, mapped, PROT_READ | PROT_WRITE) != 0) fail("ERR_RESOURCE_LIMIT", "mprotect secure memory", errno);
+  if (madvise(data, mapped, MADV_DONTDUMP) != 0) fail("ERR_UNSUPPORTED", "madvise(MADV_DONTDUMP)", errno);
+  if (madvise(data, mapped, MADV_WIPEONFORK) != 0) fail("ERR_UNSUPPORTED", "madvise(MADV_WIPEONFORK) (needs Linux 4.14+)", errno);
+  // Big buffers: huge pages make populating them several times cheaper (fewer faults). Advisory only.
+  if (mapped >= (size_t{4} << 20)) madvise(data, mapped, MADV_HUGEPAGE);
+  // mlock also faults every page in, so the buffer is populated before anyone writes to it.
+  if (mlock(data, mapped) != 0) {
+    int err = errno;
+    munmap(base, total);
+    ThrowMemlock(mapped, err);
+  }
+  return std::unique_ptr<SecureRegion>(new SecureRegion(static_cast<uint8_t*>(base), total, data, size, mapped));
+}
+
+SecureRegion::~SecureRegion() {
+  OPENSSL_cleanse(data_, mapped_);
+  if (probe_enabled.load(std::memory_order_relaxed)) {
+    uint64_t nonzero = 0;
+    for (size_t i = 0; i < mapped_; ++i) nonzero += data_[i] != 0;
+    probe_nonzero += nonzero;
+    probe_bytes += mapped_;
+    probe_releases += 1;
+  }
+  munlock(data_, mapped_);
+  munmap(base_, total_);
+}
+
+void SetReleaseProbe(bool enabled) { probe_enabled = enabled; }
+
+ReleaseProbe GetReleaseProbe() { return ReleaseProbe{probe_releases.load(), probe_bytes.load(), probe_nonzero.load()}; }
+
+// ---- JS-visible secure buffers ------------------------------------------------------------
+
+namespace {
+
+std::mutex registry_mutex;
+// Live (unreleased) buffers by data address; addresses are unique among live mappings.
+std::unordered_map<const void*, JsRegion*> live;
+std::atomic<uint64_t> live_bytes{0};
+
+void ReleaseLocked(JsRegion* r) {
+  if (r->region) {
+    live.erase(r->region->data());
+    live_bytes -= r->region->locked_size();
+    r->region.reset();
+  }
+}
+
+// The ArrayBuffer's finalizer: runs on the JS thread once the buffer is collected or detached.
+void Finalize(Napi::Env, void*, JsRegion* r) {
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    ReleaseLocked(r);
+  }
+  delete r;
+}
+
+}  // namespace
+
+JsRegion* LookupRegion(Napi::ArrayBuffer ab) {
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  auto it = live.find(ab.Data());
+  if (it == live.end() || ab.ByteLength() != it->second->region->size()) return nullptr;
+  return it->second;
+}
+
+Napi::ArrayBuffer NewSecureArrayBuffer(Napi::Env env, std::unique_ptr<SecureRegion> region) {
+  auto* r = new JsRegion();
+  uint8_t* data = region->data();
+  size_t size = region->size();
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    live_bytes += region->locked_size();
+    r->region = std::move(region);
+    live[data] = r;
+  }
+  return Napi::ArrayBuffer::New(env, data, size, Finalize, r);
+}
+
+namespace {
+
+Napi::Value SecureAlloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "size must be a number");
+  double size = info[0].As<Napi::Number>().DoubleValue();
+  if (!(size >= 0) || size != static_cast<double>(static_cast<uint64_t>(size))) {
+    throw MakeError(env, "ERR_INVALID_ARGUMENT", "size must be a non-negative integer");
+  }
+  try {
+    return NewSecureArrayBuffer(env, SecureRegion::Allocate(static_cast<size_t>(size)));
+  } catch (const SealedError& e) {
+    throw MakeError(env, e);
+  }
+}
+
+// Zeroize and unmap now, and detach the ArrayBuffer so no view can reach the unmapped pages.
+// Returns false if it was already released.
+Napi::Value SecureRelease(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArrayBuffer()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "expected the secure buffer's ArrayBuffer");
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  if (ab.IsDetached()) return Napi::Boolean::New(env, false);
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    auto it = live.find(ab.Data());
+    if (it == live.end()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "not a secure buffer");
+    if (it->second->pins.load() > 0) throw MakeError(env, "ERR_INVALID_ARGUMENT", "secure buffer is in use by a running native job");
+    ReleaseLocked(it->second);
+  }
+  ab.Detach();
+  return Napi::Boolean::New(env, true);
+}
+
+Napi::Value Hardening(const Napi::CallbackInfo& info) {
+  HardeningState s = GetHardeningState();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("notDumpable", s.not_dumpable);
+  o.Set("noCore", s.no_core);
+  o.Set("dumpable", Napi::Number::New(info.Env(), prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)));
+  return o;
+}
+
+Napi::Value SecureLockedBytes(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(live_bytes.load()));
+}
+
+Napi::Value TestSetReleaseProbe(const Napi::CallbackInfo& info) {
+  SetReleaseProbe(info[0].ToBoolean().Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value TestReleaseProbe(const Napi::CallbackInfo& info) {
+  ReleaseProbe p = GetReleaseProbe();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("releases", static_cast<double>(p.releases));
+  o.Set("bytesScanned", static_cast<double>(p.bytes_scanned));
+  o.Set("nonzeroBytes", static_cast<double>(p.nonzero_bytes));
+  return o;
+}
+
+void Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("secureAlloc", Napi::Function::New(env, SecureAlloc, "secureAlloc"));
+  exports.Set("secureRelease", Napi::Function::New(env, SecureRelease, "secureRelease"));
+  exports.Set("secureLockedBytes", Napi::Function::New(env, SecureLockedBytes, "secureLockedBytes"));
+  exports.Set("hardening", Napi::Function::New(env, Hardening, "hardening"));
+  Napi::Object testing = exports.Has("_testing") ? exports.Get("_testing").As<Napi::Object>() : Napi::Object::New(env);
+  testing.Set("setReleaseProbe", Napi::Function::New(env, TestSetReleaseProbe, "setReleaseProbe"));
+  testing.Set("releaseProbe", Napi::Function::New(env, TestReleaseProbe, "releaseProbe"));
+  exports.Set("_testing", testing);
+}
+
+}  // namespace
+
+SEALED_REGISTER(secure_memory, Init);
+
+}  // namespace sealed

@@ -1,0 +1,235 @@
+/**
+ * Loads the native addon (build/Release/sealed_tensors.node) and translates its errors.
+ * The loader tries its candidates in order and, when none loads, says what was tried and what to do.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
+import {
+  FormatError,
+  IntegrityError,
+  InvalidArgumentError,
+  IoError,
+  KeyMismatchError,
+  MemlockError,
+  NativeUnavailableError,
+  NotFoundError,
+  ReleasedError,
+  ResourceLimitError,
+  SealedTensorsError,
+  TruncatedError,
+  UnsupportedError,
+  UnsupportedVersionError,
+  type ErrorCode,
+} from '../errors.js';
+
+/** An opaque data key living in the addon's secure memory. */
+export interface NativeKeyHandle {
+  release(): boolean;
+  readonly released: boolean;
+}
+
+export interface NativeHardening {
+  notDumpable: boolean;
+  noCore: boolean;
+  /** prctl(PR_GET_DUMPABLE) right now: 0 once hardened. */
+  dumpable: number;
+}
+
+/** What `sealedOpen` resolves to: the file stays open natively, keys derived into secure memory. */
+export interface NativeOpenResult {
+  file: NativeSealedFile;
+  /** The public header bytes the addon read and authenticated the table against. */
+  header: Uint8Array;
+  fileSize: number;
+  /** Decrypted table JSON (metadata, not weights). */
+  table: Uint8Array;
+}
+
+export interface NativeRunOptions {
+  /** [begin0, end0, begin1, end1, ...] payload ranges, ascending and disjoint; one digest each. */
+  ranges: Float64Array;
+  /** Secure ArrayBuffer to decrypt into; omit to verify only (streaming, buffers reused). */
+  dest?: ArrayBuffer;
+  /** Where each range starts in `dest`. */
+  destOffsets?: Float64Array;
+  /** Authenticate every chunk of the file, not only those the ranges touch. */
+  allChunks: boolean;
+  /** Stop at the first chunk that fails to authenticate (loading), or go on (verify reports all). */
+  stopOnFailure: boolean;
+  threads: number;
+}
+
+export interface NativeRunResult {
+  /** 32 bytes per range: the FORMAT.md section 6 tensor digest. */
+  digests: Uint8Array;
+  /** Indices of chunks whose tag did not verify (their plaintext was wiped). */
+  failedChunks: number[];
+  chunksProcessed: number;
+}
+
+export interface NativeSealedFile {
+  run(options: NativeRunOptions): Promise<NativeRunResult>;
+  close(): void;
+  readonly chunkSize: number;
+  readonly chunkCount: number;
+  readonly payloadLength: number;
+}
+
+export interface NativeAddon {
+  modules: string[];
+  secureAlloc(size: number): ArrayBuffer;
+  secureRelease(buffer: ArrayBuffer): boolean;
+  secureLockedBytes(): number;
+  hardening(): NativeHardening;
+  keyImport(bytes: Uint8Array): NativeKeyHandle;
+  sealedOpen(path: string, key: NativeKeyHandle): Promise<NativeOpenResult>;
+  _testing: {
+    setReleaseProbe(enabled: boolean): void;
+    releaseProbe(): { releases: number; bytesScanned: number; nonzeroBytes: number };
+  };
+}
+
+const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+let cached: { addon: NativeAddon } | { error: NativeUnavailableError } | undefined;
+
+function candidates(): string[] {
+  const list: string[] = [];
+  const fromEnv = process.env['SEALED_TENSORS_ADDON'];
+  if (fromEnv) list.push(resolve(fromEnv));
+  list.push(join(packageRoot, 'build', 'Release', 'sealed_tensors.node'));
+  list.push(join(packageRoot, 'build', 'Debug', 'sealed_tensors.node'));
+  return list;
+}
+
+/** The addon, or a NativeUnavailableError that lists every path tried and how to fix it. */
+export function loadAddon(): NativeAddon {
+  if (cached === undefined) cached = tryLoad();
+  if ('error' in cached) throw cached.error;
+  return cached.addon;
+}
+
+function tryLoad(): { addon: NativeAddon } | { error: NativeUnavailableError } {
+  const require = createRequire(import.meta.url);
+  const tried: string[] = [];
+  let lastError: unknown;
+  if (process.platform !== 'linux') {
+    return {
+      error: new NativeUnavailableError(
+        `the native addon supports Linux only (this is ${process.platform}); the TypeScript reference path is unhardened`,
+      ),
+    };
+  }
+  for (const path of candidates()) {
+    if (!existsSync(path)) {
+      tried.push(`${path}: not found`);
+      continue;
+    }
+    try {
+      const addon = require(path) as NativeAddon;
+      if (typeof addon.secureAlloc !== 'function' || typeof addon.keyImport !== 'function') {
+        tried.push(`${path}: loaded but lacks the expected exports (stale build?)`);
+        continue;
+      }
+      return { addon };
+    } catch (err) {
+      lastError = err;
+      tried.push(`${path}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  const message = [
+    'the sealed-tensors native addon could not be loaded. Tried:',
+    ...tried.map((t) => `  - ${t}`),
+    'Possible solutions:',
+    '  1. Build it: `npm run build:native` in the package directory (needs python3, make and a C++20 compiler).',
+    '  2. If it was built for another Node version (NODE_MODULE_VERSION mismatch), rebuild it with this node: ' +
+      `${process.version}.`,
+    '  3. Point SEALED_TENSORS_ADDON at a prebuilt sealed_tensors.node.',
+    '  4. Or accept the unhardened TypeScript path explicitly (allowUnhardened: true).',
+  ].join('\n');
+  return { error: new NativeUnavailableError(message, { cause: lastError }) };
+}
+
+export interface NativeStatus {
+  /** True when plaintext goes only to locked, non-dumpable memory: the native path is active. */
+  hardened: boolean;
+  available: boolean;
+  /** Why the native path is not available. */
+  reason?: string;
+  modules?: string[];
+  processHardening?: NativeHardening;
+}
+
+/** Which path is active; never throws. Calling it hardens the process when the addon loads. */
+export function nativeStatus(): NativeStatus {
+  try {
+    const addon = loadAddon();
+    const processHardening = addon.hardening();
+    return {
+      hardened: processHardening.notDumpable,
+      available: true,
+      modules: [...addon.modules],
+      processHardening,
+    };
+  } catch (err) {
+    return { hardened: false, available: false, reason: (err as Error).message };
+  }
+}
+
+/**
+ * Gate for loading APIs: the native (hardened) path, or an explicit opt-in to the TypeScript path.
+ * Returns the addon, or null when the caller allowed the unhardened fallback and the addon is missing.
+ */
+export function requireHardened(allowUnhardened = false): NativeAddon | null {
+  try {
+    return loadAddon();
+  } catch (err) {
+    if (allowUnhardened) return null;
+    throw err;
+  }
+}
+
+const classes: Record<string, new (message: string, options?: { cause?: unknown }) => SealedTensorsError> = {
+  ERR_INVALID_ARGUMENT: InvalidArgumentError,
+  ERR_FORMAT: FormatError,
+  ERR_UNSUPPORTED_VERSION: UnsupportedVersionError,
+  ERR_UNSUPPORTED: UnsupportedError,
+  ERR_TRUNCATED: TruncatedError,
+  ERR_INTEGRITY: IntegrityError,
+  ERR_KEY_MISMATCH: KeyMismatchError,
+  ERR_NOT_FOUND: NotFoundError,
+  ERR_IO: IoError,
+  ERR_RESOURCE_LIMIT: ResourceLimitError,
+  ERR_MEMLOCK: MemlockError,
+  ERR_RELEASED: ReleasedError,
+};
+
+/** Turns an addon error ({ code, message }) into this library's error class; other values pass through. */
+export function fromNative(err: unknown): unknown {
+  if (err instanceof SealedTensorsError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code in classes) {
+    const Cls = classes[code as ErrorCode]!;
+    return new Cls((err as Error).message);
+  }
+  return err;
+}
+
+/** Runs `fn`, rethrowing addon errors as library errors. */
+export function callNative<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw fromNative(err);
+  }
+}
+
+export async function awaitNative<T>(promise: Promise<T>): Promise<T> {
+  try {
+    return await promise;
+  } catch (err) {
+    throw fromNative(err);
+  }
+}

@@ -1,0 +1,3 @@
+export { loadAddon, nativeStatus, requireHardened, fromNative, type NativeStatus, type NativeAddon } from './addon.js';
+export { SecureBuffer } from './secure-buffer.js';
+export { importKey, type NativeKeyHandle } from './key.js';
