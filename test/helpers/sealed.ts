@@ -1,0 +1,44 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { sealFile } from '../../src/seal/seal-file.js';
+import { SealedFileReader, type ReaderOptions } from '../../src/reader/sealed-file.js';
+import { MemorySource } from '../../src/reader/source.js';
+import { SealedTensorsError } from '../../src/errors.js';
+import { writeSafetensors, type TensorSpec } from './safetensors.js';
+
+export const SMALL_MODEL: TensorSpec[] = [
+  { name: 'embed.weight', dtype: 'F32', shape: [16, 40] },
+  { name: 'layer.0.bias', dtype: 'BF16', shape: [1500] },
+  { name: 'head', dtype: 'U8', shape: [456] },
+];
+
+/** Seal a small model (several chunks of 4 KiB) and return the sealed bytes and the plaintext tensors. */
+export async function sealSmall(dir: string, name: string, key: Uint8Array, tensors = SMALL_MODEL, chunkSize = 4096) {
+  const input = join(dir, `${name}.safetensors`);
+  const output = join(dir, `${name}.sealed`);
+  const data = writeSafetensors(input, tensors, { format: 'pt' });
+  await sealFile(input, output, { dataKey: key, keyId: 'test-key', chunkSize });
+  return { sealed: new Uint8Array(readFileSync(output)), data, path: output };
+}
+
+/**
+ * Open and fully verify sealed bytes. Returns the error code, or 'ok'. Checks that every byte the
+ * reader handed out before failing equals the original: nothing unauthenticated escapes.
+ */
+export async function openOutcome(bytes: Uint8Array, key: Uint8Array, original: Map<string, Uint8Array>, options: ReaderOptions = {}): Promise<string> {
+  let reader: SealedFileReader | null = null;
+  try {
+    reader = await SealedFileReader.open(new MemorySource(bytes), key, options);
+    for await (const { info, data } of reader.entries()) {
+      const want = original.get(info.name);
+      if (!want || Buffer.compare(Buffer.from(want), Buffer.from(data)) !== 0) return `HANDED_OUT_WRONG_DATA:${info.name}`;
+    }
+    await reader.verify();
+    return 'ok';
+  } catch (err) {
+    if (err instanceof SealedTensorsError) return err.code;
+    throw err;
+  } finally {
+    await reader?.close();
+  }
+}
