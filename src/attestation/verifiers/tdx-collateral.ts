@@ -8,7 +8,7 @@ import type { Check } from '../types.js';
 import { ecdsaVerifyRaw } from './ecdsa.js';
 import type { PckExtensions, TdxQuote } from './tdx.js';
 
-px509.cryptoProvider.set(webcrypto as unknown as Crypto);
+px509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof px509.cryptoProvider.set>[0]);
 
 /** A PCS document and its signature, kept as the exact bytes Intel signed. */
 export interface SignedJson {

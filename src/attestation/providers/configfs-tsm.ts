@@ -1,0 +1,80 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { IoError, NoTeeError } from '../../errors.js';
+import { assertBytes } from '../../bytes.js';
+import type { TeeType } from '../types.js';
+import type { EvidenceProvider } from './types.js';
+
+export const CONFIGFS_TSM_REPORT = '/sys/kernel/config/tsm/report';
+
+/** What configfs-tsm returned for one request. */
+export interface TsmReport {
+  /** "sev_guest" or "tdx_guest". */
+  provider: string;
+  /** SNP: the ATTESTATION_REPORT; TDX: the quote. */
+  outblob: Uint8Array;
+  /** SNP only: the certificate table the host supplied (may be empty). */
+  auxblob: Uint8Array | undefined;
+}
+
+function fsError(err: unknown, what: string): Error {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT' || code === 'ENOTDIR') return new NoTeeError(`${what}: configfs-tsm is not available (${code}); needs Linux 6.7+ inside an SNP or TDX guest`, { cause: err });
+  if (code === 'EACCES' || code === 'EPERM') return new IoError(`${what}: permission denied; run as root or grant access to ${CONFIGFS_TSM_REPORT}`, { cause: err });
+  return new IoError(`${what}: ${(err as Error).message}`, { cause: err });
+}
+
+/**
+ * One report request through the kernel's configfs-tsm interface: make an entry, write inblob,
+ * read outblob, check the generation counter (another writer would have changed it), remove it.
+ */
+export async function tsmReport(reportData: Uint8Array, opts: { root?: string; privlevel?: number } = {}): Promise<TsmReport> {
+  assertBytes(reportData, 'reportData', 64);
+  const root = opts.root ?? CONFIGFS_TSM_REPORT;
+  const entry = join(root, `sealed-tensors-${process.pid}-${randomBytes(6).toString('hex')}`);
+  try {
+    await mkdir(entry);
+  } catch (err) {
+    throw fsError(err, `creating ${entry}`);
+  }
+  try {
+    if (opts.privlevel !== undefined) await writeFile(join(entry, 'privlevel'), String(opts.privlevel));
+    await writeFile(join(entry, 'inblob'), reportData);
+    const provider = (await readFile(join(entry, 'provider'), 'utf8')).trim();
+    const outblob = new Uint8Array(await readFile(join(entry, 'outblob')));
+    let auxblob: Uint8Array | undefined;
+    try {
+      auxblob = new Uint8Array(await readFile(join(entry, 'auxblob')));
+    } catch {
+      auxblob = undefined; // only SNP hosts that supply certificates have it
+    }
+    const generation = Number((await readFile(join(entry, 'generation'), 'utf8')).trim());
+    const expected = opts.privlevel !== undefined ? 2 : 1;
+    if (generation !== expected) {
+      throw new IoError(`configfs-tsm entry ${entry} was written by someone else (generation ${generation}, expected ${expected}); retry`);
+    }
+    if (outblob.length === 0) throw new IoError(`configfs-tsm returned an empty report from provider "${provider}"`);
+    return { provider, outblob, auxblob };
+  } catch (err) {
+    if (err instanceof IoError || err instanceof NoTeeError) throw err;
+    throw fsError(err, `requesting a report through ${entry}`);
+  } finally {
+    await rmdir(entry).catch(() => undefined);
+  }
+}
+
+/** SNP or TDX evidence through configfs-tsm. */
+export class ConfigfsTsmProvider implements EvidenceProvider {
+  constructor(
+    readonly tee: Extract<TeeType, 'snp' | 'tdx'>,
+    private readonly opts: { root?: string; privlevel?: number } = {},
+  ) {}
+
+  async getEvidence(reportData: Uint8Array): Promise<Uint8Array> {
+    const r = await tsmReport(reportData, this.opts);
+    const want = this.tee === 'snp' ? 'sev_guest' : 'tdx_guest';
+    if (r.provider !== want) throw new NoTeeError(`configfs-tsm provider is "${r.provider}", not ${want}; this is not a ${this.tee} guest`);
+    return r.outblob;
+  }
+}

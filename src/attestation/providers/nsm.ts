@@ -1,0 +1,42 @@
+import { decode as cborDecode, encode as cborEncode } from 'cborg';
+import { EvidenceFormatError, IoError } from '../../errors.js';
+import { assertBytes } from '../../bytes.js';
+import type { EvidenceProvider } from './types.js';
+import { ioctlError, loadTeeIoctls } from './native-ioctl.js';
+
+/** The NSM request for an attestation document carrying `userData` (our 64 report-data bytes). */
+export function nsmAttestationRequest(userData: Uint8Array): Uint8Array {
+  return cborEncode({ Attestation: { user_data: userData, nonce: null, public_key: null } });
+}
+
+/** Pulls the document out of an NSM response: {"Attestation": {"document": bstr}} or {"Error": "..."}. */
+export function nsmAttestationDocument(response: Uint8Array): Uint8Array {
+  let r: unknown;
+  try {
+    r = cborDecode(response);
+  } catch (err) {
+    throw new EvidenceFormatError(`NSM response is not CBOR: ${(err as Error).message}`, { cause: err });
+  }
+  const obj = r as { Attestation?: { document?: unknown }; Error?: unknown } | null;
+  if (obj && typeof obj === 'object' && obj.Error !== undefined) throw new IoError(`NSM refused the attestation request: ${String(obj.Error)}`);
+  const doc = obj?.Attestation?.document;
+  if (!(doc instanceof Uint8Array)) throw new EvidenceFormatError('NSM response has no Attestation.document byte string');
+  return doc;
+}
+
+/** Nitro Enclaves evidence through /dev/nsm. The 64 report-data bytes go in user_data. */
+export class NitroNsmProvider implements EvidenceProvider {
+  readonly tee = 'nitro' as const;
+
+  async getEvidence(reportData: Uint8Array): Promise<Uint8Array> {
+    assertBytes(reportData, 'reportData', 64);
+    let response: Uint8Array;
+    try {
+      response = await loadTeeIoctls().teeNsmRequest(nsmAttestationRequest(reportData));
+    } catch (err) {
+      if (err instanceof Error && (err as { code?: string }).code?.startsWith('ERR_')) throw err;
+      throw ioctlError(err, '/dev/nsm');
+    }
+    return nsmAttestationDocument(response);
+  }
+}
