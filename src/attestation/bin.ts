@@ -43,6 +43,15 @@ export class ByteReader {
   u64(field: string): bigint {
     return this.view.getBigUint64(this.need(8, field), true);
   }
+  u16be(field: string): number {
+    return this.view.getUint16(this.need(2, field), false);
+  }
+  u32be(field: string): number {
+    return this.view.getUint32(this.need(4, field), false);
+  }
+  u64be(field: string): bigint {
+    return this.view.getBigUint64(this.need(8, field), false);
+  }
   /** A copy, so parsed structures never alias the caller's buffer. */
   bytesOf(n: number, field: string): Uint8Array {
     const at = this.need(n, field);

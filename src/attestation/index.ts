@@ -1,0 +1,30 @@
+// Public attestation API: gather evidence (providers), verify it (verifiers), judge it (policy).
+export type { TeeType, Claims, Check, VerifiedEvidence, VerifyOptions } from './types.js';
+export { TEE_TYPES } from './types.js';
+export { verifyEvidence, type VerifyEvidenceOptions } from './verify.js';
+export { parseCertificates, fingerprint as certificateFingerprint } from './certs.js';
+export {
+  AMD_ARK_MILAN,
+  AMD_ARK_GENOA,
+  INTEL_SGX_ROOT_CA,
+  AWS_NITRO_ROOT_G1,
+  NVIDIA_DEVICE_IDENTITY_CA,
+  DEFAULT_ROOTS,
+  type PinnedRoot,
+} from './roots.js';
+export { parseSnpReport, verifySnpReport, decodeSnpTcb, type SnpReport, type SnpTcb, type SnpVerifyOptions } from './verifiers/snp.js';
+export { parseTdxQuote, verifyTdxQuote, type TdxQuote, type TdReportBody, type TdxVerifyOptions, type TdxVerified } from './verifiers/tdx.js';
+export { parseTdxCollateral, type TdxCollateral, type TdxCollateralResult, type TcbStatus } from './verifiers/tdx-collateral.js';
+export { parseNitroDocument, verifyNitroDocument, type NitroDocument } from './verifiers/nitro.js';
+export { parseAzureEvidence, verifyAzureEvidence, parseHclReport, parseTpmsAttest, type AzureEvidence } from './verifiers/azure.js';
+export { parseNvidiaReport, verifyNvidiaReport, type NvidiaReport } from './verifiers/nvidia.js';
+export { parseSimulatedEvidence, verifySimulatedEvidence, type SimulatedEvidence } from './verifiers/simulated.js';
+export { DEFAULT_POLICY, parsePolicy, validatePolicy, type Policy, type TeePolicy } from './policy/policy.js';
+export { evaluatePolicy, type Verdict, type EvaluateOptions } from './policy/evaluate.js';
+export type { EvidenceProvider } from './providers/types.js';
+export { SimulatedTee, type SimulatedTeeOptions } from './providers/simulated.js';
+export { detectTee, providerFor, defaultProvider, type DetectedTee } from './providers/detect.js';
+export { ConfigfsTsmProvider, tsmReport } from './providers/configfs-tsm.js';
+export { SevGuestIoctlProvider, TdxGuestIoctlProvider, tdxGetTdReport } from './providers/ioctl.js';
+export { NitroNsmProvider } from './providers/nsm.js';
+export { parseSnpCertTable } from './providers/snp-certs.js';
