@@ -12,7 +12,6 @@
 #include <fstream>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include "errors.h"
 #include "js_region.h"
@@ -131,14 +130,14 @@ ReleaseProbe GetReleaseProbe() { return ReleaseProbe{probe_releases.load(), prob
 
 namespace {
 
-std::mutex registry_mutex;
-// Live (unreleased) buffers by data address; addresses are unique among live mappings.
-std::unordered_map<const void*, JsRegion*> live;
+// Tags our ArrayBuffers; the JsRegion is attached to the buffer object with napi_wrap.
+constexpr napi_type_tag kSecureTag = {0x5ea1ed5ec0be7a11ULL, 0x7365637572656d65ULL};
+
+std::mutex registry_mutex;  // guards JsRegion::region between release and finalizer
 std::atomic<uint64_t> live_bytes{0};
 
 void ReleaseLocked(JsRegion* r) {
   if (r->region) {
-    live.erase(r->region->data());
     live_bytes -= r->region->locked_size();
     r->region.reset();
   }
@@ -153,26 +152,32 @@ void Finalize(Napi::Env, void*, JsRegion* r) {
   delete r;
 }
 
+// The JsRegion behind a live secure ArrayBuffer. A detached buffer's JsRegion may already be
+// finalized, so detached buffers are answered before unwrapping.
+JsRegion* Unwrap(Napi::Env env, Napi::ArrayBuffer ab) {
+  if (ab.IsDetached() || !ab.CheckTypeTag(&kSecureTag)) return nullptr;
+  void* r = nullptr;
+  if (napi_unwrap(env, ab, &r) != napi_ok) return nullptr;
+  return static_cast<JsRegion*>(r);
+}
+
 }  // namespace
 
 JsRegion* LookupRegion(Napi::ArrayBuffer ab) {
-  std::lock_guard<std::mutex> lock(registry_mutex);
-  auto it = live.find(ab.Data());
-  if (it == live.end() || ab.ByteLength() != it->second->region->size()) return nullptr;
-  return it->second;
+  JsRegion* r = Unwrap(ab.Env(), ab);
+  return r && r->region ? r : nullptr;
 }
 
 Napi::ArrayBuffer NewSecureArrayBuffer(Napi::Env env, std::unique_ptr<SecureRegion> region) {
   auto* r = new JsRegion();
   uint8_t* data = region->data();
   size_t size = region->size();
-  {
-    std::lock_guard<std::mutex> lock(registry_mutex);
-    live_bytes += region->locked_size();
-    r->region = std::move(region);
-    live[data] = r;
-  }
-  return Napi::ArrayBuffer::New(env, data, size, Finalize, r);
+  live_bytes += region->locked_size();
+  r->region = std::move(region);
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, data, size, Finalize, r);
+  ab.TypeTag(&kSecureTag);
+  NAPI_THROW_IF_FAILED(env, napi_wrap(env, ab, r, nullptr, nullptr, nullptr), Napi::ArrayBuffer());
+  return ab;
 }
 
 namespace {
@@ -198,12 +203,12 @@ Napi::Value SecureRelease(const Napi::CallbackInfo& info) {
   if (!info[0].IsArrayBuffer()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "expected the secure buffer's ArrayBuffer");
   Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
   if (ab.IsDetached()) return Napi::Boolean::New(env, false);
+  JsRegion* r = Unwrap(env, ab);
+  if (!r) throw MakeError(env, "ERR_INVALID_ARGUMENT", "not a secure buffer");
+  if (r->pins.load() > 0) throw MakeError(env, "ERR_INVALID_ARGUMENT", "secure buffer is in use by a running native job");
   {
     std::lock_guard<std::mutex> lock(registry_mutex);
-    auto it = live.find(ab.Data());
-    if (it == live.end()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "not a secure buffer");
-    if (it->second->pins.load() > 0) throw MakeError(env, "ERR_INVALID_ARGUMENT", "secure buffer is in use by a running native job");
-    ReleaseLocked(it->second);
+    ReleaseLocked(r);
   }
   ab.Detach();
   return Napi::Boolean::New(env, true);

@@ -59,6 +59,10 @@ export interface NativeRunOptions {
   /** Stop at the first chunk that fails to authenticate (loading), or go on (verify reports all). */
   stopOnFailure: boolean;
   threads: number;
+  /** Also compute each range's plain SHA-256 (in payload order; costs a sequential pass). */
+  plainSha256?: boolean;
+  /** Plaintext bytes per read-decrypt-hash step, a multiple of 4096 (tuning). */
+  subBlock?: number;
 }
 
 export interface NativeRunResult {
@@ -67,6 +71,8 @@ export interface NativeRunResult {
   /** Indices of chunks whose tag did not verify (their plaintext was wiped). */
   failedChunks: number[];
   chunksProcessed: number;
+  /** 32 bytes per range when plainSha256 was asked for. */
+  sha256?: Uint8Array;
 }
 
 export interface NativeSealedFile {
@@ -84,7 +90,8 @@ export interface NativeAddon {
   secureLockedBytes(): number;
   hardening(): NativeHardening;
   keyImport(bytes: Uint8Array): NativeKeyHandle;
-  sealedOpen(path: string, key: NativeKeyHandle): Promise<NativeOpenResult>;
+  /** Opens a sealed file whose public header the caller already validated (`header`: those bytes). */
+  sealedOpen(path: string, key: NativeKeyHandle, header: Uint8Array): Promise<NativeOpenResult>;
   _testing: {
     setReleaseProbe(enabled: boolean): void;
     releaseProbe(): { releases: number; bytesScanned: number; nonzeroBytes: number };
@@ -129,7 +136,7 @@ function tryLoad(): { addon: NativeAddon } | { error: NativeUnavailableError } {
     }
     try {
       const addon = require(path) as NativeAddon;
-      if (typeof addon.secureAlloc !== 'function' || typeof addon.keyImport !== 'function') {
+      if (typeof addon.secureAlloc !== 'function' || typeof addon.sealedOpen !== 'function') {
         tried.push(`${path}: loaded but lacks the expected exports (stale build?)`);
         continue;
       }

@@ -1,0 +1,435 @@
+// Payload decryption (FORMAT.md 5.2) and tensor digests (section 6) in one pass per chunk.
+//
+// Each worker thread claims whole chunks. A chunk is processed in sub-blocks small enough to stay in
+// L2: pread the sub-block's ciphertext, decrypt it in place, hash the leaf bytes it holds, and (when
+// loading through scratch) copy them out, so every byte is touched while hot. Chunks that lie wholly
+// inside a destination secure buffer are read and decrypted directly in place there.
+#include "decrypt.h"
+
+#include <openssl/crypto.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "crypto.h"
+#include "errors.h"
+#include "js_region.h"
+#include "promise_worker.h"
+
+namespace sealed {
+namespace {
+
+constexpr size_t kDefaultSubBlock = 256 * 1024;
+
+// preadv of [buf, n) followed by the 16-byte tag: one syscall for the common case.
+void ReadWithTag(int fd, uint8_t* buf, size_t n, uint8_t* tag, uint64_t off, const std::string& path) {
+  struct iovec iov[2] = {{buf, n}, {tag, kTagBytes}};
+  ssize_t r;
+  do {
+    r = preadv(fd, iov, 2, static_cast<off_t>(off));
+  } while (r < 0 && errno == EINTR);
+  if (r == static_cast<ssize_t>(n + kTagBytes)) return;
+  if (r < 0) throw SealedError("ERR_IO", ErrnoText("read " + path + " at offset " + std::to_string(off), errno));
+  // Short read: finish piece by piece (PreadFull reports truncation precisely).
+  size_t got = static_cast<size_t>(r);
+  if (got < n) {
+    PreadFull(fd, buf + got, n - got, off + got, path);
+    got = n;
+  }
+  PreadFull(fd, tag + (got - n), kTagBytes - (got - n), off + got, path);
+}
+
+struct RunBaton {
+  std::shared_ptr<FileState> file;
+  // Ranges of the payload plaintext, ascending and disjoint: one tensor each.
+  std::vector<uint64_t> begin, end;
+  uint8_t* dest = nullptr;
+  size_t dest_size = 0;
+  std::vector<uint64_t> dest_off;
+  bool all_chunks = false;
+  bool stop_on_failure = false;
+  bool plain_sha = false;
+  unsigned threads = 1;
+  size_t sub_block = kDefaultSubBlock;
+
+  // Derived
+  std::vector<uint64_t> first_chunk, leaf_base;
+  std::vector<uint64_t> chunks;  // the chunks to process, ascending
+
+  // Outputs
+  std::vector<uint8_t> leaf_hashes;
+  std::vector<uint8_t> digests;
+  std::vector<uint8_t> plain_digests;
+  std::vector<uint64_t> failed;
+  std::atomic<uint64_t> processed{0};
+};
+
+class RunJob : public PromiseWorker {
+ public:
+  RunJob(Napi::Env env, std::unique_ptr<RunBaton> baton, Napi::ArrayBuffer dest_ab, JsRegion* dest_region)
+      : PromiseWorker(env, "sealed-tensors:decrypt"),
+        b_(std::move(baton)),
+        dest_region_(dest_region),
+        alg_(b_->file->suite) {
+    if (dest_region_) {
+      dest_ref_ = Napi::Persistent(static_cast<Napi::Object>(dest_ab));  // keeps the buffer alive while we write
+      dest_region_->pins++;
+    }
+  }
+  ~RunJob() override {
+    if (dest_region_) dest_region_->pins--;
+  }
+
+ protected:
+  void Run() override {
+    RunBaton& b = *b_;
+    const unsigned n = static_cast<unsigned>(std::min<uint64_t>(b.threads, std::max<size_t>(1, b.chunks.size())));
+    if (b.plain_sha) {
+      plain_.resize(b.begin.size());
+      for (auto& p : plain_) {
+        p = std::make_unique<MdCtx>();
+        if (!p->ctx || EVP_DigestInit_ex2(p->ctx, alg_.sha256, nullptr) != 1) throw SealedError("ERR_UNSUPPORTED", "SHA-256 init");
+      }
+    }
+    std::vector<std::thread> pool;
+    pool.reserve(n - 1);
+    for (unsigned i = 1; i < n; ++i) pool.emplace_back([this] { Worker(); });
+    Worker();
+    for (auto& t : pool) t.join();
+    if (fatal_.set()) {
+      error_ = fatal_;  // PromiseWorker rejects with this code and message
+      return;
+    }
+    Roots();
+  }
+
+  Napi::Value Resolve(Napi::Env env) override {
+    RunBaton& b = *b_;
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("digests", Napi::Buffer<uint8_t>::Copy(env, b.digests.data(), b.digests.size()));
+    if (b.plain_sha) out.Set("sha256", Napi::Buffer<uint8_t>::Copy(env, b.plain_digests.data(), b.plain_digests.size()));
+    std::sort(b.failed.begin(), b.failed.end());
+    Napi::Array failed = Napi::Array::New(env, b.failed.size());
+    for (size_t i = 0; i < b.failed.size(); ++i) failed.Set(static_cast<uint32_t>(i), static_cast<double>(b.failed[i]));
+    out.Set("failedChunks", failed);
+    out.Set("chunksProcessed", static_cast<double>(b.processed.load()));
+    return out;
+  }
+
+ private:
+
+  void Worker() {
+    try {
+      WorkerLoop();
+    } catch (const SealedError& e) {
+      Abort(e.code(), e.what());
+    } catch (const std::exception& e) {
+      Abort("ERR_RESOURCE_LIMIT", e.what());
+    }
+  }
+
+  void Abort(const char* code, const std::string& msg) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      fatal_.Set(code, msg);
+      abort_ = true;
+    }
+    turn_cv_.notify_all();
+  }
+
+  void WorkerLoop() {
+    RunBaton& b = *b_;
+    const FileState& f = *b.file;
+    CipherCtx cipher;
+    MdCtx md;
+    if (!cipher.ctx || !md.ctx || EVP_DecryptInit_ex2(cipher.ctx, alg_.cipher, f.payload_key->data(), nullptr, nullptr) != 1) {
+      throw SealedError("ERR_UNSUPPORTED", "cannot initialise the cipher");
+    }
+    // Whole-chunk scratch only when plain SHA-256 needs the chunk after its turn comes.
+    const size_t scratch_size = b.plain_sha ? f.chunk_size : std::min<size_t>(b.sub_block, f.chunk_size);
+    std::unique_ptr<SecureRegion> scratch = SecureRegion::Allocate(scratch_size);
+    while (!abort_.load(std::memory_order_relaxed)) {
+      const size_t idx = next_.fetch_add(1);
+      if (idx >= b.chunks.size()) break;
+      ProcessChunk(idx, b.chunks[idx], cipher.ctx, md.ctx, scratch->data());
+    }
+  }
+
+  void ProcessChunk(size_t idx, uint64_t c, EVP_CIPHER_CTX* cctx, EVP_MD_CTX* md, uint8_t* scratch) {
+    RunBaton& b = *b_;
+    const FileState& f = *b.file;
+    const uint64_t cs_start = c * f.chunk_size;
+    const uint64_t len = f.ChunkPlainLength(c);
+    const uint64_t cs_end = cs_start + len;
+    const uint64_t file_off = f.ChunkFileOffset(c);
+
+    uint8_t nonce[kNonceBytes] = {};
+    for (int i = 0; i < 8; ++i) nonce[3 + i] = static_cast<uint8_t>(c >> (56 - 8 * i));
+    nonce[11] = c == f.chunk_count - 1 ? 1 : 0;
+    int outl = 0;
+    if (EVP_DecryptInit_ex2(cctx, nullptr, nullptr, nonce, nullptr) != 1 ||
+        EVP_DecryptUpdate(cctx, nullptr, &outl, f.header_digest, kHashBytes) != 1) {
+      throw SealedError("ERR_UNSUPPORTED", "cipher init failed");
+    }
+
+    // Ranges touching this chunk: [r_lo, r_hi).
+    const size_t nr = b.begin.size();
+    size_t r_lo = static_cast<size_t>(std::upper_bound(b.end.begin(), b.end.end(), cs_start) - b.end.begin());
+    size_t r_hi = r_lo;
+    while (r_hi < nr && b.begin[r_hi] < cs_end) ++r_hi;
+
+    uint8_t* target = DirectTarget(cs_start, cs_end, r_lo, r_hi);
+    const bool whole_scratch = target == nullptr && b.plain_sha;
+    uint8_t tag[kTagBytes];
+    size_t cursor = r_lo;
+    if (len == 0) PreadFull(f.fd, tag, kTagBytes, file_off, f.path);
+    for (uint64_t off = 0; off < len; off += b.sub_block) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(b.sub_block, len - off));
+      uint8_t* buf = target ? target + off : whole_scratch ? scratch + off : scratch;
+      if (off + n == len) {
+        ReadWithTag(f.fd, buf, n, tag, file_off + off, f.path);
+      } else {
+        PreadFull(f.fd, buf, n, file_off + off, f.path);
+      }
+      if (EVP_DecryptUpdate(cctx, buf, &outl, buf, static_cast<int>(n)) != 1) throw SealedError("ERR_UNSUPPORTED", "decrypt failed");
+      Consume(c, cs_start, cs_end, cs_start + off, buf, n, cursor, r_hi, md, target == nullptr);
+    }
+    bool ok = EVP_CIPHER_CTX_ctrl(cctx, EVP_CTRL_AEAD_SET_TAG, kTagBytes, tag) == 1 &&
+              EVP_DecryptFinal_ex(cctx, scratch, &outl) == 1;
+    if (!ok) {
+      // Nothing unauthenticated survives: wipe what this chunk wrote.
+      if (target) {
+        OPENSSL_cleanse(target, len);
+      } else if (b.dest) {
+        for (size_t r = r_lo; r < r_hi; ++r) {
+          uint64_t a = std::max(b.begin[r], cs_start), e = std::min(b.end[r], cs_end);
+          if (a < e) OPENSSL_cleanse(b.dest + b.dest_off[r] + (a - b.begin[r]), e - a);
+        }
+      }
+      std::lock_guard<std::mutex> lock(mutex_);
+      b.failed.push_back(c);
+      if (b.stop_on_failure) abort_ = true;
+    }
+    if (b.plain_sha) PlainHashInTurn(idx, ok, target ? target : scratch, cs_start, cs_end, r_lo, r_hi);
+    b.processed++;
+  }
+
+  // Where to decrypt chunk [cs_start, cs_end) in place, if the destination holds all of it contiguously.
+  uint8_t* DirectTarget(uint64_t cs_start, uint64_t cs_end, size_t r_lo, size_t r_hi) const {
+    const RunBaton& b = *b_;
+    if (!b.dest || cs_end == cs_start || r_lo >= r_hi) return nullptr;
+    if (b.begin[r_lo] > cs_start) return nullptr;
+    uint64_t at = cs_start;  // payload offset covered so far
+    size_t prev = SIZE_MAX;
+    for (size_t r = r_lo; r < r_hi; ++r) {
+      if (b.begin[r] == b.end[r]) continue;
+      if (b.begin[r] > at) return nullptr;  // a gap the destination does not hold
+      if (prev != SIZE_MAX && b.dest_off[prev] + (b.end[prev] - b.begin[prev]) != b.dest_off[r]) return nullptr;
+      at = b.end[r];
+      prev = r;
+    }
+    if (at < cs_end) return nullptr;
+    return b.dest + b.dest_off[r_lo] + (cs_start - b.begin[r_lo]);
+  }
+
+  // Hash (and copy out) the leaf bytes in plaintext [pos, pos + n) of chunk c.
+  void Consume(uint64_t c, uint64_t cs_start, uint64_t cs_end, uint64_t pos, const uint8_t* buf, size_t n, size_t& cursor,
+               size_t r_hi, EVP_MD_CTX* md, bool copy) {
+    RunBaton& b = *b_;
+    const uint64_t stop = pos + n;
+    while (cursor < r_hi && b.end[cursor] <= pos) ++cursor;
+    static const uint8_t kLeafPrefix = 0x00;
+    for (size_t r = cursor; r < r_hi && b.begin[r] < stop; ++r) {
+      const uint64_t a = std::max(pos, b.begin[r]);
+      const uint64_t e = std::min(stop, b.end[r]);
+      if (a >= e) continue;
+      if (a == std::max(b.begin[r], cs_start)) {
+        if (EVP_DigestInit_ex2(md, alg_.sha256, nullptr) != 1 || EVP_DigestUpdate(md, &kLeafPrefix, 1) != 1) {
+          throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
+        }
+      }
+      if (EVP_DigestUpdate(md, buf + (a - pos), e - a) != 1) throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
+      if (copy && b.dest) std::memcpy(b.dest + b.dest_off[r] + (a - b.begin[r]), buf + (a - pos), e - a);
+      if (e == std::min(b.end[r], cs_end)) {
+        uint8_t* out = b.leaf_hashes.data() + kHashBytes * (b.leaf_base[r] + (c - b.first_chunk[r]));
+        unsigned int len = 0;
+        if (EVP_DigestFinal_ex(md, out, &len) != 1) throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
+      }
+    }
+  }
+
+  // The plain SHA-256 of a tensor runs in payload order: chunk idx waits for its turn.
+  void PlainHashInTurn(size_t idx, bool ok, const uint8_t* data, uint64_t cs_start, uint64_t cs_end, size_t r_lo, size_t r_hi) {
+    RunBaton& b = *b_;
+    std::unique_lock<std::mutex> lock(turn_mutex_);
+    turn_cv_.wait(lock, [&] { return turn_ == idx || abort_.load(); });
+    if (abort_.load()) return;
+    lock.unlock();
+    if (ok) {
+      for (size_t r = r_lo; r < r_hi; ++r) {
+        uint64_t a = std::max(b.begin[r], cs_start), e = std::min(b.end[r], cs_end);
+        if (a < e) EVP_DigestUpdate(plain_[r]->ctx, data + (a - cs_start), e - a);
+      }
+    }
+    lock.lock();
+    turn_ = idx + 1;
+    lock.unlock();
+    turn_cv_.notify_all();
+  }
+
+  void Roots() {
+    RunBaton& b = *b_;
+    const size_t nr = b.begin.size();
+    b.digests.resize(kHashBytes * nr);
+    MdCtx root;
+    for (size_t r = 0; r < nr; ++r) {
+      const uint64_t len = b.end[r] - b.begin[r];
+      uint8_t head[9] = {0x01};
+      for (int i = 0; i < 8; ++i) head[1 + i] = static_cast<uint8_t>(len >> (8 * i));
+      const uint64_t leaves = len == 0 ? 0 : (b.end[r] - 1) / b.file->chunk_size - b.first_chunk[r] + 1;
+      unsigned int out_len = 0;
+      if (EVP_DigestInit_ex2(root.ctx, alg_.sha256, nullptr) != 1 || EVP_DigestUpdate(root.ctx, head, sizeof head) != 1 ||
+          EVP_DigestUpdate(root.ctx, b.leaf_hashes.data() + kHashBytes * b.leaf_base[r], kHashBytes * leaves) != 1 ||
+          EVP_DigestFinal_ex(root.ctx, b.digests.data() + kHashBytes * r, &out_len) != 1) {
+        throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
+      }
+    }
+    if (b.plain_sha) {
+      b.plain_digests.resize(kHashBytes * nr);
+      for (size_t r = 0; r < nr; ++r) {
+        unsigned int out_len = 0;
+        EVP_DigestFinal_ex(plain_[r]->ctx, b.plain_digests.data() + kHashBytes * r, &out_len);
+      }
+    }
+  }
+
+  std::unique_ptr<RunBaton> b_;
+  JsRegion* dest_region_;
+  Napi::ObjectReference dest_ref_;
+  Algorithms alg_;  // fetched on the JS thread; shared read-only by the workers
+  std::atomic<size_t> next_{0};
+  std::atomic<bool> abort_{false};
+  std::mutex mutex_;
+  ErrorSlot fatal_;
+  std::mutex turn_mutex_;
+  std::condition_variable turn_cv_;
+  size_t turn_ = 0;
+  std::vector<std::unique_ptr<MdCtx>> plain_;
+};
+
+double NumberOption(Napi::Env env, Napi::Object o, const char* name, double dflt) {
+  Napi::Value v = o.Get(name);
+  if (v.IsUndefined()) return dflt;
+  if (!v.IsNumber()) throw MakeError(env, "ERR_INVALID_ARGUMENT", std::string(name) + " must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+bool IsWholeIn(double v, double lo, double hi) { return v >= lo && v <= hi && v == static_cast<double>(static_cast<uint64_t>(v)); }
+
+std::vector<uint64_t> Offsets(Napi::Env env, Napi::Value v, const char* name, double max) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+    throw MakeError(env, "ERR_INVALID_ARGUMENT", std::string(name) + " must be a Float64Array");
+  }
+  Napi::Float64Array a = v.As<Napi::Float64Array>();
+  std::vector<uint64_t> out(a.ElementLength());
+  for (size_t i = 0; i < out.size(); ++i) {
+    double d = a[i];
+    if (!IsWholeIn(d, 0, max)) throw MakeError(env, "ERR_INVALID_ARGUMENT", std::string(name) + " holds an offset out of range");
+    out[i] = static_cast<uint64_t>(d);
+  }
+  return out;
+}
+
+}  // namespace
+
+Napi::Value StartRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> file) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "run() takes an options object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  auto b = std::make_unique<RunBaton>();
+  const double payload = static_cast<double>(file->payload_length);
+  std::vector<uint64_t> flat = Offsets(env, o.Get("ranges"), "ranges", payload);
+  if (flat.size() % 2 != 0) throw MakeError(env, "ERR_INVALID_ARGUMENT", "ranges must hold begin/end pairs");
+  const size_t nr = flat.size() / 2;
+  b->begin.resize(nr);
+  b->end.resize(nr);
+  for (size_t r = 0; r < nr; ++r) {
+    b->begin[r] = flat[2 * r];
+    b->end[r] = flat[2 * r + 1];
+    if (b->end[r] < b->begin[r] || (r > 0 && b->begin[r] < b->end[r - 1])) {
+      throw MakeError(env, "ERR_INVALID_ARGUMENT", "ranges must be ascending and disjoint");
+    }
+  }
+  b->all_chunks = o.Get("allChunks").ToBoolean().Value();
+  b->stop_on_failure = o.Get("stopOnFailure").ToBoolean().Value();
+  b->plain_sha = o.Get("plainSha256").ToBoolean().Value();
+  double threads = NumberOption(env, o, "threads", 1);
+  if (!IsWholeIn(threads, 1, 1024)) throw MakeError(env, "ERR_INVALID_ARGUMENT", "threads must be an integer in [1, 1024]");
+  b->threads = static_cast<unsigned>(threads);
+  double sub = NumberOption(env, o, "subBlock", kDefaultSubBlock);
+  if (!IsWholeIn(sub, 4096, 256 << 20) || static_cast<uint64_t>(sub) % 4096 != 0) {
+    throw MakeError(env, "ERR_INVALID_ARGUMENT", "subBlock must be a multiple of 4096");
+  }
+  b->sub_block = static_cast<size_t>(sub);
+
+  Napi::ArrayBuffer dest_ab;
+  JsRegion* region = nullptr;
+  Napi::Value dv = o.Get("dest");
+  if (!dv.IsUndefined() && !dv.IsNull()) {
+    if (!dv.IsArrayBuffer()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "dest must be a secure ArrayBuffer");
+    dest_ab = dv.As<Napi::ArrayBuffer>();
+    region = LookupRegion(dest_ab);
+    if (!region) throw MakeError(env, "ERR_INVALID_ARGUMENT", "dest must be a live secure buffer (plaintext goes nowhere else)");
+    b->dest = region->region->data();
+    b->dest_size = region->region->size();
+    b->dest_off = Offsets(env, o.Get("destOffsets"), "destOffsets", static_cast<double>(b->dest_size));
+    if (b->dest_off.size() != nr) throw MakeError(env, "ERR_INVALID_ARGUMENT", "destOffsets needs one offset per range");
+    for (size_t r = 0; r < nr; ++r) {
+      if (b->dest_off[r] + (b->end[r] - b->begin[r]) > b->dest_size) {
+        throw MakeError(env, "ERR_INVALID_ARGUMENT", "a range does not fit in dest at its offset");
+      }
+    }
+  }
+
+  // Leaves: one per chunk a non-empty range touches (FORMAT.md section 6).
+  const uint64_t cs = file->chunk_size;
+  b->first_chunk.resize(nr);
+  b->leaf_base.resize(nr);
+  uint64_t leaves = 0;
+  for (size_t r = 0; r < nr; ++r) {
+    b->first_chunk[r] = b->begin[r] / cs;
+    b->leaf_base[r] = leaves;
+    if (b->end[r] > b->begin[r]) leaves += (b->end[r] - 1) / cs - b->first_chunk[r] + 1;
+  }
+  b->leaf_hashes.resize(kHashBytes * leaves);
+  if (b->all_chunks) {
+    b->chunks.resize(file->chunk_count);
+    for (uint64_t c = 0; c < file->chunk_count; ++c) b->chunks[c] = c;
+  } else {
+    for (size_t r = 0; r < nr; ++r) {
+      if (b->end[r] == b->begin[r]) continue;
+      uint64_t first = b->first_chunk[r], last = (b->end[r] - 1) / cs;
+      if (!b->chunks.empty() && b->chunks.back() >= first) first = b->chunks.back() + 1;
+      for (uint64_t c = first; c <= last; ++c) b->chunks.push_back(c);
+    }
+  }
+  b->file = std::move(file);
+
+  RunJob* job;
+  try {
+    job = new RunJob(env, std::move(b), dest_ab, region);
+  } catch (const SealedError& e) {
+    throw MakeError(env, e);
+  }
+  return job->Start();
+}
+
+}  // namespace sealed

@@ -1,0 +1,14 @@
+// The payload job: chunks pread into secure memory, decrypted in place and digested in one pass.
+#pragma once
+#include <napi.h>
+
+#include <memory>
+
+#include "sealed_file.h"
+
+namespace sealed {
+
+// file.run(options) -> Promise<{ digests, failedChunks, chunksProcessed, sha256? }>
+Napi::Value StartRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> file);
+
+}  // namespace sealed

@@ -1,0 +1,52 @@
+// The baton pattern on the libuv threadpool: a subclass keeps its job's inputs and outputs as plain
+// fields, Run() (worker thread) never touches JS values, Resolve() (JS thread) builds the result.
+#pragma once
+#include <napi.h>
+
+#include "errors.h"
+
+namespace sealed {
+
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  explicit PromiseWorker(Napi::Env env, const char* name)
+      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  Napi::Promise Start() {
+    Queue();
+    return deferred_.Promise();
+  }
+
+ protected:
+  virtual void Run() = 0;                          // worker thread; throw SealedError on failure
+  virtual Napi::Value Resolve(Napi::Env env) = 0;  // JS thread
+
+  ErrorSlot error_;
+
+ private:
+  void Execute() override {
+    try {
+      Run();
+    } catch (const SealedError& e) {
+      error_.Set(e.code(), e.what());
+    } catch (const std::bad_alloc&) {
+      error_.Set("ERR_RESOURCE_LIMIT", "out of memory");
+    } catch (const std::exception& e) {
+      error_.Set("ERR_IO", e.what());
+    }
+    if (error_.set()) SetError(error_.message);
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(Resolve(env));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error&) override { deferred_.Reject(MakeError(Env(), error_.code, error_.message).Value()); }
+
+  Napi::Promise::Deferred deferred_;
+};
+
+}  // namespace sealed

@@ -1,0 +1,269 @@
+/**
+ * The hardened reader: the same format as SealedFileReader (its executable twin), but the data key
+ * is an opaque native handle, and plaintext exists only in the addon's locked, non-dumpable memory.
+ * Chunks are pread straight into secure memory, decrypted in place and digested in the same pass
+ * on `threads` cores, off the JS thread.
+ */
+import { availableParallelism } from 'node:os';
+import { createHash } from 'node:crypto';
+import { constantTimeEqual, fromHex, toHex } from '../bytes.js';
+import { IntegrityError, NotFoundError, ReleasedError } from '../errors.js';
+import { FileKind } from '../format/constants.js';
+import type { PublicHeader } from '../format/header.js';
+import { chunkFileOffset, type Layout } from '../format/layout.js';
+import { parseIndexTable, parseTensorTable, type IndexTable, type TensorEntry, type TensorTable } from '../format/table.js';
+import { awaitNative, loadAddon, type NativeRunResult, type NativeSealedFile } from '../native/addon.js';
+import type { NativeKeyHandle } from '../native/key.js';
+import { SecureBuffer } from '../native/secure-buffer.js';
+import { FileSource } from './source.js';
+import { readPublicHeader, type TensorCheck, type TensorInfo } from './sealed-file.js';
+
+export interface NativeReaderOptions {
+  /** Decryption threads; default: every core (os.availableParallelism()). */
+  threads?: number;
+  /** Plaintext bytes per read-decrypt-hash step (tuning; multiple of 4096). */
+  subBlock?: number;
+}
+
+/** One tensor in secure memory. `bytes` is valid until `release()`. */
+export interface SecureTensor {
+  info: TensorInfo;
+  readonly bytes: Uint8Array;
+  release(): void;
+}
+
+/** Every tensor of a file in one secure buffer, handed out only after every digest matched. */
+export interface LoadedTensors {
+  tensors: Map<string, SecureTensor>;
+  byteLength: number;
+  release(): void;
+}
+
+/** What `verify` reports for one tensor: the reference reader's TensorCheck, plus a verdict. */
+export interface NativeTensorCheck extends Omit<TensorCheck, 'sha256'> {
+  ok: boolean;
+  /** Present when `plainSha256` was asked for and the tensor verified. */
+  sha256?: string;
+  /** Why it failed (which chunk, or the digest), when it did. */
+  problem?: string;
+}
+
+export function defaultThreads(): number {
+  return availableParallelism();
+}
+
+export class NativeSealedFileReader {
+  #file: NativeSealedFile | null;
+  readonly #byName: Map<string, TensorEntry>;
+  readonly #threads: number;
+  readonly #subBlock: number | undefined;
+
+  private constructor(
+    file: NativeSealedFile,
+    readonly description: string,
+    readonly header: PublicHeader,
+    readonly headerDigest: Uint8Array,
+    readonly layout: Layout,
+    private readonly tensorTable: TensorTable | null,
+    readonly indexTable: IndexTable | null,
+    options: NativeReaderOptions,
+  ) {
+    this.#file = file;
+    this.#byName = new Map((tensorTable?.tensors ?? []).map((t) => [t.name, t]));
+    this.#threads = options.threads ?? defaultThreads();
+    this.#subBlock = options.subBlock;
+  }
+
+  /** Checks header and length (the reference rules), then key commitment and table natively. */
+  static async open(path: string, key: NativeKeyHandle, options: NativeReaderOptions = {}): Promise<NativeSealedFileReader> {
+    const addon = loadAddon();
+    const source = await FileSource.open(path);
+    let parsed: Awaited<ReturnType<typeof readPublicHeader>>;
+    try {
+      parsed = await readPublicHeader(source);
+    } finally {
+      await source.close();
+    }
+    const { header, headerBytes, layout } = parsed;
+    const opened = await awaitNative(addon.sealedOpen(path, key, headerBytes));
+    try {
+      const headerDigest = new Uint8Array(createHash('sha256').update(headerBytes).digest());
+      const tensorTable = header.kind === FileKind.INDEX ? null : parseTensorTable(opened.table, header.payloadLength);
+      const indexTable = header.kind === FileKind.INDEX ? parseIndexTable(opened.table, header.shardCount) : null;
+      return new NativeSealedFileReader(opened.file, path, header, headerDigest, layout, tensorTable, indexTable, options);
+    } catch (err) {
+      opened.file.close();
+      throw err;
+    } finally {
+      opened.table.fill(0);
+    }
+  }
+
+  get metadata(): Record<string, string> | null {
+    return this.tensorTable?.metadata ?? null;
+  }
+
+  tensors(): TensorInfo[] {
+    return (this.tensorTable?.tensors ?? []).map(toInfo);
+  }
+
+  has(name: string): boolean {
+    return this.#byName.has(name);
+  }
+
+  /** One tensor, decrypted from only the chunks that cover it into its own secure buffer, digest checked. */
+  async readTensor(name: string): Promise<SecureTensor> {
+    const entry = this.#byName.get(name);
+    if (!entry) throw new NotFoundError(`no tensor named "${name}" in ${this.description}`);
+    const buffer = SecureBuffer.allocate(entry.end - entry.begin);
+    try {
+      const result = await this.#run({
+        ranges: Float64Array.of(entry.begin, entry.end),
+        dest: buffer.arrayBuffer,
+        destOffsets: Float64Array.of(0),
+        allChunks: false,
+        stopOnFailure: true,
+      });
+      this.#throwOnFailure(result, [entry]);
+      return secureTensor(toInfo(entry), buffer, 0, entry.end - entry.begin, () => buffer.release());
+    } catch (err) {
+      buffer.release();
+      throw err;
+    }
+  }
+
+  /**
+   * Every tensor into one secure buffer: all chunks authenticated (the last one with its flag) and
+   * every digest checked before anything is returned.
+   */
+  async loadAll(): Promise<LoadedTensors> {
+    const entries = this.tensorTable?.tensors ?? [];
+    const buffer = SecureBuffer.allocate(this.layout.payloadLength);
+    try {
+      const result = await this.#run({
+        ranges: rangesOf(entries),
+        dest: buffer.arrayBuffer,
+        destOffsets: Float64Array.from(entries, (e) => e.begin),
+        allChunks: true,
+        stopOnFailure: true,
+      });
+      this.#throwOnFailure(result, entries);
+      const tensors = new Map<string, SecureTensor>();
+      const release = (): void => buffer.release();
+      for (const e of entries) tensors.set(e.name, secureTensor(toInfo(e), buffer, e.begin, e.end - e.begin, release));
+      return { tensors, byteLength: this.layout.payloadLength, release };
+    } catch (err) {
+      buffer.release();
+      throw err;
+    }
+  }
+
+  /**
+   * Streams the whole file through small reused secure buffers: every chunk authenticated, every
+   * digest checked. Never throws for a bad chunk or digest: each tensor gets a verdict.
+   */
+  async verify(options: { plainSha256?: boolean } = {}): Promise<NativeTensorCheck[]> {
+    const entries = this.tensorTable?.tensors ?? [];
+    const result = await this.#run({ ranges: rangesOf(entries), allChunks: true, stopOnFailure: false, plainSha256: options.plainSha256 ?? false });
+    const failed = new Set(result.failedChunks);
+    const checks = entries.map((e, i): NativeTensorCheck => {
+      const base = checkFields(e);
+      const badChunk = this.#firstFailedChunk(e, failed);
+      if (badChunk !== undefined) return { ...base, ok: false, problem: this.#chunkProblem(badChunk) };
+      if (!constantTimeEqual(result.digests.subarray(32 * i, 32 * i + 32), fromHex(e.digest, 'digest'))) {
+        return { ...base, ok: false, problem: this.#digestProblem(e) };
+      }
+      const check: NativeTensorCheck = { ...base, ok: true };
+      if (result.sha256) check.sha256 = toHex(result.sha256.subarray(32 * i, 32 * i + 32));
+      return check;
+    });
+    // A chunk no tensor touches (an empty payload's only chunk) is a problem of the whole file.
+    const orphan = result.failedChunks.find((c) => !entries.some((e) => this.#firstFailedChunk(e, new Set([c])) !== undefined));
+    if (orphan !== undefined) throw new IntegrityError(this.#chunkProblem(orphan));
+    return checks;
+  }
+
+  /** Chunks that failed outside every tensor (an empty payload's only chunk) taint the file. */
+  async verifyOrThrow(options: { plainSha256?: boolean } = {}): Promise<TensorCheck[]> {
+    const entries = this.tensorTable?.tensors ?? [];
+    const result = await this.#run({ ranges: rangesOf(entries), allChunks: true, stopOnFailure: false, plainSha256: options.plainSha256 ?? false });
+    this.#throwOnFailure(result, entries);
+    return entries.map((e, i) => ({
+      ...checkFields(e),
+      sha256: result.sha256 ? toHex(result.sha256.subarray(32 * i, 32 * i + 32)) : '',
+    }));
+  }
+
+  close(): void {
+    this.#file?.close();
+    this.#file = null;
+  }
+
+  async #run(opts: {
+    ranges: Float64Array;
+    dest?: ArrayBuffer;
+    destOffsets?: Float64Array;
+    allChunks: boolean;
+    stopOnFailure: boolean;
+    plainSha256?: boolean;
+  }): Promise<NativeRunResult> {
+    const file = this.#file;
+    if (!file) throw new ReleasedError(`${this.description} was closed: open it again to read`);
+    const run = { ...opts, threads: this.#threads, ...(this.#subBlock ? { subBlock: this.#subBlock } : {}) };
+    return awaitNative(file.run(run));
+  }
+
+  /** Same order and messages as the reference reader: the first bad chunk, else the first bad digest. */
+  #throwOnFailure(result: NativeRunResult, entries: readonly TensorEntry[]): void {
+    if (result.failedChunks.length > 0) throw new IntegrityError(this.#chunkProblem(result.failedChunks[0]!));
+    entries.forEach((e, i) => {
+      if (!constantTimeEqual(result.digests.subarray(32 * i, 32 * i + 32), fromHex(e.digest, 'digest'))) {
+        throw new IntegrityError(this.#digestProblem(e));
+      }
+    });
+  }
+
+  #firstFailedChunk(e: TensorEntry, failed: Set<number>): number | undefined {
+    if (e.end <= e.begin || failed.size === 0) return undefined;
+    const cs = this.layout.chunkSize;
+    for (let c = Math.floor(e.begin / cs); c <= Math.floor((e.end - 1) / cs); c++) if (failed.has(c)) return c;
+    return undefined;
+  }
+
+  #chunkProblem(index: number): string {
+    return `${this.description}: chunk ${index} at offset ${chunkFileOffset(this.layout, index)} failed authentication: the file is corrupted or was tampered with (chunks moved, swapped or cut)`;
+  }
+
+  #digestProblem(e: TensorEntry): string {
+    return `${this.description}: tensor "${e.name}" does not match its digest: the sealer was faulty or memory is corrupt; re-seal the model`;
+  }
+}
+
+function rangesOf(entries: readonly TensorEntry[]): Float64Array {
+  const out = new Float64Array(entries.length * 2);
+  entries.forEach((e, i) => {
+    out[2 * i] = e.begin;
+    out[2 * i + 1] = e.end;
+  });
+  return out;
+}
+
+function secureTensor(info: TensorInfo, buffer: SecureBuffer, offset: number, length: number, release: () => void): SecureTensor {
+  return {
+    info,
+    get bytes(): Uint8Array {
+      if (buffer.released) throw new ReleasedError(`tensor "${info.name}" was released`);
+      return new Uint8Array(buffer.arrayBuffer, offset, length);
+    },
+    release,
+  };
+}
+
+function toInfo(e: TensorEntry): TensorInfo {
+  return { name: e.name, dtype: e.dtype, shape: [...e.shape], byteLength: e.end - e.begin, begin: e.begin, end: e.end, digest: e.digest };
+}
+
+function checkFields(e: TensorEntry): Omit<TensorCheck, 'sha256'> {
+  return { name: e.name, dtype: e.dtype, shape: [...e.shape], byteLength: e.end - e.begin, digest: e.digest };
+}
+

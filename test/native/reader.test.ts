@@ -1,0 +1,86 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { sealFile } from '../../src/seal/seal-file.js';
+import { SealedFileReader } from '../../src/reader/sealed-file.js';
+import { NativeSealedFileReader } from '../../src/reader/native-file.js';
+import { importKey } from '../../src/native/key.js';
+import { Suite } from '../../src/format/constants.js';
+import { writeSafetensors, type TensorSpec } from '../helpers/safetensors.js';
+import { TEST_KEY, OTHER_KEY, tempDir } from '../helpers/tmp.js';
+
+const dir = tempDir('st-native-');
+const CS = 4096;
+
+function key(bytes = TEST_KEY) {
+  return importKey(new Uint8Array(bytes)); // import wipes its argument: pass a copy
+}
+
+async function seal(tensors: TensorSpec[], opts: { suite?: 1 | 2; chunkSize?: number } = {}) {
+  const id = Math.random().toString(36).slice(2);
+  const input = join(dir, `${id}.safetensors`);
+  const output = join(dir, `${id}.sealed`);
+  const data = writeSafetensors(input, tensors, { format: 'pt' });
+  await sealFile(input, output, { dataKey: TEST_KEY, keyId: 'test-key', suite: opts.suite ?? Suite.AES_256_GCM, chunkSize: opts.chunkSize ?? CS });
+  return { path: output, data };
+}
+
+/** The cross-check: the native reader gives exactly what the TypeScript reference reader gives. */
+async function crossCheck(path: string, data: Map<string, Uint8Array>, threads: number) {
+  const ref = await SealedFileReader.open(path, TEST_KEY);
+  const k = key();
+  const nat = await NativeSealedFileReader.open(path, k, { threads, subBlock: 8192 });
+  try {
+    expect(nat.tensors()).toEqual(ref.tensors());
+    expect(nat.metadata).toEqual(ref.metadata);
+    expect(nat.header).toEqual(ref.header);
+    expect(nat.headerDigest).toEqual(ref.headerDigest);
+    for (const t of ref.tensors()) {
+      const want = await ref.readTensor(t.name);
+      expect(want).toEqual(data.get(t.name));
+      const got = await nat.readTensor(t.name);
+      expect(Buffer.from(got.bytes).equals(Buffer.from(want)), t.name).toBe(true);
+      got.release();
+      expect(() => got.bytes).toThrow(/released/);
+    }
+    const all = await nat.loadAll();
+    for (const t of ref.tensors()) expect(Buffer.from(all.tensors.get(t.name)!.bytes).equals(Buffer.from(data.get(t.name)!))).toBe(true);
+    all.release();
+    const refChecks = await ref.verify();
+    expect(await nat.verifyOrThrow({ plainSha256: true })).toEqual(refChecks);
+    const checks = await nat.verify({ plainSha256: true });
+    expect(checks.map(({ ok, ...c }) => (expect(ok).toBe(true), c))).toEqual(refChecks);
+  } finally {
+    nat.close();
+    k.release();
+    await ref.close();
+  }
+}
+
+describe('native reader = reference reader', () => {
+  const sizes = [0, 1, CS - 1, CS, CS + 1, 2 * CS + 500, 5 * CS];
+  for (const suite of [Suite.AES_256_GCM, Suite.CHACHA20_POLY1305] as const) {
+    for (const n of sizes) {
+      it(`suite ${suite}, one U8 tensor of ${n} bytes, 1 and 3 threads`, async () => {
+        const { path, data } = await seal([{ name: 'w', dtype: 'U8', shape: [n] }], { suite });
+        await crossCheck(path, data, 1);
+        await crossCheck(path, data, 3);
+      });
+    }
+  }
+  it('many tensors of mixed sizes, empty ones at chunk boundaries, 2 threads', async () => {
+    const tensors: TensorSpec[] = [
+      { name: 'empty.first', dtype: 'F32', shape: [0] },
+      { name: 'a', dtype: 'F32', shape: [1024] }, // exactly one chunk
+      { name: 'empty.at.boundary', dtype: 'U8', shape: [0, 7] },
+      { name: 'b', dtype: 'BF16', shape: [3, 1000] },
+      { name: 'scalar', dtype: 'F64', shape: [] },
+      ...Array.from({ length: 40 }, (_, i) => ({ name: `small.${i}`, dtype: 'U8' as const, shape: [i * 37] })),
+      { name: 'big', dtype: 'F32', shape: [5000] },
+      { name: 'empty.last', dtype: 'I64', shape: [0] },
+    ];
+    const { path, data } = await seal(tensors);
+    await crossCheck(path, data, 2);
+  });
+});
