@@ -182,17 +182,29 @@ async function writeSealedFile(
 
   const tempPath = join(dirname(outputPath), `.${basename(outputPath)}.partial-${toHex(nodeRandomBytes(6))}`);
   const out = await openOrThrow(tempPath, 'wx');
-  let plainChunk: Uint8Array | null = null;
+  // Two plaintext buffers: chunk i+1 is read while chunk i is hashed and encrypted, and the
+  // write of chunk i overlaps the work on chunk i+1. Memory stays at a few chunks.
+  const bufferSize = Math.min(o.chunkSize, payloadLength);
+  const plainBuffers = [new Uint8Array(bufferSize), new Uint8Array(bufferSize)] as const;
+  let pendingWrite: Promise<void> = Promise.resolve();
   try {
     const digests = plan.tensors.map(() => new TensorDigest(o.backend));
     const count = chunkCount(payloadLength, o.chunkSize);
-    plainChunk = new Uint8Array(Math.min(o.chunkSize, Math.max(payloadLength, 0)));
+    const readChunk = async (i: number): Promise<Uint8Array> => {
+      const plain = plainBuffers[i % 2]!.subarray(0, chunkPlainLength(layout, i));
+      await plan.readPayload(i * o.chunkSize, plain);
+      return plain;
+    };
+    let nextRead = readChunk(0);
     let t = 0; // first tensor that may still have bytes in this or later chunks
     for (let i = 0; i < count; i++) {
+      const plain = await nextRead;
+      if (i + 1 < count) {
+        nextRead = readChunk(i + 1);
+        nextRead.catch(() => {}); // awaited next round; don't report it unhandled if this round fails
+      }
       const start = i * o.chunkSize;
-      const len = chunkPlainLength(layout, i);
-      const plain = plainChunk.subarray(0, len);
-      await plan.readPayload(start, plain);
+      const len = plain.length;
       // Hash each tensor's leaf inside this chunk while the bytes are at hand.
       while (t < plan.tensors.length && plan.tensors[t]!.end <= start) t++;
       for (let k = t; k < plan.tensors.length; k++) {
@@ -206,8 +218,10 @@ async function writeSealedFile(
         }
       }
       const sealed = o.backend.aeadSeal(o.suite, keys.payloadKey, chunkNonce(i, i === count - 1), headerDigest, plain);
-      await writeAll(out, sealed, chunkFileOffset(layout, i), tempPath);
+      await pendingWrite;
+      pendingWrite = writeAll(out, sealed, chunkFileOffset(layout, i), tempPath);
     }
+    await pendingWrite;
     const tablePlain = plan.tableFor(digests.map((d) => d.digestHex()));
     if (tablePlain.length + TAG_LENGTH !== tableLength) throw new Error('table length changed after hashing (sealer bug)');
     const sealedTable = o.backend.aeadSeal(o.suite, keys.tableKey, TABLE_NONCE, headerDigest, tablePlain);
@@ -220,12 +234,13 @@ async function writeSealedFile(
     });
     return { path: outputPath, header, headerDigest: toHex(headerDigest) };
   } catch (err) {
+    await pendingWrite.catch(() => {});
     await out.close().catch(() => {});
     await rm(tempPath, { force: true });
     throw err;
   } finally {
     keys.destroy();
-    wipe(plainChunk);
+    wipe(...plainBuffers);
   }
 }
 
