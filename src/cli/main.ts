@@ -4,6 +4,8 @@ import { registerKeygen } from './keygen.js';
 import { registerSeal } from './seal.js';
 import { registerInspect } from './inspect.js';
 import { registerVerify } from './verify.js';
+import { registerDemo } from './demo.js';
+import { registerAttest } from './attest.js';
 
 export interface CommandContext {
   io: CliIo;
@@ -29,6 +31,8 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
   registerSeal(program, ctx);
   registerInspect(program, ctx);
   registerVerify(program, ctx);
+  registerDemo(program, ctx);
+  registerAttest(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
 
   try {

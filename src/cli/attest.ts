@@ -1,0 +1,249 @@
+import { generateKeyPairSync, randomBytes, type X509Certificate } from 'node:crypto';
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { InvalidArgumentError, IoError, NoTeeError, NotFoundError, SealedTensorsError, type ErrorCode } from '../errors.js';
+import {
+  DEFAULT_POLICY,
+  SimulatedTee,
+  TEE_TYPES,
+  defaultProvider,
+  evaluatePolicy,
+  parseCertificates,
+  parsePolicy,
+  parseTdxCollateral,
+  verifyEvidence,
+  type Claims,
+  type EvidenceProvider,
+  type Policy,
+  type TdxCollateral,
+  type TeeType,
+} from '../attestation/index.js';
+import type { CommandContext } from './main.js';
+import { ExitCode, exitCodeFor, formatError, writeJson } from './io.js';
+
+/** Errors that mean "this evidence does not verify", reported as verified: false rather than a crash. */
+const EVIDENCE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN']);
+
+async function readInput(path: string, what: string): Promise<Uint8Array> {
+  try {
+    return new Uint8Array(await readFile(path));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new NotFoundError(`${what} ${path} does not exist`, { cause: err });
+    throw new IoError(`cannot read ${what} ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** --report-data: hex of at most 64 bytes, zero-padded to 64. */
+function parseReportData(text: string): Uint8Array {
+  if (!/^([0-9a-fA-F]{2}){1,64}$/.test(text)) {
+    throw new InvalidArgumentError(`--report-data must be hex of 1 to 64 bytes (e.g. a nonce or a key hash), got "${text.slice(0, 40)}"`);
+  }
+  const out = new Uint8Array(64);
+  out.set(Buffer.from(text, 'hex'));
+  return out;
+}
+
+function parseAt(text: string): Date {
+  const d = new Date(text);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(text) || Number.isNaN(d.getTime())) {
+    throw new InvalidArgumentError(`--at must be an ISO 8601 time such as 2025-06-01T00:00:00Z, got "${text}"`);
+  }
+  return d;
+}
+
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** Certificates from files or folders (PEM or DER, single or concatenated). */
+async function loadCertificates(paths: readonly string[]): Promise<X509Certificate[]> {
+  const out: X509Certificate[] = [];
+  for (const p of paths) {
+    let s;
+    try {
+      s = await stat(p);
+    } catch (err) {
+      throw new NotFoundError(`--certs ${p} does not exist`, { cause: err });
+    }
+    if (s.isDirectory()) {
+      const names = (await readdir(p)).filter((n) => /\.(pem|der|crt|cer)$/i.test(n)).sort();
+      if (names.length === 0) throw new InvalidArgumentError(`--certs folder ${p} holds no .pem, .der, .crt or .cer file`);
+      for (const n of names) out.push(...parseCertificates(await readInput(join(p, n), 'certificate file'), join(p, n)));
+    } else {
+      out.push(...parseCertificates(await readInput(p, 'certificate file'), p));
+    }
+  }
+  return out;
+}
+
+function claimsJson(c: Claims): Record<string, unknown> {
+  return {
+    measurement: c.measurement,
+    reportData: c.reportData,
+    debug: c.debug,
+    tcb: c.tcb,
+    simulated: c.simulated,
+    measurements: c.measurements,
+    platform: c.platform,
+    ...(c.issuedAt ? { issuedAt: c.issuedAt } : {}),
+  };
+}
+
+interface ReportOptions {
+  reportData?: string;
+  output?: string;
+  simulated?: boolean;
+  simulatedKey?: string;
+}
+
+interface VerifyOptions {
+  type: string;
+  certs?: string[];
+  collateral?: string[];
+  policy?: string;
+  at?: string;
+  json?: boolean;
+  reportData?: string;
+  simulatedRoot?: string[];
+}
+
+async function simulatedProvider(keyPath: string | undefined, io: CommandContext['io']): Promise<SimulatedTee> {
+  if (!keyPath) return new SimulatedTee();
+  let pem: Uint8Array | undefined;
+  try {
+    pem = new Uint8Array(await readFile(keyPath));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new IoError(`cannot read --simulated-key ${keyPath}: ${(err as Error).message}`, { cause: err });
+  }
+  if (!pem) {
+    // First use: create the local root key, readable by this user only.
+    const key = generateKeyPairSync('ed25519').privateKey;
+    await writeFile(keyPath, key.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
+    io.stderr(`created simulated root key ${keyPath}\n`);
+    return new SimulatedTee({ rootKey: key });
+  }
+  return new SimulatedTee({ rootKey: SimulatedTee.keyFrom(pem) });
+}
+
+export function registerAttest(program: Command, ctx: CommandContext): void {
+  const attest = program.command('attest').description('Gather attestation evidence in a TEE, or verify evidence against a policy.');
+
+  attest
+    .command('report')
+    .description('Gather evidence from this machine\'s TEE (SEV-SNP, TDX or Nitro), binding 64 bytes of report data.')
+    .option('--report-data <HEX>', 'up to 64 bytes of hex to bind (nonce, key hash); zero-padded; default: 64 random bytes')
+    .option('-o, --output <FILE>', 'write the raw evidence here (default: JSON with base64 evidence on stdout)')
+    .option('--simulated', 'use the simulated TEE (software only, labelled simulated) when no TEE is present')
+    .option('--simulated-key <FILE>', 'Ed25519 root key of the simulated TEE; created if missing (default: a fresh key)')
+    .exitOverride()
+    .action(async (opts: ReportOptions) => {
+      const reportData = opts.reportData !== undefined ? parseReportData(opts.reportData) : new Uint8Array(randomBytes(64));
+      let provider: EvidenceProvider;
+      if (opts.simulated) provider = await simulatedProvider(opts.simulatedKey, ctx.io);
+      else {
+        if (opts.simulatedKey) throw new InvalidArgumentError('--simulated-key needs --simulated');
+        try {
+          provider = await defaultProvider();
+        } catch (err) {
+          if (err instanceof NoTeeError) throw new NoTeeError(`${err.message} (attest report --simulated gives simulated evidence)`, { cause: err });
+          throw err;
+        }
+      }
+      const evidence = await provider.getEvidence(reportData);
+      const sim = provider instanceof SimulatedTee;
+      if (opts.output) {
+        try {
+          await writeFile(opts.output, evidence);
+        } catch (err) {
+          throw new IoError(`cannot write ${opts.output}: ${(err as Error).message}`, { cause: err });
+        }
+        ctx.io.stdout(`wrote ${sim ? 'SIMULATED ' : ''}${provider.tee} evidence (${evidence.length} bytes) to ${opts.output}\nreport data ${Buffer.from(reportData).toString('hex')}\n`);
+      } else {
+        writeJson(ctx.io, {
+          tee: provider.tee,
+          simulated: sim,
+          reportData: Buffer.from(reportData).toString('hex'),
+          evidence: Buffer.from(evidence).toString('base64'),
+          ...(sim ? { simulatedRoot: (provider as SimulatedTee).rootFingerprint } : {}),
+        });
+      }
+      if (sim) {
+        ctx.io.stderr(
+          `SIMULATED evidence: not from hardware. Verify with: attest verify FILE --type simulated --simulated-root ${(provider as SimulatedTee).rootFingerprint}\n`,
+        );
+      }
+      ctx.exitCode = ExitCode.OK;
+    });
+
+  attest
+    .command('verify')
+    .description('Verify evidence (signatures, certificate chains to pinned roots) and judge it against a policy.')
+    .argument('<FILE>', 'evidence file')
+    .requiredOption('--type <TYPE>', `evidence type: ${TEE_TYPES.join('|')}`)
+    .option('--certs <PATH>', 'certificate file or folder, PEM or DER (VCEK/VLEK, ASK/ARK/ASVK, GPU chain); repeatable', collect)
+    .option('--collateral <FILE>', 'Intel PCS collateral for TDX (QuoteCollateralV3 JSON, tcbInfo/qeIdentity JSON, CRLs, issuer chains); repeatable', collect)
+    .option('--policy <POLICY>', 'policy JSON file; exit 0 only if it allows the evidence (default policy otherwise reported but not enforced)')
+    .option('--at <ISO-TIME>', 'verification time (default: now); old evidence verifies as of its own date')
+    .option('--report-data <HEX>', 'expected report data (nonce, key hash); compared by the policy')
+    .option('--simulated-root <SHA256>', 'trust this simulated root key fingerprint (simulated evidence only); repeatable', collect)
+    .option('--json', 'print one JSON object: { tee, verified, claims, verdict }')
+    .exitOverride()
+    .action(async (file: string, opts: VerifyOptions) => {
+      if (!(TEE_TYPES as readonly string[]).includes(opts.type)) {
+        throw new InvalidArgumentError(`--type must be one of ${TEE_TYPES.join(', ')}, got "${opts.type}"`);
+      }
+      const type = opts.type as TeeType;
+      if (opts.collateral && type !== 'tdx') throw new InvalidArgumentError('--collateral applies to --type tdx only');
+      if (opts.simulatedRoot && type !== 'simulated') throw new InvalidArgumentError('--simulated-root applies to --type simulated only');
+      const now = opts.at !== undefined ? parseAt(opts.at) : new Date();
+      // Compared as a prefix: the evidence must hold these bytes followed by zeros.
+      const expectedReportData = opts.reportData !== undefined ? parseReportData(opts.reportData).slice(0, opts.reportData.length / 2) : undefined;
+      let policy: Policy = DEFAULT_POLICY;
+      if (opts.policy) policy = parsePolicy(Buffer.from(await readInput(opts.policy, 'policy')).toString('utf8'), opts.policy);
+      const evidence = await readInput(file, 'evidence');
+      const certificates = await loadCertificates(opts.certs ?? []);
+      let collateral: TdxCollateral | undefined;
+      if (opts.collateral) {
+        const files = [];
+        for (const c of opts.collateral) files.push({ name: c, bytes: await readInput(c, 'collateral') });
+        collateral = parseTdxCollateral(files);
+      }
+
+      let verified;
+      try {
+        verified = await verifyEvidence(type, evidence, {
+          now,
+          certificates,
+          ...(collateral ? { collateral } : {}),
+          ...(type === 'simulated' ? { trustedRoots: opts.simulatedRoot ?? [] } : {}),
+        });
+      } catch (err) {
+        if (!(err instanceof SealedTensorsError) || !EVIDENCE_CODES.has(err.code)) throw err;
+        if (opts.json) {
+          writeJson(ctx.io, { tee: type, verified: false, claims: null, verdict: { allowed: false, reasons: [`${err.code}: ${err.message}`] } });
+        }
+        ctx.io.stderr(formatError(err));
+        ctx.exitCode = exitCodeFor(err);
+        return;
+      }
+      const verdict = evaluatePolicy(policy, verified.claims, { now, ...(expectedReportData ? { expectedReportData } : {}) });
+      if (opts.json) {
+        writeJson(ctx.io, { tee: verified.tee, verified: true, claims: claimsJson(verified.claims), verdict: { allowed: verdict.allowed, reasons: verdict.reasons } });
+      } else {
+        const c = verified.claims;
+        const lines = [
+          `verified: ${c.simulated ? 'SIMULATED ' : ''}${verified.tee} evidence; signatures and chain OK as of ${now.toISOString()}`,
+          ...verified.checks.map((k) => `  ok   ${k.check}: ${k.detail}`),
+          `measurement ${c.measurement}`,
+          `report data ${c.reportData}`,
+          `debug ${c.debug}`,
+          `policy (${opts.policy ?? 'default, not enforced'}): ${verdict.allowed ? 'allowed' : 'DENIED'}`,
+          ...verdict.checks.map((k) => `  ${k.ok ? 'ok  ' : 'FAIL'} ${k.check}: ${k.detail}`),
+        ];
+        ctx.io.stdout(`${lines.join('\n')}\n`);
+      }
+      ctx.exitCode = opts.policy && !verdict.allowed ? ExitCode.REJECTED : ExitCode.OK;
+    });
+}
