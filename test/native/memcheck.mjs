@@ -1,0 +1,89 @@
+// Exercises every native entry point on small inputs; run under valgrind by `npm run test:native-memcheck`
+// (any memcheck error fails the run). Uses the built dist/ and build/Release addon.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+
+const { sealFile } = await import('../../dist/seal/seal-file.js');
+const { NativeSealedModelReader } = await import('../../dist/reader/native-model.js');
+const { importKey } = await import('../../dist/native/key.js');
+const { SecureBuffer } = await import('../../dist/native/secure-buffer.js');
+const { loadAddon } = await import('../../dist/native/addon.js');
+
+const dir = mkdtempSync(join(tmpdir(), 'st-memcheck-'));
+const KEY = Uint8Array.from({ length: 32 }, (_, i) => i * 7);
+
+function safetensors(tensors) {
+  const header = {};
+  const parts = [];
+  let off = 0;
+  tensors.forEach(([name, n], i) => {
+    header[name] = { dtype: 'U8', shape: [n], data_offsets: [off, off + n] };
+    parts.push(Buffer.alloc(n, i + 1).map((v, j) => (v * 31 + j) & 0xff));
+    off += n;
+  });
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - ((json.length + 8) % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  return { bytes: Buffer.concat([len, Buffer.from(json), ...parts]), parts };
+}
+
+let n = 0;
+async function check(suite) {
+  const tensors = [['a', 5000], ['empty', 0], ['b', 4096], ['c', 123]];
+  const { bytes, parts } = safetensors(tensors);
+  const input = join(dir, `m${n}.safetensors`);
+  const output = join(dir, `m${n++}.sealed`);
+  writeFileSync(input, bytes);
+  await sealFile(input, output, { dataKey: new Uint8Array(KEY), keyId: 'memcheck', suite, chunkSize: 4096 });
+
+  for (const threads of [1, 3]) {
+    const key = importKey(new Uint8Array(KEY));
+    const m = await NativeSealedModelReader.open(output, key, { threads, subBlock: 4096 });
+    const all = await m.loadAll();
+    tensors.forEach(([name], i) => assert.ok(Buffer.from(all.tensors.get(name).bytes).equals(parts[i])));
+    all.release();
+    const one = await m.readTensor('b');
+    assert.ok(Buffer.from(one.bytes).equals(parts[2]));
+    one.release();
+    const checks = (await m.verifyOrThrow({ plainSha256: true })).flatMap((s) => s.tensors);
+    assert.equal(checks[0].sha256, createHash('sha256').update(parts[0]).digest('hex'));
+    m.close();
+    key.release();
+  }
+
+  // Tampered chunk: verdicts, and loading refuses.
+  const sealed = readFileSync(output);
+  sealed[sealed.length - 20] ^= 1;
+  writeFileSync(output, sealed);
+  const key = importKey(new Uint8Array(KEY));
+  const m = await NativeSealedModelReader.open(output, key, { threads: 2 });
+  const verdicts = (await m.verify()).flatMap((s) => s.tensors);
+  assert.equal(verdicts.at(-1).ok, false);
+  await assert.rejects(m.loadAll(), { code: 'ERR_INTEGRITY' });
+  m.close();
+  key.release();
+
+  const wrong = importKey(new Uint8Array(32).fill(9));
+  await assert.rejects(NativeSealedModelReader.open(output, wrong), { code: 'ERR_KEY_MISMATCH' });
+  wrong.release();
+}
+
+await check(1);
+await check(2);
+
+// Secure buffers: release, double release, finalizer path.
+const addon = loadAddon();
+const b = SecureBuffer.allocate(10000);
+b.bytes.fill(1);
+b.release();
+b.release();
+for (let i = 0; i < 4; i++) new Uint8Array(addon.secureAlloc(5000)).fill(2);
+if (globalThis.gc) globalThis.gc();
+await new Promise((r) => setTimeout(r, 50));
+
+rmSync(dir, { recursive: true, force: true });
+console.log('memcheck workload ok');
