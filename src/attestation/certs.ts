@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { X509Certificate, createHash } from 'node:crypto';
+import { X509Certificate, createHash, type KeyObject } from 'node:crypto';
 import * as px509 from '@peculiar/x509';
 import { EvidenceChainError, EvidenceFormatError } from '../errors.js';
 
@@ -62,6 +62,15 @@ export function commonName(cert: X509Certificate): string {
 
 function describe(cert: X509Certificate): string {
   return `"${commonName(cert)}" (serial ${cert.serialNumber})`;
+}
+
+/** The certificate's public key; a key that does not parse is a format error, not a crash. */
+export function publicKeyOf(cert: X509Certificate, what: string): KeyObject {
+  try {
+    return cert.publicKey;
+  } catch (err) {
+    throw new EvidenceFormatError(`${what}: certificate ${describe(cert)} has an unreadable public key: ${(err as Error).message}`, { cause: err });
+  }
 }
 
 /** Raw extnValue contents for an OID, or undefined when the certificate lacks it. */

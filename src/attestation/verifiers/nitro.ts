@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { decode as cborDecode, encode as cborEncode } from 'cborg';
 import { EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { hex, isAllZero } from '../bin.js';
-import { commonName, verifyChain } from '../certs.js';
+import { commonName, publicKeyOf, verifyChain } from '../certs.js';
 import { DEFAULT_ROOTS, rootSet } from '../roots.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
 import { ecdsaVerifyRaw } from './ecdsa.js';
@@ -122,6 +122,13 @@ export function verifyNitroDocument(bytes: Uint8Array, opts: VerifyOptions = {})
   const checks: Check[] = [];
   const leaf = cert(doc.certificate, 'certificate');
   const pool = doc.cabundle.map((c, i) => cert(c, `cabundle[${i}]`));
+  // Signature first: it is the cheap check, and a tampered document fails it.
+  const toBeSigned = cborEncode(['Signature1', doc.protectedHeader, new Uint8Array(0), doc.payload]);
+  const key = publicKeyOf(leaf, 'Nitro enclave certificate');
+  if (key.asymmetricKeyDetails?.namedCurve !== 'secp384r1' || !ecdsaVerifyRaw('sha384', key, toBeSigned, doc.signature)) {
+    throw new EvidenceSignatureError('Nitro attestation document signature (ES384) does not verify with its certificate: the document was modified');
+  }
+  checks.push({ check: 'nitro.signature', ok: true, detail: 'COSE_Sign1 ES384 signature verifies with the enclave certificate' });
   const path = verifyChain(leaf, pool, {
     now,
     trustedRoots: rootSet(opts.trustedRoots ?? DEFAULT_ROOTS.nitro),
@@ -130,12 +137,6 @@ export function verifyNitroDocument(bytes: Uint8Array, opts: VerifyOptions = {})
   });
   checks.push({ check: 'nitro.chain', ok: true, detail: `${path.map(commonName).join(' -> ')} valid at ${now.toISOString()}, root pinned` });
 
-  const toBeSigned = cborEncode(['Signature1', doc.protectedHeader, new Uint8Array(0), doc.payload]);
-  const key = leaf.publicKey;
-  if (key.asymmetricKeyDetails?.namedCurve !== 'secp384r1' || !ecdsaVerifyRaw('sha384', key, toBeSigned, doc.signature)) {
-    throw new EvidenceSignatureError('Nitro attestation document signature (ES384) does not verify with its certificate: the document was modified');
-  }
-  checks.push({ check: 'nitro.signature', ok: true, detail: 'COSE_Sign1 ES384 signature verifies with the enclave certificate' });
   return { tee: 'nitro', claims: nitroClaims(doc), raw: doc, checks };
 }
 

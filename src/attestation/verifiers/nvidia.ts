@@ -1,7 +1,7 @@
 import { createHash, type X509Certificate } from 'node:crypto';
 import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { ByteReader, hex } from '../bin.js';
-import { commonName, extensionValue, verifyChain } from '../certs.js';
+import { commonName, extensionValue, publicKeyOf, verifyChain } from '../certs.js';
 import { DEFAULT_ROOTS, rootSet } from '../roots.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
 import { ecdsaVerifyRaw } from './ecdsa.js';
@@ -93,7 +93,10 @@ export function verifyNvidiaReport(bytes: Uint8Array, opts: NvidiaVerifyOptions)
   const checks: Check[] = [];
   const leaves = opts.certificates.filter((c) => !c.ca);
   if (leaves.length === 0) throw new EvidenceChainError('NVIDIA report needs the GPU attestation certificate chain; pass it with --certs');
-  const leaf = leaves.find((c) => c.publicKey.asymmetricKeyDetails?.namedCurve === 'secp384r1' && ecdsaVerifyRaw('sha384', c.publicKey, report.signed, report.signature));
+  const leaf = leaves.find((c) => {
+    const key = publicKeyOf(c, 'NVIDIA attestation certificate');
+    return key.asymmetricKeyDetails?.namedCurve === 'secp384r1' && ecdsaVerifyRaw('sha384', key, report.signed, report.signature);
+  });
   if (!leaf) throw new EvidenceSignatureError('NVIDIA SPDM measurement signature does not verify with the given attestation certificate: the report was modified or the chain is another GPU\'s');
   checks.push({ check: 'nvidia.signature', ok: true, detail: `SPDM MEASUREMENTS signature (ECDSA P-384) verifies with "${commonName(leaf)}"` });
   const path = verifyChain(leaf, opts.certificates, {

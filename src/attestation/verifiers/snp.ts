@@ -1,7 +1,7 @@
 import { verify as cryptoVerify, type X509Certificate } from 'node:crypto';
 import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { ByteReader, hex, isAllZero } from '../bin.js';
-import { extensionValue, verifyChain, commonName } from '../certs.js';
+import { extensionValue, verifyChain, commonName, publicKeyOf } from '../certs.js';
 import { derInteger, readTlv } from '../der.js';
 import { DEFAULT_ROOTS, rootSet } from '../roots.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
@@ -191,9 +191,13 @@ function productOf(cert: X509Certificate): string | undefined {
 }
 
 function signatureVerifies(cert: X509Certificate, report: SnpReport, sig: Uint8Array): boolean {
-  const details = cert.publicKey.asymmetricKeyDetails;
-  if (cert.publicKey.asymmetricKeyType !== 'ec' || details?.namedCurve !== 'secp384r1') return false;
-  return cryptoVerify('sha384', report.signed, { key: cert.publicKey, dsaEncoding: 'ieee-p1363' }, sig);
+  const key = publicKeyOf(cert, 'SEV-SNP signing certificate');
+  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'secp384r1') return false;
+  try {
+    return cryptoVerify('sha384', report.signed, { key, dsaEncoding: 'ieee-p1363' }, sig);
+  } catch {
+    return false;
+  }
 }
 
 /**

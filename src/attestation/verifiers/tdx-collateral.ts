@@ -3,7 +3,7 @@ import { webcrypto, type X509Certificate } from 'node:crypto';
 import * as px509 from '@peculiar/x509';
 import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { hex } from '../bin.js';
-import { commonName, parseCertificates, verifyChain } from '../certs.js';
+import { commonName, parseCertificates, publicKeyOf, verifyChain } from '../certs.js';
 import type { Check } from '../types.js';
 import { ecdsaVerifyRaw } from './ecdsa.js';
 import type { PckExtensions, TdxQuote } from './tdx.js';
@@ -164,7 +164,7 @@ function verifySigned(doc: SignedJson, what: string, ctx: Ctx, pool: X509Certifi
   verifyChain(signer, pool, { now: ctx.now, trustedRoots: ctx.trustedRoots, what: `TDX ${what} signer`, hint: 'the TCB Signing chain must lead to the Intel SGX Root CA' });
   const sig = Buffer.from(doc.signature, 'hex');
   if (sig.length !== 64) fail(`${what} signature must be 64 bytes hex (r||s), got ${sig.length}`);
-  if (!ecdsaVerifyRaw('sha256', signer.publicKey, Buffer.from(doc.body, 'utf8'), sig)) {
+  if (!ecdsaVerifyRaw('sha256', publicKeyOf(signer, 'TCB Signing'), Buffer.from(doc.body, 'utf8'), sig)) {
     throw new EvidenceSignatureError(`TDX ${what} signature does not verify with the Intel SGX TCB Signing key: the collateral was modified`);
   }
   try {

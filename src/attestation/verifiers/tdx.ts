@@ -1,7 +1,7 @@
 import { createHash, type X509Certificate } from 'node:crypto';
 import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { ByteReader, hex, isAllZero } from '../bin.js';
-import { commonName, extensionValue, parseCertificates, verifyChain } from '../certs.js';
+import { commonName, extensionValue, parseCertificates, publicKeyOf, verifyChain } from '../certs.js';
 import { derInteger, derOid, readChildren, readTlv } from '../der.js';
 import { DEFAULT_ROOTS, rootSet } from '../roots.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
@@ -264,7 +264,7 @@ export async function verifyTdxQuote(bytes: Uint8Array, opts: TdxVerifyOptions =
 
   const chain = parseCertificates(quote.pckChainPem, 'TDX quote PCK certificate chain');
   const leaf = chain[0]!;
-  if (!ecdsaVerifyRaw('sha256', leaf.publicKey, quote.qeReport.raw, quote.qeReportSignature)) {
+  if (!ecdsaVerifyRaw('sha256', publicKeyOf(leaf, 'TDX PCK certificate'), quote.qeReport.raw, quote.qeReportSignature)) {
     throw new EvidenceSignatureError('TDX QE report signature does not verify with the PCK certificate: the QE report or PCK chain was modified');
   }
   checks.push({ check: 'tdx.qe_report_signature', ok: true, detail: 'QE report signed by the PCK key' });
