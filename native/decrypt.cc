@@ -140,9 +140,8 @@ class RunJob : public PromiseWorker {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       fatal_.Set(code, msg);
-      abort_ = true;
     }
-    turn_cv_.notify_all();
+    StopAll();
   }
 
   void WorkerLoop() {
@@ -153,8 +152,7 @@ class RunJob : public PromiseWorker {
     if (!cipher.ctx || !md.ctx || EVP_DecryptInit_ex2(cipher.ctx, alg_.cipher, f.payload_key->data(), nullptr, nullptr) != 1) {
       throw SealedError("ERR_UNSUPPORTED", "cannot initialise the cipher");
     }
-    // Whole-chunk scratch only when plain SHA-256 needs the chunk after its turn comes.
-    const size_t scratch_size = b.plain_sha ? f.chunk_size : std::min<size_t>(b.sub_block, f.chunk_size);
+    const size_t scratch_size = std::min<size_t>(b.sub_block, f.chunk_size);
     std::unique_ptr<SecureRegion> scratch = SecureRegion::Allocate(scratch_size);
     while (!abort_.load(std::memory_order_relaxed)) {
       const size_t idx = next_.fetch_add(1);
@@ -187,13 +185,14 @@ class RunJob : public PromiseWorker {
     while (r_hi < nr && b.begin[r_hi] < cs_end) ++r_hi;
 
     uint8_t* target = DirectTarget(cs_start, cs_end, r_lo, r_hi);
-    const bool whole_scratch = target == nullptr && b.plain_sha;
+    // A tensor's plain SHA-256 needs its bytes in payload order: chunks then go one at a time.
+    if (b.plain_sha && !AwaitTurn(idx)) return;
     uint8_t tag[kTagBytes];
     size_t cursor = r_lo;
     if (len == 0) PreadFull(f.fd, tag, kTagBytes, file_off, f.path);
     for (uint64_t off = 0; off < len; off += b.sub_block) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(b.sub_block, len - off));
-      uint8_t* buf = target ? target + off : whole_scratch ? scratch + off : scratch;
+      uint8_t* buf = target ? target + off : scratch;
       if (off + n == len) {
         ReadWithTag(f.fd, buf, n, tag, file_off + off, f.path);
       } else {
@@ -214,11 +213,13 @@ class RunJob : public PromiseWorker {
           if (a < e) OPENSSL_cleanse(b.dest + b.dest_off[r] + (a - b.begin[r]), e - a);
         }
       }
-      std::lock_guard<std::mutex> lock(mutex_);
-      b.failed.push_back(c);
-      if (b.stop_on_failure) abort_ = true;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        b.failed.push_back(c);
+      }
+      if (b.stop_on_failure) StopAll();
     }
-    if (b.plain_sha) PlainHashInTurn(idx, ok, target ? target : scratch, cs_start, cs_end, r_lo, r_hi);
+    if (b.plain_sha) PassTurn(idx);
     b.processed++;
   }
 
@@ -257,6 +258,9 @@ class RunJob : public PromiseWorker {
         }
       }
       if (EVP_DigestUpdate(md, buf + (a - pos), e - a) != 1) throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
+      if (b.plain_sha && EVP_DigestUpdate(plain_[r]->ctx, buf + (a - pos), e - a) != 1) {
+        throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
+      }
       if (copy && b.dest) std::memcpy(b.dest + b.dest_off[r] + (a - b.begin[r]), buf + (a - pos), e - a);
       if (e == std::min(b.end[r], cs_end)) {
         uint8_t* out = b.leaf_hashes.data() + kHashBytes * (b.leaf_base[r] + (c - b.first_chunk[r]));
@@ -266,22 +270,27 @@ class RunJob : public PromiseWorker {
     }
   }
 
-  // The plain SHA-256 of a tensor runs in payload order: chunk idx waits for its turn.
-  void PlainHashInTurn(size_t idx, bool ok, const uint8_t* data, uint64_t cs_start, uint64_t cs_end, size_t r_lo, size_t r_hi) {
-    RunBaton& b = *b_;
+  // Set under the turn lock so a thread about to wait for its turn cannot miss the wake-up.
+  void StopAll() {
+    {
+      std::lock_guard<std::mutex> lock(turn_mutex_);
+      abort_ = true;
+    }
+    turn_cv_.notify_all();
+  }
+
+  // Chunk idx may start once chunk idx - 1 is done (plain SHA-256 mode). False when aborting.
+  bool AwaitTurn(size_t idx) {
     std::unique_lock<std::mutex> lock(turn_mutex_);
     turn_cv_.wait(lock, [&] { return turn_ == idx || abort_.load(); });
-    if (abort_.load()) return;
-    lock.unlock();
-    if (ok) {
-      for (size_t r = r_lo; r < r_hi; ++r) {
-        uint64_t a = std::max(b.begin[r], cs_start), e = std::min(b.end[r], cs_end);
-        if (a < e) EVP_DigestUpdate(plain_[r]->ctx, data + (a - cs_start), e - a);
-      }
+    return !abort_.load();
+  }
+
+  void PassTurn(size_t idx) {
+    {
+      std::lock_guard<std::mutex> lock(turn_mutex_);
+      turn_ = idx + 1;
     }
-    lock.lock();
-    turn_ = idx + 1;
-    lock.unlock();
     turn_cv_.notify_all();
   }
 

@@ -3,6 +3,10 @@ import { readKeyFile } from '../keys/key-file.js';
 import { wipe } from '../bytes.js';
 import { SUITE_NAMES } from '../format/constants.js';
 import { SealedModelReader } from '../reader/sealed-model.js';
+import { NativeSealedModelReader } from '../reader/native-model.js';
+import { defaultThreads } from '../reader/native-file.js';
+import { nativeStatus } from '../native/addon.js';
+import { importKey } from '../native/key.js';
 import { SealedTensorsError } from '../errors.js';
 import type { CommandContext } from './main.js';
 import { formatBytes, parseThreads } from './options.js';
@@ -20,14 +24,45 @@ export function registerVerify(program: Command, ctx: CommandContext): void {
       const started = performance.now();
       try {
         const key = await readKeyFile(opts.key);
-        let model: SealedModelReader;
-        try {
-          model = await SealedModelReader.open(path, key.key);
-        } finally {
-          wipe(key.key);
+        // The native path when the addon loads (same output, every core); else the reference reader.
+        let model: { sharded: boolean; files: { header: { keyId: string; suite: 1 | 2 } }[]; close(): unknown };
+        let shards: { file: string; tensors: { byteLength: number }[] }[];
+        if (nativeStatus().available) {
+          let handle: ReturnType<typeof importKey>;
+          try {
+            handle = importKey(key.key); // moves the key into secure memory and wipes key.key
+          } finally {
+            wipe(key.key);
+          }
+          let native: NativeSealedModelReader;
+          try {
+            native = await NativeSealedModelReader.open(path, handle, { threads: opts.threads ?? defaultThreads() });
+          } finally {
+            handle.release(); // the reader keeps only its per-file subkeys
+          }
+          model = native;
+          try {
+            shards = await native.verifyOrThrow({ plainSha256: opts.json === true });
+          } catch (err) {
+            native.close();
+            throw err;
+          }
+        } else {
+          let reference: SealedModelReader;
+          try {
+            reference = await SealedModelReader.open(path, key.key);
+          } finally {
+            wipe(key.key);
+          }
+          model = reference;
+          try {
+            shards = await reference.verify();
+          } catch (err) {
+            await reference.close();
+            throw err;
+          }
         }
         try {
-          const shards = await model.verify();
           const tensors = shards.flatMap((s) => s.tensors.map((t) => ({ ...t, ...(model.sharded ? { file: s.file } : {}) })));
           const bytes = tensors.reduce((n, t) => n + t.byteLength, 0);
           const seconds = (performance.now() - started) / 1000;

@@ -113,6 +113,10 @@ function candidates(): string[] {
 
 /** The addon, or a NativeUnavailableError that lists every path tried and how to fix it. */
 export function loadAddon(): NativeAddon {
+  // An explicit switch to the reference path (comparisons, debugging); read on every call.
+  if (process.env['SEALED_TENSORS_NATIVE'] === '0') {
+    throw new NativeUnavailableError('the native addon is disabled by SEALED_TENSORS_NATIVE=0');
+  }
   if (cached === undefined) cached = tryLoad();
   if ('error' in cached) throw cached.error;
   return cached.addon;
