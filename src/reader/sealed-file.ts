@@ -144,9 +144,9 @@ export class SealedFileReader {
     const range = chunksCovering(this.layout, entry.begin, entry.end);
     try {
       if (range) {
-        for (let i = range.first; i <= range.last; i++) {
-          const plain = await this.openChunk(i);
-          const chunkStart = i * this.layout.chunkSize;
+        let i = range.first;
+        for await (const plain of this.openChunks(range.first, range.last)) {
+          const chunkStart = i++ * this.layout.chunkSize;
           const a = Math.max(entry.begin, chunkStart);
           const b = Math.min(entry.end, chunkStart + plain.length);
           const piece = plain.subarray(a - chunkStart, b - chunkStart);
@@ -172,9 +172,9 @@ export class SealedFileReader {
     const count = chunkCount(this.layout.payloadLength, this.layout.chunkSize);
     const ready: { info: TensorInfo; data: Uint8Array }[] = [];
     try {
-      for (let i = 0; i < count; i++) {
-        const plain = await this.openChunk(i);
-        const chunkStart = i * this.layout.chunkSize;
+      let i = 0;
+      for await (const plain of this.openChunks(0, count - 1)) {
+        const chunkStart = i++ * this.layout.chunkSize;
         const chunkEnd = chunkStart + plain.length;
         while (true) {
           if (pending === null) {
@@ -229,9 +229,9 @@ export class SealedFileReader {
       tree = new TensorDigest(this.backend);
       plainHash = this.backend.sha256();
     };
-    for (let i = 0; i < count; i++) {
-      const plain = await this.openChunk(i);
-      const chunkStart = i * this.layout.chunkSize;
+    let i = 0;
+    for await (const plain of this.openChunks(0, count - 1)) {
+      const chunkStart = i++ * this.layout.chunkSize;
       const chunkEnd = chunkStart + plain.length;
       finishEmptyTensors();
       while (t < tensors.length && tensors[t]!.begin < chunkEnd) {
@@ -251,19 +251,35 @@ export class SealedFileReader {
     return results;
   }
 
-  /** Decrypt and authenticate payload chunk i. */
-  private async openChunk(index: number): Promise<Uint8Array> {
+  /**
+   * Decrypted, authenticated chunks first..last in order. The read of chunk i+1 is under way
+   * while chunk i is decrypted and used, so I/O and crypto overlap.
+   */
+  private async *openChunks(first: number, last: number): AsyncGenerator<Uint8Array> {
+    let next = first <= last ? this.readSealedChunk(first) : null;
+    for (let i = first; i <= last; i++) {
+      const sealed = await next!;
+      next = i < last ? this.readSealedChunk(i + 1) : null;
+      next?.catch(() => {}); // awaited next round; not unhandled if this round throws
+      yield this.decryptChunk(i, sealed);
+    }
+  }
+
+  private readSealedChunk(index: number): Promise<Uint8Array> {
+    return this.source.read(chunkFileOffset(this.layout, index), chunkPlainLength(this.layout, index) + TAG_LENGTH);
+  }
+
+  /** Authenticate and decrypt payload chunk i; nothing of it is returned unless the tag verified. */
+  private decryptChunk(index: number, sealed: Uint8Array): Uint8Array {
     const keys = this.keys;
     if (!keys) throw new ReleasedError(`${this.source.description} was closed: open it again to read`);
     const count = chunkCount(this.layout.payloadLength, this.layout.chunkSize);
-    const offset = chunkFileOffset(this.layout, index);
-    const sealed = await this.source.read(offset, chunkPlainLength(this.layout, index) + TAG_LENGTH);
     try {
       return this.backend.aeadOpen(this.header.suite, keys.payloadKey, chunkNonce(index, index === count - 1), this.headerDigest, sealed);
     } catch (cause) {
       if (!(cause instanceof SealedTensorsError)) throw cause;
       throw new IntegrityError(
-        `${this.source.description}: chunk ${index} at offset ${offset} failed authentication: the file is corrupted or was tampered with (chunks moved, swapped or cut)`,
+        `${this.source.description}: chunk ${index} at offset ${chunkFileOffset(this.layout, index)} failed authentication: the file is corrupted or was tampered with (chunks moved, swapped or cut)`,
         { cause },
       );
     }
