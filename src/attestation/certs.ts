@@ -74,12 +74,18 @@ export function publicKeyOf(cert: X509Certificate, what: string): KeyObject {
 }
 
 /** Raw extnValue contents for an OID, or undefined when the certificate lacks it. */
+// ASN.1 parsing is the slow part of a verification; a certificate is parsed for extensions once.
+const parsedCache = new WeakMap<X509Certificate, px509.X509Certificate>();
+
 export function extensionValue(cert: X509Certificate, oid: string): Uint8Array | undefined {
-  let parsed: px509.X509Certificate;
-  try {
-    parsed = new px509.X509Certificate(cert.raw);
-  } catch (err) {
-    throw new EvidenceFormatError(`certificate ${describe(cert)} cannot be parsed for extensions: ${(err as Error).message}`, { cause: err });
+  let parsed = parsedCache.get(cert);
+  if (!parsed) {
+    try {
+      parsed = new px509.X509Certificate(cert.raw);
+    } catch (err) {
+      throw new EvidenceFormatError(`certificate ${describe(cert)} cannot be parsed for extensions: ${(err as Error).message}`, { cause: err });
+    }
+    parsedCache.set(cert, parsed);
   }
   const ext = parsed.extensions.find((e) => e.type === oid);
   return ext ? new Uint8Array(ext.value) : undefined;
