@@ -53,6 +53,7 @@ struct RunBaton {
   std::vector<uint64_t> begin, end;
   uint8_t* dest = nullptr;
   size_t dest_size = 0;
+  bool allocate = false;  // the job allocates dest (dest_size bytes), locking it chunk by chunk
   std::vector<uint64_t> dest_off;
   bool all_chunks = false;
   bool stop_on_failure = false;
@@ -99,6 +100,10 @@ class RunJob : public PromiseWorker {
         if (!p->ctx || EVP_DigestInit_ex2(p->ctx, alg_.sha256, nullptr) != 1) throw SealedError("ERR_UNSUPPORTED", "SHA-256 init");
       }
     }
+    if (b.allocate) {
+      owned_ = SecureRegion::Allocate(b.dest_size, /*lock_now=*/false);
+      b.dest = owned_->data();
+    }
     std::vector<std::thread> pool;
     pool.reserve(n - 1);
     for (unsigned i = 1; i < n; ++i) pool.emplace_back([this] { Worker(); });
@@ -108,6 +113,7 @@ class RunJob : public PromiseWorker {
       error_ = fatal_;  // PromiseWorker rejects with this code and message
       return;
     }
+    if (owned_) owned_->LockRange(0, b.dest_size);  // pages no chunk touched (cheap for the rest)
     Roots();
   }
 
@@ -121,6 +127,7 @@ class RunJob : public PromiseWorker {
     for (size_t i = 0; i < b.failed.size(); ++i) failed.Set(static_cast<uint32_t>(i), static_cast<double>(b.failed[i]));
     out.Set("failedChunks", failed);
     out.Set("chunksProcessed", static_cast<double>(b.processed.load()));
+    if (owned_) out.Set("dest", NewSecureArrayBuffer(env, std::move(owned_)));
     return out;
   }
 
@@ -185,6 +192,7 @@ class RunJob : public PromiseWorker {
     while (r_hi < nr && b.begin[r_hi] < cs_end) ++r_hi;
 
     uint8_t* target = DirectTarget(cs_start, cs_end, r_lo, r_hi);
+    if (owned_) LockDestSpan(cs_start, cs_end, r_lo, r_hi);
     // A tensor's plain SHA-256 needs its bytes in payload order: chunks then go one at a time.
     if (b.plain_sha && !AwaitTurn(idx)) return;
     uint8_t tag[kTagBytes];
@@ -221,6 +229,19 @@ class RunJob : public PromiseWorker {
     }
     if (b.plain_sha) PassTurn(idx);
     b.processed++;
+  }
+
+  // Lock (and so populate) the destination bytes this chunk will write, on this worker's core.
+  void LockDestSpan(uint64_t cs_start, uint64_t cs_end, size_t r_lo, size_t r_hi) {
+    const RunBaton& b = *b_;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (size_t r = r_lo; r < r_hi; ++r) {
+      uint64_t a = std::max(b.begin[r], cs_start), e = std::min(b.end[r], cs_end);
+      if (a >= e) continue;
+      lo = std::min(lo, b.dest_off[r] + (a - b.begin[r]));
+      hi = std::max(hi, b.dest_off[r] + (e - b.begin[r]));
+    }
+    if (lo < hi) owned_->LockRange(lo, hi - lo);
   }
 
   // Where to decrypt chunk [cs_start, cs_end) in place, if the destination holds all of it contiguously.
@@ -321,6 +342,7 @@ class RunJob : public PromiseWorker {
   }
 
   std::unique_ptr<RunBaton> b_;
+  std::unique_ptr<SecureRegion> owned_;  // dest when the job allocates it; wiped if the job fails
   JsRegion* dest_region_;
   Napi::ObjectReference dest_ref_;
   Algorithms alg_;  // fetched on the JS thread; shared read-only by the workers
@@ -392,13 +414,23 @@ Napi::Value StartRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> 
   Napi::ArrayBuffer dest_ab;
   JsRegion* region = nullptr;
   Napi::Value dv = o.Get("dest");
-  if (!dv.IsUndefined() && !dv.IsNull()) {
+  Napi::Value size_v = o.Get("destSize");
+  if (!size_v.IsUndefined()) {
+    double size = NumberOption(env, o, "destSize", 0);
+    if (!IsWholeIn(size, 0, 9007199254740991.0) || !dv.IsUndefined()) {
+      throw MakeError(env, "ERR_INVALID_ARGUMENT", "destSize must be a byte count, and excludes dest");
+    }
+    b->allocate = true;
+    b->dest_size = static_cast<size_t>(size);
+  } else if (!dv.IsUndefined() && !dv.IsNull()) {
     if (!dv.IsArrayBuffer()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "dest must be a secure ArrayBuffer");
     dest_ab = dv.As<Napi::ArrayBuffer>();
     region = LookupRegion(dest_ab);
     if (!region) throw MakeError(env, "ERR_INVALID_ARGUMENT", "dest must be a live secure buffer (plaintext goes nowhere else)");
     b->dest = region->region->data();
     b->dest_size = region->region->size();
+  }
+  if (b->allocate || region) {
     b->dest_off = Offsets(env, o.Get("destOffsets"), "destOffsets", static_cast<double>(b->dest_size));
     if (b->dest_off.size() != nr) throw MakeError(env, "ERR_INVALID_ARGUMENT", "destOffsets needs one offset per range");
     for (size_t r = 0; r < nr; ++r) {

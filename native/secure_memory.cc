@@ -78,18 +78,34 @@ HardeningState GetHardeningState() {
   return hardening;
 }
 
-std::unique_ptr<SecureRegion> SecureRegion::Allocate(size_t size) {
+std::unique_ptr<SecureRegion> SecureRegion::Allocate(size_t size, bool lock_now) {
   HardenProcess();
   const size_t page = PageSize();
   if (size > (size_t{1} << 46)) throw SealedError("ERR_RESOURCE_LIMIT", "secure buffer of " + std::to_string(size) + " bytes is too large");
   const size_t mapped = size == 0 ? page : (size + page - 1) / page * page;
-  const size_t total = mapped + 2 * page;
+  // Big buffers start on a 2 MiB boundary so they can be backed by huge pages: populating them
+  // is then several times cheaper, and so are TLB misses while decrypting into them.
+  const size_t huge = size_t{2} << 20;
+  const bool big = mapped >= 2 * huge;
+  const size_t slack = big ? huge : 0;
+  const size_t reserve = mapped + 2 * page + slack;
 
-  void* base = mmap(nullptr, total, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (base == MAP_FAILED) {
-    throw SealedError("ERR_RESOURCE_LIMIT", ErrnoText("cannot map " + std::to_string(total) + " bytes of secure memory", errno));
+  void* raw = mmap(nullptr, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (raw == MAP_FAILED) {
+    throw SealedError("ERR_RESOURCE_LIMIT", ErrnoText("cannot map " + std::to_string(reserve) + " bytes of secure memory", errno));
   }
-  uint8_t* data = static_cast<uint8_t*>(base) + page;
+  uint8_t* data = static_cast<uint8_t*>(raw) + page;
+  if (big) {
+    uintptr_t aligned = (reinterpret_cast<uintptr_t>(data) + huge - 1) & ~(huge - 1);
+    data = reinterpret_cast<uint8_t*>(aligned);
+  }
+  uint8_t* base = data - page;
+  const size_t total = mapped + 2 * page;
+  // Give back the slack on either side of [guard][data][guard].
+  if (base > static_cast<uint8_t*>(raw)) munmap(raw, static_cast<size_t>(base - static_cast<uint8_t*>(raw)));
+  uint8_t* raw_end = static_cast<uint8_t*>(raw) + reserve;
+  if (base + total < raw_end) munmap(base + total, static_cast<size_t>(raw_end - (base + total)));
+
   auto fail = [&](const char* code, const std::string& what, int err) {
     munmap(base, total);
     throw SealedError(code, ErrnoText(what, err));
@@ -98,15 +114,19 @@ std::unique_ptr<SecureRegion> SecureRegion::Allocate(size_t size) {
   if (mprotect(data, mapped, PROT_READ | PROT_WRITE) != 0) fail("ERR_RESOURCE_LIMIT", "mprotect secure memory", errno);
   if (madvise(data, mapped, MADV_DONTDUMP) != 0) fail("ERR_UNSUPPORTED", "madvise(MADV_DONTDUMP)", errno);
   if (madvise(data, mapped, MADV_WIPEONFORK) != 0) fail("ERR_UNSUPPORTED", "madvise(MADV_WIPEONFORK) (needs Linux 4.14+)", errno);
-  // Big buffers: huge pages make populating them several times cheaper (fewer faults). Advisory only.
-  if (mapped >= (size_t{4} << 20)) madvise(data, mapped, MADV_HUGEPAGE);
-  // mlock also faults every page in, so the buffer is populated before anyone writes to it.
-  if (mlock(data, mapped) != 0) {
-    int err = errno;
-    munmap(base, total);
-    ThrowMemlock(mapped, err);
-  }
-  return std::unique_ptr<SecureRegion>(new SecureRegion(static_cast<uint8_t*>(base), total, data, size, mapped));
+  if (big) madvise(data, mapped, MADV_HUGEPAGE);  // advisory only
+  std::unique_ptr<SecureRegion> region(new SecureRegion(base, total, data, size, mapped));
+  // mlock also faults every page in: the buffer is populated before anyone writes to it.
+  if (lock_now) region->LockRange(0, mapped);
+  return region;
+}
+
+void SecureRegion::LockRange(size_t offset, size_t length) {
+  const size_t page = PageSize();
+  size_t from = offset / page * page;
+  size_t to = std::min(mapped_, (offset + length + page - 1) / page * page);
+  if (to <= from) return;
+  if (mlock(data_ + from, to - from) != 0) ThrowMemlock(mapped_, errno);
 }
 
 SecureRegion::~SecureRegion() {

@@ -22,7 +22,11 @@ HardeningState GetHardeningState();
 // The destructor zeroizes, unlocks and unmaps. Throws SealedError (ERR_MEMLOCK, ERR_RESOURCE_LIMIT).
 class SecureRegion {
  public:
-  static std::unique_ptr<SecureRegion> Allocate(size_t size);
+  // lock_now = false: mapped and advised but not yet locked (nor populated); the owner must call
+  // LockRange on every part before writing to it (a job that populates on all its threads).
+  static std::unique_ptr<SecureRegion> Allocate(size_t size, bool lock_now = true);
+  // mlock (and populate) the pages covering [offset, offset + length); throws ERR_MEMLOCK.
+  void LockRange(size_t offset, size_t length);
   ~SecureRegion();
   SecureRegion(const SecureRegion&) = delete;
   SecureRegion& operator=(const SecureRegion&) = delete;

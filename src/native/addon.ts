@@ -52,6 +52,8 @@ export interface NativeRunOptions {
   ranges: Float64Array;
   /** Secure ArrayBuffer to decrypt into; omit to verify only (streaming, buffers reused). */
   dest?: ArrayBuffer;
+  /** Instead of `dest`: the job allocates a secure buffer of this size (locked by the workers as they fill it). */
+  destSize?: number;
   /** Where each range starts in `dest`. */
   destOffsets?: Float64Array;
   /** Authenticate every chunk of the file, not only those the ranges touch. */
@@ -73,6 +75,8 @@ export interface NativeRunResult {
   chunksProcessed: number;
   /** 32 bytes per range when plainSha256 was asked for. */
   sha256?: Uint8Array;
+  /** The secure buffer the job allocated (destSize), filled and authenticated. */
+  dest?: ArrayBuffer;
 }
 
 export interface NativeSealedFile {

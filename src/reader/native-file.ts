@@ -115,47 +115,49 @@ export class NativeSealedFileReader {
   async readTensor(name: string): Promise<SecureTensor> {
     const entry = this.#byName.get(name);
     if (!entry) throw new NotFoundError(`no tensor named "${name}" in ${this.description}`);
-    const buffer = SecureBuffer.allocate(entry.end - entry.begin);
+    const size = entry.end - entry.begin;
+    const result = await this.#run({
+      ranges: Float64Array.of(entry.begin, entry.end),
+      destSize: size,
+      destOffsets: Float64Array.of(0),
+      allChunks: false,
+      stopOnFailure: true,
+    });
+    const buffer = new SecureBuffer(result.dest!, size);
     try {
-      const result = await this.#run({
-        ranges: Float64Array.of(entry.begin, entry.end),
-        dest: buffer.arrayBuffer,
-        destOffsets: Float64Array.of(0),
-        allChunks: false,
-        stopOnFailure: true,
-      });
       this.#throwOnFailure(result, [entry]);
-      return secureTensor(toInfo(entry), buffer, 0, entry.end - entry.begin, () => buffer.release());
     } catch (err) {
       buffer.release();
       throw err;
     }
+    return secureTensor(toInfo(entry), buffer, 0, size, () => buffer.release());
   }
 
   /**
    * Every tensor into one secure buffer: all chunks authenticated (the last one with its flag) and
-   * every digest checked before anything is returned.
+   * every digest checked before anything is returned. The buffer is allocated and populated by the
+   * decrypting threads themselves, chunk by chunk, so the JS thread never waits on page faults.
    */
   async loadAll(): Promise<LoadedTensors> {
     const entries = this.tensorTable?.tensors ?? [];
-    const buffer = SecureBuffer.allocate(this.layout.payloadLength);
+    const result = await this.#run({
+      ranges: rangesOf(entries),
+      destSize: this.layout.payloadLength,
+      destOffsets: Float64Array.from(entries, (e) => e.begin),
+      allChunks: true,
+      stopOnFailure: true,
+    });
+    const buffer = new SecureBuffer(result.dest!, this.layout.payloadLength);
     try {
-      const result = await this.#run({
-        ranges: rangesOf(entries),
-        dest: buffer.arrayBuffer,
-        destOffsets: Float64Array.from(entries, (e) => e.begin),
-        allChunks: true,
-        stopOnFailure: true,
-      });
       this.#throwOnFailure(result, entries);
-      const tensors = new Map<string, SecureTensor>();
-      const release = (): void => buffer.release();
-      for (const e of entries) tensors.set(e.name, secureTensor(toInfo(e), buffer, e.begin, e.end - e.begin, release));
-      return { tensors, byteLength: this.layout.payloadLength, release };
     } catch (err) {
       buffer.release();
       throw err;
     }
+    const tensors = new Map<string, SecureTensor>();
+    const release = (): void => buffer.release();
+    for (const e of entries) tensors.set(e.name, secureTensor(toInfo(e), buffer, e.begin, e.end - e.begin, release));
+    return { tensors, byteLength: this.layout.payloadLength, release };
   }
 
   /**
@@ -201,7 +203,7 @@ export class NativeSealedFileReader {
 
   async #run(opts: {
     ranges: Float64Array;
-    dest?: ArrayBuffer;
+    destSize?: number;
     destOffsets?: Float64Array;
     allChunks: boolean;
     stopOnFailure: boolean;

@@ -84,3 +84,45 @@ describe('native reader = reference reader', () => {
     await crossCheck(path, data, 2);
   });
 });
+
+describe('secure destinations', () => {
+  it('loadAll locks exactly the payload\'s pages (filled chunk by chunk by the workers) until release', async () => {
+    const { vmLckBytes } = await import('./helpers.js');
+    const { path, data } = await seal([{ name: 'x', dtype: 'U8', shape: [9 * 1024 * 1024 + 5] }], { chunkSize: 1 << 20 });
+    const k = key();
+    const r = await NativeSealedFileReader.open(path, k, { threads: 2 });
+    const before = vmLckBytes();
+    const all = await r.loadAll();
+    expect(vmLckBytes() - before).toBe(9 * 1024 * 1024 + 4096);
+    expect(Buffer.from(all.tensors.get('x')!.bytes).equals(Buffer.from(data.get('x')!))).toBe(true);
+    all.release();
+    expect(vmLckBytes()).toBe(before);
+    r.close();
+    k.release();
+  });
+
+  it('decrypts into a caller\'s secure buffer, which cannot be released while the job writes to it', async () => {
+    const { loadAddon } = await import('../../src/native/addon.js');
+    const { readPublicHeader } = await import('../../src/reader/sealed-file.js');
+    const { FileSource } = await import('../../src/reader/source.js');
+    const { path, data } = await seal([{ name: 'a', dtype: 'U8', shape: [3 * CS + 7] }, { name: 'b', dtype: 'U8', shape: [100] }]);
+    const src = await FileSource.open(path);
+    const { headerBytes } = await readPublicHeader(src);
+    await src.close();
+    const addon = loadAddon();
+    const k = key();
+    const { file } = await addon.sealedOpen(path, k, headerBytes);
+    const dest = addon.secureAlloc(200);
+    // Only tensor b, placed at offset 50 of the caller's buffer.
+    const job = file.run({ ranges: Float64Array.of(3 * CS + 7, 3 * CS + 107), dest, destOffsets: Float64Array.of(50), allChunks: false, stopOnFailure: true, threads: 2 });
+    expect(() => addon.secureRelease(dest)).toThrow(/in use/);
+    const result = await job;
+    expect(result.failedChunks).toEqual([]);
+    expect(Buffer.from(new Uint8Array(dest, 50, 100)).equals(Buffer.from(data.get('b')!))).toBe(true);
+    expect(() => file.run({ ranges: Float64Array.of(0, 1), dest: new ArrayBuffer(8), destOffsets: Float64Array.of(0), allChunks: false, stopOnFailure: true, threads: 1 })).toThrow(/secure buffer/);
+    expect(addon.secureRelease(dest)).toBe(true);
+    file.close();
+    await expect(Promise.resolve().then(() => file.run({ ranges: new Float64Array(0), allChunks: true, stopOnFailure: false, threads: 1 }))).rejects.toMatchObject({ code: 'ERR_RELEASED' });
+    k.release();
+  });
+});
