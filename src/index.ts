@@ -21,3 +21,4 @@ export { sealModelDirectory, type SealedModelSummary } from './seal/seal-model.j
 export { SealedFileReader, readPublicHeader, type TensorInfo, type TensorCheck, type ReaderOptions } from './reader/sealed-file.js';
 export { SealedModelReader, type ShardCheck } from './reader/sealed-model.js';
 export { FileSource, MemorySource, type ByteSource } from './reader/source.js';
+export * from './attestation/index.js';
