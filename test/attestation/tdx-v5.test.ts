@@ -3,6 +3,7 @@ import { createHash, sign, webcrypto } from 'node:crypto';
 import * as px509 from '@peculiar/x509';
 import { describe, expect, it } from 'vitest';
 import { parseTdxQuote, verifyTdxQuote, INTEL_QE_VENDOR_ID } from '../../src/attestation/verifiers/tdx.js';
+import type { TdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
 import { flip, outcomeAsync, typedError } from './helpers.js';
 
 // No real v5 quote is among the vectors, so this builds one the way a TD 1.5 platform does, under a
@@ -104,7 +105,7 @@ async function buildV5(bodyType: 2 | 3) {
   len.writeUInt32LE(sigData.length, 0);
   const quote = new Uint8Array(Buffer.concat([signed, len, sigData]));
   const rootFp = createHash('sha256').update(new Uint8Array(root.rawData)).digest('hex');
-  return { quote, rootFp, signedLength: signed.length };
+  return { quote, rootFp, signedLength: signed.length, caKey: caK.privateKey, caName: pca.subject, alg };
 }
 
 describe('TDX quote v5 (built by the test under a test root)', () => {
@@ -139,5 +140,31 @@ describe('TDX quote v5 (built by the test under a test root)', () => {
         if (!['ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_FORMAT'].includes(o)) throw new Error(`byte ${byte} bit ${bit}: ${o}`);
       }
     }
+  });
+
+  it('a CRL from the PCK CA that lists the PCK certificate makes the quote fail as revoked', async () => {
+    const { quote, rootFp, caKey, caName, alg } = await buildV5(3);
+    const now = new Date('2026-01-01T00:00:00Z');
+    const crl = async (serials: string[]) =>
+      new Uint8Array(
+        (
+          await px509.X509CrlGenerator.create({
+            issuer: caName,
+            thisUpdate: new Date('2025-12-01T00:00:00Z'),
+            nextUpdate: new Date('2026-02-01T00:00:00Z'),
+            entries: serials.map((serialNumber) => ({ serialNumber, revocationDate: new Date('2025-12-15T00:00:00Z') })),
+            signingKey: caKey,
+            signingAlgorithm: alg,
+          })
+        ).rawData,
+      );
+    const clean: TdxCollateral = { crls: [await crl(['0a', '0b'])], certificates: [] };
+    const ok = await verifyTdxQuote(quote, { now, trustedRoots: [rootFp], collateral: clean });
+    expect(ok.checks.find((k) => k.check === 'tdx.crl')!.detail).toMatch(/1 certificate\(s\) of the PCK chain checked, none revoked/);
+    const revoked: TdxCollateral = { crls: [await crl(['0a', '03'])], certificates: [] };
+    const e = await typedError(() => verifyTdxQuote(quote, { now, trustedRoots: [rootFp], collateral: revoked }), ['ERR_EVIDENCE_CHAIN']);
+    expect(e.message).toMatch(/Test PCK Certificate" serial 03 is revoked/);
+    // An expired CRL is not evidence of non-revocation.
+    await typedError(() => verifyTdxQuote(quote, { now: new Date('2026-03-01T00:00:00Z'), trustedRoots: [rootFp], collateral: clean }), ['ERR_EVIDENCE_CHAIN']);
   });
 });

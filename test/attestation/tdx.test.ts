@@ -92,6 +92,11 @@ describe.skipIf(!HAVE_VECTORS)(`TDX real vectors${HAVE_VECTORS ? '' : ` (skipped
     expect(c.reportData).toBe('7c71fe2c86eff65a7cf8dbc22b3275689fd0464a267baced1bf94fc1324656aeb755da3d44d098c0c87382f3a5f85b45c8a28fee1d3bdb38342bf96671501429');
     expect(Buffer.from(r.raw.quote.userData).toString('hex')).toBe('d099bfec0a477aa85a605dceabf2b10800000000');
     expect(r.raw.collateral).toMatchObject({ status: 'UpToDate', platformStatus: 'UpToDate', qeStatus: 'UpToDate', tcbDate: '2023-02-15T00:00:00Z' });
+    // Each CRL covered one certificate of the path: PCK CA CRL -> PCK leaf, root CRL -> PCK CA.
+    expect(r.checks.filter((k) => k.check === 'tdx.crl').map((k) => k.detail)).toEqual([
+      expect.stringMatching(/PCK Platform CA.*1 certificate\(s\) of the PCK chain checked, none revoked/),
+      expect.stringMatching(/Root CA.*1 certificate\(s\) of the PCK chain checked, none revoked/),
+    ]);
     expect(c.tcb.qeSvn).toBe(4);
   });
 

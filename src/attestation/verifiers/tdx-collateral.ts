@@ -300,14 +300,22 @@ export async function evaluateTdxCollateral(c: TdxCollateral, ctx: Ctx): Promise
         `TDX CRL from "${crl.issuer}" is valid ${crl.thisUpdate.toISOString()} to ${crl.nextUpdate?.toISOString()}, not at ${ctx.now.toISOString()}; fetch a current CRL`,
       );
     }
+    // The CRL covers the certificates its issuer signed; say how many, so an unrelated CRL is visible.
+    let covered = 0;
     for (const cert of ctx.pckPath) {
-      if (cert.issuer !== issuer.subject) continue;
+      // A root is not revoked by its own CRL; its trust comes from pinning.
+      if (cert.raw.equals(issuer.raw) || cert.issuer !== issuer.subject || !cert.verify(issuer.publicKey)) continue;
+      covered++;
       if (crl.findRevoked(new px509.X509Certificate(cert.raw))) {
         result.platformStatus = 'Revoked';
-        throw new EvidenceChainError(`TDX certificate "${commonName(cert)}" serial ${cert.serialNumber} is revoked by "${crl.issuer}"`);
+        throw new EvidenceChainError(`TDX certificate "${commonName(cert)}" serial ${cert.serialNumber} is revoked by "${crl.issuer}"; this platform must not be trusted`);
       }
     }
-    checks.push({ check: 'tdx.crl', ok: true, detail: `CRL from ${commonName(issuer)} valid and signed; no certificate in the PCK chain revoked` });
+    checks.push({
+      check: 'tdx.crl',
+      ok: true,
+      detail: `CRL from ${commonName(issuer)} valid and signed; ${covered} certificate(s) of the PCK chain checked, none revoked`,
+    });
   }
 
   result.status = c.tcbInfo ? worst(result.platformStatus, result.qeStatus, result.moduleStatus ?? 'UpToDate') : 'NotEvaluated';
