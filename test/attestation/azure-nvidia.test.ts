@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { parseAzureEvidence, parseHclReport, verifyAzureEvidence } from '../../src/attestation/verifiers/azure.js';
 import { parseNvidiaReport, verifyNvidiaReport } from '../../src/attestation/verifiers/nvidia.js';
 import { NVIDIA_DEVICE_IDENTITY_CA } from '../../src/attestation/roots.js';
@@ -7,6 +7,9 @@ import { fingerprint } from '../../src/attestation/certs.js';
 import { DEFAULT_POLICY } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { certs, flip, HAVE_VECTORS, outcome, SKIP_REASON, typedError, vec } from './helpers.js';
+
+// Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
+vi.setConfig({ testTimeout: 300_000 });
 
 const AZ = 'azure-vtpm/az_snp_genoa_evidence.json';
 const AZ_AT = new Date('2026-01-01T00:00:00Z');

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { describe, it } from 'vitest';
+import { describe, it, vi } from 'vitest';
 import { SealedTensorsError } from '../../src/errors.js';
 import { parseSnpReport, verifySnpReport } from '../../src/attestation/verifiers/snp.js';
 import { parseTdxQuote, verifyTdxQuote } from '../../src/attestation/verifiers/tdx.js';
@@ -13,6 +13,9 @@ import { parseSnpCertTable } from '../../src/attestation/providers/snp-certs.js'
 import { nsmAttestationDocument } from '../../src/attestation/providers/nsm.js';
 import { parsePolicy, validatePolicy } from '../../src/attestation/policy/policy.js';
 import { certs, HAVE_VECTORS, vec } from './helpers.js';
+
+// Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
+vi.setConfig({ testTimeout: 300_000 });
 
 const ALLOWED = new Set(['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN', 'ERR_POLICY']);
 

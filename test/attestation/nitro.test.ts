@@ -2,13 +2,16 @@ import 'reflect-metadata';
 import { sign, webcrypto, X509Certificate } from 'node:crypto';
 import * as px509 from '@peculiar/x509';
 import { encode as cborEncode } from 'cborg';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { parseNitroDocument, verifyNitroDocument } from '../../src/attestation/verifiers/nitro.js';
 import { AWS_NITRO_ROOT_G1 } from '../../src/attestation/roots.js';
 import { fingerprint } from '../../src/attestation/certs.js';
 import { DEFAULT_POLICY, validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { certs, flip, HAVE_VECTORS, outcome, SKIP_REASON, typedError, vec } from './helpers.js';
+
+// Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
+vi.setConfig({ testTimeout: 300_000 });
 
 const D1 = { file: 'nitro/evervault_doc_20221013.cose.bin', at: new Date(1665651482136), from: new Date('2022-10-13T08:57:59Z'), to: new Date('2022-10-13T11:58:02Z') };
 const D2 = { file: 'nitro/evervault_ga_doc_20230918.cose.bin', at: new Date(1695049410860), from: new Date('2023-09-18T14:37:09Z'), to: new Date('2023-09-18T17:37:12Z') };

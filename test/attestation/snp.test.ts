@@ -1,13 +1,16 @@
 import 'reflect-metadata';
 import { createHash, sign, webcrypto, X509Certificate } from 'node:crypto';
 import * as px509 from '@peculiar/x509';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { decodeSnpTcb, parseSnpReport, SNP_SIGNED_LENGTH, verifySnpReport } from '../../src/attestation/verifiers/snp.js';
 import { AMD_ARK_GENOA, AMD_ARK_MILAN } from '../../src/attestation/roots.js';
 import { fingerprint } from '../../src/attestation/certs.js';
 import { DEFAULT_POLICY } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { certs, flip, HAVE_VECTORS, outcome, SKIP_REASON, typedError, vec } from './helpers.js';
+
+// Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
+vi.setConfig({ testTimeout: 300_000 });
 
 const MILAN = { report: 'sev-snp/gsg_milan_report.bin', certs: ['sev-snp/gsg_milan_vcek.der', 'sev-snp/ask_ark_milan.pem'], at: new Date('2022-09-24T01:00:00Z') };
 const GENOA = { report: 'sev-snp/azure_genoa_report.bin', certs: ['sev-snp/azure_genoa_vcek.pem', 'sev-snp/ask_ark_genoa.pem'], at: new Date('2026-01-01T00:00:00Z') };

@@ -1,10 +1,13 @@
 import 'reflect-metadata';
 import { createHash, sign, webcrypto } from 'node:crypto';
 import * as px509 from '@peculiar/x509';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { parseTdxQuote, verifyTdxQuote, INTEL_QE_VENDOR_ID } from '../../src/attestation/verifiers/tdx.js';
 import type { TdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
 import { flip, outcomeAsync, typedError } from './helpers.js';
+
+// Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
+vi.setConfig({ testTimeout: 300_000 });
 
 // No real v5 quote is among the vectors, so this builds one the way a TD 1.5 platform does, under a
 // test root the verifier is told to trust: it checks the v5 layout (body descriptor, TD15 fields).

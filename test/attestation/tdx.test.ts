@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { parseTdxQuote, verifyTdxQuote } from '../../src/attestation/verifiers/tdx.js';
 import { parseTdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
 import { INTEL_SGX_ROOT_CA, AMD_ARK_MILAN } from '../../src/attestation/roots.js';
@@ -6,6 +6,9 @@ import { fingerprint } from '../../src/attestation/certs.js';
 import { DEFAULT_POLICY, validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { certs, flip, HAVE_VECTORS, outcomeAsync, SKIP_REASON, typedError, vec } from './helpers.js';
+
+// Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
+vi.setConfig({ testTimeout: 300_000 });
 
 const Q1 = 'tdx/dcapqvl_quote_v4.bin';
 const Q1_AT = new Date(1752919234 * 1000); // 2025-07-19T10:00:34Z, dcap-qvl's test time
