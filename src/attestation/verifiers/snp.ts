@@ -266,7 +266,9 @@ export function verifySnpReport(bytes: Uint8Array, opts: SnpVerifyOptions): Veri
     );
   }
   const leafProduct = productOf(leaf);
-  if (leafProduct !== undefined && !leafProduct.startsWith(product)) {
+  // Siena parts are certified under the Genoa chain.
+  const leafFamily = leafProduct?.startsWith('Siena') ? 'Genoa' : leafProduct;
+  if (leafProduct !== undefined && !leafFamily!.startsWith(product)) {
     throw new EvidenceChainError(`SEV-SNP ${keyKind} productName "${leafProduct}" does not match the ${product} chain`);
   }
   checks.push({ check: 'snp.product', ok: true, detail: `${product}${leafProduct ? ` (${leafProduct})` : ''}` });
