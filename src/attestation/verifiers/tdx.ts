@@ -263,8 +263,9 @@ export async function verifyTdxQuote(bytes: Uint8Array, opts: TdxVerifyOptions =
   checks.push({ check: 'tdx.attestation_key_binding', ok: true, detail: 'QE report data = SHA-256(attestation key || QE auth data)' });
 
   const chain = parseCertificates(quote.pckChainPem, 'TDX quote PCK certificate chain');
-  const leaf = chain[0]!;
-  if (!ecdsaVerifyRaw('sha256', publicKeyOf(leaf, 'TDX PCK certificate'), quote.qeReport.raw, quote.qeReportSignature)) {
+  // The PCK is the end-entity certificate whose key signed the QE report, wherever it sits in the PEM.
+  const leaf = chain.find((c) => !c.ca && ecdsaVerifyRaw('sha256', publicKeyOf(c, 'TDX PCK certificate'), quote.qeReport.raw, quote.qeReportSignature));
+  if (!leaf) {
     throw new EvidenceSignatureError('TDX QE report signature does not verify with the PCK certificate: the QE report or PCK chain was modified');
   }
   checks.push({ check: 'tdx.qe_report_signature', ok: true, detail: 'QE report signed by the PCK key' });
