@@ -123,12 +123,16 @@ describe.skipIf(!HAVE_VECTORS)(`SEV-SNP real vectors${HAVE_VECTORS ? '' : ` (ski
     await typedError(() => verifySnpReport(vec(MILAN.report), { now, certificates: certs('sev-snp/gsg_milan_vcek.der', 'sev-snp/asvk_ark_milan_vlek.pem') }), ['ERR_EVIDENCE_CHAIN']);
   });
 
-  it('rejects a chain to a root that is not pinned (trusted set without the Milan ARK)', async () => {
-    const e = await typedError(
-      () => verifySnpReport(vec(MILAN.report), { now: MILAN.at, certificates: certs(...MILAN.certs), trustedRoots: [AMD_ARK_GENOA.sha256] }),
-      ['ERR_EVIDENCE_CHAIN'],
-    );
-    expect(e.message).toMatch(/not a pinned root/);
+  it('each vector: rejected when its ARK is not pinned, without its ASK/ASVK, and without its VCEK/VLEK', async () => {
+    for (const v of Object.values(ALL)) {
+      const [leaf, chain] = v.certs;
+      const other = v === GENOA ? AMD_ARK_MILAN.sha256 : AMD_ARK_GENOA.sha256;
+      const e = await typedError(() => verifySnpReport(vec(v.report), { now: v.at, certificates: certs(...v.certs), trustedRoots: [other] }), ['ERR_EVIDENCE_CHAIN']);
+      expect(e.message).toMatch(/not a pinned root/);
+      const arkOnly = [...certs(leaf!), certs(chain!)[1]!];
+      await typedError(() => verifySnpReport(vec(v.report), { now: v.at, certificates: arkOnly }), ['ERR_EVIDENCE_CHAIN']);
+      await typedError(() => verifySnpReport(vec(v.report), { now: v.at, certificates: certs(chain!) }), ['ERR_EVIDENCE_CHAIN']);
+    }
   });
 
   // An attacker's look-alike chain: own "ARK-Milan"/"SEV-Milan", own P-384 "SEV-VCEK" re-signing the real report.

@@ -143,11 +143,23 @@ describe.skipIf(!HAVE_VECTORS)(`TDX real vectors${HAVE_VECTORS ? '' : ` (skipped
     await typedError(() => verifyTdxQuote(vec(Q2), { now: new Date('2030-02-08T00:00:00Z') }), ['ERR_EVIDENCE_CHAIN']);
     await typedError(() => verifyTdxQuote(vec(Q2), { now: new Date('2023-02-06T00:00:00Z') }), ['ERR_EVIDENCE_CHAIN']);
     await typedError(() => verifyTdxQuote(vec(Q1), { now: new Date('2032-02-07T00:00:00Z') }), ['ERR_EVIDENCE_CHAIN']);
-    const e = await typedError(() => verifyTdxQuote(vec(Q1), { now: Q1_AT, trustedRoots: [AMD_ARK_MILAN.sha256] }), ['ERR_EVIDENCE_CHAIN']);
-    expect(e.message).toMatch(/Intel SGX Root CA.*not a pinned root/);
+    for (const [q, at] of [[Q1, Q1_AT], [Q2, Q2_AT]] as const) {
+      const e = await typedError(() => verifyTdxQuote(vec(q), { now: at, trustedRoots: [AMD_ARK_MILAN.sha256] }), ['ERR_EVIDENCE_CHAIN']);
+      expect(e.message).toMatch(/Intel SGX Root CA.*not a pinned root/);
+    }
   });
 
   it('rejects a quote whose PCK chain lacks the root or the intermediate, and one carrying the other quote\'s certification data', async () => {
+    for (const [q, at] of [[Q1, Q1_AT], [Q2, Q2_AT]] as const) {
+      const b = vec(q);
+      const t = Buffer.from(b).toString('latin1');
+      for (const m of t.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/g)) {
+        if (m.index === t.indexOf('-----BEGIN CERTIFICATE-----')) continue; // the first block is the PCK itself
+        const cut = b.slice();
+        cut.fill(0x20, m.index, m.index + m[0].length);
+        await typedError(() => verifyTdxQuote(cut, { now: at }), ['ERR_EVIDENCE_CHAIN']);
+      }
+    }
     const bytes = vec(Q2);
     const text = Buffer.from(bytes).toString('latin1');
     const blocks = [...text.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/g)];
