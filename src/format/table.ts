@@ -154,13 +154,23 @@ function parseMetadata(value: unknown, where: string): Record<string, string> | 
 }
 
 function parseJsonObject(bytes: Uint8Array): Record<string, unknown> {
+  return parseJsonObjectBytes(bytes, 'the decrypted table', 'the file was written by a broken sealer', FormatError);
+}
+
+/** Strict UTF-8 JSON that must be an object; errors of the caller's class, saying what and why. */
+export function parseJsonObjectBytes(
+  bytes: Uint8Array,
+  what: string,
+  hint: string,
+  Err: new (message: string, options?: { cause?: unknown }) => Error,
+): Record<string, unknown> {
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch (cause) {
-    throw new FormatError('the decrypted table is not valid UTF-8 JSON: the file was written by a broken sealer', { cause });
+    throw new Err(`${what} is not valid UTF-8 JSON: ${hint}`, { cause });
   }
-  if (!isPlainObject(value)) fail('the decrypted table must be a JSON object');
+  if (!isPlainObject(value)) throw new Err(`${what} must be a JSON object`);
   return value;
 }
 

@@ -1,6 +1,6 @@
 import { SafetensorsError } from '../errors.js';
 import { type Dtype, MAX_NAME_BYTES, MAX_RANK, MAX_TENSORS, isDtype } from '../format/constants.js';
-import { isPlainFileName, isPlainObject, tensorByteLength } from '../format/table.js';
+import { isPlainFileName, isPlainObject, parseJsonObjectBytes, tensorByteLength } from '../format/table.js';
 
 /** safetensors caps its JSON header at 100 MB; so do we, before allocating it. */
 export const MAX_SAFETENSORS_HEADER = 100_000_000;
@@ -42,13 +42,7 @@ export function parseHeaderLength(prefix: Uint8Array, fileSize: number): number 
 export function parseSafetensorsHeader(headerBytes: Uint8Array, fileSize: number): SafetensorsLayout {
   const dataStart = 8 + headerBytes.length;
   const dataLength = fileSize - dataStart;
-  let root: unknown;
-  try {
-    root = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
-  } catch (cause) {
-    throw new SafetensorsError('safetensors header is not valid UTF-8 JSON: the file is not safetensors or is damaged', { cause });
-  }
-  if (!isPlainObject(root)) throw new SafetensorsError('safetensors header must be a JSON object');
+  const root = parseJsonObjectBytes(headerBytes, 'safetensors header', 'the file is not safetensors or is damaged', SafetensorsError);
   const entries = Object.entries(root);
   if (entries.length > MAX_TENSORS + 1) throw new SafetensorsError(`safetensors header lists more than ${MAX_TENSORS} tensors`);
 
@@ -132,13 +126,7 @@ export interface ShardIndex {
 }
 
 export function parseShardIndex(bytes: Uint8Array): ShardIndex {
-  let root: unknown;
-  try {
-    root = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
-  } catch (cause) {
-    throw new SafetensorsError('shard index is not valid UTF-8 JSON', { cause });
-  }
-  if (!isPlainObject(root)) throw new SafetensorsError('shard index must be a JSON object');
+  const root = parseJsonObjectBytes(bytes, 'shard index', 'is it a model.safetensors.index.json?', SafetensorsError);
   const metadata = root['metadata'] ?? null;
   if (metadata !== null && !isPlainObject(metadata)) throw new SafetensorsError('shard index "metadata" must be an object');
   const wm = root['weight_map'];
