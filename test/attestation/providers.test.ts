@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decode as cborDecode, encode as cborEncode } from 'cborg';
@@ -10,6 +10,17 @@ import { NitroNsmProvider, nsmAttestationDocument, nsmAttestationRequest } from 
 import { parseSnpCertTable } from '../../src/attestation/providers/snp-certs.js';
 import { parseCertificates } from '../../src/attestation/certs.js';
 import { HAVE_VECTORS, typedError, vec } from './helpers.js';
+import { loadTeeIoctls, type TeeIoctls } from '../../src/attestation/providers/native-ioctl.js';
+
+let ioctls: TeeIoctls | undefined;
+let ioctlsMissing = '';
+try {
+  ioctls = loadTeeIoctls();
+} catch (err) {
+  ioctlsMissing = (err as Error).message;
+  console.warn(`native TEE ioctl tests skipped: ${ioctlsMissing}`);
+}
+const onTee = ['/dev/sev-guest', '/dev/tdx_guest', '/dev/nsm'].some((d) => existsSync(d));
 
 const made: string[] = [];
 afterAll(() => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -92,5 +103,19 @@ describe.skipIf(!HAVE_VECTORS)('SNP certificate table (configfs-tsm auxblob)', (
     const bad = table.slice();
     new DataView(bad.buffer).setUint32(20, vcek.length + 1, true);
     expect(() => parseSnpCertTable(bad)).toThrow(/runs past/);
+  });
+});
+
+describe.skipIf(!ioctls || onTee)(`native TEE ioctls (addon built, no TEE device here)${ioctls ? '' : ` (skipped: ${ioctlsMissing})`}`, () => {
+  it('open the devices for real and report their absence by errno; validate arguments before any I/O', async () => {
+    await expect(ioctls!.teeSnpGetReport(new Uint8Array(64), 0)).rejects.toThrow(/^ENOENT: open \/dev\/sev-guest failed/);
+    await expect(ioctls!.teeTdxGetReport0(new Uint8Array(64))).rejects.toThrow(/^ENOENT: open \/dev\/tdx_guest failed/);
+    await expect(ioctls!.teeNsmRequest(nsmAttestationRequest(new Uint8Array(64)))).rejects.toThrow(/^ENOENT: open \/dev\/nsm failed/);
+    expect(() => ioctls!.teeSnpGetReport(new Uint8Array(63))).toThrow(/reportData must be 64 bytes, got 63/);
+    expect(() => ioctls!.teeSnpGetReport(new Uint8Array(64), 4)).toThrow(/vmpl must be 0 to 3/);
+    expect(() => ioctls!.teeNsmRequest(new Uint8Array(4097))).toThrow(/request must be 1 to 4096 bytes/);
+    // Through the providers, the errno becomes a typed error.
+    await typedError(() => new SevGuestIoctlProvider().getEvidence(new Uint8Array(64)), ['ERR_NO_TEE']);
+    await typedError(() => new NitroNsmProvider().getEvidence(new Uint8Array(64)), ['ERR_NO_TEE']);
   });
 });
