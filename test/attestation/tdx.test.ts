@@ -120,6 +120,17 @@ describe.skipIf(!HAVE_VECTORS)(`TDX real vectors${HAVE_VECTORS ? '' : ` (skipped
     expect(await outcomeAsync(() => verifyTdxQuote(vec(Q2), { now: new Date('2023-06-18T08:43:00Z'), collateral: c2() }))).toBe('accepted');
   });
 
+  it('reads CRLs given as PEM as well as DER', async () => {
+    const pem = (name: string) => {
+      const b64 = Buffer.from(vec(name)).toString('base64').replace(/.{64}/g, '$&\n');
+      return { name: `${name}.pem`, bytes: new Uint8Array(Buffer.from(`-----BEGIN X509 CRL-----\n${b64}\n-----END X509 CRL-----\n`)) };
+    };
+    const files = GTG.map((name) => (name.endsWith('crl.der') ? pem(name) : { name, bytes: vec(name) }));
+    const c = parseTdxCollateral(files);
+    expect(c.crls.map((x) => Buffer.from(x).toString('hex'))).toEqual(c2().crls.map((x) => Buffer.from(x).toString('hex')));
+    expect((await verifyTdxQuote(vec(Q2), { now: Q2_AT, collateral: c })).checks.filter((k) => k.check === 'tdx.crl')).toHaveLength(2);
+  });
+
   it('rejects collateral for another platform (FMSPC) and tampered collateral', async () => {
     let e = await typedError(() => verifyTdxQuote(vec(Q2), { now: Q1_AT, collateral: c1() }), ['ERR_EVIDENCE_CHAIN']);
     expect(e.message).toMatch(/FMSPC B0C06F000000, the PCK certificate says 50806f000000/);

@@ -1,4 +1,4 @@
-import { UnsupportedError } from '../../errors.js';
+import { NoTeeError } from '../../errors.js';
 import { assertBytes } from '../../bytes.js';
 import type { EvidenceProvider } from './types.js';
 import { ioctlError, loadTeeIoctls } from './native-ioctl.js';
@@ -38,7 +38,8 @@ export class TdxGuestIoctlProvider implements EvidenceProvider {
   async getEvidence(reportData: Uint8Array): Promise<Uint8Array> {
     // Prove the device answers, so the error below is about quoting, not about the TEE.
     await tdxGetTdReport(reportData);
-    throw new UnsupportedError(
+    // An environment problem (exit 3 in the CLI), not a rejection: the TEE is there, its quoting path is not.
+    throw new NoTeeError(
       'this TDX guest has /dev/tdx_guest but no configfs-tsm: the kernel gives a TDREPORT, and turning it into a verifiable quote needs configfs-tsm (Linux 6.7+) or the host quote service; upgrade the guest kernel',
     );
   }
