@@ -1,7 +1,8 @@
 // Public attestation API: gather evidence (providers), verify it (verifiers), judge it (policy).
 export type { TeeType, Claims, Check, VerifiedEvidence, VerifyOptions } from './types.js';
 export { TEE_TYPES } from './types.js';
-export { verifyEvidence, type VerifyEvidenceOptions } from './verify.js';
+export { verifyEvidence, appraiseEvidence, type VerifyEvidenceOptions, type AppraiseOptions, type Appraisal } from './verify.js';
+export { bindReportData } from './report-data.js';
 export { parseCertificates, fingerprint as certificateFingerprint } from './certs.js';
 export {
   AMD_ARK_MILAN,

@@ -1,6 +1,9 @@
 import type { X509Certificate } from 'node:crypto';
 import { InvalidArgumentError } from '../errors.js';
-import { TEE_TYPES, type TeeType, type VerifiedEvidence, type VerifyOptions } from './types.js';
+import { SealedTensorsError, type ErrorCode } from '../errors.js';
+import { DEFAULT_POLICY, type Policy } from './policy/policy.js';
+import { evaluatePolicy, type Verdict } from './policy/evaluate.js';
+import { TEE_TYPES, type Claims, type TeeType, type VerifiedEvidence, type VerifyOptions } from './types.js';
 import { verifyAzureEvidence } from './verifiers/azure.js';
 import { verifyNitroDocument } from './verifiers/nitro.js';
 import { verifyNvidiaReport } from './verifiers/nvidia.js';
@@ -38,4 +41,50 @@ export async function verifyEvidence(type: TeeType, evidence: Uint8Array, opts: 
     default:
       throw new InvalidArgumentError(`evidence type must be one of ${TEE_TYPES.join(', ')}, got ${JSON.stringify(type)}`);
   }
+}
+
+export interface AppraiseOptions extends VerifyEvidenceOptions {
+  /** Default: DEFAULT_POLICY. */
+  policy?: Policy;
+  /** The binding the evidence must carry (see bindReportData). */
+  expectedReportData?: Uint8Array;
+}
+
+/** One answer for a broker or the CLI: verification and policy together, failures as data. */
+export interface Appraisal {
+  tee: TeeType;
+  verified: boolean;
+  claims: Claims | null;
+  verdict: Verdict;
+  /** The verified evidence when verification passed. */
+  evidence?: VerifiedEvidence;
+  /** Why verification failed, when it did. */
+  error?: { code: ErrorCode; message: string };
+}
+
+const EVIDENCE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN']);
+
+/**
+ * Verifies evidence and evaluates a policy. Evidence that does not verify gives `verified: false`
+ * and a denying verdict whose reason is the error; other errors (bad arguments) are thrown.
+ * Release a secret only when `verified && verdict.allowed`.
+ */
+export async function appraiseEvidence(type: TeeType, evidence: Uint8Array, opts: AppraiseOptions = {}): Promise<Appraisal> {
+  const { policy = DEFAULT_POLICY, expectedReportData, ...verifyOpts } = opts;
+  let verified: VerifiedEvidence;
+  try {
+    verified = await verifyEvidence(type, evidence, verifyOpts);
+  } catch (err) {
+    if (!(err instanceof SealedTensorsError) || !EVIDENCE_CODES.has(err.code)) throw err;
+    const reason = `${err.code}: ${err.message}`;
+    return {
+      tee: type,
+      verified: false,
+      claims: null,
+      verdict: { allowed: false, reasons: [reason], checks: [{ check: 'evidence', ok: false, detail: reason }] },
+      error: { code: err.code, message: err.message },
+    };
+  }
+  const verdict = evaluatePolicy(policy, verified.claims, { ...(opts.now ? { now: opts.now } : {}), ...(expectedReportData ? { expectedReportData } : {}) });
+  return { tee: verified.tee, verified: true, claims: verified.claims, verdict: { ...verdict, checks: [...verified.checks, ...verdict.checks] }, evidence: verified };
 }

@@ -2,17 +2,16 @@ import { generateKeyPairSync, randomBytes, type X509Certificate } from 'node:cry
 import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { InvalidArgumentError, IoError, NoTeeError, NotFoundError, SealedTensorsError, type ErrorCode } from '../errors.js';
+import { InvalidArgumentError, IoError, NoTeeError, NotFoundError } from '../errors.js';
 import {
   DEFAULT_POLICY,
   SimulatedTee,
   TEE_TYPES,
   defaultProvider,
-  evaluatePolicy,
   parseCertificates,
   parsePolicy,
   parseTdxCollateral,
-  verifyEvidence,
+  appraiseEvidence,
   type Claims,
   type EvidenceProvider,
   type Policy,
@@ -20,10 +19,7 @@ import {
   type TeeType,
 } from '../attestation/index.js';
 import type { CommandContext } from './main.js';
-import { ExitCode, exitCodeFor, formatError, writeJson } from './io.js';
-
-/** Errors that mean "this evidence does not verify", reported as verified: false rather than a crash. */
-const EVIDENCE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN']);
+import { ExitCode, writeJson } from './io.js';
 
 async function readInput(path: string, what: string): Promise<Uint8Array> {
   try {
@@ -211,31 +207,27 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
         collateral = parseTdxCollateral(files);
       }
 
-      let verified;
-      try {
-        verified = await verifyEvidence(type, evidence, {
-          now,
-          certificates,
-          ...(collateral ? { collateral } : {}),
-          ...(type === 'simulated' ? { trustedRoots: opts.simulatedRoot ?? [] } : {}),
-        });
-      } catch (err) {
-        if (!(err instanceof SealedTensorsError) || !EVIDENCE_CODES.has(err.code)) throw err;
-        if (opts.json) {
-          writeJson(ctx.io, { tee: type, verified: false, claims: null, verdict: { allowed: false, reasons: [`${err.code}: ${err.message}`] } });
-        }
-        ctx.io.stderr(formatError(err));
-        ctx.exitCode = exitCodeFor(err);
+      const a = await appraiseEvidence(type, evidence, {
+        now,
+        certificates,
+        policy,
+        ...(collateral ? { collateral } : {}),
+        ...(expectedReportData ? { expectedReportData } : {}),
+        ...(type === 'simulated' ? { trustedRoots: opts.simulatedRoot ?? [] } : {}),
+      });
+      const verdict = a.verdict;
+      if (opts.json) {
+        writeJson(ctx.io, { tee: a.tee, verified: a.verified, claims: a.claims ? claimsJson(a.claims) : null, verdict: { allowed: verdict.allowed, reasons: verdict.reasons } });
+      }
+      if (!a.verified || !a.claims) {
+        ctx.io.stderr(`error ${a.error!.code}: ${a.error!.message}\n`);
+        ctx.exitCode = ExitCode.REJECTED;
         return;
       }
-      const verdict = evaluatePolicy(policy, verified.claims, { now, ...(expectedReportData ? { expectedReportData } : {}) });
-      if (opts.json) {
-        writeJson(ctx.io, { tee: verified.tee, verified: true, claims: claimsJson(verified.claims), verdict: { allowed: verdict.allowed, reasons: verdict.reasons } });
-      } else {
-        const c = verified.claims;
+      if (!opts.json) {
+        const c = a.claims;
         const lines = [
-          `verified: ${c.simulated ? 'SIMULATED ' : ''}${verified.tee} evidence; signatures and chain OK as of ${now.toISOString()}`,
-          ...verified.checks.map((k) => `  ok   ${k.check}: ${k.detail}`),
+          `verified: ${c.simulated ? 'SIMULATED ' : ''}${a.tee} evidence; signatures and chain OK as of ${now.toISOString()}`,
           `measurement ${c.measurement}`,
           `report data ${c.reportData}`,
           `debug ${c.debug}`,
