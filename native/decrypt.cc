@@ -101,7 +101,7 @@ class RunJob : public PromiseWorker {
       }
     }
     if (b.allocate) {
-      owned_ = SecureRegion::Allocate(b.dest_size, /*lock_now=*/false);
+      owned_ = SecureRegion::Allocate(b.dest_size, /*populate_now=*/false);
       b.dest = owned_->data();
     }
     std::vector<std::thread> pool;
@@ -113,7 +113,6 @@ class RunJob : public PromiseWorker {
       error_ = fatal_;  // PromiseWorker rejects with this code and message
       return;
     }
-    if (owned_) owned_->LockRange(0, b.dest_size);  // pages no chunk touched (cheap for the rest)
     Roots();
   }
 
@@ -192,7 +191,7 @@ class RunJob : public PromiseWorker {
     while (r_hi < nr && b.begin[r_hi] < cs_end) ++r_hi;
 
     uint8_t* target = DirectTarget(cs_start, cs_end, r_lo, r_hi);
-    if (owned_) LockDestSpan(cs_start, cs_end, r_lo, r_hi);
+    if (owned_) PopulateDestSpan(cs_start, cs_end, r_lo, r_hi);
     // A tensor's plain SHA-256 needs its bytes in payload order: chunks then go one at a time.
     if (b.plain_sha && !AwaitTurn(idx)) return;
     uint8_t tag[kTagBytes];
@@ -231,8 +230,8 @@ class RunJob : public PromiseWorker {
     b.processed++;
   }
 
-  // Lock (and so populate) the destination bytes this chunk will write, on this worker's core.
-  void LockDestSpan(uint64_t cs_start, uint64_t cs_end, size_t r_lo, size_t r_hi) {
+  // Populate the (locked-on-fault) destination bytes this chunk will write, on this worker's core.
+  void PopulateDestSpan(uint64_t cs_start, uint64_t cs_end, size_t r_lo, size_t r_hi) {
     const RunBaton& b = *b_;
     uint64_t lo = UINT64_MAX, hi = 0;
     for (size_t r = r_lo; r < r_hi; ++r) {
@@ -241,7 +240,7 @@ class RunJob : public PromiseWorker {
       lo = std::min(lo, b.dest_off[r] + (a - b.begin[r]));
       hi = std::max(hi, b.dest_off[r] + (e - b.begin[r]));
     }
-    if (lo < hi) owned_->LockRange(lo, hi - lo);
+    if (lo < hi) owned_->PopulateRange(lo, hi - lo);
   }
 
   // Where to decrypt chunk [cs_start, cs_end) in place, if the destination holds all of it contiguously.

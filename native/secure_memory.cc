@@ -6,6 +6,10 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14; older headers lack it
+#endif
+
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -78,7 +82,7 @@ HardeningState GetHardeningState() {
   return hardening;
 }
 
-std::unique_ptr<SecureRegion> SecureRegion::Allocate(size_t size, bool lock_now) {
+std::unique_ptr<SecureRegion> SecureRegion::Allocate(size_t size, bool populate_now) {
   HardenProcess();
   const size_t page = PageSize();
   if (size > (size_t{1} << 46)) throw SealedError("ERR_RESOURCE_LIMIT", "secure buffer of " + std::to_string(size) + " bytes is too large");
@@ -116,17 +120,24 @@ std::unique_ptr<SecureRegion> SecureRegion::Allocate(size_t size, bool lock_now)
   if (madvise(data, mapped, MADV_WIPEONFORK) != 0) fail("ERR_UNSUPPORTED", "madvise(MADV_WIPEONFORK) (needs Linux 4.14+)", errno);
   if (big) madvise(data, mapped, MADV_HUGEPAGE);  // advisory only
   std::unique_ptr<SecureRegion> region(new SecureRegion(base, total, data, size, mapped));
-  // mlock also faults every page in: the buffer is populated before anyone writes to it.
-  if (lock_now) region->LockRange(0, mapped);
+  // Either way the whole range is locked (and counted against RLIMIT_MEMLOCK) now. mlock also
+  // faults every page in; MLOCK_ONFAULT locks each page as it is first touched, so no page is ever
+  // present and unlocked, and the owner populates the parts on its own threads.
+  int rc = populate_now ? mlock(data, mapped) : mlock2(data, mapped, MLOCK_ONFAULT);
+  // Kernels before 4.4 (and valgrind) lack mlock2: lock and populate here instead.
+  if (rc != 0 && !populate_now && (errno == ENOSYS || errno == EINVAL)) rc = mlock(data, mapped);
+  if (rc != 0) ThrowMemlock(mapped, errno);
   return region;
 }
 
-void SecureRegion::LockRange(size_t offset, size_t length) {
+void SecureRegion::PopulateRange(size_t offset, size_t length) {
   const size_t page = PageSize();
   size_t from = offset / page * page;
   size_t to = std::min(mapped_, (offset + length + page - 1) / page * page);
   if (to <= from) return;
-  if (mlock(data_ + from, to - from) != 0) ThrowMemlock(mapped_, errno);
+  // One call instead of a fault per page; where the kernel lacks it (< 5.14), touch the pages.
+  if (madvise(data_ + from, to - from, MADV_POPULATE_WRITE) == 0) return;
+  for (size_t at = from; at < to; at += page) reinterpret_cast<volatile uint8_t*>(data_)[at] = 0;
 }
 
 SecureRegion::~SecureRegion() {

@@ -22,11 +22,11 @@ HardeningState GetHardeningState();
 // The destructor zeroizes, unlocks and unmaps. Throws SealedError (ERR_MEMLOCK, ERR_RESOURCE_LIMIT).
 class SecureRegion {
  public:
-  // lock_now = false: mapped and advised but not yet locked (nor populated); the owner must call
-  // LockRange on every part before writing to it (a job that populates on all its threads).
-  static std::unique_ptr<SecureRegion> Allocate(size_t size, bool lock_now = true);
-  // mlock (and populate) the pages covering [offset, offset + length); throws ERR_MEMLOCK.
-  void LockRange(size_t offset, size_t length);
+  // Always locked at once. populate_now = false: locked on fault (MLOCK_ONFAULT) instead of
+  // populated, for a job that populates its parts on its worker threads (PopulateRange).
+  static std::unique_ptr<SecureRegion> Allocate(size_t size, bool populate_now = true);
+  // Fault in the pages covering [offset, offset + length) before writing to them.
+  void PopulateRange(size_t offset, size_t length);
   ~SecureRegion();
   SecureRegion(const SecureRegion&) = delete;
   SecureRegion& operator=(const SecureRegion&) = delete;

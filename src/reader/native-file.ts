@@ -7,7 +7,7 @@
 import { availableParallelism } from 'node:os';
 import { createHash } from 'node:crypto';
 import { constantTimeEqual, fromHex, toHex } from '../bytes.js';
-import { IntegrityError, NotFoundError, ReleasedError } from '../errors.js';
+import { IntegrityError, InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js';
 import { FileKind } from '../format/constants.js';
 import type { PublicHeader } from '../format/header.js';
 import { chunkFileOffset, type Layout } from '../format/layout.js';
@@ -137,27 +137,41 @@ export class NativeSealedFileReader {
    * Every tensor into one secure buffer: all chunks authenticated (the last one with its flag) and
    * every digest checked before anything is returned. The buffer is allocated and populated by the
    * decrypting threads themselves, chunk by chunk, so the JS thread never waits on page faults.
+   *
+   * `into`: reuse a secure buffer of at least `layout.payloadLength` bytes instead (already
+   * populated, so no page is faulted in: fresh memory costs the kernel a zeroing pass). It is
+   * wiped if loading fails; `release()` of the result releases it.
    */
-  async loadAll(): Promise<LoadedTensors> {
+  async loadAll(options: { into?: SecureBuffer } = {}): Promise<LoadedTensors> {
     const entries = this.tensorTable?.tensors ?? [];
-    const result = await this.#run({
-      ranges: rangesOf(entries),
-      destSize: this.layout.payloadLength,
-      destOffsets: Float64Array.from(entries, (e) => e.begin),
-      allChunks: true,
-      stopOnFailure: true,
-    });
-    const buffer = new SecureBuffer(result.dest!, this.layout.payloadLength);
+    const size = this.layout.payloadLength;
+    const into = options.into;
+    if (into && into.size < size) throw new InvalidArgumentError(`into holds ${into.size} bytes; this file's tensors need ${size}`);
+    let result: NativeRunResult;
+    try {
+      result = await this.#run({
+        ranges: rangesOf(entries),
+        ...(into ? { dest: into.arrayBuffer } : { destSize: size }),
+        destOffsets: Float64Array.from(entries, (e) => e.begin),
+        allChunks: true,
+        stopOnFailure: true,
+      });
+    } catch (err) {
+      into?.bytes.fill(0);
+      throw err;
+    }
+    const buffer = into ?? new SecureBuffer(result.dest!, size);
     try {
       this.#throwOnFailure(result, entries);
     } catch (err) {
-      buffer.release();
+      buffer.bytes.fill(0);
+      if (!into) buffer.release();
       throw err;
     }
     const tensors = new Map<string, SecureTensor>();
     const release = (): void => buffer.release();
     for (const e of entries) tensors.set(e.name, secureTensor(toInfo(e), buffer, e.begin, e.end - e.begin, release));
-    return { tensors, byteLength: this.layout.payloadLength, release };
+    return { tensors, byteLength: size, release };
   }
 
   /**
@@ -203,6 +217,7 @@ export class NativeSealedFileReader {
 
   async #run(opts: {
     ranges: Float64Array;
+    dest?: ArrayBuffer;
     destSize?: number;
     destOffsets?: Float64Array;
     allChunks: boolean;

@@ -46,6 +46,10 @@ async function check(suite) {
     const all = await m.loadAll();
     tensors.forEach(([name], i) => assert.ok(Buffer.from(all.tensors.get(name).bytes).equals(parts[i])));
     all.release();
+    const into = SecureBuffer.allocate(20000);
+    const reused = await m.files[0].loadAll({ into });
+    assert.ok(Buffer.from(reused.tensors.get('c').bytes).equals(parts[3]));
+    reused.release();
     const one = await m.readTensor('b');
     assert.ok(Buffer.from(one.bytes).equals(parts[2]));
     one.release();

@@ -101,6 +101,27 @@ describe('secure destinations', () => {
     k.release();
   });
 
+  it('loadAll into a reused secure buffer: same bytes, wiped when the file fails', async () => {
+    const { SecureBuffer } = await import('../../src/native/secure-buffer.js');
+    const { path, data } = await seal([{ name: 'a', dtype: 'U8', shape: [2 * CS + 3] }, { name: 'b', dtype: 'F32', shape: [700] }]);
+    const k = key();
+    const into = SecureBuffer.allocate(4 * CS);
+    const r = await NativeSealedFileReader.open(path, k, { threads: 2 });
+    const all = await r.loadAll({ into });
+    for (const [name, t] of all.tensors) expect(Buffer.from(t.bytes).equals(Buffer.from(data.get(name)!))).toBe(true);
+    await expect(r.loadAll({ into: SecureBuffer.allocate(10) })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+    r.close();
+    const bad = readFileSync(path);
+    bad[bad.length - 40]! ^= 1; // last chunk: tensor b
+    writeFileSync(path + '.bad', bad);
+    const rb = await NativeSealedFileReader.open(path + '.bad', k, { threads: 1 });
+    await expect(rb.loadAll({ into })).rejects.toMatchObject({ code: 'ERR_INTEGRITY' });
+    expect(into.bytes.every((x) => x === 0)).toBe(true);
+    rb.close();
+    into.release();
+    k.release();
+  });
+
   it('decrypts into a caller\'s secure buffer, which cannot be released while the job writes to it', async () => {
     const { loadAddon } = await import('../../src/native/addon.js');
     const { readPublicHeader } = await import('../../src/reader/sealed-file.js');
