@@ -51,6 +51,12 @@ export function parseCertificates(data: Uint8Array | string, source: string): X5
   }
 }
 
+/** PEM text for a DER certificate, 64 columns, as `openssl x509` writes it. */
+export function toPem(der: Uint8Array): string {
+  const b64 = Buffer.from(der).toString('base64').replace(/.{64}/g, '$&\n').replace(/\n$/, '');
+  return `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
+}
+
 export function fingerprint(cert: X509Certificate): string {
   return createHash('sha256').update(cert.raw).digest('hex');
 }

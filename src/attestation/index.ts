@@ -3,7 +3,7 @@ export type { TeeType, Claims, Check, VerifiedEvidence, VerifyOptions } from './
 export { TEE_TYPES } from './types.js';
 export { verifyEvidence, appraiseEvidence, type VerifyEvidenceOptions, type AppraiseOptions, type Appraisal } from './verify.js';
 export { bindReportData } from './report-data.js';
-export { parseCertificates, fingerprint as certificateFingerprint } from './certs.js';
+export { parseCertificates, toPem, fingerprint as certificateFingerprint } from './certs.js';
 export {
   AMD_ARK_MILAN,
   AMD_ARK_GENOA,

@@ -4,11 +4,13 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { InvalidArgumentError, IoError, NoTeeError, NotFoundError } from '../errors.js';
 import {
+  ConfigfsTsmProvider,
   DEFAULT_POLICY,
   SimulatedTee,
   TEE_TYPES,
   defaultProvider,
   parseCertificates,
+  toPem,
   parsePolicy,
   parseTdxCollateral,
   appraiseEvidence,
@@ -147,21 +149,34 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
           throw err;
         }
       }
-      const evidence = await provider.getEvidence(reportData);
+      // SNP hosts may hand over the VCEK/ASK/ARK with the report (configfs-tsm auxblob): keep them for verify --certs.
+      let evidence: Uint8Array;
+      let hostCerts: { name: string; der: Uint8Array }[] = [];
+      if (provider instanceof ConfigfsTsmProvider) ({ evidence, certificates: hostCerts } = await provider.getEvidenceWithCertificates(reportData));
+      else evidence = await provider.getEvidence(reportData);
+      const pem = hostCerts.map(({ der }) => toPem(der));
       const sim = provider instanceof SimulatedTee;
       if (opts.output) {
-        try {
-          await writeFile(opts.output, evidence);
-        } catch (err) {
-          throw new IoError(`cannot write ${opts.output}: ${(err as Error).message}`, { cause: err });
-        }
+        const write = async (path: string, data: Uint8Array | string): Promise<void> => {
+          try {
+            await writeFile(path, data);
+          } catch (err) {
+            throw new IoError(`cannot write ${path}: ${(err as Error).message}`, { cause: err });
+          }
+        };
+        await write(opts.output, evidence);
         ctx.io.stdout(`wrote ${sim ? 'SIMULATED ' : ''}${provider.tee} evidence (${evidence.length} bytes) to ${opts.output}\nreport data ${Buffer.from(reportData).toString('hex')}\n`);
+        if (pem.length) {
+          await write(`${opts.output}.certs.pem`, pem.join(''));
+          ctx.io.stdout(`wrote the host's ${hostCerts.map((c) => c.name).join(', ')} certificates to ${opts.output}.certs.pem\n`);
+        }
       } else {
         writeJson(ctx.io, {
           tee: provider.tee,
           simulated: sim,
           reportData: Buffer.from(reportData).toString('hex'),
           evidence: Buffer.from(evidence).toString('base64'),
+          ...(pem.length ? { certificates: pem } : {}),
           ...(sim ? { simulatedRoot: (provider as SimulatedTee).rootFingerprint } : {}),
         });
       }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { commonName, parseCertificates } from '../../src/attestation/certs.js';
+import { commonName, parseCertificates, toPem } from '../../src/attestation/certs.js';
 import { verifySnpReport } from '../../src/attestation/verifiers/snp.js';
 import { certs, HAVE_VECTORS, SKIP_REASON, typedError, vec } from './helpers.js';
 
@@ -13,6 +13,10 @@ describe.skipIf(!HAVE_VECTORS)(`certificate input forms${HAVE_VECTORS ? '' : ` (
     // The concatenated DER bundle is enough to verify the Milan report.
     expect(verifySnpReport(vec('sev-snp/gsg_milan_report.bin'), { now: new Date('2022-09-24T01:00:00Z'), certificates: all }).claims.platform.product).toBe('Milan');
     expect(parseCertificates(vec('nvidia/hopper_cert_chain_1.pem'), 'chain.pem')).toHaveLength(5);
+    // toPem round-trips, and writes what openssl writes for the same certificate.
+    const pem = toPem(ask!.raw);
+    expect(parseCertificates(pem, 'ask.pem')[0]!.raw.equals(ask!.raw)).toBe(true);
+    expect(Buffer.from(vec('sev-snp/ask_ark_milan.pem')).toString().replace(/\r/g, '')).toContain(pem.trim());
   });
 
   it('names the file and the problem when the input is not a certificate', async () => {

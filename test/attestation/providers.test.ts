@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { decode as cborDecode, encode as cborEncode } from 'cborg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { defaultProvider, detectTee, providerFor } from '../../src/attestation/providers/detect.js';
-import { ConfigfsTsmProvider, tsmReport } from '../../src/attestation/providers/configfs-tsm.js';
+import { ConfigfsTsmProvider, tsmReport, type TsmFs } from '../../src/attestation/providers/configfs-tsm.js';
+import { verifySnpReport } from '../../src/attestation/verifiers/snp.js';
 import { SevGuestIoctlProvider, TdxGuestIoctlProvider } from '../../src/attestation/providers/ioctl.js';
 import { NitroNsmProvider, nsmAttestationDocument, nsmAttestationRequest } from '../../src/attestation/providers/nsm.js';
 import { parseSnpCertTable } from '../../src/attestation/providers/snp-certs.js';
@@ -117,5 +118,105 @@ describe.skipIf(!ioctls || onTee)(`native TEE ioctls (addon built, no TEE device
     // Through the providers, the errno becomes a typed error.
     await typedError(() => new SevGuestIoctlProvider().getEvidence(new Uint8Array(64)), ['ERR_NO_TEE']);
     await typedError(() => new NitroNsmProvider().getEvidence(new Uint8Array(64)), ['ERR_NO_TEE']);
+  });
+});
+
+/** An in-memory configfs-tsm: writing inblob bumps generation, reading outblob makes the "report". */
+class FakeTsm implements TsmFs {
+  entries = new Map<string, { inblob?: Uint8Array; privlevel?: string; generation: number }>();
+  extraWrites = 0;
+  constructor(
+    private readonly provider: string,
+    private readonly report: (inblob: Uint8Array) => Uint8Array,
+    private readonly auxblob?: Uint8Array,
+    private readonly mkdirError?: string,
+  ) {}
+  private enoent(p: string): never {
+    throw Object.assign(new Error(`ENOENT: ${p}`), { code: 'ENOENT' });
+  }
+  private split(p: string): [string, string] {
+    const i = p.lastIndexOf('/');
+    return [p.slice(0, i), p.slice(i + 1)];
+  }
+  async mkdir(p: string) {
+    if (this.mkdirError) throw Object.assign(new Error(this.mkdirError), { code: this.mkdirError });
+    this.entries.set(p, { generation: 0 });
+  }
+  async rmdir(p: string) {
+    if (!this.entries.delete(p)) this.enoent(p);
+  }
+  async writeFile(p: string, d: Uint8Array | string) {
+    const [dir, name] = this.split(p);
+    const e = this.entries.get(dir) ?? this.enoent(p);
+    if (name === 'inblob') e.inblob = new Uint8Array(Buffer.from(d));
+    else if (name === 'privlevel') e.privlevel = String(d);
+    else this.enoent(p);
+    e.generation += 1 + this.extraWrites;
+  }
+  async readFile(p: string): Promise<Uint8Array> {
+    const [dir, name] = this.split(p);
+    const e = this.entries.get(dir) ?? this.enoent(p);
+    if (name === 'provider') return new Uint8Array(Buffer.from(`${this.provider}\n`));
+    if (name === 'generation') return new Uint8Array(Buffer.from(`${e.generation}\n`));
+    if (name === 'outblob') return this.report(e.inblob ?? new Uint8Array(64));
+    if (name === 'auxblob' && this.auxblob) return this.auxblob;
+    return this.enoent(p);
+  }
+}
+
+function certTable(certs: { guid: string; der: Uint8Array }[]): Uint8Array {
+  const header = (certs.length + 1) * 24;
+  const out = new Uint8Array(header + certs.reduce((n, c) => n + c.der.length, 0));
+  const view = new DataView(out.buffer);
+  let at = header;
+  certs.forEach((c, i) => {
+    out.set(Buffer.from(c.guid, 'hex'), i * 24);
+    view.setUint32(i * 24 + 16, at, true);
+    view.setUint32(i * 24 + 20, c.der.length, true);
+    out.set(c.der, at);
+    at += c.der.length;
+  });
+  return out;
+}
+
+describe('configfs-tsm protocol (in-memory configfs)', () => {
+  it('writes inblob (and privlevel), reads provider/outblob/generation, removes its entry', async () => {
+    const seen: Uint8Array[] = [];
+    const fs = new FakeTsm('tdx_guest', (inblob) => (seen.push(inblob), new Uint8Array([4, 0, ...inblob.subarray(0, 4)])));
+    const rd = new Uint8Array(64).map((_, i) => i);
+    const ev = await new ConfigfsTsmProvider('tdx', { fs, root: '/cfg' }).getEvidence(rd);
+    expect(ev).toEqual(new Uint8Array([4, 0, 0, 1, 2, 3]));
+    expect(seen[0]).toEqual(rd);
+    expect(fs.entries.size).toBe(0);
+    const r = await tsmReport(rd, { fs, root: '/cfg', privlevel: 2 });
+    expect(r.provider).toBe('tdx_guest');
+    expect(fs.entries.size).toBe(0);
+  });
+
+  it('refuses a report when another writer bumped the generation, or the provider is another TEE; maps errno', async () => {
+    const busy = new FakeTsm('sev_guest', () => new Uint8Array(1184));
+    busy.extraWrites = 1;
+    const e = await typedError(() => tsmReport(new Uint8Array(64), { fs: busy, root: '/cfg' }), ['ERR_IO']);
+    expect(e.message).toMatch(/written by someone else \(generation 2, expected 1\)/);
+    expect(busy.entries.size).toBe(0);
+    await typedError(() => new ConfigfsTsmProvider('snp', { fs: new FakeTsm('tdx_guest', () => new Uint8Array(8)), root: '/cfg' }).getEvidence(new Uint8Array(64)), ['ERR_NO_TEE']);
+    const denied = await typedError(() => tsmReport(new Uint8Array(64), { fs: new FakeTsm('sev_guest', () => new Uint8Array(8), undefined, 'EACCES'), root: '/cfg' }), ['ERR_IO']);
+    expect(denied.message).toMatch(/permission denied; run as root/);
+    await typedError(() => tsmReport(new Uint8Array(64), { fs: new FakeTsm('sev_guest', () => new Uint8Array(0)), root: '/cfg' }), ['ERR_IO']);
+  });
+
+  it.skipIf(!HAVE_VECTORS)('SNP with host certificates in auxblob: the evidence verifies with exactly those certificates', async () => {
+    const [ask, ark] = parseCertificates(vec('sev-snp/ask_ark_milan.pem'), 'chain');
+    const aux = certTable([
+      { guid: '8d75da6364e66445adc5f4b93be8accd', der: vec('sev-snp/gsg_milan_vcek.der') }, // VCEK
+      { guid: '79b3b74aacbbe44fa02f05aef327c782', der: new Uint8Array(ask!.raw) }, // ASK
+      { guid: 'a406b4c003a8524997433fb6014cd0ae', der: new Uint8Array(ark!.raw) }, // ARK
+    ]);
+    const fs = new FakeTsm('sev_guest', () => vec('sev-snp/gsg_milan_report.bin'), aux);
+    const got = await new ConfigfsTsmProvider('snp', { fs, root: '/cfg' }).getEvidenceWithCertificates(new Uint8Array(64));
+    expect(got.certificates.map((c) => c.name)).toEqual(['VCEK', 'ASK', 'ARK']);
+    const certificates = got.certificates.flatMap((c) => parseCertificates(c.der, c.name));
+    const r = verifySnpReport(got.evidence, { now: new Date('2022-09-24T01:00:00Z'), certificates });
+    expect(r.claims.platform.product).toBe('Milan');
   });
 });
