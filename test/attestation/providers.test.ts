@@ -11,6 +11,7 @@ import { NitroNsmProvider, nsmAttestationDocument, nsmAttestationRequest } from 
 import { parseSnpCertTable } from '../../src/attestation/providers/snp-certs.js';
 import { parseCertificates } from '../../src/attestation/certs.js';
 import { HAVE_VECTORS, typedError, vec } from './helpers.js';
+import { NativeUnavailableError } from '../../src/errors.js';
 import { loadTeeIoctls, type TeeIoctls } from '../../src/attestation/providers/native-ioctl.js';
 
 let ioctls: TeeIoctls | undefined;
@@ -218,5 +219,46 @@ describe('configfs-tsm protocol (in-memory configfs)', () => {
     const certificates = got.certificates.flatMap((c) => parseCertificates(c.der, c.name));
     const r = verifySnpReport(got.evidence, { now: new Date('2022-09-24T01:00:00Z'), certificates });
     expect(r.claims.platform.product).toBe('Milan');
+  });
+});
+
+describe('ioctl providers over fake ioctls', () => {
+  const fake = (over: Partial<TeeIoctls>): (() => TeeIoctls) => () => ({
+    teeSnpGetReport: async () => new Uint8Array(0),
+    teeTdxGetReport0: async () => new Uint8Array(1024),
+    teeNsmRequest: async () => new Uint8Array(0),
+    ...over,
+  });
+
+  it('SNP passes report data and VMPL through and maps errno messages to typed errors', async () => {
+    const calls: [Uint8Array, number | undefined][] = [];
+    const p = new SevGuestIoctlProvider(2, fake({ teeSnpGetReport: async (rd, vmpl) => (calls.push([rd, vmpl]), new Uint8Array([1, 2, 3])) }));
+    expect(await p.getEvidence(new Uint8Array(64).fill(7))).toEqual(new Uint8Array([1, 2, 3]));
+    expect(calls).toEqual([[new Uint8Array(64).fill(7), 2]]);
+    const perm = new SevGuestIoctlProvider(0, fake({ teeSnpGetReport: async () => Promise.reject(new Error('EACCES: open /dev/sev-guest failed: Permission denied')) }));
+    expect((await typedError(() => perm.getEvidence(new Uint8Array(64)), ['ERR_IO'])).message).toMatch(/grant this user access to \/dev\/sev-guest/);
+    const fw = new SevGuestIoctlProvider(0, fake({ teeSnpGetReport: async () => Promise.reject(new Error('EIO: SNP firmware returned status 0x16')) }));
+    await typedError(() => fw.getEvidence(new Uint8Array(64)), ['ERR_IO']);
+  });
+
+  it('Nitro sends an Attestation request with user_data and returns the document; an NSM error is ERR_IO', async () => {
+    let sent: unknown;
+    const doc = new Uint8Array([9, 9, 9]);
+    const p = new NitroNsmProvider(fake({ teeNsmRequest: async (req) => ((sent = cborDecode(req)), cborEncode({ Attestation: { document: doc } })) }));
+    expect(await p.getEvidence(new Uint8Array(64).fill(1))).toEqual(doc);
+    expect(sent).toEqual({ Attestation: { user_data: new Uint8Array(64).fill(1), nonce: null, public_key: null } });
+    const err = new NitroNsmProvider(fake({ teeNsmRequest: async () => cborEncode({ Error: 'InputTooLarge' }) }));
+    expect((await typedError(() => err.getEvidence(new Uint8Array(64)), ['ERR_IO'])).message).toMatch(/InputTooLarge/);
+    const gone = new NitroNsmProvider(fake({ teeNsmRequest: async () => Promise.reject(new Error('ENOENT: open /dev/nsm failed')) }));
+    await typedError(() => gone.getEvidence(new Uint8Array(64)), ['ERR_NO_TEE']);
+  });
+
+  it('TDX over the ioctl gets a TDREPORT but refuses to call it remote evidence', async () => {
+    const p = new TdxGuestIoctlProvider(fake({}));
+    expect((await typedError(() => p.getEvidence(new Uint8Array(64)), ['ERR_NO_TEE'])).message).toMatch(/needs configfs-tsm/);
+    const missing = new TdxGuestIoctlProvider(() => {
+      throw new NativeUnavailableError('no addon');
+    });
+    await typedError(() => missing.getEvidence(new Uint8Array(64)), ['ERR_NATIVE_UNAVAILABLE']);
   });
 });

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { IoError, NativeUnavailableError, NoTeeError } from '../../errors.js';
+import { IoError, NativeUnavailableError, NoTeeError, SealedTensorsError } from '../../errors.js';
 
 /**
  * The three TEE ioctls of the native addon (native/tee_ioctl.cc). Loaded lazily and only by the
@@ -46,4 +46,18 @@ export function ioctlError(err: unknown, device: string): Error {
     return new IoError(`${msg}; run as root or grant this user access to ${device}`, { cause: err });
   }
   return new IoError(`${msg}; the TEE guest driver refused the request`, { cause: err });
+}
+
+/** Where providers get the ioctls; tests pass fakes. */
+export type IoctlLoader = () => TeeIoctls;
+
+/** Runs one ioctl call: a missing addon stays ERR_NATIVE_UNAVAILABLE, errno failures become typed errors. */
+export async function callIoctl<T>(device: string, load: IoctlLoader, fn: (io: TeeIoctls) => Promise<T>): Promise<T> {
+  const io = load();
+  try {
+    return await fn(io);
+  } catch (err) {
+    if (err instanceof SealedTensorsError) throw err;
+    throw ioctlError(err, device);
+  }
 }

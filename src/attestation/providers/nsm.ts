@@ -2,7 +2,7 @@ import { decode as cborDecode, encode as cborEncode } from 'cborg';
 import { EvidenceFormatError, IoError } from '../../errors.js';
 import { assertBytes } from '../../bytes.js';
 import type { EvidenceProvider } from './types.js';
-import { ioctlError, loadTeeIoctls } from './native-ioctl.js';
+import { callIoctl, loadTeeIoctls, type IoctlLoader } from './native-ioctl.js';
 
 /** The NSM request for an attestation document carrying `userData` (our 64 report-data bytes). */
 export function nsmAttestationRequest(userData: Uint8Array): Uint8Array {
@@ -27,16 +27,11 @@ export function nsmAttestationDocument(response: Uint8Array): Uint8Array {
 /** Nitro Enclaves evidence through /dev/nsm. The 64 report-data bytes go in user_data. */
 export class NitroNsmProvider implements EvidenceProvider {
   readonly tee = 'nitro' as const;
+  constructor(private readonly load: IoctlLoader = loadTeeIoctls) {}
 
   async getEvidence(reportData: Uint8Array): Promise<Uint8Array> {
     assertBytes(reportData, 'reportData', 64);
-    let response: Uint8Array;
-    try {
-      response = await loadTeeIoctls().teeNsmRequest(nsmAttestationRequest(reportData));
-    } catch (err) {
-      if (err instanceof Error && (err as { code?: string }).code?.startsWith('ERR_')) throw err;
-      throw ioctlError(err, '/dev/nsm');
-    }
+    const response = await callIoctl('/dev/nsm', this.load, (io) => io.teeNsmRequest(nsmAttestationRequest(reportData)));
     return nsmAttestationDocument(response);
   }
 }
