@@ -8,7 +8,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createDecipheriv, createHash, hkdfSync } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeModel } from './fixture.js';
@@ -33,6 +33,7 @@ const { NativeSealedFileReader } = await import('../dist/reader/native-file.js')
 const { SealedFileReader, readPublicHeader } = await import('../dist/reader/sealed-file.js');
 const { FileSource } = await import('../dist/reader/source.js');
 const { importKey } = await import('../dist/native/key.js');
+const { SecureBuffer } = await import('../dist/native/secure-buffer.js');
 const { loadAddon, nativeStatus } = await import('../dist/native/addon.js');
 const addon = loadAddon();
 
@@ -43,16 +44,27 @@ const dataKey = new Uint8Array(32).map((_, i) => (i * 29 + 7) & 0xff);
 /**
  * Best throughput of `repeat` runs, in GB/s (1e9 bytes), after one warm-up that also fills the page
  * cache. `after` (untimed) disposes of what a run produced, e.g. releases a loaded model.
+ * Also records this process's CPU time for the best run: GB per CPU-second does not depend on
+ * what else the machine runs, so it tells a busy machine from a slow path.
  */
-async function measure(bytes, fn, after = () => {}) {
+const cpuPerRun = new Map();
+async function measure(bytes, fn, after = () => {}, label = '') {
   await after(await fn());
   let best = Infinity;
+  let bestCpu = NaN;
   for (let i = 0; i < repeat; i++) {
+    const c = process.cpuUsage();
     const t = performance.now();
     const out = await fn();
-    best = Math.min(best, performance.now() - t);
+    const wall = performance.now() - t;
+    const cpu = process.cpuUsage(c);
+    if (wall < best) {
+      best = wall;
+      bestCpu = (cpu.user + cpu.system) / 1000;
+    }
     await after(out);
   }
+  if (label) cpuPerRun.set(label, bytes / 1e6 / bestCpu);
   return bytes / 1e6 / best;
 }
 
@@ -152,6 +164,7 @@ const results = {
   date: new Date().toISOString(),
   machine: { cpu: cpus()[0]?.model, cores, node: process.version, openssl: process.versions.openssl },
   hardened: nativeStatus().hardened,
+  loadAverage: { start: loadavg().map((x) => x.toFixed(2)) },
   limits: {},
   models: [],
 };
@@ -169,16 +182,17 @@ for (const size of sizes) {
   console.error(`model of ${(size / GiB).toFixed(2)} GiB: generating/sealing in ${dir} ...`);
   const m = await makeModel(dir, size, dataKey);
   const payload = size;
-  const row = { sizeBytes: size, sealedBytes: m.sealedSize, gbs: {}, peakRssBytes: {} };
+  const row = { sizeBytes: size, sealedBytes: m.sealedSize, gbs: {}, gbPerCpuSecond: {}, peakRssBytes: {} };
+  cpuPerRun.clear();
   const note = (k, v) => {
     row.gbs[k] = v;
     console.error(`  ${k}: ${Number.isFinite(v) ? v.toFixed(2) + ' GB/s' : v}`);
   };
 
-  note('preadAligned', await measure(m.sealedSize, () => preadAligned(m.sealed)));
-  if (m.plainSize < 2 * GiB - 1) note('readFileSync', await measure(m.plainSize, () => void readFileSync(m.plain)));
+  note('preadAligned', await measure(m.sealedSize, () => preadAligned(m.sealed), undefined, 'preadAligned'));
+  if (m.plainSize < 2 * GiB - 1) note('readFileSync', await measure(m.plainSize, () => void readFileSync(m.plain), undefined, 'readFileSync'));
   else note('readFileSync', 'n/a (readFileSync stops at 2 GiB)');
-  note('nodeCryptoPipeline', await measure(payload, () => nodeCryptoPipeline(m.sealed)));
+  note('nodeCryptoPipeline', await measure(payload, () => nodeCryptoPipeline(m.sealed), undefined, 'nodeCryptoPipeline'));
   if (which('age')) {
     const a = ageFiles(m.plain);
     note('ageDecrypt', await measure(m.plainSize, () => void execFileSync('age', ['-d', '-i', a.identity, '-o', '/dev/null', a.out])));
@@ -189,7 +203,7 @@ for (const size of sizes) {
     const r = await SealedFileReader.open(m.sealed, new Uint8Array(dataKey));
     await r.verify();
     await r.close();
-  }));
+  }, undefined, 'referenceVerify'));
   for (const threads of [...new Set([1, cores])]) {
     const key = importKey(new Uint8Array(dataKey));
     const r = await NativeSealedFileReader.open(m.sealed, key, { threads });
@@ -197,12 +211,17 @@ for (const size of sizes) {
     note(`nativeVerify.t${threads}`, await measure(payload, async () => {
       const checks = await r.verify();
       if (!checks.every((c) => c.ok)) throw new Error('verify failed');
-    }));
+    }, undefined, `nativeVerify.t${threads}`));
     // Timed until every tensor is in secure memory and checked; the release (a wipe) is not timed,
     // as freeing readFileSync's buffer is not.
-    note(`nativeLoadAll.t${threads}`, await measure(payload, () => r.loadAll(), (loaded) => loaded.release()));
+    note(`nativeLoadAll.t${threads}`, await measure(payload, () => r.loadAll(), (loaded) => loaded.release(), `nativeLoadAll.t${threads}`));
+    // The same into one reused secure buffer: no fresh pages for the kernel to zero.
+    const into = SecureBuffer.allocate(payload);
+    note(`nativeLoadAllReuse.t${threads}`, await measure(payload, () => r.loadAll({ into }), undefined, `nativeLoadAllReuse.t${threads}`));
+    into.release();
     r.close();
   }
+  row.gbPerCpuSecond = Object.fromEntries(cpuPerRun);
   row.peakRssBytes.nativeVerify = peakRssOfVerify(m.sealed, cores);
   console.error(`  peak RSS of native verify: ${(row.peakRssBytes.nativeVerify / 2 ** 20).toFixed(1)} MiB`);
   results.models.push(row);
@@ -215,6 +234,7 @@ results.ratios = results.models.map((row) => {
   const single = byName(row, 'nativeVerify.t1');
   const all = byName(row, `nativeVerify.t${cores}`);
   const loadAll = byName(row, `nativeLoadAll.t${cores}`);
+  const loadAllReuse = byName(row, `nativeLoadAllReuse.t${cores}`);
   return {
     sizeBytes: row.sizeBytes,
     singleVsCombinedLimit: { value: single / results.limits.combinedPerCoreGBs, target: 0.9 },
@@ -222,6 +242,7 @@ results.ratios = results.models.map((row) => {
     verifyVsNodeCrypto: { value: all / byName(row, 'nodeCryptoPipeline'), target: 2.2 },
     verifyVsAge: { value: all / byName(row, 'ageDecrypt'), target: 2.2 },
     loadAllVsReadFileSync: { value: loadAll / byName(row, 'readFileSync'), target: 1.2 },
+    loadAllReuseVsReadFileSync: { value: loadAllReuse / byName(row, 'readFileSync'), target: 1.2 },
   };
 });
 if (results.models.length >= 2) {
@@ -235,11 +256,12 @@ if (results.models.length >= 2) {
 const fmt = (v) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(2) : String(v ?? '-'));
 const lines = [];
 lines.push(`sealed-tensors benchmark ${results.date} - ${results.machine.cpu}, ${cores} cores, node ${process.version}, hardened: ${results.hardened}`);
+lines.push(`load average at start ${results.loadAverage.start.join(' ')}, at end ${loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on the machine skews wall-clock figures)`);
 lines.push(`limits per core: AES-256-GCM decrypt ${fmt(aesDecrypt)} GB/s, SHA-256 ${fmt(sha256)} GB/s, combined ${fmt(results.limits.combinedPerCoreGBs)} GB/s`);
 const keys = [...new Set(results.models.flatMap((r) => Object.keys(r.gbs)))];
-const head = ['GB/s', ...results.models.map((r) => `${(r.sizeBytes / GiB).toFixed(2)} GiB`)];
-const rows = [head, ...keys.map((k) => [k, ...results.models.map((r) => fmt(r.gbs[k]))])];
-rows.push(['peak RSS, native verify (MiB)', ...results.models.map((r) => fmt(r.peakRssBytes.nativeVerify / 2 ** 20))]);
+const head = ['GB/s (wall) | GB per CPU-s', ...results.models.flatMap((r) => [`${(r.sizeBytes / GiB).toFixed(2)} GiB`, 'per CPU-s'])];
+const rows = [head, ...keys.map((k) => [k, ...results.models.flatMap((r) => [fmt(r.gbs[k]), fmt(r.gbPerCpuSecond[k])])])];
+rows.push(['peak RSS, native verify (MiB)', ...results.models.flatMap((r) => [fmt(r.peakRssBytes.nativeVerify / 2 ** 20), ''])]);
 const width = head.map((_, c) => Math.max(...rows.map((r) => String(r[c]).length)));
 for (const r of rows) lines.push(r.map((cell, c) => (c === 0 ? String(cell).padEnd(width[c]) : String(cell).padStart(width[c]))).join('  '));
 lines.push('ratios (target):');

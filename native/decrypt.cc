@@ -27,7 +27,10 @@
 namespace sealed {
 namespace {
 
+// A sub-block (one pread) stays in L2 (512 KiB per core here); a piece (decrypt, then hash at
+// once) stays in L1. Measured differences between nearby values are within run-to-run noise.
 constexpr size_t kDefaultSubBlock = 256 * 1024;
+constexpr size_t kPiece = 32 * 1024;
 
 // preadv of [buf, n) followed by the 16-byte tag: one syscall for the common case.
 void ReadWithTag(int fd, uint8_t* buf, size_t n, uint8_t* tag, uint64_t off, const std::string& path) {
@@ -205,8 +208,14 @@ class RunJob : public PromiseWorker {
       } else {
         PreadFull(f.fd, buf, n, file_off + off, f.path);
       }
-      if (EVP_DecryptUpdate(cctx, buf, &outl, buf, static_cast<int>(n)) != 1) throw SealedError("ERR_UNSUPPORTED", "decrypt failed");
-      Consume(c, cs_start, cs_end, cs_start + off, buf, n, cursor, r_hi, md, target == nullptr);
+      // Decrypt and hash in L1-sized pieces: each piece is hashed right after it is decrypted.
+      for (size_t p = 0; p < n; p += piece_) {
+        const size_t m = std::min(piece_, n - p);
+        if (EVP_DecryptUpdate(cctx, buf + p, &outl, buf + p, static_cast<int>(m)) != 1) {
+          throw SealedError("ERR_UNSUPPORTED", "decrypt failed");
+        }
+        Consume(c, cs_start, cs_end, cs_start + off + p, buf + p, m, cursor, r_hi, md, target == nullptr);
+      }
     }
     bool ok = EVP_CIPHER_CTX_ctrl(cctx, EVP_CTRL_AEAD_SET_TAG, kTagBytes, tag) == 1 &&
               EVP_DecryptFinal_ex(cctx, scratch, &outl) == 1;
@@ -346,6 +355,7 @@ class RunJob : public PromiseWorker {
   Napi::ObjectReference dest_ref_;
   Algorithms alg_;  // fetched on the JS thread; shared read-only by the workers
   std::atomic<size_t> next_{0};
+  const size_t piece_ = kPiece;
   std::atomic<bool> abort_{false};
   std::mutex mutex_;
   ErrorSlot fatal_;
