@@ -5,13 +5,15 @@ import { parseSnpReport, verifySnpReport } from '../../src/attestation/verifiers
 import { parseTdxQuote, verifyTdxQuote } from '../../src/attestation/verifiers/tdx.js';
 import { parseTdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
 import { parseNitroDocument, verifyNitroDocument } from '../../src/attestation/verifiers/nitro.js';
-import { parseAzureEvidence, parseHclReport, parseTpmsAttest } from '../../src/attestation/verifiers/azure.js';
-import { parseNvidiaReport } from '../../src/attestation/verifiers/nvidia.js';
+import { parseAzureEvidence, parseHclReport, parseTpmsAttest, verifyAzureEvidence } from '../../src/attestation/verifiers/azure.js';
+import { parseNvidiaReport, verifyNvidiaReport } from '../../src/attestation/verifiers/nvidia.js';
 import { parseSimulatedEvidence } from '../../src/attestation/verifiers/simulated.js';
 import { parseCertificates } from '../../src/attestation/certs.js';
 import { parseSnpCertTable } from '../../src/attestation/providers/snp-certs.js';
 import { nsmAttestationDocument } from '../../src/attestation/providers/nsm.js';
 import { parsePolicy, validatePolicy } from '../../src/attestation/policy/policy.js';
+import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
+import { TEE_TYPES, type Claims } from '../../src/attestation/types.js';
 import { certs, HAVE_VECTORS, vec } from './helpers.js';
 
 // Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
@@ -163,5 +165,61 @@ describe.skipIf(!HAVE_VECTORS)('mutations of real evidence give typed errors (fa
     fc.assert(fc.property(mutations(nv), (b) => typedOnly(() => parseNvidiaReport(b))), { numRuns: RUNS });
     const col = vec('tdx/gtg_tcbinfo_fmspc50806f000000.json');
     fc.assert(fc.property(mutations(col), (b) => typedOnly(() => parseTdxCollateral([{ name: 'm', bytes: b }]))), { numRuns: RUNS });
+  });
+  it('Azure and NVIDIA: 1000 truncations/overwrites each through the full verifiers', () => {
+    const az = vec('azure-vtpm/az_snp_genoa_evidence.json');
+    const azChain = certs('azure-vtpm/ask_ark_genoa.pem');
+    const now = new Date('2026-01-01T00:00:00Z');
+    fc.assert(fc.property(mutations(az), (b) => typedOnly(() => verifyAzureEvidence(b, { now, certificates: azChain }))), { numRuns: 1000 });
+    const nv = vec('nvidia/hopper_report_1.bin');
+    const nvChain = certs('nvidia/hopper_cert_chain_1.pem');
+    fc.assert(fc.property(mutations(nv), (b) => typedOnly(() => verifyNvidiaReport(b, { certificates: nvChain }))), { numRuns: 1000 });
+  });
+});
+
+describe('policy evaluation invariants (fast-check)', () => {
+  const hex = (n: number) => fc.uint8Array({ minLength: n, maxLength: n }).map((b) => Buffer.from(b).toString('hex'));
+  const claims: fc.Arbitrary<Claims> = fc.record({
+    tee: fc.constantFrom(...TEE_TYPES),
+    simulated: fc.boolean(),
+    measurement: hex(48),
+    measurements: fc.dictionary(fc.constantFrom('measurement', 'mrTd', 'pcr0', 'hostData'), hex(8)),
+    reportData: hex(64),
+    debug: fc.boolean(),
+    tcb: fc.dictionary(fc.constantFrom('snp', 'microcode', 'tcbStatus', 'pceSvn'), fc.oneof(fc.nat(300), fc.constantFrom('UpToDate', 'OutOfDate'))),
+    platform: fc.dictionary(fc.constantFrom('product', 'fmspc'), fc.constantFrom('Milan', 'Genoa', 'b0c06f000000')),
+    issuedAt: fc.option(fc.date({ min: new Date('2020-01-01'), max: new Date('2030-01-01'), noInvalidDate: true }).map((d) => d.toISOString()), { nil: undefined }),
+  }).map((c) => (c.issuedAt === undefined ? (({ issuedAt: _, ...rest }) => rest)(c) : c) as Claims);
+  const section = fc.record(
+    {
+      measurements: fc.dictionary(fc.constantFrom('measurement', 'mrTd', 'pcr0'), fc.array(hex(8), { minLength: 1, maxLength: 3 }), { minKeys: 1 }),
+      minTcb: fc.dictionary(fc.constantFrom('snp', 'microcode', 'pceSvn'), fc.nat(300), { minKeys: 1 }),
+      tcbStatus: fc.constantFrom(['UpToDate'], ['UpToDate', 'OutOfDate']),
+      platform: fc.dictionary(fc.constantFrom('product'), fc.constant(['Genoa']), { minKeys: 1 }),
+      allowDebug: fc.boolean(),
+      reportData: hex(16),
+      requireReportData: fc.boolean(),
+      maxAgeSeconds: fc.integer({ min: 1, max: 10 ** 9 }),
+    },
+    { requiredKeys: [] },
+  );
+  const policy = fc
+    .record({ allowSimulated: fc.boolean(), tees: fc.dictionary(fc.constantFrom(...TEE_TYPES), section) })
+    .map((p) => ({ version: 1, ...p, tees: p.allowSimulated ? p.tees : Object.fromEntries(Object.entries(p.tees).filter(([k]) => k !== 'simulated')) }));
+
+  it(`${RUNS} random (policy, claims): allowed exactly when every check passed, one reason per failed check, simulated never allowed without allowSimulated`, () => {
+    fc.assert(
+      fc.property(policy, claims, fc.option(fc.uint8Array({ minLength: 1, maxLength: 64 }), { nil: undefined }), (p, c, expected) => {
+        const valid = validatePolicy(p);
+        const v = evaluatePolicy(valid, c, { now: new Date('2025-01-01T00:00:00Z'), ...(expected ? { expectedReportData: expected } : {}) });
+        const failed = v.checks.filter((k) => !k.ok);
+        if (v.allowed !== (failed.length === 0)) return false;
+        if (v.reasons.length !== failed.length) return false;
+        if (c.simulated && !valid.allowSimulated && v.allowed) return false;
+        if (c.debug && v.allowed && valid.tees[c.tee]?.allowDebug !== true) return false;
+        return true;
+      }),
+      { numRuns: RUNS },
+    );
   });
 });
