@@ -1,6 +1,5 @@
 import type { X509Certificate } from 'node:crypto';
-import { InvalidArgumentError } from '../errors.js';
-import { SealedTensorsError, type ErrorCode } from '../errors.js';
+import { InvalidArgumentError, SealedTensorsError, type ErrorCode } from '../errors.js';
 import { DEFAULT_POLICY, type Policy } from './policy/policy.js';
 import { evaluatePolicy, type Verdict } from './policy/evaluate.js';
 import { TEE_TYPES, type Claims, type TeeType, type VerifiedEvidence, type VerifyOptions } from './types.js';

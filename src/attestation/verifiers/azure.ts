@@ -119,7 +119,7 @@ export function parseTpmsAttest(bytes: Uint8Array): TpmQuote {
 
 function akFromRuntime(json: Record<string, unknown>): KeyObject {
   const keys = Array.isArray(json.keys) ? (json.keys as Record<string, unknown>[]) : [];
-  const jwk = keys.find((k) => k.kid === 'HCLAkPub');
+  const jwk = keys.find((k) => typeof k === 'object' && k !== null && k.kid === 'HCLAkPub');
   if (!jwk) throw new EvidenceFormatError('Azure HCL runtime data has no HCLAkPub key; cannot check the TPM quote');
   try {
     return createPublicKey({ key: { kty: String(jwk.kty), n: String(jwk.n), e: String(jwk.e) }, format: 'jwk' });
@@ -169,7 +169,13 @@ export function verifyAzureEvidence(bytes: Uint8Array, opts: AzureVerifyOptions 
   checks.push({ check: 'azure.runtime_data', ok: true, detail: `SNP report data = ${alg.toUpperCase()}(HCL runtime data)` });
 
   const ak = akFromRuntime(ev.hcl.runtimeJson);
-  if (!cryptoVerify('sha256', ev.quoteMessage, ak, ev.quoteSignature)) {
+  let quoteOk = false;
+  try {
+    quoteOk = cryptoVerify('sha256', ev.quoteMessage, ak, ev.quoteSignature);
+  } catch {
+    quoteOk = false; // a key OpenSSL refuses for RSA-SHA256 verifies nothing
+  }
+  if (!quoteOk) {
     throw new EvidenceSignatureError('Azure TPM quote signature does not verify with HCLAkPub: the quote was modified or comes from another VM');
   }
   checks.push({ check: 'azure.tpm_quote_signature', ok: true, detail: 'TPM quote RSASSA-PKCS1-v1_5/SHA-256 verifies with HCLAkPub from the SNP-bound runtime data' });
