@@ -119,14 +119,18 @@ std::unique_ptr<SecureRegion> SecureRegion::Allocate(size_t size, bool populate_
   if (madvise(data, mapped, MADV_DONTDUMP) != 0) fail("ERR_UNSUPPORTED", "madvise(MADV_DONTDUMP)", errno);
   if (madvise(data, mapped, MADV_WIPEONFORK) != 0) fail("ERR_UNSUPPORTED", "madvise(MADV_WIPEONFORK) (needs Linux 4.14+)", errno);
   if (big) madvise(data, mapped, MADV_HUGEPAGE);  // advisory only
-  std::unique_ptr<SecureRegion> region(new SecureRegion(base, total, data, size, mapped));
   // Either way the whole range is locked (and counted against RLIMIT_MEMLOCK) now. mlock also
   // faults every page in; MLOCK_ONFAULT locks each page as it is first touched, so no page is ever
   // present and unlocked, and the owner populates the parts on its own threads.
   int rc = populate_now ? mlock(data, mapped) : mlock2(data, mapped, MLOCK_ONFAULT);
   // Kernels before 4.4 (and valgrind) lack mlock2: lock and populate here instead.
   if (rc != 0 && !populate_now && (errno == ENOSYS || errno == EINVAL)) rc = mlock(data, mapped);
-  if (rc != 0) ThrowMemlock(mapped, errno);
+  if (rc != 0) {
+    int err = errno;
+    munmap(base, total);  // nothing was written yet
+    ThrowMemlock(mapped, err);
+  }
+  std::unique_ptr<SecureRegion> region(new SecureRegion(base, total, data, size, mapped));
   return region;
 }
 

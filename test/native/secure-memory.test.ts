@@ -107,6 +107,37 @@ describe('secure buffers', () => {
     expect(out.small).toBe(4096); // within the limit it works
   });
 
+  it('a load fails with ERR_MEMLOCK up front under a low limit, while streaming verify still fits', async () => {
+    const { sealSmall } = await import('../helpers/sealed.js');
+    const { tempDir, TEST_KEY } = await import('../helpers/tmp.js');
+    const dir = tempDir('st-memlock-');
+    const { path } = await sealSmall(dir, 'm', TEST_KEY, [{ name: 'w', dtype: 'U8', shape: [4 << 20] }], 1 << 20);
+    const prefix = ['prlimit', '--memlock=1048576:1048576', '--'];
+    if (process.getuid?.() === 0) prefix.push('setpriv', '--bounding-set=-ipc_lock', '--inh-caps=-ipc_lock', '--');
+    const r = runChild(
+      `const fs = require('fs');
+      const bytes = fs.readFileSync(${JSON.stringify(path)});
+      const header = bytes.subarray(0, 120 + bytes[13]);
+      const key = addon.keyImport(new Uint8Array(${JSON.stringify([...TEST_KEY])}));
+      const ranges = Float64Array.of(0, ${4 << 20});
+      (async () => {
+        const { file } = await addon.sealedOpen(${JSON.stringify(path)}, key, header);
+        const out = {};
+        const v = await file.run({ ranges, allChunks: true, stopOnFailure: false, threads: 1 });
+        out.verifyFailed = v.failedChunks.length;
+        try { await file.run({ ranges, destSize: ${4 << 20}, destOffsets: Float64Array.of(0), allChunks: true, stopOnFailure: true, threads: 2 }); out.loaded = true; }
+        catch (e) { out.code = e.code; out.message = e.message; }
+        console.log(JSON.stringify(out));
+      })();`,
+      { prefix },
+    );
+    expect(r.stderr).toBe('');
+    const out = r.json as { verifyFailed: number; code?: string; message?: string };
+    expect(out.verifyFailed).toBe(0);
+    expect(out.code).toBe('ERR_MEMLOCK');
+    expect(out.message).toContain(`cannot lock ${4 << 20} bytes`);
+  });
+
   it('maps ERR_MEMLOCK to MemlockError in the TypeScript front', async () => {
     const { fromNative } = await import('../../src/native/addon.js');
     const e = fromNative(Object.assign(new Error('x'), { code: 'ERR_MEMLOCK' }));
