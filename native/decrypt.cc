@@ -116,6 +116,8 @@ class RunJob : public PromiseWorker {
       error_ = fatal_;  // PromiseWorker rejects with this code and message
       return;
     }
+    // A buffer we allocated is handed out only whole: after a failed chunk, wipe it here, off the JS thread.
+    if (owned_ && !b.failed.empty()) owned_.reset();
     Roots();
   }
 

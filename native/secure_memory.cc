@@ -16,6 +16,7 @@
 #include <fstream>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "errors.h"
 #include "js_region.h"
@@ -131,6 +132,7 @@ std::unique_ptr<SecureRegion> SecureRegion::Allocate(size_t size, bool populate_
     ThrowMemlock(mapped, err);
   }
   std::unique_ptr<SecureRegion> region(new SecureRegion(base, total, data, size, mapped));
+  region->lazy_ = !populate_now;
   return region;
 }
 
@@ -145,7 +147,7 @@ void SecureRegion::PopulateRange(size_t offset, size_t length) {
 }
 
 SecureRegion::~SecureRegion() {
-  OPENSSL_cleanse(data_, mapped_);
+  WipeResident();
   if (probe_enabled.load(std::memory_order_relaxed)) {
     uint64_t nonzero = 0;
     for (size_t i = 0; i < mapped_; ++i) nonzero += data_[i] != 0;
@@ -155,6 +157,32 @@ SecureRegion::~SecureRegion() {
   }
   munlock(data_, mapped_);
   munmap(base_, total_);
+}
+
+// Wipe every page that holds data. A lazily populated region (a load that stopped early) may have
+// pages that were never touched: wiping those would first fault them in, so ask mincore which are
+// resident and wipe those (all of them if mincore fails).
+void SecureRegion::WipeResident() {
+  const size_t page = PageSize();
+  std::vector<unsigned char> resident;
+  if (lazy_) {
+    resident.resize(mapped_ / page);
+    if (mincore(data_, mapped_, resident.data()) != 0) resident.clear();
+  }
+  if (resident.empty()) {
+    OPENSSL_cleanse(data_, mapped_);
+    return;
+  }
+  for (size_t i = 0; i < resident.size();) {
+    if (!(resident[i] & 1)) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < resident.size() && (resident[j] & 1)) ++j;
+    OPENSSL_cleanse(data_ + i * page, (j - i) * page);
+    i = j;
+  }
 }
 
 void SetReleaseProbe(bool enabled) { probe_enabled = enabled; }

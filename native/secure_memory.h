@@ -38,11 +38,13 @@ class SecureRegion {
  private:
   SecureRegion(uint8_t* base, size_t total, uint8_t* data, size_t size, size_t mapped)
       : base_(base), total_(total), data_(data), size_(size), mapped_(mapped) {}
+  void WipeResident();
   uint8_t* base_;
   size_t total_;
   uint8_t* data_;
   size_t size_;
   size_t mapped_;
+  bool lazy_ = false;  // populated part by part (MLOCK_ONFAULT): some pages may never have existed
 };
 
 // Test-only probe: when enabled, every release scans the wiped pages just before munmap and

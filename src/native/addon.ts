@@ -75,7 +75,7 @@ export interface NativeRunResult {
   chunksProcessed: number;
   /** 32 bytes per range when plainSha256 was asked for. */
   sha256?: Uint8Array;
-  /** The secure buffer the job allocated (destSize), filled and authenticated. */
+  /** The secure buffer the job allocated (destSize), filled and authenticated; absent (wiped) if a chunk failed. */
   dest?: ArrayBuffer;
 }
 

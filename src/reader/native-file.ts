@@ -123,6 +123,7 @@ export class NativeSealedFileReader {
       allChunks: false,
       stopOnFailure: true,
     });
+    if (result.failedChunks.length > 0) this.#throwOnFailure(result, [entry]); // the addon already wiped its buffer
     const buffer = new SecureBuffer(result.dest!, size);
     try {
       this.#throwOnFailure(result, [entry]);
@@ -160,6 +161,7 @@ export class NativeSealedFileReader {
       into?.bytes.fill(0);
       throw err;
     }
+    if (!into && result.failedChunks.length > 0) this.#throwOnFailure(result, entries); // the addon already wiped its buffer
     const buffer = into ?? new SecureBuffer(result.dest!, size);
     try {
       this.#throwOnFailure(result, entries);
