@@ -12,7 +12,7 @@ import { FileKind } from '../format/constants.js';
 import type { PublicHeader } from '../format/header.js';
 import { chunkFileOffset, type Layout } from '../format/layout.js';
 import { parseIndexTable, parseTensorTable, type IndexTable, type TensorEntry, type TensorTable } from '../format/table.js';
-import { awaitNative, loadAddon, type NativeRunResult, type NativeSealedFile } from '../native/addon.js';
+import { awaitNative, callNative, loadAddon, type NativeRunResult, type NativeSealedFile } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
 import { SecureBuffer } from '../native/secure-buffer.js';
 import { FileSource } from './source.js';
@@ -85,7 +85,7 @@ export class NativeSealedFileReader {
       await source.close();
     }
     const { header, headerBytes, layout } = parsed;
-    const opened = await awaitNative(addon.sealedOpen(path, key, headerBytes));
+    const opened = await awaitNative(callNative(() => addon.sealedOpen(path, key, headerBytes)));
     try {
       const headerDigest = new Uint8Array(createHash('sha256').update(headerBytes).digest());
       const tensorTable = header.kind === FileKind.INDEX ? null : parseTensorTable(opened.table, header.payloadLength);
@@ -229,7 +229,7 @@ export class NativeSealedFileReader {
     const file = this.#file;
     if (!file) throw new ReleasedError(`${this.description} was closed: open it again to read`);
     const run = { ...opts, threads: this.#threads, ...(this.#subBlock ? { subBlock: this.#subBlock } : {}) };
-    return awaitNative(file.run(run));
+    return awaitNative(callNative(() => file.run(run)));
   }
 
   /** Same order and messages as the reference reader: the first bad chunk, else the first bad digest. */

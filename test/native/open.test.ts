@@ -35,3 +35,22 @@ describe('openSealedModel: hardened unless explicitly allowed otherwise', async 
     await opened.reader.close();
   });
 });
+
+describe('argument and lifecycle errors are library errors', async () => {
+  const { NativeSealedFileReader } = await import('../../src/reader/native-file.js');
+  const { importKey } = await import('../../src/native/key.js');
+  const { ReleasedError, InvalidArgumentError } = await import('../../src/errors.js');
+  const { path } = await sealSmall(dir, 'e', TEST_KEY);
+
+  it('a released key handle is ReleasedError; bad thread counts are InvalidArgumentError; a closed reader is ReleasedError', async () => {
+    const key = importKey(new Uint8Array(TEST_KEY));
+    key.release();
+    await expect(NativeSealedFileReader.open(path, key)).rejects.toBeInstanceOf(ReleasedError);
+    const k2 = importKey(new Uint8Array(TEST_KEY));
+    const bad = await NativeSealedFileReader.open(path, k2, { threads: 0 });
+    await expect(bad.verify()).rejects.toBeInstanceOf(InvalidArgumentError);
+    bad.close();
+    await expect(bad.readTensor('head')).rejects.toBeInstanceOf(ReleasedError);
+    k2.release();
+  });
+});
