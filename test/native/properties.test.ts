@@ -81,6 +81,27 @@ describe('native reader properties', () => {
     key.release();
   });
 
+  it('runs jobs on one file concurrently, and close() waits for none of them', async () => {
+    const len = 3 << 20;
+    const input = join(dir, 'conc.safetensors');
+    const output = join(dir, 'conc.sealed');
+    const data = patternBytes(len, 9);
+    writeFileSync(input, buildSafetensors([{ name: 'w', dtype: 'U8', shape: [len], data }]).bytes);
+    await sealFile(input, output, { dataKey: TEST_KEY, keyId: 'prop', chunkSize: 1 << 16 });
+    const key = importKey(new Uint8Array(TEST_KEY));
+    const r = await NativeSealedFileReader.open(output, key, { threads: 2 });
+    const jobs = [r.verify(), r.loadAll(), r.readTensor('w'), r.verify()] as const;
+    r.close(); // the running jobs keep the descriptor and key until they finish
+    const [v1, all, one, v2] = await Promise.all(jobs);
+    expect(v1[0]!.ok && v2[0]!.ok).toBe(true);
+    expect(Buffer.from(all.tensors.get('w')!.bytes).equals(Buffer.from(data))).toBe(true);
+    expect(Buffer.from(one.bytes).equals(Buffer.from(data))).toBe(true);
+    all.release();
+    one.release();
+    await expect(r.verify()).rejects.toMatchObject({ code: 'ERR_RELEASED' });
+    key.release();
+  });
+
   it('refuses released and foreign key handles', async () => {
     const addon = loadAddon();
     const input = join(dir, 'k.safetensors');
