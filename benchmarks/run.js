@@ -216,7 +216,7 @@ for (const size of sizes) {
     // as freeing readFileSync's buffer is not.
     note(`nativeLoadAll.t${threads}`, await measure(payload, () => r.loadAll(), (loaded) => loaded.release(), `nativeLoadAll.t${threads}`));
     // The same into one reused secure buffer: no fresh pages for the kernel to zero.
-    const into = SecureBuffer.allocate(payload);
+    const into = await SecureBuffer.allocateAsync(payload);
     note(`nativeLoadAllReuse.t${threads}`, await measure(payload, () => r.loadAll({ into }), undefined, `nativeLoadAllReuse.t${threads}`));
     into.release();
     r.close();

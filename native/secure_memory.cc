@@ -21,6 +21,7 @@
 #include "errors.h"
 #include "js_region.h"
 #include "module.h"
+#include "promise_worker.h"
 
 namespace sealed {
 
@@ -277,6 +278,31 @@ Napi::Value SecureRelease(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
+// secureAllocAsync(size) -> Promise<ArrayBuffer>: the same, with locking and populating (about
+// 150 ms per GiB here) on the threadpool instead of the JS thread.
+class AllocJob : public PromiseWorker {
+ public:
+  AllocJob(Napi::Env env, size_t size) : PromiseWorker(env, "sealed-tensors:alloc"), size_(size) {}
+
+ protected:
+  void Run() override { region_ = SecureRegion::Allocate(size_); }
+  Napi::Value Resolve(Napi::Env env) override { return NewSecureArrayBuffer(env, std::move(region_)); }
+
+ private:
+  size_t size_;
+  std::unique_ptr<SecureRegion> region_;
+};
+
+Napi::Value SecureAllocAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "size must be a number");
+  double size = info[0].As<Napi::Number>().DoubleValue();
+  if (!(size >= 0) || size != static_cast<double>(static_cast<uint64_t>(size))) {
+    throw MakeError(env, "ERR_INVALID_ARGUMENT", "size must be a non-negative integer");
+  }
+  return (new AllocJob(env, static_cast<size_t>(size)))->Start();
+}
+
 Napi::Value Hardening(const Napi::CallbackInfo& info) {
   HardeningState s = GetHardeningState();
   Napi::Object o = Napi::Object::New(info.Env());
@@ -306,6 +332,7 @@ Napi::Value TestReleaseProbe(const Napi::CallbackInfo& info) {
 
 void Init(Napi::Env env, Napi::Object exports) {
   exports.Set("secureAlloc", Napi::Function::New(env, SecureAlloc, "secureAlloc"));
+  exports.Set("secureAllocAsync", Napi::Function::New(env, SecureAllocAsync, "secureAllocAsync"));
   exports.Set("secureRelease", Napi::Function::New(env, SecureRelease, "secureRelease"));
   exports.Set("secureLockedBytes", Napi::Function::New(env, SecureLockedBytes, "secureLockedBytes"));
   exports.Set("hardening", Napi::Function::New(env, Hardening, "hardening"));

@@ -90,6 +90,8 @@ export interface NativeSealedFile {
 export interface NativeAddon {
   modules: string[];
   secureAlloc(size: number): ArrayBuffer;
+  /** The same, locked and populated on the threadpool. */
+  secureAllocAsync(size: number): Promise<ArrayBuffer>;
   secureRelease(buffer: ArrayBuffer): boolean;
   secureLockedBytes(): number;
   hardening(): NativeHardening;

@@ -5,18 +5,29 @@
  */
 import { ReleasedError } from '../errors.js';
 import { assertSafeInteger } from '../bytes.js';
-import { callNative, loadAddon } from './addon.js';
+import { awaitNative, callNative, loadAddon } from './addon.js';
 
 export class SecureBuffer {
   readonly #buffer: ArrayBuffer;
   readonly #size: number;
   #released = false;
 
-  /** Allocates `size` bytes of locked memory (ERR_MEMLOCK if RLIMIT_MEMLOCK does not allow it). */
+  /**
+   * Allocates `size` bytes of locked memory (ERR_MEMLOCK if RLIMIT_MEMLOCK does not allow it),
+   * populated before it returns: this blocks the JS thread (about 150 ms per GiB); prefer
+   * `allocateAsync` for big buffers.
+   */
   static allocate(size: number): SecureBuffer {
     assertSafeInteger(size, 'size', 0, Number.MAX_SAFE_INTEGER);
     const addon = loadAddon();
     return new SecureBuffer(callNative(() => addon.secureAlloc(size)), size);
+  }
+
+  /** The same, but locking and populating (about 150 ms per GiB) happen off the JS thread. */
+  static async allocateAsync(size: number): Promise<SecureBuffer> {
+    assertSafeInteger(size, 'size', 0, Number.MAX_SAFE_INTEGER);
+    const addon = loadAddon();
+    return new SecureBuffer(await awaitNative(callNative(() => addon.secureAllocAsync(size))), size);
   }
 
   /** @internal wraps an ArrayBuffer the addon made. */

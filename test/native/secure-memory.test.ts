@@ -20,6 +20,17 @@ describe('secure buffers', () => {
     expect(vmLckBytes()).toBe(before);
   });
 
+  it('allocates off the JS thread too, with the same accounting', async () => {
+    const before = vmLckBytes();
+    const b = await SecureBuffer.allocateAsync(6 * MiB + 3);
+    expect(vmLckBytes() - before).toBe(6 * MiB + 4096);
+    expect(b.size).toBe(6 * MiB + 3);
+    b.bytes.fill(7);
+    b.release();
+    expect(vmLckBytes()).toBe(before);
+    await expect(SecureBuffer.allocateAsync(-1)).rejects.toThrow(/size/);
+  });
+
   it('is marked locked, not dumpable and wiped-on-fork by the kernel, between guard pages', () => {
     const size = 1234567; // 302 pages: a size no other mapping here has
     const buf = SecureBuffer.allocate(size);
