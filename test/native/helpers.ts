@@ -61,3 +61,16 @@ export function which(cmd: string): boolean {
 }
 
 export const tmpRoot = join(repoRoot, '.tmp');
+
+/**
+ * Whether this process may lock `bytes` more: CAP_IPC_LOCK, or RLIMIT_MEMLOCK above what is
+ * locked already. Tests that lock more than a typical 8 MiB default skip (and say so) without it.
+ */
+export function canLock(bytes: number): boolean {
+  const status = readFileSync('/proc/self/status', 'utf8');
+  const cap = BigInt('0x' + (/^CapEff:\s+(\w+)/m.exec(status)?.[1] ?? '0'));
+  if (cap & (1n << 14n)) return true;
+  const m = /^Max locked memory\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+  if (!m || m[1] === 'unlimited') return true;
+  return Number(m[1]) - vmLckBytes() >= bytes;
+}

@@ -9,6 +9,7 @@ import { importKey } from '../../src/native/key.js';
 import { Suite } from '../../src/format/constants.js';
 import { writeSafetensors, type TensorSpec } from '../helpers/safetensors.js';
 import { TEST_KEY, OTHER_KEY, tempDir } from '../helpers/tmp.js';
+import { canLock } from './helpers.js';
 
 const dir = tempDir('st-native-');
 const CS = 4096;
@@ -86,7 +87,7 @@ describe('native reader = reference reader', () => {
 });
 
 describe('secure destinations', () => {
-  it('loadAll locks exactly the payload\'s pages (filled chunk by chunk by the workers) until release', async () => {
+  it.skipIf(!canLock(10 << 20))('loadAll locks exactly the payload\'s pages (filled chunk by chunk by the workers) until release (needs 10 MiB lockable)', async () => {
     const { vmLckBytes } = await import('./helpers.js');
     const { path, data } = await seal([{ name: 'x', dtype: 'U8', shape: [9 * 1024 * 1024 + 5] }], { chunkSize: 1 << 20 });
     const k = key();
@@ -149,7 +150,7 @@ describe('secure destinations', () => {
 });
 
 describe('a load that fails', () => {
-  it('wipes what it wrote, and does not fault in the rest of the buffer to wipe it', async () => {
+  it.skipIf(!canLock(65 << 20))('wipes what it wrote, and does not fault in the rest of the buffer to wipe it (needs 65 MiB lockable)', async () => {
     const { runChild } = await import('./helpers.js');
     const size = 64 << 20;
     const { path } = await seal([{ name: 'w', dtype: 'U8', shape: [size] }], { chunkSize: 1 << 20 });

@@ -4,12 +4,12 @@ import { loadAddon, nativeStatus } from '../../src/native/addon.js';
 import { SecureBuffer } from '../../src/native/secure-buffer.js';
 import { importKey } from '../../src/native/key.js';
 import { ReleasedError, MemlockError } from '../../src/errors.js';
-import { runChild, smaps, vmLckBytes, which } from './helpers.js';
+import { canLock, runChild, smaps, vmLckBytes, which } from './helpers.js';
 
 const MiB = 1 << 20;
 
 describe('secure buffers', () => {
-  it('locks exactly their pages while they live and unlocks them on release', () => {
+  it.skipIf(!canLock(9 * MiB))('locks exactly their pages while they live and unlocks them on release (needs 9 MiB lockable)', () => {
     const before = vmLckBytes();
     const a = SecureBuffer.allocate(3 * MiB);
     const b = SecureBuffer.allocate(5 * MiB + 1); // rounds up to whole pages
@@ -20,7 +20,7 @@ describe('secure buffers', () => {
     expect(vmLckBytes()).toBe(before);
   });
 
-  it('allocates off the JS thread too, with the same accounting', async () => {
+  it.skipIf(!canLock(7 * MiB))('allocates off the JS thread too, with the same accounting (needs 7 MiB lockable)', async () => {
     const before = vmLckBytes();
     const b = await SecureBuffer.allocateAsync(6 * MiB + 3);
     expect(vmLckBytes() - before).toBe(6 * MiB + 4096);
