@@ -163,16 +163,28 @@ class RunJob : public PromiseWorker {
     if (!cipher.ctx || !md.ctx || EVP_DecryptInit_ex2(cipher.ctx, alg_.cipher, f.payload_key->data(), nullptr, nullptr) != 1) {
       throw SealedError("ERR_UNSUPPORTED", "cannot initialise the cipher");
     }
-    const size_t scratch_size = std::min<size_t>(b.sub_block, f.chunk_size);
-    std::unique_ptr<SecureRegion> scratch = SecureRegion::Allocate(scratch_size);
+    // Plain SHA-256 needs each tensor's bytes in payload order. With a whole-chunk buffer a worker
+    // decrypts and leaf-hashes in parallel and only waits for its turn to feed the plain hashes;
+    // where RLIMIT_MEMLOCK does not allow one, it takes its turn before the chunk instead.
+    std::unique_ptr<SecureRegion> scratch;
+    bool buffered = false;
+    if (b.plain_sha) {
+      try {
+        scratch = SecureRegion::Allocate(f.chunk_size);
+        buffered = true;
+      } catch (const SealedError& e) {
+        if (std::string(e.code()) != "ERR_MEMLOCK") throw;
+      }
+    }
+    if (!scratch) scratch = SecureRegion::Allocate(std::min<size_t>(b.sub_block, f.chunk_size));
     while (!abort_.load(std::memory_order_relaxed)) {
       const size_t idx = next_.fetch_add(1);
       if (idx >= b.chunks.size()) break;
-      ProcessChunk(idx, b.chunks[idx], cipher.ctx, md.ctx, scratch->data());
+      ProcessChunk(idx, b.chunks[idx], cipher.ctx, md.ctx, scratch->data(), buffered);
     }
   }
 
-  void ProcessChunk(size_t idx, uint64_t c, EVP_CIPHER_CTX* cctx, EVP_MD_CTX* md, uint8_t* scratch) {
+  void ProcessChunk(size_t idx, uint64_t c, EVP_CIPHER_CTX* cctx, EVP_MD_CTX* md, uint8_t* scratch, bool buffered) {
     RunBaton& b = *b_;
     const FileState& f = *b.file;
     const uint64_t cs_start = c * f.chunk_size;
@@ -197,14 +209,15 @@ class RunJob : public PromiseWorker {
 
     uint8_t* target = DirectTarget(cs_start, cs_end, r_lo, r_hi);
     if (owned_) PopulateDestSpan(cs_start, cs_end, r_lo, r_hi);
-    // A tensor's plain SHA-256 needs its bytes in payload order: chunks then go one at a time.
-    if (b.plain_sha && !AwaitTurn(idx)) return;
+    // Unbuffered plain SHA-256: the whole chunk waits for its turn (one chunk at a time).
+    const bool plain_inline = b.plain_sha && !buffered;
+    if (plain_inline && !AwaitTurn(idx)) return;
     uint8_t tag[kTagBytes];
     size_t cursor = r_lo;
     if (len == 0) PreadFull(f.fd, tag, kTagBytes, file_off, f.path);
     for (uint64_t off = 0; off < len; off += b.sub_block) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(b.sub_block, len - off));
-      uint8_t* buf = target ? target + off : scratch;
+      uint8_t* buf = target ? target + off : buffered ? scratch + off : scratch;
       if (off + n == len) {
         ReadWithTag(f.fd, buf, n, tag, file_off + off, f.path);
       } else {
@@ -216,7 +229,7 @@ class RunJob : public PromiseWorker {
         if (EVP_DecryptUpdate(cctx, buf + p, &outl, buf + p, static_cast<int>(m)) != 1) {
           throw SealedError("ERR_UNSUPPORTED", "decrypt failed");
         }
-        Consume(c, cs_start, cs_end, cs_start + off + p, buf + p, m, cursor, r_hi, md, target == nullptr);
+        Consume(c, cs_start, cs_end, cs_start + off + p, buf + p, m, cursor, r_hi, md, target == nullptr, plain_inline);
       }
     }
     bool ok = EVP_CIPHER_CTX_ctrl(cctx, EVP_CTRL_AEAD_SET_TAG, kTagBytes, tag) == 1 &&
@@ -236,6 +249,17 @@ class RunJob : public PromiseWorker {
         b.failed.push_back(c);
       }
       if (b.stop_on_failure) StopAll();
+    }
+    if (b.plain_sha && buffered) {
+      // The whole chunk is in `target` or `scratch`: feed the plain hashes in payload order.
+      if (!AwaitTurn(idx)) return;
+      const uint8_t* data = target ? target : scratch;
+      for (size_t r = r_lo; r < r_hi && ok; ++r) {
+        uint64_t a = std::max(b.begin[r], cs_start), e = std::min(b.end[r], cs_end);
+        if (a < e && EVP_DigestUpdate(plain_[r]->ctx, data + (a - cs_start), e - a) != 1) {
+          throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
+        }
+      }
     }
     if (b.plain_sha) PassTurn(idx);
     b.processed++;
@@ -274,7 +298,7 @@ class RunJob : public PromiseWorker {
 
   // Hash (and copy out) the leaf bytes in plaintext [pos, pos + n) of chunk c.
   void Consume(uint64_t c, uint64_t cs_start, uint64_t cs_end, uint64_t pos, const uint8_t* buf, size_t n, size_t& cursor,
-               size_t r_hi, EVP_MD_CTX* md, bool copy) {
+               size_t r_hi, EVP_MD_CTX* md, bool copy, bool plain) {
     RunBaton& b = *b_;
     const uint64_t stop = pos + n;
     while (cursor < r_hi && b.end[cursor] <= pos) ++cursor;
@@ -289,7 +313,7 @@ class RunJob : public PromiseWorker {
         }
       }
       if (EVP_DigestUpdate(md, buf + (a - pos), e - a) != 1) throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
-      if (b.plain_sha && EVP_DigestUpdate(plain_[r]->ctx, buf + (a - pos), e - a) != 1) {
+      if (plain && EVP_DigestUpdate(plain_[r]->ctx, buf + (a - pos), e - a) != 1) {
         throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
       }
       if (copy && b.dest) std::memcpy(b.dest + b.dest_off[r] + (a - b.begin[r]), buf + (a - pos), e - a);

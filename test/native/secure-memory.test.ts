@@ -118,11 +118,13 @@ describe('secure buffers', () => {
     expect(out.small).toBe(4096); // within the limit it works
   });
 
-  it('a load fails with ERR_MEMLOCK up front under a low limit, while streaming verify still fits', async () => {
+  it('a load fails with ERR_MEMLOCK up front under a low limit, while streaming verify (and its plain SHA-256) still fits', async () => {
     const { sealSmall } = await import('../helpers/sealed.js');
     const { tempDir, TEST_KEY } = await import('../helpers/tmp.js');
     const dir = tempDir('st-memlock-');
-    const { path } = await sealSmall(dir, 'm', TEST_KEY, [{ name: 'w', dtype: 'U8', shape: [4 << 20] }], 1 << 20);
+    const { path, data } = await sealSmall(dir, 'm', TEST_KEY, [{ name: 'w', dtype: 'U8', shape: [4 << 20] }], 1 << 20);
+    const { createHash } = await import('node:crypto');
+    const plainSha = createHash('sha256').update(data.get('w')!).digest('hex');
     const prefix = ['prlimit', '--memlock=1048576:1048576', '--'];
     if (process.getuid?.() === 0) prefix.push('setpriv', '--bounding-set=-ipc_lock', '--inh-caps=-ipc_lock', '--');
     const r = runChild(
@@ -136,6 +138,9 @@ describe('secure buffers', () => {
         const out = {};
         const v = await file.run({ ranges, allChunks: true, stopOnFailure: false, threads: 1 });
         out.verifyFailed = v.failedChunks.length;
+        // No room for whole-chunk buffers: plain SHA-256 falls back to one chunk at a time, same result.
+        const p = await file.run({ ranges, allChunks: true, stopOnFailure: false, threads: 2, plainSha256: true });
+        out.plainSha = Buffer.from(p.sha256).toString('hex');
         try { await file.run({ ranges, destSize: ${4 << 20}, destOffsets: Float64Array.of(0), allChunks: true, stopOnFailure: true, threads: 2 }); out.loaded = true; }
         catch (e) { out.code = e.code; out.message = e.message; }
         console.log(JSON.stringify(out));
@@ -145,6 +150,7 @@ describe('secure buffers', () => {
     expect(r.stderr).toBe('');
     const out = r.json as { verifyFailed: number; code?: string; message?: string };
     expect(out.verifyFailed).toBe(0);
+    expect((out as unknown as { plainSha: string }).plainSha).toBe(plainSha);
     expect(out.code).toBe('ERR_MEMLOCK');
     expect(out.message).toContain(`cannot lock ${4 << 20} bytes`);
   });
