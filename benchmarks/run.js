@@ -268,7 +268,7 @@ lines.push('ratios (target):');
 for (const r of results.ratios) {
   const parts = Object.entries(r)
     .filter(([k]) => k !== 'sizeBytes')
-    .map(([k, v]) => `${k} ${fmt(v.value)} (>= ${v.target}${v.value >= v.target ? ', met' : ', MISSED'})`);
+    .map(([k, v]) => `${k} ${fmt(v.value)} (>= ${v.target}${Number.isNaN(v.value) ? ', n/a' : v.value >= v.target ? ', met' : ', MISSED'})`);
   lines.push(`  ${(r.sizeBytes / GiB).toFixed(2)} GiB: ${parts.join('; ')}`);
 }
 if (results.rssGrowth) {
