@@ -31,6 +31,8 @@ namespace {
 // once) stays in L1. Measured differences between nearby values are within run-to-run noise.
 constexpr size_t kDefaultSubBlock = 256 * 1024;
 constexpr size_t kPiece = 32 * 1024;
+// Whole-chunk buffers for ordered plain SHA-256 only up to this chunk size (memory per thread).
+constexpr size_t kMaxBufferedChunk = 32u << 20;
 
 // preadv of [buf, n) followed by the 16-byte tag: one syscall for the common case.
 void ReadWithTag(int fd, uint8_t* buf, size_t n, uint8_t* tag, uint64_t off, const std::string& path) {
@@ -168,7 +170,7 @@ class RunJob : public PromiseWorker {
     // where RLIMIT_MEMLOCK does not allow one, it takes its turn before the chunk instead.
     std::unique_ptr<SecureRegion> scratch;
     bool buffered = false;
-    if (b.plain_sha) {
+    if (b.plain_sha && f.chunk_size <= kMaxBufferedChunk) {
       try {
         scratch = SecureRegion::Allocate(f.chunk_size);
         buffered = true;
