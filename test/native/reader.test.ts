@@ -184,3 +184,22 @@ describe('a load that fails', () => {
     expect(out.grew).toBeLessThan(size / 2);
   });
 });
+
+describe('an empty payload', () => {
+  it('still has its one chunk authenticated: a flipped tag fails verify and load, as in the reference reader', async () => {
+    const { path } = await seal([{ name: 'nothing', dtype: 'F32', shape: [0, 3] }]);
+    const bad = readFileSync(path);
+    bad[bad.length - 1]! ^= 0x80;
+    writeFileSync(path + '.bad', bad);
+    const k = key();
+    const r = await NativeSealedFileReader.open(path + '.bad', k, { threads: 2 });
+    await expect(r.verify()).rejects.toMatchObject({ code: 'ERR_INTEGRITY' });
+    await expect(r.verifyOrThrow()).rejects.toMatchObject({ code: 'ERR_INTEGRITY' });
+    await expect(r.loadAll()).rejects.toMatchObject({ code: 'ERR_INTEGRITY' });
+    r.close();
+    const ref = await SealedFileReader.open(path + '.bad', TEST_KEY);
+    await expect(ref.verify()).rejects.toMatchObject({ code: 'ERR_INTEGRITY' });
+    await ref.close();
+    k.release();
+  });
+});
