@@ -110,7 +110,11 @@ export class SealedFileReader {
       }
       const tensorTable = header.kind === FileKind.INDEX ? null : parseTensorTable(tablePlain, header.payloadLength);
       const indexTable = header.kind === FileKind.INDEX ? parseIndexTable(tablePlain, header.shardCount) : null;
-      return new SealedFileReader(source, ownsSource, backend, keys, header, headerDigest, layout, tensorTable, indexTable);
+      const reader = new SealedFileReader(source, ownsSource, backend, keys, header, headerDigest, layout, tensorTable, indexTable);
+      // An index carries no tensor data, but its one empty chunk is authenticated all the same,
+      // so every byte of an index file is checked by the time it is trusted.
+      if (indexTable) for await (const _ of reader.openChunks(0, 0));
+      return reader;
     } catch (err) {
       keys?.destroy();
       if (ownsSource) await source.close();

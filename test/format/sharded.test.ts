@@ -1,30 +1,15 @@
-import { copyFileSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { sealModelDirectory } from '../../src/seal/seal-model.js';
 import { SealedModelReader } from '../../src/reader/sealed-model.js';
-import { writeSafetensors, type TensorSpec } from '../helpers/safetensors.js';
+import { makeShardedModel as makeSharded } from '../helpers/sharded.js';
 import { OTHER_KEY, TEST_KEY, tempDir } from '../helpers/tmp.js';
 
 const dir = tempDir();
 
 function makeShardedModel(name: string, seed = 0): { path: string; data: Map<string, Uint8Array> } {
-  const path = join(dir, name);
-  mkdirSync(path);
-  const shards: TensorSpec[][] = [
-    [{ name: 'model.embed', dtype: 'F16', shape: [64, 33 + seed] }, { name: 'model.norm', dtype: 'F32', shape: [64] }],
-    [{ name: 'layers.0.w', dtype: 'BF16', shape: [3000] }],
-    [{ name: 'lm_head', dtype: 'I8', shape: [5000] }, { name: 'flag', dtype: 'BOOL', shape: [] }],
-  ];
-  const data = new Map<string, Uint8Array>();
-  const weightMap: Record<string, string> = {};
-  shards.forEach((tensors, i) => {
-    const file = `model-0000${i + 1}-of-00003.safetensors`;
-    for (const [k, v] of writeSafetensors(join(path, file), tensors, { format: 'pt' })) data.set(k, v);
-    for (const t of tensors) weightMap[t.name] = file;
-  });
-  writeFileSync(join(path, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 12345 }, weight_map: weightMap }));
-  return { path, data };
+  return makeSharded(dir, name, seed);
 }
 
 async function seal(input: string, output: string, key = TEST_KEY) {
@@ -102,6 +87,28 @@ describe('sharded models', () => {
     for (const f of readdirSync(a)) if (f !== shard) copyFileSync(join(a, f), join(missing, f));
     expect(await outcome(missing)).toBe('ERR_IO');
   });
+
+  it('rejects every single-bit flip of the sealed index file', async () => {
+    const out = join(dir, 'index-flips');
+    await seal(m1.path, out);
+    const indexPath = join(out, 'model.safetensors.index.json.sealed');
+    const original = readFileSync(indexPath);
+    const copy = Buffer.from(original);
+    const seen = new Map<string, number>();
+    for (let pos = 0; pos < copy.length; pos++) {
+      for (let bit = 0; bit < 8; bit++) {
+        copy[pos]! ^= 1 << bit;
+        writeFileSync(indexPath, copy);
+        const o = await outcome(out);
+        copy[pos]! ^= 1 << bit;
+        if (o === 'ok') expect.fail(`flip of bit ${bit} at byte ${pos} of the index was accepted`);
+        seen.set(o, (seen.get(o) ?? 0) + 1);
+      }
+    }
+    writeFileSync(indexPath, original);
+    expect(await outcome(out)).toBe('ok');
+    console.log(`index bit flips: ${original.length * 8} cases ->`, Object.fromEntries(seen));
+  }, 300_000);
 
   it('rejects a shard opened on its own, and a model sealed under another key', async () => {
     const out = join(dir, 'own');

@@ -6,28 +6,13 @@ import { sealModelDirectory } from '../../src/seal/seal-model.js';
 import { SealedModelReader } from '../../src/reader/sealed-model.js';
 import { NativeSealedModelReader } from '../../src/reader/native-model.js';
 import { importKey } from '../../src/native/key.js';
-import { writeSafetensors, type TensorSpec } from '../helpers/safetensors.js';
+import { makeShardedModel as makeSharded } from '../helpers/sharded.js';
 import { OTHER_KEY, TEST_KEY, tempDir } from '../helpers/tmp.js';
 
 const dir = tempDir('st-native-shards-');
 
 function makeShardedModel(name: string, seed = 0): Map<string, Uint8Array> {
-  const path = join(dir, name);
-  mkdirSync(path);
-  const shards: TensorSpec[][] = [
-    [{ name: 'model.embed', dtype: 'F16', shape: [64, 33 + seed] }, { name: 'model.norm', dtype: 'F32', shape: [64] }],
-    [{ name: 'layers.0.w', dtype: 'BF16', shape: [3000] }],
-    [{ name: 'lm_head', dtype: 'I8', shape: [5000] }, { name: 'flag', dtype: 'BOOL', shape: [] }],
-  ];
-  const data = new Map<string, Uint8Array>();
-  const weightMap: Record<string, string> = {};
-  shards.forEach((tensors, i) => {
-    const file = `model-0000${i + 1}-of-00003.safetensors`;
-    for (const [k, v] of writeSafetensors(join(path, file), tensors, { format: 'pt' })) data.set(k, v);
-    for (const t of tensors) weightMap[t.name] = file;
-  });
-  writeFileSync(join(path, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 12345 }, weight_map: weightMap }));
-  return data;
+  return makeSharded(dir, name, seed).data;
 }
 
 async function nativeOutcome(path: string): Promise<string> {
