@@ -49,3 +49,15 @@ export interface VerifyOptions {
   /** Trusted root fingerprints (SHA-256 of DER, hex); default: the pinned set for the TEE. */
   trustedRoots?: readonly string[];
 }
+
+/** Intel's TCB statuses (TCB info / QE identity), best first and Revoked worst; plus NotEvaluated when no collateral was given. */
+export const TCB_STATUSES_BEST_FIRST = [
+  'UpToDate',
+  'SWHardeningNeeded',
+  'ConfigurationNeeded',
+  'ConfigurationAndSWHardeningNeeded',
+  'OutOfDate',
+  'OutOfDateConfigurationNeeded',
+  'Revoked',
+] as const;
+export type TcbStatus = (typeof TCB_STATUSES_BEST_FIRST)[number] | 'NotEvaluated';

@@ -12,7 +12,7 @@ import { FileKind } from '../format/constants.js';
 import type { PublicHeader } from '../format/header.js';
 import { chunkFileOffset, type Layout } from '../format/layout.js';
 import { parseIndexTable, parseTensorTable, type IndexTable, type TensorEntry, type TensorTable } from '../format/table.js';
-import { awaitNative, callNative, loadAddon, type NativeRunResult, type NativeSealedFile } from '../native/addon.js';
+import { awaitNative, callNative, loadAddon, type NativeRunOptions, type NativeRunResult, type NativeSealedFile } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
 import { SecureBuffer } from '../native/secure-buffer.js';
 import { FileSource } from './source.js';
@@ -219,15 +219,7 @@ export class NativeSealedFileReader {
     this.#file = null;
   }
 
-  async #run(opts: {
-    ranges: Float64Array;
-    dest?: ArrayBuffer;
-    destSize?: number;
-    destOffsets?: Float64Array;
-    allChunks: boolean;
-    stopOnFailure: boolean;
-    plainSha256?: boolean;
-  }): Promise<NativeRunResult> {
+  async #run(opts: Omit<NativeRunOptions, 'threads' | 'subBlock'>): Promise<NativeRunResult> {
     const file = this.#file;
     if (!file) throw new ReleasedError(`${this.description} was closed: open it again to read`);
     const run = { ...opts, threads: this.#threads, ...(this.#subBlock ? { subBlock: this.#subBlock } : {}) };

@@ -1,5 +1,5 @@
 import { PolicyError } from '../../errors.js';
-import { TEE_TYPES, type TeeType } from '../types.js';
+import { TCB_STATUSES_BEST_FIRST, TEE_TYPES, type TeeType } from '../types.js';
 
 /**
  * An attestation policy, as data. What a TEE section does not mention is not checked, except:
@@ -38,14 +38,8 @@ export const DEFAULT_POLICY: Policy = Object.freeze({
 }) as Policy;
 
 const TEE_KEYS = new Set(['measurements', 'minTcb', 'tcbStatus', 'platform', 'allowDebug', 'reportData', 'requireReportData', 'maxAgeSeconds']);
-const TCB_STATUSES = new Set([
-  'UpToDate',
-  'SWHardeningNeeded',
-  'ConfigurationNeeded',
-  'ConfigurationAndSWHardeningNeeded',
-  'OutOfDate',
-  'OutOfDateConfigurationNeeded',
-]);
+// A policy may accept any status but Revoked.
+const TCB_STATUSES = new Set<string>(TCB_STATUSES_BEST_FIRST.filter((x) => x !== 'Revoked'));
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);

@@ -4,7 +4,7 @@ import * as px509 from '@peculiar/x509';
 import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { hex } from '../bin.js';
 import { commonName, parseCertificates, publicKeyOf, verifyChain } from '../certs.js';
-import type { Check } from '../types.js';
+import { TCB_STATUSES_BEST_FIRST, type Check, type TcbStatus } from '../types.js';
 import { ecdsaVerifyRaw } from './ecdsa.js';
 import type { PckExtensions, TdxQuote } from './tdx.js';
 
@@ -27,26 +27,10 @@ export interface TdxCollateral {
   certificates: X509Certificate[];
 }
 
-export type TcbStatus =
-  | 'UpToDate'
-  | 'SWHardeningNeeded'
-  | 'ConfigurationNeeded'
-  | 'ConfigurationAndSWHardeningNeeded'
-  | 'OutOfDate'
-  | 'OutOfDateConfigurationNeeded'
-  | 'Revoked'
-  | 'NotEvaluated';
+export type { TcbStatus } from '../types.js';
 
-// Worst last: the combined status is the worst of platform, QE and module.
-const STATUS_ORDER: TcbStatus[] = [
-  'UpToDate',
-  'SWHardeningNeeded',
-  'ConfigurationNeeded',
-  'ConfigurationAndSWHardeningNeeded',
-  'OutOfDate',
-  'OutOfDateConfigurationNeeded',
-  'Revoked',
-];
+/** Worst last: the combined status is the worst of platform, QE and module. */
+const STATUS_ORDER: readonly TcbStatus[] = TCB_STATUSES_BEST_FIRST;
 
 export interface TdxCollateralResult {
   status: TcbStatus;
@@ -143,7 +127,7 @@ function worst(...s: TcbStatus[]): TcbStatus {
 }
 
 function asStatus(v: unknown, where: string): TcbStatus {
-  if (typeof v === 'string' && (STATUS_ORDER as string[]).includes(v)) return v as TcbStatus;
+  if (typeof v === 'string' && (STATUS_ORDER as readonly string[]).includes(v)) return v as TcbStatus;
   return fail(`${where} has unknown tcbStatus ${JSON.stringify(v)}`);
 }
 
