@@ -36,6 +36,7 @@ std::atomic<bool> probe_enabled{false};
 std::atomic<uint64_t> probe_releases{0};
 std::atomic<uint64_t> probe_bytes{0};
 std::atomic<uint64_t> probe_nonzero{0};
+std::atomic<uint64_t> probe_resident{0};
 
 size_t PageSize() {
   static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -150,6 +151,15 @@ void SecureRegion::PopulateRange(size_t offset, size_t length) {
 SecureRegion::~SecureRegion() {
   WipeResident();
   if (probe_enabled.load(std::memory_order_relaxed)) {
+    // What the owner and the wipe faulted in, counted before the scan below touches every page.
+    const size_t page = PageSize();
+    std::vector<unsigned char> resident(mapped_ / page);
+    uint64_t count = resident.size();
+    if (mincore(data_, mapped_, resident.data()) == 0) {
+      count = 0;
+      for (unsigned char r : resident) count += r & 1;
+    }
+    probe_resident += count * page;
     uint64_t nonzero = 0;
     for (size_t i = 0; i < mapped_; ++i) nonzero += data_[i] != 0;
     probe_nonzero += nonzero;
@@ -188,7 +198,7 @@ void SecureRegion::WipeResident() {
 
 void SetReleaseProbe(bool enabled) { probe_enabled = enabled; }
 
-ReleaseProbe GetReleaseProbe() { return ReleaseProbe{probe_releases.load(), probe_bytes.load(), probe_nonzero.load()}; }
+ReleaseProbe GetReleaseProbe() { return ReleaseProbe{probe_releases.load(), probe_bytes.load(), probe_nonzero.load(), probe_resident.load()}; }
 
 // ---- JS-visible secure buffers ------------------------------------------------------------
 
@@ -327,6 +337,7 @@ Napi::Value TestReleaseProbe(const Napi::CallbackInfo& info) {
   o.Set("releases", static_cast<double>(p.releases));
   o.Set("bytesScanned", static_cast<double>(p.bytes_scanned));
   o.Set("nonzeroBytes", static_cast<double>(p.nonzero_bytes));
+  o.Set("residentBytes", static_cast<double>(p.resident_bytes));
   return o;
 }
 

@@ -48,12 +48,14 @@ class SecureRegion {
 };
 
 // Test-only probe: when enabled, every release scans the wiped pages just before munmap and
-// records how many bytes were not zero. Off by default (the scan costs a pass over the memory).
+// records how many bytes were not zero, and (from mincore, after the wipe but before the scan
+// faults everything in) how many bytes were resident. Off by default (the scan costs a pass over the memory).
 void SetReleaseProbe(bool enabled);
 struct ReleaseProbe {
   uint64_t releases;
   uint64_t bytes_scanned;
   uint64_t nonzero_bytes;
+  uint64_t resident_bytes;
 };
 ReleaseProbe GetReleaseProbe();
 
