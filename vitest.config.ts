@@ -7,5 +7,6 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Two cores on CI: forks keep native state (mlock, prctl) per test file.
     pool: 'forks',
+    globalSetup: ['test/global-setup.ts'],
   },
 });

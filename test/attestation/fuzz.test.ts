@@ -15,6 +15,7 @@ import { parsePolicy, validatePolicy } from '../../src/attestation/policy/policy
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { TEE_TYPES, type Claims } from '../../src/attestation/types.js';
 import { certs, HAVE_VECTORS, vec } from './helpers.js';
+import { fuzzRuns } from '../helpers/fuzz.js';
 
 // Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
 vi.setConfig({ testTimeout: 300_000 });
@@ -65,7 +66,8 @@ function mutations(base: Uint8Array) {
   );
 }
 
-const RUNS = 3000;
+// 3000 under `npm run fuzz`.
+const RUNS = fuzzRuns(400);
 
 describe('parsers give typed errors on random input (fast-check)', () => {
   it(`SEV-SNP report: ${RUNS} random inputs`, () => {
