@@ -91,7 +91,7 @@ describe('secure buffers', () => {
       { nodeArgs: ['--expose-gc'] },
     );
     expect(r.stderr).toBe('');
-    expect(r.json).toEqual({ held: 4096, after: 0, probe: { releases: 1, bytesScanned: 4 << 20, nonzeroBytes: 0 } });
+    expect(r.json).toMatchObject({ held: 4096, after: 0, probe: { releases: 1, bytesScanned: 4 << 20, nonzeroBytes: 0 } });
   });
 
   it('refuses to fall back to swappable memory when RLIMIT_MEMLOCK is too low (ERR_MEMLOCK)', () => {
