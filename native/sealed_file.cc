@@ -53,8 +53,6 @@ uint64_t Le64(const uint8_t* p) { return Le32(p) | static_cast<uint64_t>(Le32(p 
 
 class SealedFileObject : public Napi::ObjectWrap<SealedFileObject> {
  public:
-  static Napi::FunctionReference* constructor;
-
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeSealedFile",
                        {InstanceMethod<&SealedFileObject::Run>("run"), InstanceMethod<&SealedFileObject::Close>("close"),
@@ -91,8 +89,6 @@ class SealedFileObject : public Napi::ObjectWrap<SealedFileObject> {
 
   std::shared_ptr<FileState> state_;
 };
-
-Napi::FunctionReference* SealedFileObject::constructor = nullptr;
 
 // Open job: header (must equal the bytes the TypeScript front validated), file length, key
 // commitment, table. Subkeys are derived into secure memory; only the payload key is kept.
@@ -156,7 +152,7 @@ class OpenJob : public PromiseWorker {
   Napi::Value Resolve(Napi::Env env) override {
     Napi::Object out = Napi::Object::New(env);
     auto ext = Napi::External<std::shared_ptr<FileState>>::New(env, &state_);
-    out.Set("file", SealedFileObject::constructor->New({ext}));
+    out.Set("file", Constructor(env, "NativeSealedFile").New({ext}));
     out.Set("header", Napi::Buffer<uint8_t>::Copy(env, state_->header.data(), state_->header.size()));
     out.Set("fileSize", static_cast<double>(state_->file_size));
     out.Set("table", Napi::Buffer<uint8_t>::Copy(env, table_->data(), table_plain_));
@@ -218,7 +214,7 @@ Napi::Value SealedOpen(const Napi::CallbackInfo& info) {
 
 void Init(Napi::Env env, Napi::Object exports) {
   Napi::Function cls = SealedFileObject::Define(env);
-  SealedFileObject::constructor = new Napi::FunctionReference(Napi::Persistent(cls));
+  SetConstructor(env, "NativeSealedFile", cls);
   exports.Set("sealedOpen", Napi::Function::New(env, SealedOpen, "sealedOpen"));
 }
 

@@ -5,22 +5,15 @@
  */
 import { chmodSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { sealFile } from '../../src/seal/seal-file.js';
-import { FileSource } from '../../src/reader/source.js';
-import { readPublicHeader } from '../../src/reader/sealed-file.js';
-import { SealedFileReader } from '../../src/reader/sealed-file.js';
-import { Suite } from '../../src/format/constants.js';
 import { toHex } from '../../src/bytes.js';
-import { writeSafetensors, type TensorSpec } from '../helpers/safetensors.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
-import { addonPath, repoRoot, which } from './helpers.js';
+import { repoRoot, which } from './helpers.js';
+import { sealUnaligned, spawnNode, type SealedForChild } from './child.js';
 
 const dir = tempDir('st-fallback-');
 const hasCc = which('cc');
-const CS = 4096;
 
 let shimPath: string | undefined;
 function shim(): string {
@@ -33,39 +26,6 @@ function shim(): string {
   chmodSync(out, 0o755);
   shimPath = out;
   return out;
-}
-
-interface Sealed {
-  path: string;
-  header: string;
-  tensors: { name: string; begin: number; end: number; sha256: string }[];
-}
-
-/** Seals tensors that mostly start and end off page boundaries, several chunks each. */
-async function sealUnaligned(): Promise<Sealed> {
-  const specs: TensorSpec[] = [
-    { name: 'a', dtype: 'U8', shape: [100] },
-    { name: 'b', dtype: 'U8', shape: [3 * CS + 17] },
-    { name: 'c', dtype: 'F32', shape: [2 * 1024 + 3] },
-    { name: 'd', dtype: 'U8', shape: [CS - 1] },
-    { name: 'e', dtype: 'U8', shape: [5 * CS + 2049] },
-  ];
-  const id = Math.random().toString(36).slice(2);
-  const input = join(dir, `${id}.safetensors`);
-  const path = join(dir, `${id}.sealed`);
-  const data = writeSafetensors(input, specs);
-  await sealFile(input, path, { dataKey: TEST_KEY, keyId: 'test-key', suite: Suite.AES_256_GCM, chunkSize: CS });
-  const source = await FileSource.open(path);
-  const { headerBytes } = await readPublicHeader(source).finally(() => source.close());
-  const ref = await SealedFileReader.open(path, TEST_KEY);
-  const tensors = ref.tensors().map((t) => ({
-    name: t.name,
-    begin: t.begin,
-    end: t.end,
-    sha256: createHash('sha256').update(data.get(t.name)!).digest('hex'),
-  }));
-  await ref.close();
-  return { path, header: toHex(headerBytes), tensors };
 }
 
 // Reads every tensor on its own (what readTensor asks of the addon) and all of them into one buffer
@@ -92,27 +52,13 @@ const sha = (u8) => createHash('sha256').update(u8).digest('hex');
 })().catch((e) => { console.log(JSON.stringify({ error: e.code ?? String(e), message: e.message })); process.exitCode = 1; });
 `;
 
-function runChild(sealed: Sealed, threads: number, env: Record<string, string>, prefix: string[] = []) {
-  const script = `const addon = require(${JSON.stringify(addonPath)});\n${CHILD}`;
-  const argv = [...prefix, process.execPath, '-e', script];
-  const r = spawnSync(argv[0]!, argv.slice(1), {
-    encoding: 'utf8',
-    cwd: repoRoot,
-    timeout: 60_000,
-    env: { ...process.env, ...env, ST_ARGS: JSON.stringify({ ...sealed, key: toHex(TEST_KEY), threads }) },
-  });
-  let json: unknown;
-  try {
-    json = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
-  } catch {
-    json = undefined;
-  }
-  return { status: r.status, signal: r.signal, json, stderr: r.stderr };
+function runChild(sealed: SealedForChild, threads: number, env: Record<string, string>, prefix: string[] = []) {
+  return spawnNode(CHILD, { ...env, ST_ARGS: JSON.stringify({ ...sealed, key: toHex(TEST_KEY), threads }) }, prefix);
 }
 
 describe('without MADV_POPULATE_WRITE (kernels before 5.14, or when that madvise fails)', () => {
   it.skipIf(!hasCc)('every tensor read alone or loaded whole has its exact bytes (needs cc for the LD_PRELOAD shim)', async () => {
-    const sealed = await sealUnaligned();
+    const sealed = await sealUnaligned(dir);
     for (const threads of [1, 3]) {
       const r = runChild(sealed, threads, { LD_PRELOAD: shim(), ST_SHIM_NO_POPULATE: '1' });
       expect(r.stderr).toContain('st-shim: refused MADV_POPULATE_WRITE'); // the fallback ran
