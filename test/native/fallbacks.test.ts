@@ -3,7 +3,7 @@
  * (test/native/shim/faults.c) that makes the system calls in question fail, and checks the bytes
  * of every tensor it reads against the plaintext.
  */
-import { chmodSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -34,9 +34,28 @@ const CHILD = `
 const { createHash } = require('node:crypto');
 const a = JSON.parse(process.env.ST_ARGS);
 const sha = (u8) => createHash('sha256').update(u8).digest('hex');
+// RLIMIT_NPROC counts every task of the real uid: allow \`headroom\` more than run now (libuv's
+// threadpool has started by now, so what is left is for the decrypt threads).
+function lowerNproc(headroom) {
+  const fs = require('node:fs');
+  let tasks = 0;
+  for (const p of fs.readdirSync('/proc').filter((p) => /^[0-9]+$/.test(p))) {
+    let ids = [];
+    try { ids = fs.readdirSync('/proc/' + p + '/task'); } catch {}
+    for (const t of ids) {
+      try {
+        const m = /^Uid:\\s+(\\d+)/m.exec(fs.readFileSync('/proc/' + p + '/task/' + t + '/status', 'utf8'));
+        if (m && Number(m[1]) === process.getuid()) tasks++;
+      } catch {}
+    }
+  }
+  const r = require('node:child_process').spawnSync('prlimit', ['--pid', String(process.pid), '--nproc=' + (tasks + headroom)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error('prlimit failed: ' + r.stderr);
+}
 (async () => {
   const key = addon.keyImport(Uint8Array.from(Buffer.from(a.key, 'hex')));
   const { file } = await addon.sealedOpen(a.path, key, Uint8Array.from(Buffer.from(a.header, 'hex')));
+  if (a.nprocHeadroom !== undefined) lowerNproc(a.nprocHeadroom);
   const wrong = [];
   for (const t of a.tensors) {
     const r = await file.run({ ranges: Float64Array.of(t.begin, t.end), destSize: t.end - t.begin,
@@ -52,7 +71,7 @@ const sha = (u8) => createHash('sha256').update(u8).digest('hex');
 })().catch((e) => { console.log(JSON.stringify({ error: e.code ?? String(e), message: e.message })); process.exitCode = 1; });
 `;
 
-function runChild(sealed: SealedForChild, threads: number, env: Record<string, string>, prefix: string[] = []) {
+function runChild(sealed: SealedForChild & { nprocHeadroom?: number }, threads: number, env: Record<string, string>, prefix: string[] = []) {
   return spawnNode(CHILD, { ...env, ST_ARGS: JSON.stringify({ ...sealed, key: toHex(TEST_KEY), threads }) }, prefix);
 }
 
@@ -66,4 +85,36 @@ describe('without MADV_POPULATE_WRITE (kernels before 5.14, or when that madvise
       expect(r.status).toBe(0);
     }
   });
+});
+
+describe('when decrypt threads cannot all be created (pid limits in containers)', () => {
+  it.skipIf(!hasCc)('a job goes on with the threads that started: exact bytes, no abort (needs cc for the LD_PRELOAD shim)', async () => {
+    const sealed = await sealUnaligned(dir);
+    for (const allowed of ['0', '1', '2']) {
+      const r = runChild(sealed, 4, { LD_PRELOAD: shim(), ST_SHIM_THREADS: allowed });
+      expect(r.stderr).toContain('st-shim: refused pthread_create'); // some thread did not start
+      expect(r.signal, r.stderr).toBeNull();
+      expect(r.json, r.stderr).toEqual({ wrong: [] });
+      expect(r.status).toBe(0);
+    }
+  });
+
+  const asRoot = process.getuid?.() === 0;
+  it.skipIf(!asRoot || !which('setpriv') || !which('prlimit'))(
+    'the same as an unprivileged user under a real RLIMIT_NPROC (needs root to switch user, setpriv and prlimit)',
+    async () => {
+      // The unprivileged child reads only the sealed file: the plaintext input goes first.
+      const shared = mkdtempSync(join(dir, 'nproc-'));
+      const sealed = await sealUnaligned(shared);
+      rmSync(sealed.path.replace(/\.sealed$/, '.safetensors'));
+      chmodSync(dir, 0o711);
+      chmodSync(shared, 0o711);
+      chmodSync(sealed.path, 0o644);
+      const prefix = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+      const r = runChild({ ...sealed, nprocHeadroom: 2 }, 6, {}, prefix);
+      expect(r.signal, r.stderr).toBeNull();
+      expect(r.json, r.stderr).toEqual({ wrong: [] });
+      expect(r.status).toBe(0);
+    },
+  );
 });
