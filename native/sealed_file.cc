@@ -104,10 +104,18 @@ class OpenJob : public PromiseWorker {
   void Run() override {
     auto st = std::make_shared<FileState>();
     st->path = path_;
-    st->fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: a FIFO (or a tty, a device) at the path must not block this threadpool thread
+    // in open(); it is refused below. Reads of a regular file ignore the flag.
+    st->fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (st->fd < 0) throw SealedError("ERR_IO", ErrnoText("cannot open " + path_ + " (check the path and permissions)", errno));
     struct stat sb {};
     if (fstat(st->fd, &sb) != 0) throw SealedError("ERR_IO", ErrnoText("stat " + path_, errno));
+    if (!S_ISREG(sb.st_mode)) {
+      const char* kind = S_ISFIFO(sb.st_mode) ? "a FIFO (named pipe)" : S_ISDIR(sb.st_mode) ? "a folder"
+                       : S_ISCHR(sb.st_mode) ? "a character device" : S_ISBLK(sb.st_mode) ? "a block device"
+                       : S_ISSOCK(sb.st_mode) ? "a socket" : "not a regular file";
+      throw SealedError("ERR_IO", path_ + " is " + kind + ", not a regular file: pass the path of a sealed model file");
+    }
     st->file_size = static_cast<uint64_t>(sb.st_size);
 
     const size_t hl = expected_header_.size();
