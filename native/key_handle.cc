@@ -29,6 +29,8 @@ class KeyHandle : public Napi::ObjectWrap<KeyHandle> {
     info.This().As<Napi::Object>().TypeTag(&kKeyTag);
   }
 
+  static KeyHandle* Unwrap(Napi::Object self) { return UnwrapTagged<KeyHandle>(self, &kKeyTag, "NativeKeyHandle"); }
+
   std::shared_ptr<SecureRegion> key() const { return key_; }
 
  private:

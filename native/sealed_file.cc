@@ -51,8 +51,13 @@ uint16_t Le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8)
 uint32_t Le32(const uint8_t* p) { return Le16(p) | static_cast<uint32_t>(Le16(p + 2)) << 16; }
 uint64_t Le64(const uint8_t* p) { return Le32(p) | static_cast<uint64_t>(Le32(p + 4)) << 32; }
 
+// Tags our sealed-file objects: methods check it on `this` (UnwrapTagged).
+constexpr napi_type_tag kFileTag = {0x5ea1ed5ea1edf11eULL, 0x6e61746976656669ULL};
+
 class SealedFileObject : public Napi::ObjectWrap<SealedFileObject> {
  public:
+  static SealedFileObject* Unwrap(Napi::Object self) { return UnwrapTagged<SealedFileObject>(self, &kFileTag, "NativeSealedFile"); }
+
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeSealedFile",
                        {InstanceMethod<&SealedFileObject::Run>("run"), InstanceMethod<&SealedFileObject::Close>("close"),
@@ -66,6 +71,7 @@ class SealedFileObject : public Napi::ObjectWrap<SealedFileObject> {
       throw MakeError(info.Env(), "ERR_INVALID_ARGUMENT", "use sealedOpen() to open a sealed file");
     }
     state_ = *info[0].As<Napi::External<std::shared_ptr<FileState>>>().Data();
+    info.This().As<Napi::Object>().TypeTag(&kFileTag);
   }
 
  private:
