@@ -21,14 +21,21 @@ struct Algorithms {
   Algorithms& operator=(const Algorithms&) = delete;
 };
 
+// Not copyable: a copy would free the same context twice.
 struct CipherCtx {
   EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  CipherCtx() = default;
   ~CipherCtx() { EVP_CIPHER_CTX_free(ctx); }  // cleanses the key schedule
+  CipherCtx(const CipherCtx&) = delete;
+  CipherCtx& operator=(const CipherCtx&) = delete;
 };
 
 struct MdCtx {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  MdCtx() = default;
   ~MdCtx() { EVP_MD_CTX_free(ctx); }
+  MdCtx(const MdCtx&) = delete;
+  MdCtx& operator=(const MdCtx&) = delete;
 };
 
 // HKDF-SHA256 (RFC 5869) extract-and-expand into `out`; throws SealedError.

@@ -16,6 +16,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -111,7 +112,15 @@ class RunJob : public PromiseWorker {
     }
     std::vector<std::thread> pool;
     pool.reserve(n - 1);
-    for (unsigned i = 1; i < n; ++i) pool.emplace_back([this] { Worker(); });
+    for (unsigned i = 1; i < n; ++i) {
+      // Under a pid limit (containers, prlimit --nproc) a thread may not start: go on with those
+      // that did (this thread always works too) rather than unwind past joinable threads.
+      try {
+        pool.emplace_back([this] { Worker(); });
+      } catch (const std::system_error&) {
+        break;
+      }
+    }
     Worker();
     for (auto& t : pool) t.join();
     if (fatal_.set()) {

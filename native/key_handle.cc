@@ -13,8 +13,6 @@ constexpr napi_type_tag kKeyTag = {0x5ea1ed7e2502c0deULL, 0x6b65792d68616e64ULL}
 
 class KeyHandle : public Napi::ObjectWrap<KeyHandle> {
  public:
-  static Napi::FunctionReference* constructor;
-
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeKeyHandle",
                        {InstanceMethod<&KeyHandle::Release>("release"),
@@ -31,6 +29,8 @@ class KeyHandle : public Napi::ObjectWrap<KeyHandle> {
     info.This().As<Napi::Object>().TypeTag(&kKeyTag);
   }
 
+  static KeyHandle* Unwrap(Napi::Object self) { return UnwrapTagged<KeyHandle>(self, &kKeyTag, "NativeKeyHandle"); }
+
   std::shared_ptr<SecureRegion> key() const { return key_; }
 
  private:
@@ -43,8 +43,6 @@ class KeyHandle : public Napi::ObjectWrap<KeyHandle> {
 
   std::shared_ptr<SecureRegion> key_;
 };
-
-Napi::FunctionReference* KeyHandle::constructor = nullptr;
 
 // keyImport(bytes: Uint8Array(32)): copies the key into secure memory and wipes the source.
 Napi::Value KeyImport(const Napi::CallbackInfo& info) {
@@ -65,13 +63,12 @@ Napi::Value KeyImport(const Napi::CallbackInfo& info) {
   std::memcpy(region->data(), src.Data(), kDataKeyBytes);
   OPENSSL_cleanse(src.Data(), kDataKeyBytes);
   Napi::External<std::shared_ptr<SecureRegion>> ext = Napi::External<std::shared_ptr<SecureRegion>>::New(env, &region);
-  return KeyHandle::constructor->New({ext});
+  return Constructor(env, "NativeKeyHandle").New({ext});
 }
 
 void Init(Napi::Env env, Napi::Object exports) {
   Napi::Function cls = KeyHandle::Define(env);
-  // One addon instance per process in practice; leaked on purpose (lives as long as the module).
-  KeyHandle::constructor = new Napi::FunctionReference(Napi::Persistent(cls));
+  SetConstructor(env, "NativeKeyHandle", cls);
   exports.Set("NativeKeyHandle", cls);
   exports.Set("keyImport", Napi::Function::New(env, KeyImport, "keyImport"));
 }

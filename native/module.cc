@@ -1,5 +1,7 @@
 #include "module.h"
 
+#include <map>
+#include <string>
 #include <vector>
 
 namespace sealed {
@@ -16,9 +18,23 @@ std::vector<Entry>& Registry() {
   return entries;
 }
 
+// One per environment, owned by it (napi instance data): deleted when that environment ends.
+struct InstanceData {
+  std::map<std::string, Napi::FunctionReference> constructors;
+};
+
 }  // namespace
 
+void SetConstructor(Napi::Env env, const char* name, Napi::Function cls) {
+  env.GetInstanceData<InstanceData>()->constructors[name] = Napi::Persistent(cls);
+}
+
+Napi::Function Constructor(Napi::Env env, const char* name) {
+  return env.GetInstanceData<InstanceData>()->constructors.at(name).Value();
+}
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new InstanceData());
   Napi::Array modules = Napi::Array::New(env);
   uint32_t i = 0;
   for (const Entry& entry : Registry()) {

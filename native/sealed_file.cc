@@ -51,9 +51,12 @@ uint16_t Le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8)
 uint32_t Le32(const uint8_t* p) { return Le16(p) | static_cast<uint32_t>(Le16(p + 2)) << 16; }
 uint64_t Le64(const uint8_t* p) { return Le32(p) | static_cast<uint64_t>(Le32(p + 4)) << 32; }
 
+// Tags our sealed-file objects: methods check it on `this` (UnwrapTagged).
+constexpr napi_type_tag kFileTag = {0x5ea1ed5ea1edf11eULL, 0x6e61746976656669ULL};
+
 class SealedFileObject : public Napi::ObjectWrap<SealedFileObject> {
  public:
-  static Napi::FunctionReference* constructor;
+  static SealedFileObject* Unwrap(Napi::Object self) { return UnwrapTagged<SealedFileObject>(self, &kFileTag, "NativeSealedFile"); }
 
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeSealedFile",
@@ -68,6 +71,7 @@ class SealedFileObject : public Napi::ObjectWrap<SealedFileObject> {
       throw MakeError(info.Env(), "ERR_INVALID_ARGUMENT", "use sealedOpen() to open a sealed file");
     }
     state_ = *info[0].As<Napi::External<std::shared_ptr<FileState>>>().Data();
+    info.This().As<Napi::Object>().TypeTag(&kFileTag);
   }
 
  private:
@@ -92,8 +96,6 @@ class SealedFileObject : public Napi::ObjectWrap<SealedFileObject> {
   std::shared_ptr<FileState> state_;
 };
 
-Napi::FunctionReference* SealedFileObject::constructor = nullptr;
-
 // Open job: header (must equal the bytes the TypeScript front validated), file length, key
 // commitment, table. Subkeys are derived into secure memory; only the payload key is kept.
 class OpenJob : public PromiseWorker {
@@ -108,10 +110,18 @@ class OpenJob : public PromiseWorker {
   void Run() override {
     auto st = std::make_shared<FileState>();
     st->path = path_;
-    st->fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: a FIFO (or a tty, a device) at the path must not block this threadpool thread
+    // in open(); it is refused below. Reads of a regular file ignore the flag.
+    st->fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (st->fd < 0) throw SealedError("ERR_IO", ErrnoText("cannot open " + path_ + " (check the path and permissions)", errno));
     struct stat sb {};
     if (fstat(st->fd, &sb) != 0) throw SealedError("ERR_IO", ErrnoText("stat " + path_, errno));
+    if (!S_ISREG(sb.st_mode)) {
+      const char* kind = S_ISFIFO(sb.st_mode) ? "a FIFO (named pipe)" : S_ISDIR(sb.st_mode) ? "a folder"
+                       : S_ISCHR(sb.st_mode) ? "a character device" : S_ISBLK(sb.st_mode) ? "a block device"
+                       : S_ISSOCK(sb.st_mode) ? "a socket" : "not a regular file";
+      throw SealedError("ERR_IO", path_ + " is " + kind + ", not a regular file: pass the path of a sealed model file");
+    }
     st->file_size = static_cast<uint64_t>(sb.st_size);
 
     const size_t hl = expected_header_.size();
@@ -156,7 +166,7 @@ class OpenJob : public PromiseWorker {
   Napi::Value Resolve(Napi::Env env) override {
     Napi::Object out = Napi::Object::New(env);
     auto ext = Napi::External<std::shared_ptr<FileState>>::New(env, &state_);
-    out.Set("file", SealedFileObject::constructor->New({ext}));
+    out.Set("file", Constructor(env, "NativeSealedFile").New({ext}));
     out.Set("header", Napi::Buffer<uint8_t>::Copy(env, state_->header.data(), state_->header.size()));
     out.Set("fileSize", static_cast<double>(state_->file_size));
     out.Set("table", Napi::Buffer<uint8_t>::Copy(env, table_->data(), table_plain_));
@@ -218,7 +228,7 @@ Napi::Value SealedOpen(const Napi::CallbackInfo& info) {
 
 void Init(Napi::Env env, Napi::Object exports) {
   Napi::Function cls = SealedFileObject::Define(env);
-  SealedFileObject::constructor = new Napi::FunctionReference(Napi::Persistent(cls));
+  SetConstructor(env, "NativeSealedFile", cls);
   exports.Set("sealedOpen", Napi::Function::New(env, SealedOpen, "sealedOpen"));
 }
 

@@ -143,9 +143,12 @@ void SecureRegion::PopulateRange(size_t offset, size_t length) {
   size_t from = offset / page * page;
   size_t to = std::min(mapped_, (offset + length + page - 1) / page * page);
   if (to <= from) return;
-  // One call instead of a fault per page; where the kernel lacks it (< 5.14), touch the pages.
-  if (madvise(data_ + from, to - from, MADV_POPULATE_WRITE) == 0) return;
-  for (size_t at = from; at < to; at += page) reinterpret_cast<volatile uint8_t*>(data_)[at] = 0;
+  // One call instead of a fault per page. Where it fails (kernels before 5.14), nothing is touched
+  // here: the first and last pages may hold another chunk's finished plaintext, so the job's own
+  // writes fault the pages in (MLOCK_ONFAULT locks each one as it arrives).
+  static std::atomic<bool> unsupported{false};
+  if (unsupported.load(std::memory_order_relaxed)) return;
+  if (madvise(data_ + from, to - from, MADV_POPULATE_WRITE) != 0 && errno == EINVAL) unsupported = true;
 }
 
 SecureRegion::~SecureRegion() {

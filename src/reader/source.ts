@@ -1,5 +1,6 @@
-import { open, type FileHandle } from 'node:fs/promises';
-import { IoError, TruncatedError } from '../errors.js';
+import type { FileHandle } from 'node:fs/promises';
+import { TruncatedError } from '../errors.js';
+import { openRegularFile } from '../regular-file.js';
 
 /** Random-access bytes of one sealed file: a local file today, an HTTP range source later. */
 export interface ByteSource {
@@ -18,14 +19,7 @@ export class FileSource implements ByteSource {
   ) {}
 
   static async open(path: string): Promise<FileSource> {
-    let fh: FileHandle;
-    try {
-      fh = await open(path, 'r');
-    } catch (cause) {
-      const e = cause as NodeJS.ErrnoException;
-      throw new IoError(`cannot open ${path} (${e.code ?? e.message}): check the path and permissions`, { cause });
-    }
-    const { size } = await fh.stat();
+    const { fh, size } = await openRegularFile(path, 'pass the path of a sealed model file or folder');
     return new FileSource(fh, size, path);
   }
 

@@ -22,7 +22,11 @@ import { nodeBackend, type CryptoBackend } from '../crypto/backend.js';
 import { TensorDigest } from '../crypto/digest.js';
 import { deriveFileKeys } from '../crypto/file-keys.js';
 import { TABLE_NONCE, chunkNonce } from '../crypto/stream.js';
+import { openRegularFile } from '../regular-file.js';
 import { MAX_SAFETENSORS_HEADER, parseHeaderLength, parseSafetensorsHeader, type SafetensorsLayout } from './safetensors.js';
+
+/** What seal expected instead of a FIFO, device or folder. */
+export const SAFETENSORS_HINT = 'seal reads a .safetensors file (or a folder of shards with their index)';
 
 export interface SealOptions {
   dataKey: Uint8Array;
@@ -112,7 +116,7 @@ export async function sealSafetensors(
   o: ResolvedOptions,
   placement: ShardPlacement,
 ): Promise<SealedFileSummary> {
-  const input = await openOrThrow(inputPath, 'r');
+  const { fh: input } = await openRegularFile(inputPath, SAFETENSORS_HINT);
   try {
     const st = await readSafetensorsLayout(input, inputPath);
     return await writeSealedFile(outputPath, o, placement, st.dataLength, {

@@ -1,4 +1,4 @@
-import { mkdir, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import { toHex } from '../bytes.js';
@@ -6,8 +6,9 @@ import { IoError, SafetensorsError } from '../errors.js';
 import { BUNDLE_ID_LENGTH, FileKind, MAX_SHARDS } from '../format/constants.js';
 import type { ShardEntry } from '../format/table.js';
 import { parseShardIndex } from './safetensors.js';
+import { readRegularFile, openRegularFile } from '../regular-file.js';
 import {
-  openOrThrow,
+  SAFETENSORS_HINT,
   readSafetensorsLayout,
   resolveSealOptions,
   sealIndexFile,
@@ -47,13 +48,13 @@ export async function findIndexFile(dir: string): Promise<string> {
 export async function sealModelDirectory(inputDir: string, outputDir: string, options: SealOptions): Promise<SealedModelSummary> {
   const o = resolveSealOptions(options);
   const indexPath = await findIndexFile(inputDir);
-  const indexBytes = await readFile(indexPath);
+  const indexBytes = await readRegularFile(indexPath, SAFETENSORS_HINT);
   const index = parseShardIndex(indexBytes);
   if (index.shardFiles.length > MAX_SHARDS) throw new SafetensorsError(`more than ${MAX_SHARDS} shards`);
 
   // Every tensor the index names must be in its shard, and every shard tensor must be indexed.
   for (const file of index.shardFiles) {
-    const fh = await openOrThrow(join(inputDir, file), 'r');
+    const { fh } = await openRegularFile(join(inputDir, file), SAFETENSORS_HINT);
     try {
       const layout = await readSafetensorsLayout(fh, join(inputDir, file));
       const inShard = new Set(layout.tensors.map((t) => t.name));
