@@ -67,6 +67,7 @@ describe('TDX real vectors', () => {
       'tdx.pck_chain',
       'tdx.tcb_info',
       'tdx.tcb_level',
+      'tdx.module',
       'tdx.module_identity',
       'tdx.qe_identity',
       'tdx.crl',
