@@ -190,6 +190,12 @@ export class EvidenceChainError extends SealedTensorsError {
   }
 }
 
+/**
+ * The vendor has revoked what signed or describes the evidence (a certificate on a CRL, a TCB level
+ * marked Revoked). Code ERR_EVIDENCE_CHAIN, like any untrusted chain; no policy can accept it.
+ */
+export class EvidenceRevokedError extends EvidenceChainError {}
+
 /** A policy file is invalid, or a policy denied the evidence. */
 export class PolicyError extends SealedTensorsError {
   static readonly code = 'ERR_POLICY';

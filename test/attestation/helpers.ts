@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
@@ -6,11 +6,8 @@ import { SealedTensorsError, type ErrorCode } from '../../src/errors.js';
 import { parseCertificates } from '../../src/attestation/certs.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** ../shared/vectors/attestation relative to the repository root (test/attestation -> ../..). */
-export const VECTORS = resolve(here, '../../../shared/vectors/attestation');
-export const HAVE_VECTORS = existsSync(join(VECTORS, 'README.md'));
-export const SKIP_REASON = `attestation vectors not found at ${VECTORS}; real-evidence tests skipped`;
-if (!HAVE_VECTORS) console.warn(SKIP_REASON);
+/** Real evidence committed with the tests (provenance in each folder's README.md). */
+export const VECTORS = resolve(here, '../vectors/attestation');
 
 export function vec(path: string): Uint8Array {
   return new Uint8Array(readFileSync(join(VECTORS, path)));

@@ -8,7 +8,7 @@ import { AWS_NITRO_ROOT_G1 } from '../../src/attestation/roots.js';
 import { fingerprint } from '../../src/attestation/certs.js';
 import { DEFAULT_POLICY, validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
-import { certs, flip, HAVE_VECTORS, outcome, SKIP_REASON, typedError, vec } from './helpers.js';
+import { certs, flip, outcome, typedError, vec } from './helpers.js';
 
 // Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
 vi.setConfig({ testTimeout: 300_000 });
@@ -67,7 +67,7 @@ describe('Nitro documents made by the test (chain logic)', () => {
   });
 });
 
-describe.skipIf(!HAVE_VECTORS)(`Nitro real vectors${HAVE_VECTORS ? '' : ` (skipped: ${SKIP_REASON})`}`, () => {
+describe('Nitro real vectors', () => {
   it('the pinned root is AWS_NitroEnclaves_Root-G1 and is cabundle[0] of both documents', () => {
     expect(fingerprint(certs('nitro/aws_nitro_enclaves_root_g1.pem')[0]!)).toBe(AWS_NITRO_ROOT_G1.sha256);
     for (const d of [D1, D2]) {

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { webcrypto, type X509Certificate } from 'node:crypto';
 import * as px509 from '@peculiar/x509';
-import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
+import { EvidenceChainError, EvidenceFormatError, EvidenceRevokedError, EvidenceSignatureError } from '../../errors.js';
 import { hex } from '../bin.js';
 import { commonName, parseCertificates, publicKeyOf, verifyChain } from '../certs.js';
 import { TCB_STATUSES_BEST_FIRST, type Check, type TcbStatus } from '../types.js';
@@ -33,7 +33,14 @@ export type { TcbStatus } from '../types.js';
 const STATUS_ORDER: readonly TcbStatus[] = TCB_STATUSES_BEST_FIRST;
 
 export interface TdxCollateralResult {
+  /**
+   * The worst of platform, QE and module status, only when the whole collateral was given and
+   * checked (TCB info, QE identity, a PCK CA CRL covering the PCK certificate and the root CA CRL);
+   * otherwise NotEvaluated, since a status from part of the collateral can hide a revocation.
+   */
   status: TcbStatus;
+  /** The parts of the collateral that were not given; empty when the status is meaningful. */
+  missing: string[];
   platformStatus: TcbStatus;
   qeStatus: TcbStatus;
   moduleStatus?: TcbStatus;
@@ -175,6 +182,24 @@ function maskedEqual(a: Uint8Array, b: Uint8Array, mask: Uint8Array): boolean {
   return true;
 }
 
+/** Strict hex: Buffer.from(..., 'hex') would silently drop a bad tail. */
+function hexBytes(v: unknown, bytes: number, where: string): Uint8Array {
+  if (typeof v !== 'string' || v.length !== bytes * 2 || !/^[0-9a-fA-F]*$/.test(v)) fail(`${where} must be ${bytes} bytes of hex`);
+  return new Uint8Array(Buffer.from(v, 'hex'));
+}
+
+function checkModule(m: Record<string, unknown>, id: string, quote: TdxQuote): void {
+  const mrSigner = hexBytes(m.mrsigner, 48, `TCB info ${id}.mrsigner`);
+  if (Buffer.compare(mrSigner, quote.body.mrSignerSeam) !== 0) {
+    throw new EvidenceChainError(`TDX module MRSIGNERSEAM ${hex(quote.body.mrSignerSeam)} is not ${id}'s ${hex(mrSigner)}: the TDX module is not Intel's`);
+  }
+  const attrs = hexBytes(m.attributes, 8, `TCB info ${id}.attributes`);
+  const mask = hexBytes(m.attributesMask, 8, `TCB info ${id}.attributesMask`);
+  if (!maskedEqual(quote.body.seamAttributes, attrs, mask)) {
+    throw new EvidenceChainError(`TDX module SEAMATTRIBUTES ${hex(quote.body.seamAttributes)} do not match ${id}`);
+  }
+}
+
 function u32le(n: number): Uint8Array {
   const b = new Uint8Array(4);
   new DataView(b.buffer).setUint32(0, n, true);
@@ -185,7 +210,7 @@ function u32le(n: number): Uint8Array {
 export async function evaluateTdxCollateral(c: TdxCollateral, ctx: Ctx): Promise<TdxCollateralResult> {
   const checks: Check[] = [];
   const pool = [...c.certificates, ...ctx.pckPath, ...ctx.extraCertificates];
-  const result: TdxCollateralResult = { status: 'NotEvaluated', platformStatus: 'NotEvaluated', qeStatus: 'NotEvaluated', advisoryIds: [], checks };
+  const result: TdxCollateralResult = { status: 'NotEvaluated', missing: [], platformStatus: 'NotEvaluated', qeStatus: 'NotEvaluated', advisoryIds: [], checks };
 
   if (c.tcbInfo) {
     const t = verifySigned(c.tcbInfo, 'TCB info', ctx, pool);
@@ -224,19 +249,18 @@ export async function evaluateTdxCollateral(c: TdxCollateral, ctx: Ctx): Promise
     result.platformStatus = platform;
     checks.push({ check: 'tdx.tcb_level', ok: true, detail: `platform TCB level ${result.tcbDate}: ${platform}` });
 
+    // The SEAM module's signer and attributes are pinned by tdxModule for every module version,
+    // not only for the versions that also have a tdxModuleIdentities entry.
+    const mod = t.tdxModule as Record<string, unknown> | undefined;
+    if (typeof mod !== 'object' || mod === null) fail('TCB info lacks tdxModule (the TDX module signer and attributes)');
+    checkModule(mod, 'tdxModule', ctx.quote);
+    checks.push({ check: 'tdx.module', ok: true, detail: 'MRSIGNERSEAM and SEAMATTRIBUTES match the TCB info tdxModule' });
+
     if (from === 2) {
       const id = `TDX_${moduleMajor.toString(16).padStart(2, '0').toUpperCase()}`;
       const ident = (t.tdxModuleIdentities as Record<string, unknown>[]).find((m) => String(m.id).toUpperCase() === id);
       if (!ident) throw new EvidenceChainError(`TDX TCB info has no module identity ${id} for this TDX module`);
-      const mrSigner = Buffer.from(String(ident.mrsigner), 'hex');
-      if (Buffer.compare(mrSigner, Buffer.from(ctx.quote.body.mrSignerSeam)) !== 0) {
-        throw new EvidenceChainError(`TDX module MRSIGNERSEAM ${hex(ctx.quote.body.mrSignerSeam)} is not ${id}'s ${mrSigner.toString('hex')}`);
-      }
-      const attrs = Buffer.from(String(ident.attributes), 'hex');
-      const mask = Buffer.from(String(ident.attributesMask), 'hex');
-      if (!maskedEqual(ctx.quote.body.seamAttributes, attrs, mask)) {
-        throw new EvidenceChainError(`TDX module SEAMATTRIBUTES ${hex(ctx.quote.body.seamAttributes)} do not match ${id}`);
-      }
+      checkModule(ident, id, ctx.quote);
       const mLevels = Array.isArray(ident.tcbLevels) ? (ident.tcbLevels as Record<string, unknown>[]) : [];
       const lvl = mLevels.find((l) => tee[0]! >= Number((l.tcb as Record<string, unknown> | undefined)?.isvsvn));
       if (!lvl) throw new EvidenceChainError(`TDX module SVN ${tee[0]} is below every ${id} level`);
@@ -267,6 +291,8 @@ export async function evaluateTdxCollateral(c: TdxCollateral, ctx: Ctx): Promise
     checks.push({ check: 'tdx.qe_identity', ok: true, detail: `QE identity signed by Intel; ISVSVN ${qe.isvSvn}: ${result.qeStatus}` });
   }
 
+  // Which certificates of the PCK path (leaf 0, then CAs below the root) a checked CRL covered.
+  const coveredAt = new Set<number>();
   for (const [i, der] of c.crls.entries()) {
     let crl: px509.X509Crl;
     try {
@@ -286,13 +312,14 @@ export async function evaluateTdxCollateral(c: TdxCollateral, ctx: Ctx): Promise
     }
     // The CRL covers the certificates its issuer signed; say how many, so an unrelated CRL is visible.
     let covered = 0;
-    for (const cert of ctx.pckPath) {
+    for (const [k, cert] of ctx.pckPath.entries()) {
       // A root is not revoked by its own CRL; its trust comes from pinning.
       if (cert.raw.equals(issuer.raw) || cert.issuer !== issuer.subject || !cert.verify(issuer.publicKey)) continue;
       covered++;
+      coveredAt.add(k);
       if (crl.findRevoked(new px509.X509Certificate(cert.raw))) {
         result.platformStatus = 'Revoked';
-        throw new EvidenceChainError(`TDX certificate "${commonName(cert)}" serial ${cert.serialNumber} is revoked by "${crl.issuer}"; this platform must not be trusted`);
+        throw new EvidenceRevokedError(`TDX certificate "${commonName(cert)}" serial ${cert.serialNumber} is revoked by "${crl.issuer}"; this platform must not be trusted`);
       }
     }
     checks.push({
@@ -302,6 +329,15 @@ export async function evaluateTdxCollateral(c: TdxCollateral, ctx: Ctx): Promise
     });
   }
 
-  result.status = c.tcbInfo ? worst(result.platformStatus, result.qeStatus, result.moduleStatus ?? 'UpToDate') : 'NotEvaluated';
+  // Revoked is never acceptable, whatever the policy or the rest of the collateral says.
+  for (const [what, st] of [['platform TCB', result.platformStatus], ['quoting enclave', result.qeStatus], ['TDX module', result.moduleStatus]] as const) {
+    if (st === 'Revoked') throw new EvidenceRevokedError(`TDX ${what} status is Revoked in Intel's collateral; this platform must not be trusted`);
+  }
+  if (!c.tcbInfo) result.missing.push('TCB info');
+  if (!c.qeIdentity) result.missing.push('QE identity');
+  if (!coveredAt.has(0)) result.missing.push('a PCK CA CRL covering the PCK certificate');
+  // Every CA below the root is covered by its issuer's CRL (for Intel: the root CA CRL).
+  for (let k = 1; k < ctx.pckPath.length - 1; k++) if (!coveredAt.has(k)) result.missing.push(`a CRL covering "${commonName(ctx.pckPath[k]!)}"`);
+  result.status = result.missing.length === 0 ? worst(result.platformStatus, result.qeStatus, result.moduleStatus ?? 'UpToDate') : 'NotEvaluated';
   return result;
 }

@@ -17,6 +17,34 @@ const TD10_BODY_SIZE = 584;
 const TD15_BODY_SIZE = 648;
 const QE_REPORT_SIZE = 384;
 
+/**
+ * Intel's TD quoting enclave as Intel's PCS QE identity (id TD_QE) describes it; the same values in
+ * the 2023 and 2025 identities among the test vectors. Checked when no signed QE identity is given,
+ * so that without collateral the QE report is still known to come from Intel's production QE.
+ */
+export const INTEL_TD_QE_IDENTITY = {
+  mrSigner: 'dc9e2a7c6f948f17474e34a7fc43ed030f7c1563f1babddf6340c82e0e54a8c5',
+  isvProdId: 2,
+  miscSelect: 0,
+  miscSelectMask: 0xffffffff,
+  /** INIT and MODE64BIT set; DEBUG (bit 1) must be clear. */
+  attributes: '11000000000000000000000000000000',
+  attributesMask: 'fbffffffffffffff0000000000000000',
+} as const;
+
+function checkPinnedQe(qe: QeReport): void {
+  const id = INTEL_TD_QE_IDENTITY;
+  const problems: string[] = [];
+  if (hex(qe.mrSigner) !== id.mrSigner) problems.push(`MRSIGNER ${hex(qe.mrSigner)} is not Intel's ${id.mrSigner}`);
+  if (qe.isvProdId !== id.isvProdId) problems.push(`ISVPRODID ${qe.isvProdId} is not ${id.isvProdId}`);
+  if (((qe.miscSelect ^ id.miscSelect) & id.miscSelectMask) !== 0) problems.push(`MISCSELECT 0x${qe.miscSelect.toString(16)} is not 0x${id.miscSelect.toString(16)}`);
+  if (qe.attributes[0]! & 0x02) problems.push('the QE runs in debug mode (ATTRIBUTES.DEBUG set)');
+  const want = Buffer.from(id.attributes, 'hex');
+  const mask = Buffer.from(id.attributesMask, 'hex');
+  if (qe.attributes.some((b, i) => (b & mask[i]!) !== (want[i]! & mask[i]!))) problems.push(`ATTRIBUTES ${hex(qe.attributes)} are not ${id.attributes} under mask ${id.attributesMask}`);
+  if (problems.length) throw new EvidenceChainError(`TDX quoting enclave is not Intel's production TD QE: ${problems.join('; ')}`);
+}
+
 export interface TdReportBody {
   teeTcbSvn: Uint8Array;
   mrSeam: Uint8Array;
@@ -269,6 +297,10 @@ export async function verifyTdxQuote(bytes: Uint8Array, opts: TdxVerifyOptions =
     throw new EvidenceSignatureError('TDX QE report signature does not verify with the PCK certificate: the QE report or PCK chain was modified');
   }
   checks.push({ check: 'tdx.qe_report_signature', ok: true, detail: 'QE report signed by the PCK key' });
+  if (!opts.collateral?.qeIdentity) {
+    checkPinnedQe(quote.qeReport);
+    checks.push({ check: 'tdx.qe_pinned', ok: true, detail: "QE is Intel's production TD QE (pinned MRSIGNER, ISVPRODID, MISCSELECT, non-debug ATTRIBUTES)" });
+  }
 
   const pool = [...chain, ...(opts.certificates ?? [])];
   const trusted = rootSet(opts.trustedRoots ?? DEFAULT_ROOTS.tdx);
@@ -301,7 +333,9 @@ export function tdxClaims(quote: TdxQuote, pck: PckExtensions, collateral?: TdxC
   };
   b.teeTcbSvn.forEach((v, i) => (tcb[`teeTcbSvn${i}`] = v));
   if (collateral) {
+    // NotEvaluated unless the whole collateral was checked; a policy on tcbStatus then denies.
     tcb.tcbStatus = collateral.status;
+    if (collateral.missing.length) tcb.collateralMissing = collateral.missing.join('; ');
     tcb.platformTcbStatus = collateral.platformStatus;
     tcb.qeTcbStatus = collateral.qeStatus;
     if (collateral.moduleStatus) tcb.tdxModuleTcbStatus = collateral.moduleStatus;
