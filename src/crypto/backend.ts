@@ -62,12 +62,15 @@ export const nodeBackend: CryptoBackend = {
     const out = new Uint8Array(bodyLength);
     const body = d.update(sealed.subarray(0, bodyLength));
     out.set(body, 0);
+    // OpenSSL's output is a copy of its own: wipe it, so `out` is the only plaintext left.
+    body.fill(0);
     try {
-      out.set(d.final(), body.length);
+      const rest = d.final();
+      out.set(rest, body.length);
+      rest.fill(0);
     } catch (cause) {
       // Unauthenticated plaintext never leaves this function.
       out.fill(0);
-      body.fill(0);
       throw authFailed(cause);
     }
     return out;

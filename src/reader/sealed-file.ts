@@ -108,8 +108,14 @@ export class SealedFileReader {
           { cause },
         );
       }
-      const tensorTable = header.kind === FileKind.INDEX ? null : parseTensorTable(tablePlain, header.payloadLength);
-      const indexTable = header.kind === FileKind.INDEX ? parseIndexTable(tablePlain, header.shardCount) : null;
+      let tensorTable: TensorTable | null;
+      let indexTable: IndexTable | null;
+      try {
+        tensorTable = header.kind === FileKind.INDEX ? null : parseTensorTable(tablePlain, header.payloadLength);
+        indexTable = header.kind === FileKind.INDEX ? parseIndexTable(tablePlain, header.shardCount) : null;
+      } finally {
+        wipe(tablePlain); // names and shapes are confidential too; the parsed table is all we keep
+      }
       const reader = new SealedFileReader(source, ownsSource, backend, keys, header, headerDigest, layout, tensorTable, indexTable);
       // An index carries no tensor data, but its one empty chunk is authenticated all the same,
       // so every byte of an index file is checked by the time it is trusted.
@@ -150,14 +156,17 @@ export class SealedFileReader {
       if (range) {
         let i = range.first;
         for await (const plain of this.openChunks(range.first, range.last)) {
-          const chunkStart = i++ * this.layout.chunkSize;
-          const a = Math.max(entry.begin, chunkStart);
-          const b = Math.min(entry.end, chunkStart + plain.length);
-          const piece = plain.subarray(a - chunkStart, b - chunkStart);
-          out.set(piece, a - entry.begin);
-          digest.update(piece);
-          digest.endLeaf();
-          wipe(plain);
+          try {
+            const chunkStart = i++ * this.layout.chunkSize;
+            const a = Math.max(entry.begin, chunkStart);
+            const b = Math.min(entry.end, chunkStart + plain.length);
+            const piece = plain.subarray(a - chunkStart, b - chunkStart);
+            out.set(piece, a - entry.begin);
+            digest.update(piece);
+            digest.endLeaf();
+          } finally {
+            wipe(plain);
+          }
         }
       }
       this.checkDigest(entry, digest);
@@ -180,29 +189,32 @@ export class SealedFileReader {
       for await (const plain of this.openChunks(0, count - 1)) {
         const chunkStart = i++ * this.layout.chunkSize;
         const chunkEnd = chunkStart + plain.length;
-        while (true) {
-          if (pending === null) {
-            if (next >= tensors.length) break;
-            const entry = tensors[next]!;
-            if (entry.begin >= chunkEnd && entry.end > entry.begin) break;
-            next++;
-            pending = { entry, data: new Uint8Array(entry.end - entry.begin), digest: new TensorDigest(this.backend) };
+        try {
+          while (true) {
+            if (pending === null) {
+              if (next >= tensors.length) break;
+              const entry = tensors[next]!;
+              if (entry.begin >= chunkEnd && entry.end > entry.begin) break;
+              next++;
+              pending = { entry, data: new Uint8Array(entry.end - entry.begin), digest: new TensorDigest(this.backend) };
+            }
+            const { entry, data, digest } = pending;
+            const a = Math.max(entry.begin, chunkStart);
+            const b = Math.min(entry.end, chunkEnd);
+            if (b > a) {
+              const piece = plain.subarray(a - chunkStart, b - chunkStart);
+              data.set(piece, a - entry.begin);
+              digest.update(piece);
+              digest.endLeaf();
+            }
+            if (entry.end > chunkEnd) break; // continues in the next chunk
+            this.checkDigest(entry, digest);
+            ready.push({ info: toInfo(entry), data });
+            pending = null;
           }
-          const { entry, data, digest } = pending;
-          const a = Math.max(entry.begin, chunkStart);
-          const b = Math.min(entry.end, chunkEnd);
-          if (b > a) {
-            const piece = plain.subarray(a - chunkStart, b - chunkStart);
-            data.set(piece, a - entry.begin);
-            digest.update(piece);
-            digest.endLeaf();
-          }
-          if (entry.end > chunkEnd) break; // continues in the next chunk
-          this.checkDigest(entry, digest);
-          ready.push({ info: toInfo(entry), data });
-          pending = null;
+        } finally {
+          wipe(plain);
         }
-        wipe(plain);
         while (ready.length > 0) yield ready.shift()!;
       }
     } finally {
@@ -235,20 +247,23 @@ export class SealedFileReader {
     };
     let i = 0;
     for await (const plain of this.openChunks(0, count - 1)) {
-      const chunkStart = i++ * this.layout.chunkSize;
-      const chunkEnd = chunkStart + plain.length;
-      finishEmptyTensors();
-      while (t < tensors.length && tensors[t]!.begin < chunkEnd) {
-        const entry = tensors[t]!;
-        const piece = plain.subarray(Math.max(entry.begin, chunkStart) - chunkStart, Math.min(entry.end, chunkEnd) - chunkStart);
-        tree.update(piece);
-        tree.endLeaf();
-        plainHash.update(piece);
-        if (entry.end > chunkEnd) break;
-        finish();
+      try {
+        const chunkStart = i++ * this.layout.chunkSize;
+        const chunkEnd = chunkStart + plain.length;
         finishEmptyTensors();
+        while (t < tensors.length && tensors[t]!.begin < chunkEnd) {
+          const entry = tensors[t]!;
+          const piece = plain.subarray(Math.max(entry.begin, chunkStart) - chunkStart, Math.min(entry.end, chunkEnd) - chunkStart);
+          tree.update(piece);
+          tree.endLeaf();
+          plainHash.update(piece);
+          if (entry.end > chunkEnd) break;
+          finish();
+          finishEmptyTensors();
+        }
+      } finally {
+        wipe(plain);
       }
-      wipe(plain);
     }
     finishEmptyTensors();
     if (results.length !== tensors.length) throw new FormatError('the tensor table does not cover the payload (reader bug or damaged table)');

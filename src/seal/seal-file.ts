@@ -36,9 +36,15 @@ export interface SealOptions {
   /** Replace an existing output; without it an existing output is an error. */
   overwrite?: boolean;
   backend?: CryptoBackend;
-  /** Reproducible test vectors only: a sealed file's salt must otherwise be fresh randomness. */
-  randomBytes?: (n: number) => Uint8Array;
 }
+
+/**
+ * Where salts and bundle ids come from. Not a public option: a constant source would repeat
+ * salts, hence (subkey, nonce) pairs, and leak GCM's authentication key. Only the reproducible
+ * test vectors pass another source, through the internal `*Resolved` entry points.
+ */
+export type RandomSource = (n: number) => Uint8Array;
+const systemRandom: RandomSource = (n) => new Uint8Array(nodeRandomBytes(n));
 
 export interface ShardPlacement {
   kind: FileKindId;
@@ -53,17 +59,21 @@ export interface SealedFileSummary {
   headerDigest: string;
 }
 
-interface ResolvedOptions {
+export interface ResolvedOptions {
   dataKey: Uint8Array;
   keyId: string;
   suite: SuiteId;
   chunkSize: number;
   overwrite: boolean;
   backend: CryptoBackend;
-  randomBytes: (n: number) => Uint8Array;
+  randomBytes: RandomSource;
 }
 
-export function resolveSealOptions(o: SealOptions): ResolvedOptions {
+export function resolveSealOptions(o: SealOptions, randomBytes: RandomSource = systemRandom): ResolvedOptions {
+  // A JavaScript caller can still pass it: refuse rather than silently use the CSPRNG instead.
+  if (Object.hasOwn(o, 'randomBytes')) {
+    throw new InvalidArgumentError('randomBytes is not a seal option: salts and bundle ids always come from the system CSPRNG');
+  }
   assertBytes(o.dataKey, 'dataKey', DATA_KEY_LENGTH);
   validateKeyId(o.keyId);
   const suite = o.suite ?? Suite.AES_256_GCM;
@@ -79,13 +89,17 @@ export function resolveSealOptions(o: SealOptions): ResolvedOptions {
     chunkSize,
     overwrite: o.overwrite ?? false,
     backend: o.backend ?? nodeBackend,
-    randomBytes: o.randomBytes ?? ((n) => new Uint8Array(nodeRandomBytes(n))),
+    randomBytes,
   };
 }
 
 /** Seal one `.safetensors` file into one sealed model file. */
 export async function sealFile(inputPath: string, outputPath: string, options: SealOptions): Promise<SealedFileSummary> {
-  const o = resolveSealOptions(options);
+  return sealFileResolved(inputPath, outputPath, resolveSealOptions(options));
+}
+
+/** Internal (not exported by the package): `sealFile` with options already resolved. */
+export async function sealFileResolved(inputPath: string, outputPath: string, o: ResolvedOptions): Promise<SealedFileSummary> {
   const placement: ShardPlacement = {
     kind: FileKind.MODEL,
     shardIndex: 0,

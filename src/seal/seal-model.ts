@@ -13,6 +13,7 @@ import {
   resolveSealOptions,
   sealIndexFile,
   sealSafetensors,
+  type ResolvedOptions,
   type SealOptions,
   type SealedFileSummary,
 } from './seal-file.js';
@@ -46,7 +47,11 @@ export async function findIndexFile(dir: string): Promise<string> {
  * that pins every shard's header digest. The folder appears complete or not at all.
  */
 export async function sealModelDirectory(inputDir: string, outputDir: string, options: SealOptions): Promise<SealedModelSummary> {
-  const o = resolveSealOptions(options);
+  return sealModelDirectoryResolved(inputDir, outputDir, resolveSealOptions(options));
+}
+
+/** Internal (not exported by the package): `sealModelDirectory` with options already resolved. */
+export async function sealModelDirectoryResolved(inputDir: string, outputDir: string, o: ResolvedOptions): Promise<SealedModelSummary> {
   const indexPath = await findIndexFile(inputDir);
   const indexBytes = await readRegularFile(indexPath, SAFETENSORS_HINT);
   const index = parseShardIndex(indexBytes);

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { sealFile } from '../../src/seal/seal-file.js';
+import { resolveSealOptions, sealFile, sealFileResolved } from '../../src/seal/seal-file.js';
 import { SealedFileReader } from '../../src/reader/sealed-file.js';
 import { MemorySource } from '../../src/reader/source.js';
 import { DTYPE_SIZES, Suite, type Dtype } from '../../src/format/constants.js';
@@ -75,7 +75,8 @@ describe('seal then open', () => {
     for (const backend of ['node', 'noble'] as const) {
       const { nodeBackend, nobleBackend } = await import('../../src/crypto/backend.js');
       const out = join(dir, `det-${backend}.sealed`);
-      await sealFile(input, out, { dataKey: TEST_KEY, keyId: 'k', chunkSize: CS, randomBytes: fixed, backend: backend === 'node' ? nodeBackend : nobleBackend });
+      const options = resolveSealOptions({ dataKey: TEST_KEY, keyId: 'k', chunkSize: CS, backend: backend === 'node' ? nodeBackend : nobleBackend }, fixed);
+      await sealFileResolved(input, out, options);
       outs.push(readFileSync(out));
     }
     expect(outs[0]!.equals(outs[1]!)).toBe(true);

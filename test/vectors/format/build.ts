@@ -7,8 +7,8 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { sealFile } from '../../../src/seal/seal-file.js';
-import { sealModelDirectory } from '../../../src/seal/seal-model.js';
+import { resolveSealOptions, sealFileResolved, type SealOptions } from '../../../src/seal/seal-file.js';
+import { sealModelDirectoryResolved } from '../../../src/seal/seal-model.js';
 import { Suite } from '../../../src/format/constants.js';
 import { buildSafetensors, type TensorSpec } from '../../helpers/safetensors.js';
 
@@ -57,14 +57,11 @@ export async function buildVectors(dir: string): Promise<{ manifest: VectorExpec
   });
   const manifest: VectorExpectation[] = [];
   const seal = (out: string, suite: 1 | 2, seed: number) =>
-    sealFile(join(dir, 'model.safetensors'), join(dir, out), {
-      dataKey: VECTOR_KEY,
-      keyId: 'vector-key-1',
-      suite,
-      chunkSize: 4096,
-      overwrite: true,
-      randomBytes: fixedRandom(seed),
-    });
+    sealFileResolved(
+      join(dir, 'model.safetensors'),
+      join(dir, out),
+      resolveSealOptions({ dataKey: VECTOR_KEY, keyId: 'vector-key-1', suite, chunkSize: 4096, overwrite: true }, fixedRandom(seed)),
+    );
 
   await seal('aes-256-gcm.sealed', Suite.AES_256_GCM, 1);
   manifest.push({ file: 'aes-256-gcm.sealed', key: 'key', expect: 'ok', description: 'model.safetensors sealed with AES-256-GCM, 4 KiB chunks', tensors });
@@ -114,13 +111,8 @@ export async function buildVectors(dir: string): Promise<{ manifest: VectorExpec
     for (const t of ts) weightMap[t.name] = f;
   });
   writeFileSync(join(src, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: good.length }, weight_map: weightMap }, null, 2)}\n`);
-  await sealModelDirectory(src, join(dir, 'sharded'), {
-    dataKey: VECTOR_KEY,
-    keyId: 'vector-key-1',
-    chunkSize: 4096,
-    overwrite: true,
-    randomBytes: fixedRandom(3),
-  });
+  const shardedOptions: SealOptions = { dataKey: VECTOR_KEY, keyId: 'vector-key-1', chunkSize: 4096, overwrite: true };
+  await sealModelDirectoryResolved(src, join(dir, 'sharded'), resolveSealOptions(shardedOptions, fixedRandom(3)));
   manifest.push({ file: 'sharded', key: 'key', expect: 'ok', description: 'sharded-source/ sealed as a folder of 2 sealed shards and a sealed index', tensors: tensors.map((t) => t) });
 
   const keys = { key: Buffer.from(VECTOR_KEY).toString('hex'), other_key: Buffer.from(VECTOR_OTHER_KEY).toString('hex') };
