@@ -4,6 +4,7 @@ import { IoError } from '../errors.js';
 import { readKeyFile } from '../keys/key-file.js';
 import { sealFile } from '../seal/seal-file.js';
 import { sealModelDirectory } from '../seal/seal-model.js';
+import { removePartialsOnSignals } from '../seal/output.js';
 import { wipe } from '../bytes.js';
 import { SUITE_NAMES } from '../format/constants.js';
 import type { CommandContext } from './main.js';
@@ -29,6 +30,8 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
       });
       const key = await readKeyFile(opts.key);
       const started = performance.now();
+      // Node's default SIGINT/SIGTERM/SIGHUP exit would leave the hidden .partial-* output behind.
+      const stopCleanup = removePartialsOnSignals((signal) => ctx.io.stderr(`interrupted by ${signal}: removed the partial output, ${opts.output} is unchanged\n`));
       try {
         const options = { dataKey: key.key, keyId: key.id, suite, chunkSize, overwrite: opts.force ?? false };
         const files = info.isDirectory()
@@ -51,6 +54,7 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
           );
         }
       } finally {
+        stopCleanup();
         wipe(key.key);
       }
     });

@@ -1,6 +1,5 @@
-import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
-import { basename, dirname, join } from 'node:path';
 import { assertBytes, toHex, wipe } from '../bytes.js';
 import { IoError, InvalidArgumentError, SafetensorsError, SealedTensorsError } from '../errors.js';
 import {
@@ -23,6 +22,7 @@ import { TensorDigest } from '../crypto/digest.js';
 import { deriveFileKeys } from '../crypto/file-keys.js';
 import { TABLE_NONCE, chunkNonce } from '../crypto/stream.js';
 import { openRegularFile } from '../regular-file.js';
+import { checkFileOutput, commitFile, partialPath, removePartial } from './output.js';
 import { MAX_SAFETENSORS_HEADER, parseHeaderLength, parseSafetensorsHeader, type SafetensorsLayout } from './safetensors.js';
 
 /** What seal expected instead of a FIFO, device or folder. */
@@ -33,7 +33,7 @@ export interface SealOptions {
   keyId: string;
   suite?: SuiteId;
   chunkSize?: number;
-  /** Replace an existing output; without it an existing output is an error. */
+  /** Replace an existing output if it is sealed output (never anything else); without it an existing output is an error. */
   overwrite?: boolean;
   backend?: CryptoBackend;
 }
@@ -100,6 +100,7 @@ export async function sealFile(inputPath: string, outputPath: string, options: S
 
 /** Internal (not exported by the package): `sealFile` with options already resolved. */
 export async function sealFileResolved(inputPath: string, outputPath: string, o: ResolvedOptions): Promise<SealedFileSummary> {
+  await checkFileOutput(inputPath, outputPath, o.overwrite);
   const placement: ShardPlacement = {
     kind: FileKind.MODEL,
     shardIndex: 0,
@@ -198,7 +199,7 @@ async function writeSealedFile(
   const headerDigest = o.backend.sha256().update(headerBytes).digest();
   const layout: Layout = { headerLength: headerLength(o.keyId), tableLength, chunkSize: o.chunkSize, payloadLength };
 
-  const tempPath = join(dirname(outputPath), `.${basename(outputPath)}.partial-${toHex(nodeRandomBytes(6))}`);
+  const tempPath = partialPath(outputPath);
   const out = await openOrThrow(tempPath, 'wx');
   // Two plaintext buffers: chunk i+1 is read while chunk i is hashed and encrypted, and the
   // write of chunk i overlaps the work on chunk i+1. Memory stays at a few chunks.
@@ -247,14 +248,12 @@ async function writeSealedFile(
     await writeAll(out, sealedTable, layout.headerLength, tempPath);
     await out.sync();
     await out.close();
-    await rename(tempPath, outputPath).catch((cause) => {
-      throw new IoError(`could not move the sealed file into place at ${outputPath}: ${cause.message}`, { cause });
-    });
+    await commitFile(tempPath, outputPath, o.overwrite);
     return { path: outputPath, header, headerDigest: toHex(headerDigest) };
   } catch (err) {
     await pendingWrite.catch(() => {});
     await out.close().catch(() => {});
-    await rm(tempPath, { force: true });
+    await removePartial(tempPath);
     throw err;
   } finally {
     keys.destroy();

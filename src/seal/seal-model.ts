@@ -1,12 +1,11 @@
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
-import { randomBytes as nodeRandomBytes } from 'node:crypto';
-import { basename, dirname, join, resolve } from 'node:path';
-import { toHex } from '../bytes.js';
+import { mkdir, readdir } from 'node:fs/promises';
+import { basename, join, resolve } from 'node:path';
 import { IoError, SafetensorsError } from '../errors.js';
 import { BUNDLE_ID_LENGTH, FileKind, MAX_SHARDS } from '../format/constants.js';
 import type { ShardEntry } from '../format/table.js';
 import { parseShardIndex } from './safetensors.js';
 import { readRegularFile, openRegularFile } from '../regular-file.js';
+import { checkFolderOutput, commitFolder, partialPath, removePartial } from './output.js';
 import {
   SAFETENSORS_HINT,
   readSafetensorsLayout,
@@ -56,6 +55,7 @@ export async function sealModelDirectoryResolved(inputDir: string, outputDir: st
   const indexBytes = await readRegularFile(indexPath, SAFETENSORS_HINT);
   const index = parseShardIndex(indexBytes);
   if (index.shardFiles.length > MAX_SHARDS) throw new SafetensorsError(`more than ${MAX_SHARDS} shards`);
+  await checkFolderOutput(inputDir, [indexPath, ...index.shardFiles.map((f) => join(inputDir, f))], outputDir, o.overwrite);
 
   // Every tensor the index names must be in its shard, and every shard tensor must be indexed.
   for (const file of index.shardFiles) {
@@ -77,10 +77,7 @@ export async function sealModelDirectoryResolved(inputDir: string, outputDir: st
   }
 
   const target = resolve(outputDir);
-  if (await exists(target)) {
-    if (!o.overwrite) throw new IoError(`${outputDir} already exists: choose another output or allow overwriting (--force)`);
-  }
-  const staging = join(dirname(target), `.${basename(target)}.partial-${toHex(nodeRandomBytes(6))}`);
+  const staging = partialPath(target);
   await mkdir(staging, { recursive: false });
   try {
     const bundleId = o.randomBytes(BUNDLE_ID_LENGTH);
@@ -105,19 +102,11 @@ export async function sealModelDirectoryResolved(inputDir: string, outputDir: st
       { kind: FileKind.INDEX, shardIndex: 0, shardCount, bundleId },
       { shards: entries, indexMetadata: index.metadata, weightMap: index.weightMap },
     );
-    if (await exists(target)) await rm(target, { recursive: true, force: true });
-    await rename(staging, target);
+    await commitFolder(staging, target, o.overwrite);
     const moved = (s: SealedFileSummary): SealedFileSummary => ({ ...s, path: join(target, basename(s.path)) });
     return { directory: target, index: moved(indexSummary), shards: shards.map(moved) };
   } catch (err) {
-    await rm(staging, { recursive: true, force: true });
+    await removePartial(staging);
     throw err;
   }
-}
-
-async function exists(path: string): Promise<boolean> {
-  return stat(path).then(
-    () => true,
-    () => false,
-  );
 }
