@@ -81,18 +81,13 @@ struct RunBaton {
 
 class RunJob : public PromiseWorker {
  public:
-  RunJob(Napi::Env env, std::unique_ptr<RunBaton> baton, Napi::ArrayBuffer dest_ab, JsRegion* dest_region)
-      : PromiseWorker(env, "sealed-tensors:decrypt"),
-        b_(std::move(baton)),
-        dest_region_(dest_region),
-        alg_(b_->file->suite) {
-    if (dest_region_) {
-      dest_ref_ = Napi::Persistent(static_cast<Napi::Object>(dest_ab));  // keeps the buffer alive while we write
-      dest_region_->pins++;
+  // dest_ab: the caller's secure buffer, lent to the job (detached) until Resolve hands it back.
+  RunJob(Napi::Env env, std::unique_ptr<RunBaton> baton, const Napi::ArrayBuffer* dest_ab)
+      : PromiseWorker(env, "sealed-tensors:decrypt"), b_(std::move(baton)), alg_(b_->file->suite) {
+    if (dest_ab) {
+      owned_ = TakeRegion(*dest_ab);
+      lent_ = true;
     }
-  }
-  ~RunJob() override {
-    if (dest_region_) dest_region_->pins--;
   }
 
  protected:
@@ -125,10 +120,18 @@ class RunJob : public PromiseWorker {
     for (auto& t : pool) t.join();
     if (fatal_.set()) {
       error_ = fatal_;  // PromiseWorker rejects with this code and message
+      owned_.reset();   // wiped and unmapped here, off the JS thread (a lent buffer too)
       return;
     }
-    // A buffer we allocated is handed out only whole: after a failed chunk, wipe it here, off the JS thread.
-    if (owned_ && !b.failed.empty()) owned_.reset();
+    // A buffer is handed out only whole: after a failed chunk, wipe it here, off the JS thread. A lent
+    // one goes back to its owner wiped (every byte, as a failed load leaves it).
+    if (owned_ && !b.failed.empty()) {
+      if (lent_) {
+        OPENSSL_cleanse(owned_->data(), owned_->size());
+      } else {
+        owned_.reset();
+      }
+    }
     Roots();
   }
 
@@ -219,7 +222,7 @@ class RunJob : public PromiseWorker {
     while (r_hi < nr && b.begin[r_hi] < cs_end) ++r_hi;
 
     uint8_t* target = DirectTarget(cs_start, cs_end, r_lo, r_hi);
-    if (owned_) PopulateDestSpan(cs_start, cs_end, r_lo, r_hi);
+    if (owned_ && !lent_) PopulateDestSpan(cs_start, cs_end, r_lo, r_hi);
     // Unbuffered plain SHA-256: the whole chunk waits for its turn (one chunk at a time).
     const bool plain_inline = b.plain_sha && !buffered;
     if (plain_inline && !AwaitTurn(idx)) return;
@@ -387,9 +390,8 @@ class RunJob : public PromiseWorker {
   }
 
   std::unique_ptr<RunBaton> b_;
-  std::unique_ptr<SecureRegion> owned_;  // dest when the job allocates it; wiped if the job fails
-  JsRegion* dest_region_;
-  Napi::ObjectReference dest_ref_;
+  std::unique_ptr<SecureRegion> owned_;  // dest when the job allocates it or is lent it; wiped if the job fails
+  bool lent_ = false;                    // owned_ is the caller's buffer (already populated)
   Algorithms alg_;  // fetched on the JS thread; shared read-only by the workers
   std::atomic<size_t> next_{0};
   const size_t piece_ = kPiece;
@@ -458,7 +460,7 @@ Napi::Value StartRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> 
   b->sub_block = static_cast<size_t>(sub);
 
   Napi::ArrayBuffer dest_ab;
-  JsRegion* region = nullptr;
+  JsRegion* region = nullptr;  // looked up here, taken by the job once every argument is valid
   Napi::Value dv = o.Get("dest");
   Napi::Value size_v = o.Get("destSize");
   if (!size_v.IsUndefined()) {
@@ -512,7 +514,7 @@ Napi::Value StartRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> 
 
   RunJob* job;
   try {
-    job = new RunJob(env, std::move(b), dest_ab, region);
+    job = new RunJob(env, std::move(b), region ? &dest_ab : nullptr);
   } catch (const SealedError& e) {
     throw MakeError(env, e);
   }

@@ -245,6 +245,19 @@ JsRegion* LookupRegion(Napi::ArrayBuffer ab) {
   return r && r->region ? r : nullptr;
 }
 
+std::unique_ptr<SecureRegion> TakeRegion(Napi::ArrayBuffer ab) {
+  JsRegion* r = LookupRegion(ab);
+  if (!r) return nullptr;
+  std::unique_ptr<SecureRegion> region;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    region = std::move(r->region);
+    live_bytes -= region->locked_size();  // counted again when a new ArrayBuffer owns it
+  }
+  ab.Detach();  // its finalizer now finds no region
+  return region;
+}
+
 Napi::ArrayBuffer NewSecureArrayBuffer(Napi::Env env, std::unique_ptr<SecureRegion> region) {
   auto* r = new JsRegion();
   uint8_t* data = region->data();
@@ -282,7 +295,6 @@ Napi::Value SecureRelease(const Napi::CallbackInfo& info) {
   if (ab.IsDetached()) return Napi::Boolean::New(env, false);
   JsRegion* r = Unwrap(env, ab);
   if (!r) throw MakeError(env, "ERR_INVALID_ARGUMENT", "not a secure buffer");
-  if (r->pins.load() > 0) throw MakeError(env, "ERR_INVALID_ARGUMENT", "secure buffer is in use by a running native job");
   {
     std::lock_guard<std::mutex> lock(registry_mutex);
     ReleaseLocked(r);

@@ -50,7 +50,10 @@ export interface NativeOpenResult {
 export interface NativeRunOptions {
   /** [begin0, end0, begin1, end1, ...] payload ranges, ascending and disjoint; one digest each. */
   ranges: Float64Array;
-  /** Secure ArrayBuffer to decrypt into; omit to verify only (streaming, buffers reused). */
+  /**
+   * Secure ArrayBuffer to decrypt into; omit to verify only (streaming, buffers reused). The job
+   * takes its memory and detaches it; the result's `dest` is a new ArrayBuffer over the same memory.
+   */
   dest?: ArrayBuffer;
   /** Instead of `dest`: the job allocates a secure buffer of this size (locked by the workers as they fill it). */
   destSize?: number;
@@ -75,7 +78,10 @@ export interface NativeRunResult {
   chunksProcessed: number;
   /** 32 bytes per range when plainSha256 was asked for. */
   sha256?: Uint8Array;
-  /** The secure buffer the job allocated (destSize), filled and authenticated; absent (wiped) if a chunk failed. */
+  /**
+   * The secure buffer the job allocated (destSize), filled and authenticated; absent (wiped) if a
+   * chunk failed. With `dest`: that memory back in a new ArrayBuffer, wiped whole if a chunk failed.
+   */
   dest?: ArrayBuffer;
 }
 

@@ -2,15 +2,20 @@
  * SecureBuffer: bytes in an mlocked, MADV_DONTDUMP, guard-paged mapping owned by the addon.
  * `release()` zeroizes and unmaps at once and detaches every view; a finalizer does the same if the
  * owner forgets (when the ArrayBuffer is collected).
+ *
+ * A native job that writes into the buffer (`loadAll({ into })`) borrows it: its views are detached
+ * for the job, so no unauthenticated plaintext is readable from JS, and `bytes` is refused until
+ * the job hands the memory back. A `release()` meanwhile takes effect when the job ends.
  */
-import { ReleasedError } from '../errors.js';
+import { InvalidArgumentError, ReleasedError } from '../errors.js';
 import { assertSafeInteger } from '../bytes.js';
 import { awaitNative, callNative, loadAddon } from './addon.js';
 
 export class SecureBuffer {
-  readonly #buffer: ArrayBuffer;
+  #buffer: ArrayBuffer;
   readonly #size: number;
   #released = false;
+  #lent = false;
 
   /**
    * Allocates `size` bytes of locked memory (ERR_MEMLOCK if RLIMIT_MEMLOCK does not allow it),
@@ -44,22 +49,46 @@ export class SecureBuffer {
     return this.#released;
   }
 
-  /** A view of the whole buffer; views become empty (detached) after release. */
+  /** A view of the whole buffer; views become empty (detached) after release, and during a job that writes into it. */
   get bytes(): Uint8Array {
-    if (this.#released) throw new ReleasedError('secure buffer was released');
-    return new Uint8Array(this.#buffer);
+    return new Uint8Array(this.arrayBuffer);
   }
 
-  /** @internal the backing ArrayBuffer, for native jobs that write into it. */
+  /** @internal the backing ArrayBuffer. */
   get arrayBuffer(): ArrayBuffer {
     if (this.#released) throw new ReleasedError('secure buffer was released');
+    if (this.#lent) throw new InvalidArgumentError('secure buffer is in use by a running load: read it once the load has settled');
     return this.#buffer;
   }
 
-  /** Zeroizes, unlocks and unmaps now. Idempotent. */
+  /**
+   * @internal lends the buffer to a native job, which detaches it. Pair with `settle`: with the
+   * job's new ArrayBuffer over the same memory, or with none when the job wiped and freed it.
+   */
+  lend(): ArrayBuffer {
+    const buffer = this.arrayBuffer;
+    this.#lent = true;
+    return buffer;
+  }
+
+  /** @internal the job has ended (see `lend`); a release asked for meanwhile happens now. */
+  settle(buffer: ArrayBuffer | undefined): void {
+    this.#lent = false;
+    if (buffer === undefined) {
+      this.#released = true;
+      return;
+    }
+    this.#buffer = buffer;
+    if (this.#released) callNative(() => loadAddon().secureRelease(buffer));
+  }
+
+  /**
+   * Zeroizes, unlocks and unmaps now (when a job is writing into the buffer: as soon as the job
+   * ends). Idempotent.
+   */
   release(): void {
     if (this.#released) return;
+    if (!this.#lent) callNative(() => loadAddon().secureRelease(this.#buffer));
     this.#released = true;
-    callNative(() => loadAddon().secureRelease(this.#buffer));
   }
 }

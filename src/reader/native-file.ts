@@ -140,28 +140,44 @@ export class NativeSealedFileReader {
    * decrypting threads themselves, chunk by chunk, so the JS thread never waits on page faults.
    *
    * `into`: reuse a secure buffer of at least `layout.payloadLength` bytes instead (already
-   * populated, so no page is faulted in: fresh memory costs the kernel a zeroing pass). It is
-   * wiped if loading fails; `release()` of the result releases it.
+   * populated, so no page is faulted in: fresh memory costs the kernel a zeroing pass). The load
+   * borrows it: its views are detached and `into.bytes` is refused until the load settles, so no
+   * byte is readable before its chunk is authenticated. It is wiped if loading fails (and released
+   * if the failure is not the file's, e.g. an I/O error); `release()` of the result releases it.
    */
   async loadAll(options: { into?: SecureBuffer } = {}): Promise<LoadedTensors> {
     const entries = this.tensorTable?.tensors ?? [];
     const size = this.layout.payloadLength;
     const into = options.into;
     if (into && into.size < size) throw new InvalidArgumentError(`into holds ${into.size} bytes; this file's tensors need ${size}`);
+    const opts = {
+      ranges: rangesOf(entries),
+      destOffsets: Float64Array.from(entries, (e) => e.begin),
+      allChunks: true,
+      stopOnFailure: true,
+    };
     let result: NativeRunResult;
-    try {
-      result = await this.#run({
-        ranges: rangesOf(entries),
-        ...(into ? { dest: into.arrayBuffer } : { destSize: size }),
-        destOffsets: Float64Array.from(entries, (e) => e.begin),
-        allChunks: true,
-        stopOnFailure: true,
-      });
-    } catch (err) {
-      into?.bytes.fill(0);
-      throw err;
+    if (into) {
+      const lent = into.lend();
+      let job: Promise<NativeRunResult>;
+      try {
+        job = this.#start({ ...opts, dest: lent });
+      } catch (err) {
+        into.settle(lent); // refused before the addon took it
+        throw err;
+      }
+      try {
+        result = await awaitNative(job);
+      } catch (err) {
+        into.settle(undefined); // the addon wiped and freed it
+        throw err;
+      }
+      into.settle(result.dest);
+      if (into.released) throw new ReleasedError(`the buffer passed as into was released while ${this.description} was loading into it`);
+    } else {
+      result = await this.#run({ ...opts, destSize: size });
     }
-    if (!into && result.failedChunks.length > 0) this.#throwOnFailure(result, entries); // the addon already wiped its buffer
+    if (result.failedChunks.length > 0) this.#throwOnFailure(result, entries); // the addon already wiped the buffer
     const buffer = into ?? new SecureBuffer(result.dest!, size);
     try {
       this.#throwOnFailure(result, entries);
@@ -220,10 +236,15 @@ export class NativeSealedFileReader {
   }
 
   async #run(opts: Omit<NativeRunOptions, 'threads' | 'subBlock'>): Promise<NativeRunResult> {
+    return awaitNative(this.#start(opts));
+  }
+
+  /** Starts a job; throws synchronously when it is refused before it starts. */
+  #start(opts: Omit<NativeRunOptions, 'threads' | 'subBlock'>): Promise<NativeRunResult> {
     const file = this.#file;
     if (!file) throw new ReleasedError(`${this.description} was closed: open it again to read`);
     const run = { ...opts, threads: this.#threads, ...(this.#subBlock ? { subBlock: this.#subBlock } : {}) };
-    return awaitNative(callNative(() => file.run(run)));
+    return callNative(() => file.run(run));
   }
 
   /** Same order and messages as the reference reader: the first bad chunk, else the first bad digest. */
