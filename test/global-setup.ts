@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -7,6 +7,9 @@ import { join } from 'node:path';
 // plaintext model or a key file behind fails.
 export default function setup(): () => void {
   const root = mkdtempSync(join(tmpdir(), 'sealed-tensors-tests-'));
+  // Search but not list for others: tests that run a child as an unprivileged user open a folder
+  // they made for it; every other folder below stays 0700 (mkdtemp).
+  chmodSync(root, 0o711);
   process.env.TMPDIR = root;
   process.env.SEALED_TENSORS_TEST_TMP = root;
   return () => {
