@@ -39,8 +39,7 @@ export class NativeSealedModelReader {
     const shards: NativeSealedFileReader[] = [];
     try {
       refuseLoneShard(first);
-      // The index's only chunk is empty but still authenticated, as the reference reader does on verify.
-      await first.verifyOrThrow();
+      // (NativeSealedFileReader.open has authenticated the index's one empty chunk.)
       const table = first.indexTable as IndexTable;
       for (let i = 0; i < table.shards.length; i++) {
         const entry = table.shards[i]!;
