@@ -12,10 +12,12 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <mutex>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "errors.h"
@@ -37,6 +39,17 @@ std::atomic<uint64_t> probe_releases{0};
 std::atomic<uint64_t> probe_bytes{0};
 std::atomic<uint64_t> probe_nonzero{0};
 std::atomic<uint64_t> probe_resident{0};
+
+// Every live region, for the exit wipe. Leaked on purpose: it must outlive static destructors,
+// which run around the atexit handler that reads it.
+std::mutex& LiveMutex() {
+  static auto* m = new std::mutex();
+  return *m;
+}
+std::unordered_set<SecureRegion*>& LiveRegions() {
+  static auto* set = new std::unordered_set<SecureRegion*>();
+  return *set;
+}
 
 size_t PageSize() {
   static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -135,6 +148,8 @@ std::unique_ptr<SecureRegion> SecureRegion::Allocate(size_t size, bool populate_
   }
   std::unique_ptr<SecureRegion> region(new SecureRegion(base, total, data, size, mapped));
   region->lazy_ = !populate_now;
+  std::lock_guard<std::mutex> lock(LiveMutex());
+  LiveRegions().insert(region.get());
   return region;
 }
 
@@ -152,6 +167,10 @@ void SecureRegion::PopulateRange(size_t offset, size_t length) {
 }
 
 SecureRegion::~SecureRegion() {
+  {
+    std::lock_guard<std::mutex> lock(LiveMutex());
+    LiveRegions().erase(this);
+  }
   WipeResident();
   if (probe_enabled.load(std::memory_order_relaxed)) {
     // What the owner and the wipe faulted in, counted before the scan below touches every page.
@@ -199,6 +218,11 @@ void SecureRegion::WipeResident() {
   }
 }
 
+void WipeAllRegions() {
+  std::lock_guard<std::mutex> lock(LiveMutex());
+  for (SecureRegion* r : LiveRegions()) r->WipeResident();
+}
+
 void SetReleaseProbe(bool enabled) { probe_enabled = enabled; }
 
 ReleaseProbe GetReleaseProbe() { return ReleaseProbe{probe_releases.load(), probe_bytes.load(), probe_nonzero.load(), probe_resident.load()}; }
@@ -212,6 +236,7 @@ constexpr napi_type_tag kSecureTag = {0x5ea1ed5ec0be7a11ULL, 0x7365637572656d65U
 
 std::mutex registry_mutex;  // guards JsRegion::region between release and finalizer
 std::atomic<uint64_t> live_bytes{0};
+std::atomic<bool> fail_next_array_buffer{false};  // test hook
 
 void ReleaseLocked(JsRegion* r) {
   if (r->region) {
@@ -262,11 +287,32 @@ Napi::ArrayBuffer NewSecureArrayBuffer(Napi::Env env, std::unique_ptr<SecureRegi
   auto* r = new JsRegion();
   uint8_t* data = region->data();
   size_t size = region->size();
-  live_bytes += region->locked_size();
+  const size_t locked = region->locked_size();
   r->region = std::move(region);
-  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, data, size, Finalize, r);
-  ab.TypeTag(&kSecureTag);
-  NAPI_THROW_IF_FAILED(env, napi_wrap(env, ab, r, nullptr, nullptr, nullptr), Napi::ArrayBuffer());
+  Napi::ArrayBuffer ab;
+  try {
+    if (fail_next_array_buffer.exchange(false)) throw Napi::Error::New(env, "cannot create an external ArrayBuffer (test hook)");
+    ab = Napi::ArrayBuffer::New(env, data, size, Finalize, r);
+  } catch (const Napi::Error& e) {
+    delete r;  // no finalizer will run: wipe and unmap the plaintext now
+    throw MakeError(env, "ERR_RESOURCE_LIMIT", "cannot hand out secure memory as an ArrayBuffer (it was wiped): " + e.Message());
+  } catch (...) {
+    delete r;
+    throw;
+  }
+  live_bytes += locked;
+  try {
+    ab.TypeTag(&kSecureTag);
+    NAPI_THROW_IF_FAILED(env, napi_wrap(env, ab, r, nullptr, nullptr, nullptr), Napi::ArrayBuffer());
+  } catch (...) {
+    // The buffer exists but is handed to no one: free now rather than at its finalizer.
+    {
+      std::lock_guard<std::mutex> lock(registry_mutex);
+      ReleaseLocked(r);
+    }
+    ab.Detach();
+    throw;
+  }
   return ab;
 }
 
@@ -356,7 +402,39 @@ Napi::Value TestReleaseProbe(const Napi::CallbackInfo& info) {
   return o;
 }
 
+Napi::Value TestFailNextArrayBuffer(const Napi::CallbackInfo& info) {
+  fail_next_array_buffer = true;
+  return info.Env().Undefined();
+}
+
+// At process exit (process.exit, an uncaught exception, a signal handler that exits, or the end of
+// the event loop: all end in exit()) wipe every live region: JS and finalizers no longer run, so
+// nothing else would. Regions stay mapped: threads still running read zeros, never a hole.
+void WipeAtExit() {
+  WipeAllRegions();
+  // Test hook: report what the wipe left, read back from the regions themselves.
+  if (std::getenv("SEALED_TENSORS_TEST_EXIT_REPORT") == nullptr) return;
+  uint64_t regions = 0, bytes = 0, nonzero = 0;
+  {
+    std::lock_guard<std::mutex> lock(LiveMutex());
+    for (SecureRegion* r : LiveRegions()) {
+      regions++;
+      bytes += r->size();
+      for (size_t i = 0; i < r->size(); ++i) nonzero += r->data()[i] != 0;
+    }
+  }
+  // Regions freed earlier (finalizers at environment teardown) are in the release probe, when enabled.
+  std::string line = "sealed-tensors exit wipe: regions=" + std::to_string(regions) + " bytes=" + std::to_string(bytes) +
+                     " nonzero=" + std::to_string(nonzero) + " released=" + std::to_string(probe_releases.load()) +
+                     " releasedBytes=" + std::to_string(probe_bytes.load()) + " releasedNonzero=" + std::to_string(probe_nonzero.load()) + "\n";
+  ssize_t ignored = write(2, line.data(), line.size());
+  (void)ignored;
+}
+
+std::once_flag exit_hook_once;
+
 void Init(Napi::Env env, Napi::Object exports) {
+  std::call_once(exit_hook_once, [] { std::atexit(WipeAtExit); });
   exports.Set("secureAlloc", Napi::Function::New(env, SecureAlloc, "secureAlloc"));
   exports.Set("secureAllocAsync", Napi::Function::New(env, SecureAllocAsync, "secureAllocAsync"));
   exports.Set("secureRelease", Napi::Function::New(env, SecureRelease, "secureRelease"));
@@ -365,6 +443,7 @@ void Init(Napi::Env env, Napi::Object exports) {
   Napi::Object testing = exports.Has("_testing") ? exports.Get("_testing").As<Napi::Object>() : Napi::Object::New(env);
   testing.Set("setReleaseProbe", Napi::Function::New(env, TestSetReleaseProbe, "setReleaseProbe"));
   testing.Set("releaseProbe", Napi::Function::New(env, TestReleaseProbe, "releaseProbe"));
+  testing.Set("failNextArrayBuffer", Napi::Function::New(env, TestFailNextArrayBuffer, "failNextArrayBuffer"));
   exports.Set("_testing", testing);
 }
 

@@ -31,6 +31,9 @@ class SecureRegion {
   SecureRegion(const SecureRegion&) = delete;
   SecureRegion& operator=(const SecureRegion&) = delete;
 
+  // Zeroize the pages that hold data, keeping the region mapped and locked.
+  void WipeResident();
+
   uint8_t* data() const { return data_; }
   size_t size() const { return size_; }          // what the caller asked for
   size_t locked_size() const { return mapped_; }  // whole pages, what VmLck counts
@@ -38,7 +41,6 @@ class SecureRegion {
  private:
   SecureRegion(uint8_t* base, size_t total, uint8_t* data, size_t size, size_t mapped)
       : base_(base), total_(total), data_(data), size_(size), mapped_(mapped) {}
-  void WipeResident();
   uint8_t* base_;
   size_t total_;
   uint8_t* data_;
@@ -46,6 +48,9 @@ class SecureRegion {
   size_t mapped_;
   bool lazy_ = false;  // populated part by part (MLOCK_ONFAULT): some pages may never have existed
 };
+
+// Zeroize every live region (for exit). Regions stay mapped and usable.
+void WipeAllRegions();
 
 // Test-only probe: when enabled, every release scans the wiped pages just before munmap and
 // records how many bytes were not zero, and (from mincore, after the wipe but before the scan

@@ -107,6 +107,8 @@ export interface NativeAddon {
   _testing: {
     setReleaseProbe(enabled: boolean): void;
     releaseProbe(): { releases: number; bytesScanned: number; nonzeroBytes: number };
+    /** The next secure ArrayBuffer the addon makes fails to be created, as napi may refuse one. */
+    failNextArrayBuffer(): void;
   };
 }
 

@@ -42,11 +42,12 @@ export function smaps(): Mapping[] {
 /** Runs a CommonJS snippet in a fresh node with the addon as `addon`; returns its parsed JSON stdout. */
 export function runChild(
   code: string,
-  opts: { prefix?: string[]; nodeArgs?: string[] } = {},
+  opts: { prefix?: string[]; nodeArgs?: string[]; env?: Record<string, string> } = {},
 ): { status: number | null; json: unknown; stderr: string } {
   const script = `const addon = require(${JSON.stringify(addonPath)});\n${code}`;
   const argv = [...(opts.prefix ?? []), process.execPath, ...(opts.nodeArgs ?? []), '-e', script];
-  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: repoRoot, timeout: 60_000 });
+  const env = opts.env ? { ...process.env, ...opts.env } : undefined;
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: repoRoot, timeout: 60_000, env });
   let json: unknown;
   try {
     json = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');

@@ -9,7 +9,7 @@ import { loadAddon } from '../../src/native/addon.js';
 import { parseHeader } from '../../src/format/header.js';
 import { sealSmall } from '../helpers/sealed.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
-import { vmLckBytes } from './helpers.js';
+import { runChild, vmLckBytes } from './helpers.js';
 
 const dir = tempDir('st-lifecycle-');
 const CS = 64 * 1024;
@@ -114,4 +114,73 @@ describe('a secure buffer a load writes into', () => {
     r.close();
     k.release();
   });
+});
+
+describe('secure memory that never reaches JS', () => {
+  it('is wiped and unmapped when its ArrayBuffer cannot be created (a loaded tensor, a plain allocation)', async () => {
+    const { path } = await sealed('noab', 8 * CS);
+    const k = importKey(new Uint8Array(TEST_KEY));
+    const r = await NativeSealedFileReader.open(path, k, { threads: 2 });
+    const addon = loadAddon();
+    const lockedBefore = vmLckBytes();
+    const liveBefore = addon.secureLockedBytes();
+    addon._testing.setReleaseProbe(true);
+    const probeBefore = addon._testing.releaseProbe();
+    try {
+      addon._testing.failNextArrayBuffer();
+      await expect(r.readTensor('w')).rejects.toMatchObject({ code: 'ERR_RESOURCE_LIMIT', message: expect.stringMatching(/ArrayBuffer/) });
+      expect(vmLckBytes()).toBe(lockedBefore);
+      expect(addon.secureLockedBytes()).toBe(liveBefore);
+      const probe = addon._testing.releaseProbe();
+      expect(probe.bytesScanned - probeBefore.bytesScanned).toBeGreaterThanOrEqual(8 * CS); // the tensor's buffer was released
+      expect(probe.nonzeroBytes - probeBefore.nonzeroBytes).toBe(0);
+      addon._testing.failNextArrayBuffer();
+      expect(() => SecureBuffer.allocate(3 * CS)).toThrow(/ArrayBuffer/);
+      expect(vmLckBytes()).toBe(lockedBefore);
+      expect(addon.secureLockedBytes()).toBe(liveBefore);
+      // The hook fires once: the next tensor loads.
+      const t = await r.readTensor('w');
+      expect(t.bytes.length).toBe(8 * CS);
+      t.release();
+    } finally {
+      addon._testing.setReleaseProbe(false);
+      r.close();
+      k.release();
+    }
+  });
+});
+
+describe('every live secure region is wiped at process exit', () => {
+  // The child holds a buffer full of 0x5a and a key. SEALED_TENSORS_TEST_EXIT_REPORT makes the exit
+  // hook read every live region back after wiping it and print what it found on stderr: the last
+  // thing the process does, after JS (and any 'exit' listener) can no longer run. Regions freed
+  // before that (finalizers at environment teardown) are counted by the release probe.
+  const hold = `
+    addon._testing.setReleaseProbe(true);
+    const held = new Uint8Array(addon.secureAlloc(${CS}));
+    held.fill(0x5a);
+    const key = addon.keyImport(new Uint8Array(32).fill(7));
+    globalThis.keep = [held, key];
+  `;
+  const routes: [string, string, number | null][] = [
+    ['process.exit()', 'process.exit(3);', 3],
+    ['an uncaught exception', 'setTimeout(() => { throw new Error("boom"); }, 1);', 1],
+    ['an unhandled rejection', 'Promise.reject(new Error("boom"));', 1],
+    ['SIGTERM with a handler that exits', 'process.on("SIGTERM", () => process.exit(0)); process.kill(process.pid, "SIGTERM"); setTimeout(() => {}, 10000);', 0],
+    ['the end of the event loop', 'setTimeout(() => {}, 1);', 0],
+  ];
+  for (const [name, how, status] of routes) {
+    it(`on ${name}`, () => {
+      const r = runChild(hold + how, { env: { SEALED_TENSORS_TEST_EXIT_REPORT: '1' } });
+      expect(r.status).toBe(status);
+      const m = /sealed-tensors exit wipe: regions=(\d+) bytes=(\d+) nonzero=(\d+) released=(\d+) releasedBytes=(\d+) releasedNonzero=(\d+)/.exec(r.stderr);
+      expect(m, r.stderr).not.toBeNull();
+      const [regions, bytes, nonzero, released, releasedBytes, releasedNonzero] = m!.slice(1).map(Number) as number[];
+      expect(regions! + released!).toBeGreaterThanOrEqual(2); // the buffer and the key, live or freed
+      expect(bytes! + releasedBytes!).toBeGreaterThanOrEqual(CS + 32);
+      expect(nonzero).toBe(0);
+      expect(releasedNonzero).toBe(0);
+      if (name !== 'the end of the event loop') expect(regions).toBeGreaterThanOrEqual(2); // still live at exit: the hook wiped them
+    });
+  }
 });
