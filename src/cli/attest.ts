@@ -4,7 +4,7 @@ import { open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { InvalidArgumentError, IoError, NoTeeError, NotFoundError, SealedTensorsError } from '../errors.js';
-import { constantTimeEqual } from '../bytes.js';
+import { reportDataMatches } from '../attestation/policy/evaluate.js';
 import {
   ConfigfsTsmProvider,
   SimulatedTee,
@@ -304,16 +304,7 @@ async function cryptoOnly(
     return;
   }
   const c = verified.claims;
-  let rdOk: boolean | undefined;
-  if (expected !== undefined) {
-    const actual = Buffer.from(c.reportData, 'hex');
-    const padded = Buffer.alloc(actual.length);
-    rdOk = expected.length <= actual.length;
-    if (rdOk) {
-      padded.set(expected);
-      rdOk = constantTimeEqual(actual, padded);
-    }
-  }
+  const rdOk = expected !== undefined ? reportDataMatches(c.reportData, expected) : undefined;
   if (json) {
     writeJson(ctx.io, { tee: verified.tee, verified: true, claims: claimsJson(c), policy: CRYPTO_ONLY_NOTE, ...(rdOk !== undefined ? { reportData: rdOk ? 'matches --report-data' : 'does NOT match --report-data' } : {}) });
   } else {

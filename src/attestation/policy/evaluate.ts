@@ -23,7 +23,8 @@ export interface EvaluateOptions {
 /** Shorter than this, a nonce can be guessed or collected ahead of time. */
 export const MIN_NONCE_BYTES = 16;
 
-function reportDataMatches(actualHex: string, expected: Uint8Array): boolean {
+/** True when the evidence's report data is `expected` followed by zeros; compared in constant time. */
+export function reportDataMatches(actualHex: string, expected: Uint8Array): boolean {
   const actual = new Uint8Array(Buffer.from(actualHex, 'hex'));
   if (expected.length === 0 || expected.length > actual.length) return false;
   const padded = new Uint8Array(actual.length);
