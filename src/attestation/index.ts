@@ -20,8 +20,17 @@ export { parseNitroDocument, verifyNitroDocument, type NitroDocument } from './v
 export { parseAzureEvidence, verifyAzureEvidence, parseHclReport, parseTpmsAttest, type AzureEvidence } from './verifiers/azure.js';
 export { parseNvidiaReport, verifyNvidiaReport, type NvidiaReport } from './verifiers/nvidia.js';
 export { parseSimulatedEvidence, verifySimulatedEvidence, type SimulatedEvidence } from './verifiers/simulated.js';
-export { DEFAULT_POLICY, parsePolicy, validatePolicy, type Policy, type TeePolicy } from './policy/policy.js';
-export { evaluatePolicy, type Verdict, type EvaluateOptions } from './policy/evaluate.js';
+export {
+  parsePolicy,
+  validatePolicy,
+  DEFAULT_SNP_MIN_TCB,
+  DEFAULT_TDX_TCB_STATUS,
+  DEFAULT_MAX_AGE_SECONDS,
+  DEFAULT_CLOCK_SKEW_SECONDS,
+  type Policy,
+  type TeePolicy,
+} from './policy/policy.js';
+export { evaluatePolicy, MIN_NONCE_BYTES, type Verdict, type EvaluateOptions } from './policy/evaluate.js';
 export type { EvidenceProvider } from './providers/types.js';
 export { SimulatedTee, type SimulatedTeeOptions } from './providers/simulated.js';
 export { detectTee, providerFor, defaultProvider, type DetectedTee } from './providers/detect.js';

@@ -1,6 +1,6 @@
 import type { X509Certificate } from 'node:crypto';
 import { InvalidArgumentError, SealedTensorsError, type ErrorCode } from '../errors.js';
-import { DEFAULT_POLICY, type Policy } from './policy/policy.js';
+import { validatePolicy, type Policy } from './policy/policy.js';
 import { evaluatePolicy, type Verdict } from './policy/evaluate.js';
 import { TEE_TYPES, type Claims, type TeeType, type VerifiedEvidence, type VerifyOptions } from './types.js';
 import { verifyAzureEvidence } from './verifiers/azure.js';
@@ -43,10 +43,13 @@ export async function verifyEvidence(type: TeeType, evidence: Uint8Array, opts: 
 }
 
 export interface AppraiseOptions extends VerifyEvidenceOptions {
-  /** Default: DEFAULT_POLICY. */
-  policy?: Policy;
-  /** The binding the evidence must carry (see bindReportData). */
-  expectedReportData?: Uint8Array;
+  /** Required: there is no default policy. A policy built in code is validated like a policy file. */
+  policy: Policy;
+  /**
+   * The report data this call expects: the fresh nonce sent for this session (or bindReportData(nonce, key)),
+   * at least 16 bytes. Required for an allowing verdict; a fixed value is not freshness.
+   */
+  expectedReportData: Uint8Array;
 }
 
 /** One answer for a broker or the CLI: verification and policy together, failures as data. */
@@ -68,8 +71,13 @@ const EVIDENCE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_EVIDENCE
  * and a denying verdict whose reason is the error; other errors (bad arguments) are thrown.
  * Release a secret only when `verified && verdict.allowed`.
  */
-export async function appraiseEvidence(type: TeeType, evidence: Uint8Array, opts: AppraiseOptions = {}): Promise<Appraisal> {
-  const { policy = DEFAULT_POLICY, expectedReportData, ...verifyOpts } = opts;
+export async function appraiseEvidence(type: TeeType, evidence: Uint8Array, opts: AppraiseOptions): Promise<Appraisal> {
+  if (typeof opts !== 'object' || opts === null || opts.policy === undefined || opts.policy === null) {
+    throw new InvalidArgumentError('appraiseEvidence needs options with a policy: there is no default policy (see docs/ATTESTATION.md for what one must state)');
+  }
+  const { policy: policyInput, expectedReportData, ...verifyOpts } = opts;
+  // Validated before any evidence is looked at, so a bad policy fails the same way whatever the evidence.
+  const policy = validatePolicy(policyInput);
   let verified: VerifiedEvidence;
   try {
     verified = await verifyEvidence(type, evidence, verifyOpts);
@@ -84,6 +92,6 @@ export async function appraiseEvidence(type: TeeType, evidence: Uint8Array, opts
       error: { code: err.code, message: err.message },
     };
   }
-  const verdict = evaluatePolicy(policy, verified.claims, { ...(opts.now ? { now: opts.now } : {}), ...(expectedReportData ? { expectedReportData } : {}) });
+  const verdict = evaluatePolicy(policy, verified.claims, { ...(opts.now ? { now: opts.now } : {}), ...(expectedReportData !== undefined ? { expectedReportData } : {}) });
   return { tee: verified.tee, verified: true, claims: verified.claims, verdict: { ...verdict, checks: [...verified.checks, ...verdict.checks] }, evidence: verified };
 }

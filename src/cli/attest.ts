@@ -1,11 +1,12 @@
 import { generateKeyPairSync, randomBytes, type X509Certificate } from 'node:crypto';
-import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { InvalidArgumentError, IoError, NoTeeError, NotFoundError } from '../errors.js';
+import { InvalidArgumentError, IoError, NoTeeError, NotFoundError, SealedTensorsError } from '../errors.js';
+import { reportDataMatches } from '../attestation/policy/evaluate.js';
 import {
   ConfigfsTsmProvider,
-  DEFAULT_POLICY,
   SimulatedTee,
   TEE_TYPES,
   defaultProvider,
@@ -14,6 +15,7 @@ import {
   parsePolicy,
   parseTdxCollateral,
   appraiseEvidence,
+  verifyEvidence,
   type Claims,
   type EvidenceProvider,
   type Policy,
@@ -24,12 +26,27 @@ import type { CommandContext } from './main.js';
 import { ExitCode, writeJson } from './io.js';
 
 async function readInput(path: string, what: string): Promise<Uint8Array> {
+  let handle;
   try {
-    return new Uint8Array(await readFile(path));
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; the descriptor is checked before any read.
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new NotFoundError(`${what} ${path} does not exist`, { cause: err });
     throw new IoError(`cannot read ${what} ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) {
+      const kind = info.isDirectory() ? 'a folder' : info.isFIFO() ? 'a FIFO' : 'not a regular file';
+      throw new InvalidArgumentError(`${what} ${path} is ${kind}; pass a regular file`);
+    }
+    return new Uint8Array(await handle.readFile());
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw err;
+    throw new IoError(`cannot read ${what} ${path}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    await handle.close();
   }
 }
 
@@ -105,6 +122,7 @@ interface VerifyOptions {
   json?: boolean;
   reportData?: string;
   simulatedRoot?: string[];
+  cryptoOnly?: boolean;
 }
 
 async function simulatedProvider(keyPath: string | undefined, io: CommandContext['io']): Promise<SimulatedTee> {
@@ -195,11 +213,12 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
     .requiredOption('--type <TYPE>', `evidence type: ${TEE_TYPES.join('|')}`)
     .option('--certs <PATH>', 'certificate file or folder, PEM or DER (VCEK/VLEK, ASK/ARK/ASVK, GPU chain); repeatable', collect)
     .option('--collateral <FILE>', 'Intel PCS collateral for TDX (QuoteCollateralV3 JSON, tcbInfo/qeIdentity JSON, CRLs, issuer chains); repeatable', collect)
-    .option('--policy <POLICY>', 'policy JSON file; exit 0 only if it allows the evidence (default policy otherwise reported but not enforced)')
+    .option('--policy <POLICY>', 'policy JSON file; exit 0 only if it allows the evidence (needs --report-data: the nonce you sent)')
+    .option('--crypto-only', 'check signatures, certificate chains, collateral and validity times only; no policy is evaluated')
     .option('--at <ISO-TIME>', 'verification time (default: now); old evidence verifies as of its own date')
-    .option('--report-data <HEX>', 'expected report data (nonce, key hash); compared by the policy')
+    .option('--report-data <HEX>', 'expected report data (the nonce you sent, a key hash); always compared: a mismatch exits 1')
     .option('--simulated-root <SHA256>', 'trust this simulated root key fingerprint (simulated evidence only); repeatable', collect)
-    .option('--json', 'print one JSON object: { tee, verified, claims, verdict }')
+    .option('--json', 'print one JSON object: { tee, verified, claims, verdict } (with --crypto-only: { tee, verified, claims, policy, reportData? })')
     .exitOverride()
     .action(async (file: string, opts: VerifyOptions) => {
       if (!(TEE_TYPES as readonly string[]).includes(opts.type)) {
@@ -208,11 +227,15 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
       const type = opts.type as TeeType;
       if (opts.collateral && type !== 'tdx') throw new InvalidArgumentError('--collateral applies to --type tdx only');
       if (opts.simulatedRoot && type !== 'simulated') throw new InvalidArgumentError('--simulated-root applies to --type simulated only');
+      // No implicit policy: either one is named, or the caller asks for the cryptographic checks alone.
+      if (opts.cryptoOnly && opts.policy) throw new InvalidArgumentError('--crypto-only and --policy exclude each other: --crypto-only evaluates no policy');
+      if (!opts.cryptoOnly && !opts.policy) {
+        throw new InvalidArgumentError('attest verify needs --policy FILE (with --report-data, the nonce you sent), or --crypto-only to check signatures, chains, collateral and validity times alone');
+      }
       const now = opts.at !== undefined ? parseAt(opts.at) : new Date();
       // Compared as a prefix: the evidence must hold these bytes followed by zeros.
       const expectedReportData = opts.reportData !== undefined ? parseReportData(opts.reportData).slice(0, opts.reportData.length / 2) : undefined;
-      let policy: Policy = DEFAULT_POLICY;
-      if (opts.policy) policy = parsePolicy(Buffer.from(await readInput(opts.policy, 'policy')).toString('utf8'), opts.policy);
+      const policy: Policy | undefined = opts.policy ? parsePolicy(Buffer.from(await readInput(opts.policy, 'policy')).toString('utf8'), opts.policy) : undefined;
       const evidence = await readInput(file, 'evidence');
       const certificates = await loadCertificates(opts.certs ?? []);
       let collateral: TdxCollateral | undefined;
@@ -222,14 +245,17 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
         collateral = parseTdxCollateral(files);
       }
 
-      const a = await appraiseEvidence(type, evidence, {
+      const verifyOpts = {
         now,
         certificates,
-        policy,
         ...(collateral ? { collateral } : {}),
-        ...(expectedReportData ? { expectedReportData } : {}),
         ...(type === 'simulated' ? { trustedRoots: opts.simulatedRoot ?? [] } : {}),
-      });
+      };
+      if (!policy) {
+        await cryptoOnly(ctx, type, evidence, verifyOpts, now, expectedReportData, opts.json === true);
+        return;
+      }
+      const a = await appraiseEvidence(type, evidence, { ...verifyOpts, policy, expectedReportData: expectedReportData as Uint8Array });
       const verdict = a.verdict;
       if (opts.json) {
         writeJson(ctx.io, { tee: a.tee, verified: a.verified, claims: a.claims ? claimsJson(a.claims) : null, verdict: { allowed: verdict.allowed, reasons: verdict.reasons } });
@@ -246,11 +272,52 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
           `measurement ${c.measurement}`,
           `report data ${c.reportData}`,
           `debug ${c.debug}`,
-          `policy (${opts.policy ?? 'default, not enforced'}): ${verdict.allowed ? 'allowed' : 'DENIED'}`,
+          `policy (${opts.policy}): ${verdict.allowed ? 'allowed' : 'DENIED'}`,
           ...verdict.checks.map((k) => `  ${k.ok ? 'ok  ' : 'FAIL'} ${k.check}: ${k.detail}`),
         ];
         ctx.io.stdout(`${lines.join('\n')}\n`);
       }
-      ctx.exitCode = opts.policy && !verdict.allowed ? ExitCode.REJECTED : ExitCode.OK;
+      ctx.exitCode = verdict.allowed ? ExitCode.OK : ExitCode.REJECTED;
     });
+}
+
+const CRYPTO_ONLY_NOTE = 'not evaluated (--crypto-only): signatures, certificate chains, collateral and validity times only; measurements, TCB, debug and freshness were not judged';
+
+/** attest verify --crypto-only: the verifier's checks alone, plus --report-data when given. */
+async function cryptoOnly(
+  ctx: CommandContext,
+  type: TeeType,
+  evidence: Uint8Array,
+  verifyOpts: Parameters<typeof verifyEvidence>[2],
+  now: Date,
+  expected: Uint8Array | undefined,
+  json: boolean,
+): Promise<void> {
+  let verified;
+  try {
+    verified = await verifyEvidence(type, evidence, verifyOpts);
+  } catch (err) {
+    if (!(err instanceof SealedTensorsError) || !['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN'].includes(err.code)) throw err;
+    if (json) writeJson(ctx.io, { tee: type, verified: false, claims: null, policy: CRYPTO_ONLY_NOTE, error: `${err.code}: ${err.message}` });
+    ctx.io.stderr(`error ${err.code}: ${err.message}\n`);
+    ctx.exitCode = ExitCode.REJECTED;
+    return;
+  }
+  const c = verified.claims;
+  const rdOk = expected !== undefined ? reportDataMatches(c.reportData, expected) : undefined;
+  if (json) {
+    writeJson(ctx.io, { tee: verified.tee, verified: true, claims: claimsJson(c), policy: CRYPTO_ONLY_NOTE, ...(rdOk !== undefined ? { reportData: rdOk ? 'matches --report-data' : 'does NOT match --report-data' } : {}) });
+  } else {
+    const lines = [
+      `verified: ${c.simulated ? 'SIMULATED ' : ''}${verified.tee} evidence; signatures and chain OK as of ${now.toISOString()}`,
+      `measurement ${c.measurement}`,
+      `report data ${c.reportData}`,
+      `debug ${c.debug}`,
+      ...verified.checks.map((k) => `  ok   ${k.check}: ${k.detail}`),
+      ...(rdOk !== undefined ? [`  ${rdOk ? 'ok  ' : 'FAIL'} reportData: ${rdOk ? 'equals --report-data' : 'does not equal --report-data: stale, replayed or foreign evidence'}`] : []),
+      `policy: ${CRYPTO_ONLY_NOTE}`,
+    ];
+    ctx.io.stdout(`${lines.join('\n')}\n`);
+  }
+  ctx.exitCode = rdOk === false ? ExitCode.REJECTED : ExitCode.OK;
 }

@@ -3,7 +3,12 @@ import { appraiseEvidence } from '../../src/attestation/verify.js';
 import { bindReportData } from '../../src/attestation/report-data.js';
 import { SimulatedTee } from '../../src/attestation/providers/simulated.js';
 import { validatePolicy } from '../../src/attestation/policy/policy.js';
+import { verifySimulatedEvidence } from '../../src/attestation/verifiers/simulated.js';
+import { verifySnpReport } from '../../src/attestation/verifiers/snp.js';
 import { certs, flip, typedError, vec } from './helpers.js';
+import { pinnedTo } from './pinned-policy.js';
+
+const SIM_MEASUREMENT = '43bfcf50b2cd6e4e2398f21f4314d6d326405f93b168c6955a9b13f510d568283e8fe4ce07768bf97d88044a93f0ff18';
 
 describe('bindReportData', () => {
   it('is 64 bytes, deterministic, and changes with either input; length prefixes keep (nonce, key) pairs apart', async () => {
@@ -30,10 +35,11 @@ describe('appraiseEvidence', () => {
     const key = new Uint8Array(32).fill(9);
     const nonce = new Uint8Array(32).fill(3);
     const evidence = await tee.getEvidence(bindReportData(nonce, key));
-    const policy = validatePolicy({ version: 1, allowSimulated: true, tees: { simulated: { requireReportData: true } } });
+    const measurement = verifySimulatedEvidence(evidence, { trustedRoots: [tee.rootFingerprint] }).claims.measurement;
+    const policy = validatePolicy({ version: 1, allowSimulated: true, tees: { simulated: { measurements: { measurement: [measurement] } } } });
     const ok = await appraiseEvidence('simulated', evidence, { policy, trustedRoots: [tee.rootFingerprint], expectedReportData: bindReportData(nonce, key) });
     expect(ok).toMatchObject({ tee: 'simulated', verified: true, verdict: { allowed: true, reasons: [] } });
-    expect(ok.verdict.checks.map((c) => c.check)).toEqual(['simulated.signature', 'simulated.root', 'policy.simulated', 'policy.tee', 'policy.debug', 'policy.expectedReportData']);
+    expect(ok.verdict.checks.map((c) => c.check)).toEqual(['simulated.signature', 'simulated.root', 'policy.simulated', 'policy.tee', 'policy.debug', 'policy.measurements.measurement', 'policy.expectedReportData', 'policy.maxAge']);
     const replay = await appraiseEvidence('simulated', evidence, { policy, trustedRoots: [tee.rootFingerprint], expectedReportData: bindReportData(new Uint8Array(32).fill(4), key) });
     expect(replay.verified).toBe(true);
     expect(replay.verdict.allowed).toBe(false);
@@ -44,17 +50,22 @@ describe('appraiseEvidence', () => {
   it('evidence that does not verify is a denying appraisal with the error, not an exception', async () => {
     const tee = new SimulatedTee();
     const ev = await tee.getEvidence(new Uint8Array(64));
-    const a = await appraiseEvidence('simulated', flip(ev, 30, 1), { trustedRoots: [tee.rootFingerprint] });
+    const policy = validatePolicy({ version: 1, allowSimulated: true, tees: { simulated: { measurements: { measurement: [SIM_MEASUREMENT] } } } });
+    const a = await appraiseEvidence('simulated', flip(ev, 30, 1), { trustedRoots: [tee.rootFingerprint], policy, expectedReportData: new Uint8Array(64).fill(1) });
     expect(a).toMatchObject({ verified: false, claims: null, verdict: { allowed: false }, error: { code: 'ERR_EVIDENCE_SIGNATURE' } });
     expect(a.verdict.reasons[0]).toMatch(/^ERR_EVIDENCE_SIGNATURE: /);
-    await typedError(() => appraiseEvidence('sgx' as 'snp', ev), ['ERR_INVALID_ARGUMENT']);
+    await typedError(() => appraiseEvidence('sgx' as 'snp', ev, { policy, expectedReportData: new Uint8Array(64).fill(1) }), ['ERR_INVALID_ARGUMENT']);
   });
 
-  it('real SNP evidence: allowed by the default policy at its time, denied after its chain expired', async () => {
+  it('real SNP evidence: allowed by a policy pinning it at its time, denied after its chain expired', async () => {
     const certificates = certs('sev-snp/azure_genoa_vcek.pem', 'sev-snp/ask_ark_genoa.pem');
-    const a = await appraiseEvidence('snp', vec('sev-snp/azure_genoa_report.bin'), { certificates, now: new Date('2026-01-01T00:00:00Z') });
+    const now = new Date('2026-01-01T00:00:00Z');
+    const claims = verifySnpReport(vec('sev-snp/azure_genoa_report.bin'), { certificates, now }).claims;
+    const { policy, opts } = pinnedTo(claims);
+    const expectedReportData = opts.expectedReportData!;
+    const a = await appraiseEvidence('snp', vec('sev-snp/azure_genoa_report.bin'), { certificates, now, policy, expectedReportData });
     expect(a.verified && a.verdict.allowed).toBe(true);
-    const late = await appraiseEvidence('snp', vec('sev-snp/azure_genoa_report.bin'), { certificates, now: new Date('2033-01-01T00:00:00Z') });
+    const late = await appraiseEvidence('snp', vec('sev-snp/azure_genoa_report.bin'), { certificates, now: new Date('2033-01-01T00:00:00Z'), policy, expectedReportData });
     expect(late).toMatchObject({ verified: false, error: { code: 'ERR_EVIDENCE_CHAIN' } });
   });
 });

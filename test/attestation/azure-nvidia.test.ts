@@ -4,7 +4,7 @@ import { parseAzureEvidence, parseHclReport, verifyAzureEvidence } from '../../s
 import { parseNvidiaReport, verifyNvidiaReport } from '../../src/attestation/verifiers/nvidia.js';
 import { NVIDIA_DEVICE_IDENTITY_CA } from '../../src/attestation/roots.js';
 import { fingerprint } from '../../src/attestation/certs.js';
-import { DEFAULT_POLICY } from '../../src/attestation/policy/policy.js';
+import { pinnedTo } from './pinned-policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { certs, flip, outcome, typedError, vec } from './helpers.js';
 
@@ -48,7 +48,7 @@ describe('Azure SNP vTPM real vector', () => {
     });
     expect(c.debug).toBe(false);
     expect(r.checks.map((k) => k.check).slice(-3)).toEqual(['azure.runtime_data', 'azure.tpm_quote_signature', 'azure.pcr_digest']);
-    expect(evaluatePolicy(DEFAULT_POLICY, c).allowed).toBe(true);
+    expect(evaluatePolicy(pinnedTo(c).policy, c, pinnedTo(c).opts).allowed).toBe(true);
   });
 
   it('rejects a missing ASK/ARK, a root not pinned, and a time after the VCEK validity', async () => {

@@ -6,8 +6,8 @@ import { describe, expect, it, vi } from 'vitest';
 import { parseNitroDocument, verifyNitroDocument } from '../../src/attestation/verifiers/nitro.js';
 import { AWS_NITRO_ROOT_G1 } from '../../src/attestation/roots.js';
 import { fingerprint } from '../../src/attestation/certs.js';
-import { DEFAULT_POLICY, validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
+import { pinnedTo } from './pinned-policy.js';
 import { certs, flip, outcome, typedError, vec } from './helpers.js';
 
 // Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
@@ -98,10 +98,10 @@ describe('Nitro real vectors', () => {
     expect(c.debug).toBe(false);
     expect(c.issuedAt).toBe('2022-10-13T08:58:02.136Z');
     expect(r.checks.find((k) => k.check === 'nitro.chain')!.detail).toMatch(/us-east-1/);
-    expect(evaluatePolicy(DEFAULT_POLICY, c).allowed).toBe(true);
+    expect(evaluatePolicy(pinnedTo(c).policy, c, pinnedTo(c).opts).allowed).toBe(true);
   });
 
-  it('debug-mode document (2023-09-18) verifies with the claims in PROVENANCE.md and is refused by the default policy', () => {
+  it('debug-mode document (2023-09-18) verifies with the claims in PROVENANCE.md and is refused by a policy pinning its measurements', () => {
     const r = verifyNitroDocument(vec(D2.file), { now: D2.at });
     const c = r.claims;
     expect(c.platform.moduleId).toBe('i-0918f6c55e3b61d89-enc018aa8b8e2285d13');
@@ -113,7 +113,7 @@ describe('Nitro real vectors', () => {
     expect(c.platform.nonce).toMatch(/^bba6bfd51866d2e4[0-9a-f]+4119c1f21$/);
     expect(c.issuedAt).toBe('2023-09-18T15:03:30.860Z');
     expect(c.debug).toBe(true);
-    const v = evaluatePolicy(DEFAULT_POLICY, c);
+    const v = evaluatePolicy(pinnedTo(c).policy, c, pinnedTo(c).opts);
     expect(v.allowed).toBe(false);
     expect(v.reasons).toEqual([expect.stringMatching(/^policy\.debug: /)]);
   });
@@ -132,9 +132,9 @@ describe('Nitro real vectors', () => {
 
   it('policy maxAgeSeconds uses the document timestamp', () => {
     const c = verifyNitroDocument(vec(D1.file), { now: D1.at }).claims;
-    const p = validatePolicy({ version: 1, tees: { nitro: { maxAgeSeconds: 300 } } });
-    expect(evaluatePolicy(p, c, { now: new Date(D1.at.getTime() + 299_000) }).allowed).toBe(true);
-    expect(evaluatePolicy(p, c, { now: new Date(D1.at.getTime() + 301_000) }).reasons.join()).toMatch(/301 s old, over the 300 s limit/);
+    const { policy: p, opts } = pinnedTo(c, { maxAgeSeconds: 300 });
+    expect(evaluatePolicy(p, c, { ...opts, now: new Date(D1.at.getTime() + 299_000) }).allowed).toBe(true);
+    expect(evaluatePolicy(p, c, { ...opts, now: new Date(D1.at.getTime() + 301_000) }).reasons.join()).toMatch(/301 s old, over the 300 s limit/);
   });
 
   // Protected header and signature: every bit. Payload (4.5 KB): every byte, one bit each, rotating

@@ -2,7 +2,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { SimulatedTee } from '../../src/attestation/providers/simulated.js';
 import { parseSimulatedEvidence, verifySimulatedEvidence } from '../../src/attestation/verifiers/simulated.js';
-import { DEFAULT_POLICY, parsePolicy, validatePolicy } from '../../src/attestation/policy/policy.js';
+import { parsePolicy, validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import type { Claims } from '../../src/attestation/types.js';
 import { flip, outcome, typedError } from './helpers.js';
@@ -43,20 +43,22 @@ describe('simulated TEE', () => {
     expect(cases).toBe(ev.length * 8);
   });
 
-  it('is refused by the default policy and by any policy without allowSimulated; debug is refused too', async () => {
+  it('is refused by any policy without allowSimulated; debug is refused too', async () => {
     const tee = new SimulatedTee({ debug: true });
     const c = verifySimulatedEvidence(await tee.getEvidence(rd(3)), { trustedRoots: [tee.rootFingerprint] }).claims;
-    const v = evaluatePolicy(DEFAULT_POLICY, c);
+    const opts = { expectedReportData: rd(3), now: new Date(c.issuedAt!) };
+    const measurements = { measurement: [c.measurement] };
+    const v = evaluatePolicy(validatePolicy({ version: 1, tees: { snp: { measurements } } }), c, opts);
     expect(v.allowed).toBe(false);
     expect(v.reasons).toEqual([
       'policy.simulated: evidence is SIMULATED (software only) and the policy does not set allowSimulated',
       'policy.tee: policy has no section for "simulated" evidence; TEEs not listed are refused',
     ]);
     expect(() => validatePolicy({ version: 1, tees: { simulated: {} } })).toThrow(/allowSimulated.*so many words/);
-    const allow = validatePolicy({ version: 1, allowSimulated: true, tees: { simulated: {} } });
-    expect(evaluatePolicy(allow, c).reasons).toEqual([expect.stringMatching(/^policy\.debug/)]);
-    const allowDebug = validatePolicy({ version: 1, allowSimulated: true, tees: { simulated: { allowDebug: true } } });
-    expect(evaluatePolicy(allowDebug, c).allowed).toBe(true);
+    const allow = validatePolicy({ version: 1, allowSimulated: true, tees: { simulated: { measurements } } });
+    expect(evaluatePolicy(allow, c, opts).reasons).toEqual([expect.stringMatching(/^policy\.debug/)]);
+    const allowDebug = validatePolicy({ version: 1, allowSimulated: true, tees: { simulated: { measurements, allowDebug: true } } });
+    expect(evaluatePolicy(allowDebug, c, opts).allowed).toBe(true);
   });
 
   it('checks its arguments', async () => {
@@ -76,7 +78,7 @@ const claims = (over: Partial<Claims> = {}): Claims => ({
   reportData: `${'ab'.repeat(32)}${'00'.repeat(32)}`,
   debug: false,
   tcb: { bootloader: 10, tee: 0, snp: 23, microcode: 84 },
-  platform: { product: 'Genoa' },
+  platform: { product: 'Genoa', vmpl: '0' },
   ...over,
 });
 
@@ -88,7 +90,7 @@ describe('policy', () => {
         version: 2,
         extra: 1,
         tees: {
-          snp: { measurements: { measurement: ['zz'] }, minTcb: { snp: -1 }, allowDebug: 'no', reportData: 'abc', maxAgeSeconds: 0, bogus: true, tcbStatus: ['Fine'] },
+          snp: { measurements: { measurement: ['zz'] }, minTcb: { snp: -1 }, allowDebug: 'no', reportData: 'abc', maxAgeSeconds: 0, bogus: true, tcbStatus: ['Fine'], requireReportData: false },
           sgx: {},
         },
       });
@@ -105,7 +107,8 @@ describe('policy', () => {
       'tees.snp.minTcb.snp: must be a non-negative integer',
       'tees.snp.tcbStatus: must be a non-empty list',
       'tees.snp.allowDebug: must be true or false',
-      'tees.snp.reportData: must be hex of 1 to 64 bytes',
+      'tees.snp.reportData: a fixed report-data value is not freshness',
+      'tees.snp.requireReportData: report data is always required',
       'tees.snp.maxAgeSeconds: must be a positive integer',
       'tees.sgx: unknown TEE type',
       'docs/ATTESTATION.md',
@@ -124,12 +127,11 @@ describe('policy', () => {
           measurements: { measurement: ['AA'.repeat(48)], hostData: ['11'.repeat(32)] },
           minTcb: { snp: 24, microcode: 84, fmc: 1 },
           platform: { product: ['Genoa', 'Milan'] },
-          reportData: 'ab'.repeat(32),
           requireReportData: true,
         },
       },
     });
-    const v = evaluatePolicy(p, claims());
+    const v = evaluatePolicy(p, claims(), { expectedReportData: new Uint8Array(32).fill(0xab) });
     expect(v.allowed).toBe(false);
     expect(v.checks.map((c) => [c.check, c.ok])).toEqual([
       ['policy.tee', true],
@@ -139,8 +141,9 @@ describe('policy', () => {
       ['policy.minTcb.snp', false],
       ['policy.minTcb.microcode', true],
       ['policy.minTcb.fmc', false],
+      ['policy.platform.vmpl', true],
       ['policy.platform.product', true],
-      ['policy.reportData', true],
+      ['policy.expectedReportData', true],
     ]);
     expect(v.reasons).toEqual([
       `policy.measurements.hostData: hostData ${'00'.repeat(32)} is not among the 1 allowed value(s)`,
@@ -149,9 +152,9 @@ describe('policy', () => {
     ]);
   });
 
-  it('report data: policy value or caller value, prefix then zeros, required binding', () => {
-    const p = validatePolicy({ version: 1, tees: { snp: { requireReportData: true } } });
-    expect(evaluatePolicy(p, claims()).reasons).toEqual([expect.stringMatching(/^policy\.requireReportData: /)]);
+  it('report data: the caller\'s value, prefix then zeros, always required', () => {
+    const p = validatePolicy({ version: 1, tees: { snp: { measurements: { measurement: ['aa'.repeat(48)] } } } });
+    expect(evaluatePolicy(p, claims()).reasons).toEqual([expect.stringMatching(/^policy\.expectedReportData: no expected report data/)]);
     const good = new Uint8Array(32).fill(0xab);
     expect(evaluatePolicy(p, claims(), { expectedReportData: good }).allowed).toBe(true);
     const bad = good.slice();
@@ -164,15 +167,9 @@ describe('policy', () => {
 
   it('denies TEEs without a section, and maxAge without a timestamp', () => {
     const p = validatePolicy({ version: 1, tees: { tdx: {}, snp: { maxAgeSeconds: 60 } } });
-    expect(evaluatePolicy(p, claims({ tee: 'nitro' })).reasons).toEqual(['policy.tee: policy has no section for "nitro" evidence; TEEs not listed are refused']);
+    expect(evaluatePolicy(p, claims({ tee: 'nitro' }), { expectedReportData: new Uint8Array(32).fill(0xab) }).reasons).toEqual(['policy.tee: policy has no section for "nitro" evidence; TEEs not listed are refused']);
     expect(evaluatePolicy(p, claims()).reasons.join()).toMatch(/carries no timestamp/);
     const future = evaluatePolicy(p, claims({ issuedAt: '2030-01-01T00:00:00Z' }), { now: new Date('2029-01-01T00:00:00Z') });
     expect(future.reasons.join()).toMatch(/in the future/);
-  });
-
-  it('the default policy allows real non-debug evidence of every real TEE and nothing simulated', () => {
-    for (const tee of ['snp', 'tdx', 'nitro', 'azure-snp', 'nvidia'] as const) expect(evaluatePolicy(DEFAULT_POLICY, claims({ tee })).allowed).toBe(true);
-    expect(evaluatePolicy(DEFAULT_POLICY, claims({ tee: 'snp', simulated: true })).allowed).toBe(false);
-    expect(evaluatePolicy(DEFAULT_POLICY, claims({ debug: true })).allowed).toBe(false);
   });
 });

@@ -5,8 +5,8 @@ import { describe, expect, it, vi } from 'vitest';
 import { decodeSnpTcb, parseSnpReport, SNP_SIGNED_LENGTH, verifySnpReport } from '../../src/attestation/verifiers/snp.js';
 import { AMD_ARK_GENOA, AMD_ARK_MILAN } from '../../src/attestation/roots.js';
 import { fingerprint } from '../../src/attestation/certs.js';
-import { DEFAULT_POLICY } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
+import { pinnedTo } from './pinned-policy.js';
 import { certs, flip, outcome, typedError, vec } from './helpers.js';
 
 // Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
@@ -198,13 +198,13 @@ describe('SEV-SNP real vectors', () => {
     }
   });
 
-  it('rejects debug-mode evidence under the default policy, and accepts the non-debug reports', () => {
+  it('rejects debug-mode evidence under a policy pinning its measurements, and accepts the non-debug Genoa report', () => {
     const milan = verifySnpReport(vec(MILAN.report), { now: MILAN.at, certificates: certs(...MILAN.certs) });
-    const v = evaluatePolicy(DEFAULT_POLICY, milan.claims);
+    const v = evaluatePolicy(pinnedTo(milan.claims).policy, milan.claims, pinnedTo(milan.claims).opts);
     expect(v.allowed).toBe(false);
     expect(v.reasons.join('\n')).toMatch(/policy\.debug: evidence is from a debug-mode TEE/);
     const genoa = verifySnpReport(vec(GENOA.report), { now: GENOA.at, certificates: certs(...GENOA.certs) });
-    expect(evaluatePolicy(DEFAULT_POLICY, genoa.claims)).toMatchObject({ allowed: true, reasons: [] });
+    expect(evaluatePolicy(pinnedTo(genoa.claims).policy, genoa.claims, pinnedTo(genoa.claims).opts)).toMatchObject({ allowed: true, reasons: [] });
   });
 
   // Every bit of the signed region (0x000..0x29F) and of the signature (R, S): 1152 bytes x 8 bits per vector.

@@ -3,8 +3,8 @@ import { parseTdxQuote, verifyTdxQuote } from '../../src/attestation/verifiers/t
 import { parseTdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
 import { INTEL_SGX_ROOT_CA, AMD_ARK_MILAN } from '../../src/attestation/roots.js';
 import { fingerprint } from '../../src/attestation/certs.js';
-import { DEFAULT_POLICY, validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
+import { pinnedTo } from './pinned-policy.js';
 import { certs, flip, outcomeAsync, typedError, vec } from './helpers.js';
 
 // Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
@@ -73,7 +73,7 @@ describe('TDX real vectors', () => {
       'tdx.crl',
       'tdx.crl',
     ]);
-    expect(evaluatePolicy(validatePolicy({ version: 1, tees: { tdx: { tcbStatus: ['UpToDate'] } } }), c).allowed).toBe(true);
+    expect(evaluatePolicy(pinnedTo(c, { tcbStatus: ['UpToDate'] }).policy, c, pinnedTo(c).opts).allowed).toBe(true);
   });
 
   it('trustee quote verifies with the Intel PCS collateral of 2023 (UpToDate), claims as in PROVENANCE.md', async () => {
@@ -108,8 +108,9 @@ describe('TDX real vectors', () => {
     for (const [q, at] of [[Q1, Q1_AT], [Q2, Q2_AT]] as const) {
       const r = await verifyTdxQuote(vec(q), { now: at });
       expect(r.claims.tcb.tcbStatus).toBeUndefined();
-      expect(evaluatePolicy(validatePolicy({ version: 1, tees: { tdx: { tcbStatus: ['UpToDate'], allowDebug: true } } }), r.claims).reasons).toEqual([
-        'policy.tcbStatus: policy requires a TCB status but no collateral was evaluated (pass --collateral)',
+      const { policy, opts } = pinnedTo(r.claims, { tcbStatus: ['UpToDate'], allowDebug: true });
+      expect(evaluatePolicy(policy, r.claims, opts).reasons).toEqual([
+        'policy.tcbStatus: the policy requires TCB status UpToDate but no collateral was evaluated (pass collateral, CLI --collateral)',
       ]);
     }
   });
@@ -189,13 +190,14 @@ describe('TDX real vectors', () => {
     await typedError(() => verifyTdxQuote(spliced, { now: Q2_AT }), ['ERR_EVIDENCE_SIGNATURE']);
   });
 
-  it('rejects debug-mode TDX evidence under the default policy; accepts the non-debug quote', async () => {
+  it('rejects debug-mode TDX evidence under a policy pinning its measurements; accepts the non-debug quote with collateral', async () => {
     const dbg = await verifyTdxQuote(vec(Q2), { now: Q2_AT });
-    const v = evaluatePolicy(DEFAULT_POLICY, dbg.claims);
+    const v = evaluatePolicy(pinnedTo(dbg.claims).policy, dbg.claims, pinnedTo(dbg.claims).opts);
     expect(v.allowed).toBe(false);
-    expect(v.reasons).toEqual([expect.stringMatching(/^policy\.debug: /)]);
-    const ok = await verifyTdxQuote(vec(Q1), { now: Q1_AT });
-    expect(evaluatePolicy(DEFAULT_POLICY, ok.claims).allowed).toBe(true);
+    // No collateral: the default TCB status requirement (UpToDate) fails too.
+    expect(v.reasons).toEqual([expect.stringMatching(/^policy\.debug: /), expect.stringMatching(/^policy\.tcbStatus: .*no collateral/)]);
+    const ok = await verifyTdxQuote(vec(Q1), { now: Q1_AT, collateral: c1() });
+    expect(evaluatePolicy(pinnedTo(ok.claims).policy, ok.claims, pinnedTo(ok.claims).opts).allowed).toBe(true);
   });
 
   // Every bit of: header + TD report (signed by the attestation key), the QE report (signed by the PCK),

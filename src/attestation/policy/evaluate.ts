@@ -1,6 +1,6 @@
 import { constantTimeEqual } from '../../bytes.js';
 import type { Check, Claims } from '../types.js';
-import type { Policy } from './policy.js';
+import { DEFAULT_CLOCK_SKEW_SECONDS, DEFAULT_MAX_AGE_SECONDS, DEFAULT_SNP_MIN_TCB, DEFAULT_TDX_TCB_STATUS, validatePolicy, type Policy } from './policy.js';
 
 export interface Verdict {
   allowed: boolean;
@@ -11,13 +11,20 @@ export interface Verdict {
 }
 
 export interface EvaluateOptions {
+  /**
+   * The report data this call expects: the fresh nonce the verifier sent (or bindReportData(nonce, key)),
+   * at least 16 bytes. The evidence must hold it followed by zeros. Without it every verdict denies.
+   */
+  expectedReportData?: Uint8Array;
   /** Time to judge evidence age against; default now. */
   now?: Date;
-  /** The report data the caller expects (e.g. nonce || key hash), compared like policy reportData. */
-  expectedReportData?: Uint8Array;
 }
 
-function reportDataMatches(actualHex: string, expected: Uint8Array): boolean {
+/** Shorter than this, a nonce can be guessed or collected ahead of time. */
+export const MIN_NONCE_BYTES = 16;
+
+/** True when the evidence's report data is `expected` followed by zeros; compared in constant time. */
+export function reportDataMatches(actualHex: string, expected: Uint8Array): boolean {
   const actual = new Uint8Array(Buffer.from(actualHex, 'hex'));
   if (expected.length === 0 || expected.length > actual.length) return false;
   const padded = new Uint8Array(actual.length);
@@ -26,8 +33,18 @@ function reportDataMatches(actualHex: string, expected: Uint8Array): boolean {
   return constantTimeEqual(actual, padded);
 }
 
-/** Judges verified claims against a policy; lists every check, never stops at the first failure. */
-export function evaluatePolicy(policy: Policy, claims: Claims, opts: EvaluateOptions = {}): Verdict {
+/** Own properties only: a policy naming "constructor" must not find Object.prototype.constructor. */
+function ownValue<T>(o: Record<string, T>, k: string): T | undefined {
+  return Object.hasOwn(o, k) ? o[k] : undefined;
+}
+
+/**
+ * Judges verified claims against a policy; lists every check, never stops at the first failure.
+ * The policy is validated here too (a policy built in code is held to the file rules), and the
+ * validated copy is what is read.
+ */
+export function evaluatePolicy(policyInput: Policy, claims: Claims, opts: EvaluateOptions = {}): Verdict {
+  const policy = validatePolicy(policyInput);
   const checks: Check[] = [];
   const add = (check: string, ok: boolean, detail: string): void => void checks.push({ check, ok, detail });
   const now = opts.now ?? new Date();
@@ -35,7 +52,7 @@ export function evaluatePolicy(policy: Policy, claims: Claims, opts: EvaluateOpt
   if (claims.simulated || claims.tee === 'simulated') {
     add('policy.simulated', policy.allowSimulated, policy.allowSimulated ? 'simulated evidence allowed by allowSimulated' : 'evidence is SIMULATED (software only) and the policy does not set allowSimulated');
   }
-  const section = policy.tees[claims.tee];
+  const section = Object.hasOwn(policy.tees, claims.tee) ? policy.tees[claims.tee] : undefined;
   if (!section) {
     add('policy.tee', false, `policy has no section for "${claims.tee}" evidence; TEEs not listed are refused`);
   } else {
@@ -43,46 +60,75 @@ export function evaluatePolicy(policy: Policy, claims: Claims, opts: EvaluateOpt
     const allowDebug = section.allowDebug === true;
     add('policy.debug', !claims.debug || allowDebug, claims.debug ? (allowDebug ? 'debug mode allowed by allowDebug' : 'evidence is from a debug-mode TEE (its memory is open to the host); set allowDebug only for development') : 'not in debug mode');
 
-    for (const [name, allowed] of Object.entries(section.measurements ?? {})) {
-      const v = claims.measurements[name];
-      if (v === undefined) add(`policy.measurements.${name}`, false, `evidence has no measurement "${name}" (it has ${Object.keys(claims.measurements).join(', ') || 'none'})`);
+    const measurements = Object.entries(section.measurements ?? {});
+    if (measurements.length === 0) {
+      add('policy.measurements', false, `the policy lists no measurements for "${claims.tee}": any software in such a TEE would pass; list the expected values (docs/ATTESTATION.md)`);
+    }
+    for (const [name, allowed] of measurements) {
+      const v = ownValue(claims.measurements, name);
+      if (typeof v !== 'string') add(`policy.measurements.${name}`, false, `evidence has no measurement "${name}" (it has ${Object.keys(claims.measurements).join(', ') || 'none'})`);
       else add(`policy.measurements.${name}`, allowed.includes(v.toLowerCase()), allowed.includes(v.toLowerCase()) ? `${name} ${v} is allowed` : `${name} ${v} is not among the ${allowed.length} allowed value(s)`);
     }
-    for (const [name, min] of Object.entries(section.minTcb ?? {})) {
-      const v = claims.tcb[name];
+
+    const snpLike = claims.tee === 'snp' || claims.tee === 'azure-snp';
+    const minTcb: Record<string, number> = Object.create(null) as Record<string, number>;
+    if (snpLike) {
+      const product = ownValue(claims.platform, 'product') ?? '';
+      const floor = ownValue(DEFAULT_SNP_MIN_TCB, product);
+      if (floor) Object.assign(minTcb, floor);
+      else if (!section.minTcb || Object.keys(section.minTcb).length === 0) {
+        add('policy.minTcb', false, `no built-in minimum TCB for SEV-SNP product "${product}": state minTcb in the policy`);
+      }
+    }
+    Object.assign(minTcb, section.minTcb ?? {});
+    for (const [name, min] of Object.entries(minTcb)) {
+      const v = ownValue(claims.tcb, name);
+      const stated = section.minTcb !== undefined && Object.hasOwn(section.minTcb, name);
+      const src = stated ? '' : ' (built-in floor; set minTcb to change it)';
       if (typeof v !== 'number') add(`policy.minTcb.${name}`, false, `evidence has no numeric TCB component "${name}"`);
-      else add(`policy.minTcb.${name}`, v >= min, v >= min ? `${name} ${v} >= ${min}` : `${name} ${v} is below the minimum ${min}; the platform needs a firmware update`);
+      else add(`policy.minTcb.${name}`, v >= min, v >= min ? `${name} ${v} >= ${min}${src}` : `${name} ${v} is below the minimum ${min}${src}; the platform needs a firmware update`);
     }
-    if (section.tcbStatus) {
-      const st = claims.tcb.tcbStatus;
-      if (typeof st !== 'string' || st === 'NotEvaluated') add('policy.tcbStatus', false, 'policy requires a TCB status but no collateral was evaluated (pass --collateral)');
-      else add('policy.tcbStatus', section.tcbStatus.includes(st), section.tcbStatus.includes(st) ? `TCB status ${st} is allowed` : `TCB status ${st} is not among ${section.tcbStatus.join(', ')}`);
+
+    if (claims.tee === 'tdx' || section.tcbStatus) {
+      const allowed = section.tcbStatus ?? DEFAULT_TDX_TCB_STATUS;
+      const src = section.tcbStatus ? '' : ' (default; set tcbStatus to change it)';
+      const st = ownValue(claims.tcb, 'tcbStatus');
+      if (typeof st !== 'string' || st === 'NotEvaluated') add('policy.tcbStatus', false, `the policy requires TCB status ${allowed.join(' or ')}${src} but no collateral was evaluated (pass collateral, CLI --collateral)`);
+      // Revoked is refused whatever the list says: a revoked platform's keys may be in anyone's hands.
+      else if (st === 'Revoked') add('policy.tcbStatus', false, 'TCB status is Revoked: never accepted');
+      else add('policy.tcbStatus', allowed.includes(st), allowed.includes(st) ? `TCB status ${st} is allowed${src}` : `TCB status ${st} is not among ${allowed.join(', ')}${src}`);
     }
-    for (const [name, allowed] of Object.entries(section.platform ?? {})) {
-      const v = claims.platform[name];
-      add(`policy.platform.${name}`, v !== undefined && allowed.includes(v), v === undefined ? `evidence has no platform field "${name}"` : allowed.includes(v) ? `${name} ${v} is allowed` : `${name} "${v}" is not among ${allowed.join(', ')}`);
+
+    const platform: Record<string, readonly string[]> = Object.create(null) as Record<string, readonly string[]>;
+    // SEV-SNP: only VMPL 0 is the guest's most privileged level (Azure: the paravisor that signs the HCL report).
+    if (snpLike) platform.vmpl = ['0'];
+    Object.assign(platform, section.platform ?? {});
+    for (const [name, allowed] of Object.entries(platform)) {
+      const v = ownValue(claims.platform, name);
+      const src = section.platform !== undefined && Object.hasOwn(section.platform, name) ? '' : ' (default; set platform.' + name + ' to change it)';
+      add(`policy.platform.${name}`, v !== undefined && allowed.includes(v), v === undefined ? `evidence has no platform field "${name}"` : allowed.includes(v) ? `${name} ${v} is allowed${src}` : `${name} "${v}" is not among ${allowed.join(', ')}${src}`);
     }
-    let compared = false;
-    if (section.reportData !== undefined) {
-      compared = true;
-      const ok = reportDataMatches(claims.reportData, new Uint8Array(Buffer.from(section.reportData, 'hex')));
-      add('policy.reportData', ok, ok ? 'report data equals the policy value' : 'report data does not equal the policy value: the evidence is not bound to the expected nonce/key');
-    }
-    if (opts.expectedReportData !== undefined) {
-      compared = true;
-      const ok = reportDataMatches(claims.reportData, opts.expectedReportData);
+
+    const expected = opts.expectedReportData;
+    if (expected === undefined || expected === null) {
+      add('policy.expectedReportData', false, 'no expected report data was given: pass the fresh nonce (or bindReportData value) with every call (CLI --report-data); without it old evidence replays');
+    } else if (!(expected instanceof Uint8Array) || expected.length < MIN_NONCE_BYTES || expected.every((b) => b === 0)) {
+      add('policy.expectedReportData', false, `the expected report data must be a fresh nonce of at least ${MIN_NONCE_BYTES} random bytes (not all zero); got ${expected instanceof Uint8Array ? `${expected.length} bytes` : typeof expected}`);
+    } else {
+      const ok = reportDataMatches(claims.reportData, expected);
       add('policy.expectedReportData', ok, ok ? 'report data equals the expected binding' : 'report data does not equal the expected binding (nonce/key): stale or replayed evidence');
     }
-    if (section.requireReportData && !compared) {
-      add('policy.requireReportData', false, 'policy requires a report-data binding but no expected value was given (policy reportData or the caller\'s expected report data)');
-    }
-    if (section.maxAgeSeconds !== undefined) {
-      if (!claims.issuedAt) add('policy.maxAge', false, `"${claims.tee}" evidence carries no timestamp; bind freshness through report data instead of maxAgeSeconds`);
-      else {
-        const age = (now.getTime() - Date.parse(claims.issuedAt)) / 1000;
-        const ok = age <= section.maxAgeSeconds && age >= -60;
-        add('policy.maxAge', ok, ok ? `evidence is ${Math.round(age)} s old` : age < -60 ? `evidence is dated ${claims.issuedAt}, in the future` : `evidence is ${Math.round(age)} s old, over the ${section.maxAgeSeconds} s limit`);
-      }
+
+    if (claims.issuedAt !== undefined) {
+      const skew = section.clockSkewSeconds ?? DEFAULT_CLOCK_SKEW_SECONDS;
+      const maxAge = section.maxAgeSeconds ?? DEFAULT_MAX_AGE_SECONDS;
+      const at = Date.parse(claims.issuedAt);
+      const age = (now.getTime() - at) / 1000;
+      if (Number.isNaN(age)) add('policy.maxAge', false, `evidence timestamp "${claims.issuedAt}" is not a time`);
+      else if (age < -skew) add('policy.maxAge', false, `evidence is dated ${claims.issuedAt}, ${Math.round(-age)} s in the future (clock skew allowed: ${skew} s)`);
+      else add('policy.maxAge', age <= maxAge, age <= maxAge ? `evidence is ${Math.round(age)} s old (limit ${maxAge} s)` : `evidence is ${Math.round(age)} s old, over the ${maxAge} s limit`);
+    } else if (section.maxAgeSeconds !== undefined) {
+      add('policy.maxAge', false, `"${claims.tee}" evidence carries no timestamp; its freshness comes from the nonce in report data, so drop maxAgeSeconds`);
     }
   }
   const reasons = checks.filter((c) => !c.ok).map((c) => `${c.check}: ${c.detail}`);

@@ -2,26 +2,28 @@ import { PolicyError } from '../../errors.js';
 import { TCB_STATUSES_BEST_FIRST, TEE_TYPES, type TeeType } from '../types.js';
 
 /**
- * An attestation policy, as data. What a TEE section does not mention is not checked, except:
- * debug is refused unless `allowDebug: true`; simulated evidence is refused unless the top level
- * says `allowSimulated: true`; a TEE without a section is refused.
+ * An attestation policy, as data. It denies by default: a TEE without a section is refused, and a
+ * section allows evidence only when it lists the measurements to accept and the caller passes the
+ * report data it expects (a fresh nonce) with every call. Debug is refused unless `allowDebug: true`;
+ * simulated evidence is refused unless the top level says `allowSimulated: true`. Some checks have
+ * defaults a section can tighten or loosen (see DEFAULT_SNP_MIN_TCB, the TDX status, VMPL, ages).
  */
 export interface TeePolicy {
-  /** Allowed values per measurement name (claims.measurements), lower-case hex. */
+  /** Allowed values per measurement name (claims.measurements), lower-case hex. At least one is needed. */
   measurements?: Record<string, string[]>;
-  /** Minimum per TCB component (claims.tcb), e.g. { "snp": 8, "microcode": 115 }. */
+  /** Minimum per TCB component (claims.tcb), e.g. { "snp": 23, "microcode": 84 }; SEV-SNP has defaults. */
   minTcb?: Record<string, number>;
-  /** Allowed values of TDX collateral status, e.g. ["UpToDate"]; needs collateral. */
+  /** Allowed TDX collateral statuses; default ["UpToDate"]; never Revoked. Needs collateral. */
   tcbStatus?: string[];
-  /** Allowed values per platform field (claims.platform), e.g. { "product": ["Genoa"] }. */
+  /** Allowed values per platform field (claims.platform), e.g. { "product": ["Genoa"] }; SEV-SNP default vmpl ["0"]. */
   platform?: Record<string, string[]>;
   allowDebug?: boolean;
-  /** Hex, at most 64 bytes: report data must start with it and be zero after it. */
-  reportData?: string;
-  /** Refuse evidence unless report data was compared with an expected value (policy or caller). */
-  requireReportData?: boolean;
-  /** Refuse evidence stamped longer ago than this (only evidence with a timestamp: Nitro, simulated). */
+  /** Report data is always required; accepted (as true only) so older policy files still read. */
+  requireReportData?: true;
+  /** Refuse evidence stamped longer ago than this (evidence with a timestamp: Nitro, simulated); default 300. */
   maxAgeSeconds?: number;
+  /** How far in the future an evidence timestamp may lie (clock skew); default 60. */
+  clockSkewSeconds?: number;
 }
 
 export interface Policy {
@@ -30,33 +32,66 @@ export interface Policy {
   tees: Partial<Record<TeeType, TeePolicy>>;
 }
 
-/** Accepts any real TEE's verified evidence that is not in debug mode; refuses simulated evidence. */
-export const DEFAULT_POLICY: Policy = Object.freeze({
-  version: 1,
-  allowSimulated: false,
-  tees: { snp: {}, tdx: {}, nitro: {}, 'azure-snp': {}, nvidia: {} },
-}) as Policy;
+/** Evidence with a timestamp older than this is refused unless the section says otherwise. */
+export const DEFAULT_MAX_AGE_SECONDS = 300;
+/** Evidence dated further ahead of `now` than this is refused unless the section says otherwise. */
+export const DEFAULT_CLOCK_SKEW_SECONDS = 60;
+/** TDX collateral statuses accepted when a section does not list its own. */
+export const DEFAULT_TDX_TCB_STATUS: readonly string[] = Object.freeze(['UpToDate']);
+/**
+ * SEV-SNP minimum TCB per product, applied to every component a section's minTcb does not name.
+ * The floors are those of AMD-SB-3019 (CVE-2024-56161, EntrySign, February 2025): the SNP firmware SPL
+ * and the microcode SPL (the low byte of the fixed microcode patch level). Genoa's equal the Azure
+ * Genoa vector (SNP 23, microcode 84); later bulletins raise them, and a policy follows with minTcb.
+ * Turin has no built-in floor: its sections must state minTcb or Turin evidence is refused.
+ */
+export const DEFAULT_SNP_MIN_TCB: Readonly<Record<string, Readonly<Record<string, number>>>> = Object.freeze({
+  Milan: Object.freeze({ snp: 22, microcode: 213 }),
+  Genoa: Object.freeze({ snp: 23, microcode: 84 }),
+});
 
-const TEE_KEYS = new Set(['measurements', 'minTcb', 'tcbStatus', 'platform', 'allowDebug', 'reportData', 'requireReportData', 'maxAgeSeconds']);
+const TOP_KEYS = ['version', 'allowSimulated', 'tees'];
+const TEE_KEYS = ['measurements', 'minTcb', 'tcbStatus', 'platform', 'allowDebug', 'requireReportData', 'maxAgeSeconds', 'clockSkewSeconds'];
 // A policy may accept any status but Revoked.
 const TCB_STATUSES = new Set<string>(TCB_STATUSES_BEST_FIRST.filter((x) => x !== 'Revoked'));
+const HEX = /^([0-9a-fA-F]{2})+$/;
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-/** Validates a parsed policy; every problem is listed in one PolicyError, each with its JSON path. */
+/** Own enumerable string-keyed entries only: inherited keys and accessors on a prototype are never read. */
+function ownEntries(o: Record<string, unknown>): [string, unknown][] {
+  return Object.keys(o).map((k) => [k, Object.getOwnPropertyDescriptor(o, k)?.value]);
+}
+
+function own(o: Record<string, unknown>, k: string): unknown {
+  return Object.hasOwn(o, k) ? Object.getOwnPropertyDescriptor(o, k)?.value : undefined;
+}
+
+/** A map with no prototype: keys such as "__proto__" and "constructor" are plain entries. */
+function dict<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
+}
+
+/**
+ * Validates a policy, parsed from JSON or built in code, and returns a frozen copy with no prototypes
+ * that the evaluator reads instead of the input. Every problem is listed in one PolicyError, each with
+ * its JSON path. Only own properties count, so a key named __proto__ or constructor is an ordinary key.
+ */
 export function validatePolicy(input: unknown): Policy {
   const problems: string[] = [];
   const bad = (path: string, why: string): void => void problems.push(`${path}: ${why}`);
   if (!isObject(input)) throw new PolicyError('policy must be a JSON object with "version": 1 and "tees"');
-  for (const k of Object.keys(input)) if (!['version', 'allowSimulated', 'tees'].includes(k)) bad(k, 'unknown key (allowed: version, allowSimulated, tees)');
-  if (input.version !== 1) bad('version', 'must be 1');
-  if (input.allowSimulated !== undefined && typeof input.allowSimulated !== 'boolean') bad('allowSimulated', 'must be true or false');
-  const tees: Partial<Record<TeeType, TeePolicy>> = {};
-  if (!isObject(input.tees)) bad('tees', 'must be an object keyed by TEE type');
+  for (const k of Object.keys(input)) if (!TOP_KEYS.includes(k)) bad(k, `unknown key (allowed: ${TOP_KEYS.join(', ')})`);
+  if (own(input, 'version') !== 1) bad('version', 'must be 1');
+  const allowSimulated = own(input, 'allowSimulated');
+  if (allowSimulated !== undefined && typeof allowSimulated !== 'boolean') bad('allowSimulated', 'must be true or false');
+  const tees = dict<TeePolicy>();
+  const teesIn = own(input, 'tees');
+  if (!isObject(teesIn)) bad('tees', 'must be an object keyed by TEE type');
   else {
-    for (const [tee, section] of Object.entries(input.tees)) {
+    for (const [tee, section] of ownEntries(teesIn)) {
       const p = `tees.${tee}`;
       if (!(TEE_TYPES as readonly string[]).includes(tee)) {
         bad(p, `unknown TEE type (one of ${TEE_TYPES.join(', ')})`);
@@ -66,69 +101,81 @@ export function validatePolicy(input: unknown): Policy {
         bad(p, 'must be an object');
         continue;
       }
-      if (tee === 'simulated' && input.allowSimulated !== true) {
+      if (tee === 'simulated' && allowSimulated !== true) {
         bad(p, 'a simulated section needs "allowSimulated": true at the top level, said in so many words');
       }
-      for (const k of Object.keys(section)) if (!TEE_KEYS.has(k)) bad(`${p}.${k}`, `unknown key (allowed: ${[...TEE_KEYS].join(', ')})`);
+      for (const k of Object.keys(section)) {
+        if (k === 'reportData') {
+          bad(`${p}.reportData`, 'a fixed report-data value is not freshness: pass the nonce you sent with each call instead (expectedReportData, attest verify --report-data)');
+        } else if (!TEE_KEYS.includes(k)) bad(`${p}.${k}`, `unknown key (allowed: ${TEE_KEYS.join(', ')})`);
+      }
       const out: TeePolicy = {};
       const s = section;
-      if (s.measurements !== undefined) {
-        if (!isObject(s.measurements)) bad(`${p}.measurements`, 'must map a measurement name to a list of hex values');
+      const measurements = own(s, 'measurements');
+      if (measurements !== undefined) {
+        if (!isObject(measurements)) bad(`${p}.measurements`, 'must map a measurement name to a list of hex values');
         else {
-          out.measurements = {};
-          for (const [name, list] of Object.entries(s.measurements)) {
-            if (!Array.isArray(list) || list.length === 0 || !list.every((h) => typeof h === 'string' && /^([0-9a-fA-F]{2})+$/.test(h))) {
+          const m = dict<string[]>();
+          for (const [name, list] of ownEntries(measurements)) {
+            if (!Array.isArray(list) || list.length === 0 || !list.every((h) => typeof h === 'string' && HEX.test(h))) {
               bad(`${p}.measurements.${name}`, 'must be a non-empty list of hex strings');
-            } else out.measurements[name] = list.map((h: string) => h.toLowerCase());
+            } else m[name] = Object.freeze(list.map((h: string) => h.toLowerCase())) as string[];
           }
+          out.measurements = Object.freeze(m);
         }
       }
-      if (s.minTcb !== undefined) {
-        if (!isObject(s.minTcb)) bad(`${p}.minTcb`, 'must map a TCB component name to a minimum number');
+      const minTcb = own(s, 'minTcb');
+      if (minTcb !== undefined) {
+        if (!isObject(minTcb)) bad(`${p}.minTcb`, 'must map a TCB component name to a minimum number');
         else {
-          out.minTcb = {};
-          for (const [name, v] of Object.entries(s.minTcb)) {
+          const m = dict<number>();
+          for (const [name, v] of ownEntries(minTcb)) {
             if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) bad(`${p}.minTcb.${name}`, 'must be a non-negative integer');
-            else out.minTcb[name] = v;
+            else m[name] = v;
           }
+          out.minTcb = Object.freeze(m);
         }
       }
-      if (s.tcbStatus !== undefined) {
-        if (!Array.isArray(s.tcbStatus) || s.tcbStatus.length === 0 || !s.tcbStatus.every((x) => typeof x === 'string' && TCB_STATUSES.has(x))) {
-          bad(`${p}.tcbStatus`, `must be a non-empty list of ${[...TCB_STATUSES].join(', ')}`);
-        } else out.tcbStatus = s.tcbStatus as string[];
+      const tcbStatus = own(s, 'tcbStatus');
+      if (tcbStatus !== undefined) {
+        if (!Array.isArray(tcbStatus) || tcbStatus.length === 0 || !tcbStatus.every((x) => typeof x === 'string' && TCB_STATUSES.has(x))) {
+          bad(`${p}.tcbStatus`, `must be a non-empty list of ${[...TCB_STATUSES].join(', ')} (Revoked is never accepted)`);
+        } else out.tcbStatus = Object.freeze([...(tcbStatus as string[])]) as string[];
       }
-      if (s.platform !== undefined) {
-        if (!isObject(s.platform)) bad(`${p}.platform`, 'must map a platform field to a list of allowed strings');
+      const platform = own(s, 'platform');
+      if (platform !== undefined) {
+        if (!isObject(platform)) bad(`${p}.platform`, 'must map a platform field to a list of allowed strings');
         else {
-          out.platform = {};
-          for (const [name, list] of Object.entries(s.platform)) {
+          const m = dict<string[]>();
+          for (const [name, list] of ownEntries(platform)) {
             if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === 'string')) bad(`${p}.platform.${name}`, 'must be a non-empty list of strings');
-            else out.platform[name] = list as string[];
+            else m[name] = Object.freeze([...(list as string[])]) as string[];
           }
+          out.platform = Object.freeze(m);
         }
       }
-      if (s.allowDebug !== undefined) {
-        if (typeof s.allowDebug !== 'boolean') bad(`${p}.allowDebug`, 'must be true or false');
-        else out.allowDebug = s.allowDebug;
+      const allowDebug = own(s, 'allowDebug');
+      if (allowDebug !== undefined) {
+        if (typeof allowDebug !== 'boolean') bad(`${p}.allowDebug`, 'must be true or false');
+        else out.allowDebug = allowDebug;
       }
-      if (s.reportData !== undefined) {
-        if (typeof s.reportData !== 'string' || !/^([0-9a-fA-F]{2}){1,64}$/.test(s.reportData)) bad(`${p}.reportData`, 'must be hex of 1 to 64 bytes');
-        else out.reportData = s.reportData.toLowerCase();
+      const requireReportData = own(s, 'requireReportData');
+      if (requireReportData !== undefined) {
+        if (requireReportData !== true) bad(`${p}.requireReportData`, 'report data is always required (a fresh nonce per call); the key may only be true');
+        else out.requireReportData = true;
       }
-      if (s.requireReportData !== undefined) {
-        if (typeof s.requireReportData !== 'boolean') bad(`${p}.requireReportData`, 'must be true or false');
-        else out.requireReportData = s.requireReportData;
+      for (const key of ['maxAgeSeconds', 'clockSkewSeconds'] as const) {
+        const v = own(s, key);
+        if (v === undefined) continue;
+        const min = key === 'maxAgeSeconds' ? 1 : 0;
+        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) bad(`${p}.${key}`, min ? 'must be a positive integer' : 'must be a non-negative integer');
+        else out[key] = v;
       }
-      if (s.maxAgeSeconds !== undefined) {
-        if (typeof s.maxAgeSeconds !== 'number' || !Number.isSafeInteger(s.maxAgeSeconds) || s.maxAgeSeconds <= 0) bad(`${p}.maxAgeSeconds`, 'must be a positive integer');
-        else out.maxAgeSeconds = s.maxAgeSeconds;
-      }
-      tees[tee as TeeType] = out;
+      tees[tee as TeeType] = Object.freeze(out);
     }
   }
   if (problems.length) throw new PolicyError(`invalid policy: ${problems.join('; ')}; see docs/ATTESTATION.md for the schema`);
-  return { version: 1, allowSimulated: input.allowSimulated === true, tees };
+  return Object.freeze({ version: 1, allowSimulated: allowSimulated === true, tees: Object.freeze(tees) });
 }
 
 /** Parses and validates policy JSON text. */
