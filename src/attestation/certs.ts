@@ -1,7 +1,8 @@
 import 'reflect-metadata';
-import { X509Certificate, createHash, type KeyObject } from 'node:crypto';
+import { X509Certificate, constants, createHash, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import * as px509 from '@peculiar/x509';
-import { EvidenceChainError, EvidenceFormatError } from '../errors.js';
+import { EvidenceChainError, EvidenceFormatError, EvidenceRevokedError, EvidenceSignatureError } from '../errors.js';
+import { certificateSubject, derInteger, derOid, normalSerial, parseCrl, readChildren, readTlv, type ParsedCrl } from './der.js';
 
 /**
  * Certificate plumbing shared by every verifier: reading PEM/DER bundles, pinning roots by
@@ -163,4 +164,96 @@ export function verifyChain(leaf: X509Certificate, pool: readonly X509Certificat
     current = issuer;
   }
   throw new EvidenceChainError(`${opts.what}: certificate chain is longer than 10; refusing to follow it`);
+}
+
+const HASH_OIDS: Record<string, string> = { '2.16.840.1.101.3.4.2.1': 'sha256', '2.16.840.1.101.3.4.2.2': 'sha384', '2.16.840.1.101.3.4.2.3': 'sha512' };
+const SIG_OIDS: Record<string, { kind: 'ecdsa' | 'rsa'; hash: string }> = {
+  '1.2.840.10045.4.3.2': { kind: 'ecdsa', hash: 'sha256' },
+  '1.2.840.10045.4.3.3': { kind: 'ecdsa', hash: 'sha384' },
+  '1.2.840.10045.4.3.4': { kind: 'ecdsa', hash: 'sha512' },
+  '1.2.840.113549.1.1.11': { kind: 'rsa', hash: 'sha256' },
+  '1.2.840.113549.1.1.12': { kind: 'rsa', hash: 'sha384' },
+  '1.2.840.113549.1.1.13': { kind: 'rsa', hash: 'sha512' },
+};
+const OID_RSASSA_PSS = '1.2.840.113549.1.1.10';
+
+/** Whether `crl` is signed by `issuer`'s key, for the algorithms AMD (RSA-PSS) and Intel (ECDSA) use. */
+function crlSignatureVerifies(crl: ParsedCrl, issuer: X509Certificate, what: string): boolean {
+  const alg = readTlv(crl.signatureAlgorithm, 0, what);
+  const [oidTlv, params] = readChildren(alg, what);
+  if (!oidTlv) throw new EvidenceFormatError(`${what}: empty signature algorithm`);
+  const oid = derOid(oidTlv, what);
+  const key = publicKeyOf(issuer, what);
+  try {
+    const known = SIG_OIDS[oid];
+    if (known) return cryptoVerify(known.hash, crl.tbs, known.kind === 'ecdsa' ? { key, dsaEncoding: 'der' } : key, crl.signature);
+    if (oid === OID_RSASSA_PSS) {
+      // RSASSA-PSS-params: [0] hashAlgorithm, [1] maskGenAlgorithm (MGF1 with the same hash here), [2] saltLength.
+      let hash = 'sha1';
+      let saltLength = 20;
+      for (const p of params ? readChildren(params, what) : []) {
+        const inner = readTlv(p.value, 0, what);
+        if (p.tag === 0xa0) hash = HASH_OIDS[derOid(readChildren(inner, what)[0] ?? inner, what)] ?? '';
+        else if (p.tag === 0xa2) saltLength = derInteger(inner, what);
+      }
+      if (!hash) throw new EvidenceFormatError(`${what}: RSA-PSS with an unsupported hash`);
+      return cryptoVerify(hash, crl.tbs, { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength }, crl.signature);
+    }
+  } catch (err) {
+    if (err instanceof EvidenceFormatError) throw err;
+    return false; // a key of the wrong type for the algorithm, or a malformed signature
+  }
+  throw new EvidenceFormatError(`${what}: signature algorithm ${oid} is not supported`);
+}
+
+export interface CrlCheckOptions {
+  now: Date;
+  /** What the CRLs are for, in messages ("SEV-SNP", "TDX"). */
+  what: string;
+}
+
+export interface CrlResult {
+  /** Index in `path` of each certificate a CRL covered (its issuer signed the CRL and the certificate). */
+  covered: Set<number>;
+  checks: { issuer: string; covered: number }[];
+}
+
+/**
+ * Checks DER CRLs against a verified path (leaf first, pinned root last): each CRL must be issued
+ * (exact subject bytes) and signed by a certificate of the path, and valid at `now`; every
+ * certificate of the path that its issuer signed is looked up in it. A listed certificate throws
+ * EvidenceRevokedError. Malformed CRLs throw EvidenceFormatError, never anything untyped.
+ */
+export function checkCrls(crls: readonly Uint8Array[], path: readonly X509Certificate[], opts: CrlCheckOptions): CrlResult {
+  const covered = new Set<number>();
+  const checks: CrlResult['checks'] = [];
+  const subjects = path.map((c, k) => certificateSubject(c.raw, `${opts.what} certificate ${k}`));
+  for (const [i, der] of crls.entries()) {
+    const what = `${opts.what} CRL #${i + 1}`;
+    if (!(der instanceof Uint8Array)) throw new EvidenceFormatError(`${what} must be bytes (DER)`);
+    const crl = parseCrl(der, what);
+    const at = subjects.findIndex((s) => Buffer.from(s).equals(crl.issuer));
+    if (at < 0) throw new EvidenceChainError(`${what}: its issuer is not a certificate of the verified chain (${path.map(commonName).join(' -> ')}); pass the CRL of this chain's issuer`);
+    const issuer = path[at]!;
+    if (!issuer.ca) throw new EvidenceChainError(`${what}: issued by ${describe(issuer)}, which is not a CA`);
+    if (!crlSignatureVerifies(crl, issuer, what)) {
+      throw new EvidenceSignatureError(`${what} from ${describe(issuer)} has a bad signature: it was modified or is not this issuer's`);
+    }
+    if (opts.now < crl.thisUpdate || (crl.nextUpdate && opts.now > crl.nextUpdate)) {
+      throw new EvidenceChainError(
+        `${what} from ${describe(issuer)} is valid ${crl.thisUpdate.toISOString()} to ${crl.nextUpdate?.toISOString() ?? '(no next update)'}, not at ${opts.now.toISOString()}; fetch a current CRL`,
+      );
+    }
+    // A CRL covers the certificate its issuer signed in this path (path[at] issued path[at - 1]);
+    // the root's own trust comes from pinning.
+    if (at > 0) {
+      const cert = path[at - 1]!;
+      covered.add(at - 1);
+      if (crl.revoked.has(normalSerial(cert.serialNumber))) {
+        throw new EvidenceRevokedError(`${opts.what}: certificate ${describe(cert)} is revoked by ${describe(issuer)}'s CRL; it must not be trusted`);
+      }
+    }
+    checks.push({ issuer: commonName(issuer), covered: at > 0 ? 1 : 0 });
+  }
+  return { covered, checks };
 }

@@ -25,6 +25,8 @@ export interface Claims {
   /** The 64 bytes (Nitro: the nonce/user data) the caller bound into the hardware signature. */
   reportData: string;
   debug: boolean;
+  /** SEV-SNP: the VMPL the report was requested from (0 is the most privileged). */
+  vmpl?: number;
   /** Security versions by component name; numbers can be compared with a policy's minimums. */
   tcb: Record<string, number | string>;
   /** Platform identifiers (chip id, FMSPC, module id, ...). */

@@ -131,6 +131,8 @@ function akFromRuntime(json: Record<string, unknown>): KeyObject {
 export interface AzureVerifyOptions extends VerifyOptions {
   /** ASK/ARK (and a VCEK if the evidence lacks one). */
   certificates?: readonly X509Certificate[];
+  /** AMD CRLs (DER) for the SNP chain, as for verifySnpReport. */
+  crls?: readonly Uint8Array[];
 }
 
 export function parseAzureEvidence(bytes: Uint8Array): AzureEvidence {

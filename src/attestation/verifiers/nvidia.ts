@@ -107,16 +107,19 @@ export function verifyNvidiaReport(bytes: Uint8Array, opts: NvidiaVerifyOptions)
   });
   checks.push({ check: 'nvidia.chain', ok: true, detail: `${path.map(commonName).join(' -> ')} valid at ${now.toISOString()}, root pinned` });
 
+  // The FWID ties the signing certificate to the firmware that made the report: both sides must carry it.
   const fwidExt = extensionValue(leaf, OID_TCG_DICE_FWID);
   const fwidOpaque = report.opaque.find((f) => f.type === 20)?.value;
-  if (fwidExt && fwidOpaque) {
-    const certFwid = fwidExt.subarray(fwidExt.length - 48);
-    if (Buffer.compare(Buffer.from(certFwid), Buffer.from(fwidOpaque)) !== 0) {
-      throw new EvidenceChainError(`NVIDIA report FWID ${hex(fwidOpaque)} is not the attestation certificate's ${hex(certFwid)}`);
-    }
-    checks.push({ check: 'nvidia.fwid', ok: true, detail: 'report FWID equals the certificate FWID' });
+  if (!fwidExt || fwidExt.length < 48) {
+    throw new EvidenceChainError(`NVIDIA attestation certificate "${commonName(leaf)}" lacks the TCG DICE FWID extension (${OID_TCG_DICE_FWID}); the report cannot be tied to its firmware`);
   }
-  return { tee: 'nvidia', claims: nvidiaClaims(report, fwidExt ? hex(fwidExt.subarray(fwidExt.length - 48)) : undefined), raw: report, checks };
+  if (!fwidOpaque) throw new EvidenceFormatError('NVIDIA report opaque data lacks the FWID field (type 20); the report cannot be tied to its certificate');
+  const certFwid = fwidExt.subarray(fwidExt.length - 48);
+  if (Buffer.compare(Buffer.from(certFwid), Buffer.from(fwidOpaque)) !== 0) {
+    throw new EvidenceChainError(`NVIDIA report FWID ${hex(fwidOpaque)} is not the attestation certificate's ${hex(certFwid)}`);
+  }
+  checks.push({ check: 'nvidia.fwid', ok: true, detail: 'report FWID equals the certificate FWID' });
+  return { tee: 'nvidia', claims: nvidiaClaims(report, hex(certFwid)), raw: report, checks };
 }
 
 export function nvidiaClaims(report: NvidiaReport, certFwid?: string): Claims {
@@ -139,6 +142,7 @@ export function nvidiaClaims(report: NvidiaReport, certFwid?: string): Claims {
     // No single launch digest in SPDM: the primary measurement is SHA-384 over all block values, in order.
     measurement: all.digest('hex'),
     measurements,
+    // The 32-byte nonce the requester put in GET_MEASUREMENTS: the only caller-chosen bytes the GPU signs.
     reportData: hex(report.requestNonce),
     // The SPDM report carries no debug flag; a policy checks CC mode through measurements.
     debug: false,

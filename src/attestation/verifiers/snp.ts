@@ -1,7 +1,7 @@
 import { verify as cryptoVerify, type X509Certificate } from 'node:crypto';
 import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { ByteReader, hex, isAllZero } from '../bin.js';
-import { extensionValue, verifyChain, commonName, publicKeyOf } from '../certs.js';
+import { checkCrls, extensionValue, verifyChain, commonName, publicKeyOf } from '../certs.js';
 import { derInteger, readTlv } from '../der.js';
 import { DEFAULT_ROOTS, rootSet } from '../roots.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
@@ -61,6 +61,24 @@ export interface SnpReport {
 
 export const SNP_POLICY_DEBUG_BIT = 19n;
 
+/**
+ * Byte ranges [from, to) the firmware ABI reserves (must be zero) in each report version. A non-zero
+ * reserved byte means a malformed report or a newer ABI whose fields this verifier would ignore;
+ * the bytes after R and S are outside the signature, so this is their only check.
+ */
+export function snpReservedRanges(version: number): [number, number][] {
+  return [
+    [0x4c, 0x50],
+    // Version 2 reserves the CPUID bytes too.
+    [version >= 3 ? 0x18b : 0x188, 0x1a0],
+    [0x1eb, 0x1ec],
+    [0x1ef, 0x1f0],
+    // Version 5 adds LAUNCH_MIT_VECTOR and CURRENT_MIT_VECTOR.
+    [version >= 5 ? 0x208 : 0x1f8, SNP_SIGNED_LENGTH],
+    [SNP_SIGNED_LENGTH + 144, SNP_REPORT_SIZE],
+  ];
+}
+
 /** Parses an SEV-SNP ATTESTATION_REPORT (versions 2 to 5). Throws EvidenceFormatError. */
 export function parseSnpReport(bytes: Uint8Array): SnpReport {
   if (!(bytes instanceof Uint8Array)) throw new EvidenceFormatError('SEV-SNP report must be a Uint8Array');
@@ -109,6 +127,14 @@ export function parseSnpReport(bytes: Uint8Array): SnpReport {
   r.seek(SNP_SIGNED_LENGTH);
   const signatureR = r.bytesOf(72, 'SIGNATURE.R');
   const signatureS = r.bytesOf(72, 'SIGNATURE.S');
+  for (const [from, to] of snpReservedRanges(version)) {
+    const at = bytes.subarray(from, to).findIndex((b) => b !== 0);
+    if (at >= 0) {
+      throw new EvidenceFormatError(
+        `SEV-SNP report version ${version}: reserved byte at offset 0x${(from + at).toString(16)} is 0x${bytes[from + at]!.toString(16)}, must be zero; the report is malformed or from a firmware ABI this verifier does not know`,
+      );
+    }
+  }
   return {
     version,
     guestSvn,
@@ -160,6 +186,12 @@ export function decodeSnpTcb(raw: bigint, product: SnpProduct): SnpTcb {
 export interface SnpVerifyOptions extends VerifyOptions {
   /** VCEK or VLEK, and the ASK/ASVK + ARK chain (e.g. KDS cert_chain). */
   certificates: readonly X509Certificate[];
+  /**
+   * AMD CRLs (DER), e.g. KDS `/vcek/v1/{product}/crl` (signed by the ARK, covering the ASK/ASVK) and
+   * one from the ASK covering the VCEK. Each must be signed by a certificate of the verified chain and
+   * valid at `now`; a listed certificate throws EvidenceRevokedError.
+   */
+  crls?: readonly Uint8Array[];
 }
 
 const OID_PRODUCT_NAME = '1.3.6.1.4.1.3704.1.2';
@@ -250,6 +282,12 @@ export function verifySnpReport(bytes: Uint8Array, opts: SnpVerifyOptions): Veri
   const arkCn = commonName(path[path.length - 1]!);
   const askCn = path.length > 2 ? commonName(path[1]!) : '';
   checks.push({ check: 'snp.chain', ok: true, detail: `${path.map(commonName).join(' -> ')} valid at ${now.toISOString()}, root pinned` });
+  let crlCovered: string[] = [];
+  if (opts.crls?.length) {
+    const r = checkCrls(opts.crls, path, { now, what: `SEV-SNP ${keyKind} chain` });
+    crlCovered = [...r.covered].sort().map((k) => commonName(path[k]!));
+    for (const c of r.checks) checks.push({ check: 'snp.crl', ok: true, detail: `CRL from ${c.issuer} signed and valid at ${now.toISOString()}; ${c.covered} certificate(s) of the chain checked, none revoked` });
+  }
 
   const chainProduct = /^ARK-(\w+)$/.exec(arkCn)?.[1];
   if (chainProduct !== 'Milan' && chainProduct !== 'Genoa' && chainProduct !== 'Turin') {
@@ -307,7 +345,10 @@ export function verifySnpReport(bytes: Uint8Array, opts: SnpVerifyOptions): Veri
     }
   }
 
-  return { tee: 'snp', claims: snpClaims(report, product, keyKind), raw: report, checks };
+  const claims = snpClaims(report, product, keyKind);
+  // Which certificates of the chain were checked against a CRL.
+  if (opts.crls?.length) claims.platform.crlChecked = crlCovered.join(',');
+  return { tee: 'snp', claims, raw: report, checks };
 }
 
 export function snpClaims(report: SnpReport, product: SnpProduct, keyKind: string): Claims {
@@ -325,6 +366,16 @@ export function snpClaims(report: SnpReport, product: SnpProduct, keyKind: strin
     firmware: `${report.currentVersion.major}.${report.currentVersion.minor}.${report.currentVersion.build}`,
   };
   if (t.fmc !== undefined) tcb.fmc = t.fmc;
+  // The other TCB words decoded too, so a minimum can be required of what runs now (current),
+  // what cannot be rolled back (committed) and what the guest was launched on (launch).
+  for (const [name, raw] of [['current', report.currentTcb], ['committed', report.committedTcb], ['launch', report.launchTcb]] as const) {
+    const d = decodeSnpTcb(raw, product);
+    tcb[`${name}Bootloader`] = d.bootloader;
+    tcb[`${name}Tee`] = d.tee;
+    tcb[`${name}Snp`] = d.snp;
+    tcb[`${name}Microcode`] = d.microcode;
+    if (d.fmc !== undefined) tcb[`${name}Fmc`] = d.fmc;
+  }
   return {
     tee: 'snp',
     simulated: false,
@@ -339,6 +390,7 @@ export function snpClaims(report: SnpReport, product: SnpProduct, keyKind: strin
     },
     reportData: hex(report.reportData),
     debug: ((report.policy >> SNP_POLICY_DEBUG_BIT) & 1n) === 1n,
+    vmpl: report.vmpl,
     tcb,
     platform: {
       product,
