@@ -35,6 +35,7 @@ const { FileSource } = await import('../dist/reader/source.js');
 const { importKey } = await import('../dist/native/key.js');
 const { SecureBuffer } = await import('../dist/native/secure-buffer.js');
 const { loadAddon, nativeStatus } = await import('../dist/native/addon.js');
+const { hkdfInfo } = await import('../dist/format/constants.js');
 const addon = loadAddon();
 
 const dir = keepDir ?? join(tmpdir(), `sealed-tensors-bench-${process.pid}`);
@@ -104,7 +105,7 @@ async function nodeCryptoPipeline(path) {
   const src = await FileSource.open(path);
   const { header, headerBytes, layout } = await readPublicHeader(src);
   await src.close();
-  const payloadKey = Buffer.from(hkdfSync('sha256', dataKey, header.salt, 'sealed-tensors/v1 payload key', 32));
+  const payloadKey = Buffer.from(hkdfSync('sha256', dataKey, header.salt, hkdfInfo('payload key', header), 32));
   const aad = createHash('sha256').update(headerBytes).digest();
   const fd = openSync(path, 'r');
   const cs = layout.chunkSize;

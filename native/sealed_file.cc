@@ -137,14 +137,17 @@ class OpenJob : public PromiseWorker {
     // commitment || table key || payload key
     std::unique_ptr<SecureRegion> sub = SecureRegion::Allocate(3 * 32);
     const uint8_t* salt = st->header.data() + 56;
-    HkdfSha256(key_->data(), 32, salt, 32, "sealed-tensors/v1 key commitment", sub->data(), 32);
+    // FORMAT.md section 4: every subkey is bound to version, suite and kind (src/format/constants.ts hkdfInfo).
+    const std::string context = "sealed-tensors/v" + std::to_string(Le16(st->header.data() + 8)) + " suite " +
+                                std::to_string(st->suite) + " kind " + std::to_string(st->header[12]) + " ";
+    HkdfSha256(key_->data(), 32, salt, 32, (context + "key commitment").c_str(), sub->data(), 32);
     if (CRYPTO_memcmp(sub->data(), st->header.data() + 88, 32) != 0) {
       std::string key_id(reinterpret_cast<const char*>(st->header.data() + kFixedHeader), hl - kFixedHeader);
       throw SealedError("ERR_KEY_MISMATCH", "the data key does not open this file (its key id is \"" + key_id +
                                                 "\"): use the key the file was sealed with");
     }
-    HkdfSha256(key_->data(), 32, salt, 32, "sealed-tensors/v1 table key", sub->data() + 32, 32);
-    HkdfSha256(key_->data(), 32, salt, 32, "sealed-tensors/v1 payload key", sub->data() + 64, 32);
+    HkdfSha256(key_->data(), 32, salt, 32, (context + "table key").c_str(), sub->data() + 32, 32);
+    HkdfSha256(key_->data(), 32, salt, 32, (context + "payload key").c_str(), sub->data() + 64, 32);
     key_.reset();
 
     Algorithms alg(st->suite);
@@ -190,7 +193,12 @@ class OpenJob : public PromiseWorker {
     st.chunk_size = Le32(h + 16);
     if (st.chunk_size < 4096 || st.chunk_size > (256u << 20) || st.chunk_size % 4096 != 0) bad("chunk size out of range");
     st.table_length = Le32(h + 28);
-    if (st.table_length < kTagBytes || st.table_length > (100u << 20) + kTagBytes) bad("table length out of range");
+    // The table plaintext is padded to a power of two from 4 KiB, or to the 100 MiB cap (section 5.1).
+    const uint32_t padded = st.table_length - kTagBytes;
+    if (st.table_length < kTagBytes ||
+        !(padded == (100u << 20) || (padded >= 4096 && padded < (100u << 20) && (padded & (padded - 1)) == 0))) {
+      bad("table length is not a padded table size");
+    }
     st.payload_length = Le64(h + 32);
     if (st.payload_length > (uint64_t{1} << 53) - 1) bad("payload length out of range");
     st.chunk_count = std::max<uint64_t>(1, (st.payload_length + st.chunk_size - 1) / st.chunk_size);

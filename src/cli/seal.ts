@@ -20,9 +20,10 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
     .requiredOption('--key <KEY>', 'data key file (from "sealed-tensors keygen")')
     .option('--suite <SUITE>', 'aes-256-gcm or chacha20-poly1305', 'aes-256-gcm')
     .option('--chunk-size <SIZE>', 'payload chunk size, a multiple of 4KiB', '4MiB')
+    .option('--pad-payload', 'pad the payload with zeros (Padmé, at most 12% more) so its public length hides the exact parameter count')
     .option('--force', 'replace OUT if it exists')
     .option('--json', 'print a JSON summary')
-    .action(async (input: string, opts: { output: string; key: string; suite: string; chunkSize: string; force?: boolean; json?: boolean }) => {
+    .action(async (input: string, opts: { output: string; key: string; suite: string; chunkSize: string; padPayload?: boolean; force?: boolean; json?: boolean }) => {
       const suite = parseSuite(opts.suite);
       const chunkSize = parseSize(opts.chunkSize, '--chunk-size');
       const info = await stat(input).catch((cause) => {
@@ -33,7 +34,7 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
       // Node's default SIGINT/SIGTERM/SIGHUP exit would leave the hidden .partial-* output behind.
       const stopCleanup = removePartialsOnSignals((signal) => ctx.io.stderr(`interrupted by ${signal}: removed the partial output, ${opts.output} is unchanged\n`));
       try {
-        const options = { dataKey: key.key, keyId: key.id, suite, chunkSize, overwrite: opts.force ?? false };
+        const options = { dataKey: key.key, keyId: key.id, suite, chunkSize, padPayload: opts.padPayload ?? false, overwrite: opts.force ?? false };
         const files = info.isDirectory()
           ? await sealModelDirectory(input, opts.output, options).then((m) => [...m.shards, m.index])
           : [await sealFile(input, opts.output, options)];

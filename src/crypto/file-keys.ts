@@ -1,13 +1,6 @@
 import { assertBytes, constantTimeEqual, wipe } from '../bytes.js';
 import { KeyMismatchError } from '../errors.js';
-import {
-  COMMITMENT_LENGTH,
-  DATA_KEY_LENGTH,
-  LABEL_COMMITMENT,
-  LABEL_PAYLOAD_KEY,
-  LABEL_TABLE_KEY,
-  SALT_LENGTH,
-} from '../format/constants.js';
+import { COMMITMENT_LENGTH, DATA_KEY_LENGTH, SALT_LENGTH, hkdfInfo } from '../format/constants.js';
 import type { CryptoBackend } from './backend.js';
 
 /** Per-file subkeys (FORMAT.md section 4). Call `destroy()` when done with them. */
@@ -18,12 +11,21 @@ export interface FileKeys {
   destroy(): void;
 }
 
-export function deriveFileKeys(backend: CryptoBackend, dataKey: Uint8Array, salt: Uint8Array): FileKeys {
+/** The header fields every subkey is bound to (a PublicHeader is one). */
+export interface KeyContext {
+  version: number;
+  suite: number;
+  kind: number;
+  salt: Uint8Array;
+}
+
+export function deriveFileKeys(backend: CryptoBackend, dataKey: Uint8Array, context: KeyContext): FileKeys {
   assertBytes(dataKey, 'data key', DATA_KEY_LENGTH);
+  const { salt } = context;
   assertBytes(salt, 'salt', SALT_LENGTH);
-  const commitment = backend.hkdfSha256(dataKey, salt, LABEL_COMMITMENT, COMMITMENT_LENGTH);
-  const tableKey = backend.hkdfSha256(dataKey, salt, LABEL_TABLE_KEY, 32);
-  const payloadKey = backend.hkdfSha256(dataKey, salt, LABEL_PAYLOAD_KEY, 32);
+  const commitment = backend.hkdfSha256(dataKey, salt, hkdfInfo('key commitment', context), COMMITMENT_LENGTH);
+  const tableKey = backend.hkdfSha256(dataKey, salt, hkdfInfo('table key', context), 32);
+  const payloadKey = backend.hkdfSha256(dataKey, salt, hkdfInfo('payload key', context), 32);
   return {
     commitment,
     tableKey,
@@ -36,15 +38,13 @@ export function deriveFileKeys(backend: CryptoBackend, dataKey: Uint8Array, salt
 export function deriveCheckedFileKeys(
   backend: CryptoBackend,
   dataKey: Uint8Array,
-  salt: Uint8Array,
-  expectedCommitment: Uint8Array,
-  keyId: string,
+  header: KeyContext & { keyCommitment: Uint8Array; keyId: string },
 ): FileKeys {
-  const keys = deriveFileKeys(backend, dataKey, salt);
-  if (!constantTimeEqual(keys.commitment, expectedCommitment)) {
+  const keys = deriveFileKeys(backend, dataKey, header);
+  if (!constantTimeEqual(keys.commitment, header.keyCommitment)) {
     keys.destroy();
     throw new KeyMismatchError(
-      `the data key does not open this file (its key id is "${keyId}"): use the key the file was sealed with`,
+      `the data key does not open this file (its key id is "${header.keyId}"): use the key the file was sealed with`,
     );
   }
   return keys;

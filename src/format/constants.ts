@@ -18,7 +18,12 @@ export const MIN_CHUNK_SIZE = 4 * KIB;
 export const MAX_CHUNK_SIZE = 256 * MIB;
 export const CHUNK_SIZE_GRANULE = 4 * KIB;
 
+/** Largest (padded) table plaintext; the largest table bucket. */
 export const MAX_TABLE_PLAINTEXT = 100 * MIB;
+/** Smallest table bucket: table plaintexts are padded to powers of two from here (section 5.1). */
+export const MIN_TABLE_BUCKET = 4 * KIB;
+/** The padded table starts with u32le(JSON length). */
+export const TABLE_LENGTH_PREFIX = 4;
 export const MAX_TENSORS = 1_000_000;
 export const MAX_RANK = 64;
 export const MAX_SHARDS = 100_000;
@@ -76,10 +81,16 @@ export function isDtype(value: unknown): value is Dtype {
   return typeof value === 'string' && Object.hasOwn(DTYPE_SIZES, value);
 }
 
-/** HKDF info labels (section 4). */
-export const LABEL_COMMITMENT = 'sealed-tensors/v1 key commitment';
-export const LABEL_TABLE_KEY = 'sealed-tensors/v1 table key';
-export const LABEL_PAYLOAD_KEY = 'sealed-tensors/v1 payload key';
+/** What each per-file subkey is for (section 4). */
+export type KeyPurpose = 'key commitment' | 'table key' | 'payload key';
+
+/**
+ * HKDF info (section 4), ASCII: the purpose bound to the format version, suite and file kind, so
+ * no two of them ever share a subkey even under one data key and salt.
+ */
+export function hkdfInfo(purpose: KeyPurpose, context: { version: number; suite: number; kind: number }): string {
+  return `sealed-tensors/v${context.version} suite ${context.suite} kind ${context.kind} ${purpose}`;
+}
 
 /** Key ids are printed in logs and file names: a conservative alphabet keeps them safe there. */
 export const KEY_ID_PATTERN = /^[A-Za-z0-9._:/-]{1,255}$/;

@@ -13,13 +13,13 @@ import {
   MAX_CHUNK_SIZE,
   MAX_PAYLOAD_LENGTH,
   MAX_SHARDS,
-  MAX_TABLE_PLAINTEXT,
   MIN_CHUNK_SIZE,
   SALT_LENGTH,
   Suite,
   type SuiteId,
   TAG_LENGTH,
 } from './constants.js';
+import { isTableBucket } from './padding.js';
 
 /** The public header: all a storage system or key broker needs, nothing about the model's architecture. */
 export interface PublicHeader {
@@ -168,8 +168,8 @@ function checkMagic(bytes: Uint8Array): void {
 }
 
 function checkSemantics(h: PublicHeader, Err: new (message: string) => Error): void {
-  if (h.tableLength < TAG_LENGTH || h.tableLength > MAX_TABLE_PLAINTEXT + TAG_LENGTH) {
-    throw new Err(`table length ${h.tableLength} is outside [16, 100 MiB + 16]`);
+  if (!isTableBucket(h.tableLength - TAG_LENGTH)) {
+    throw new Err(`table length ${h.tableLength} is not 16 more than a padded table size (a power of two from 4 KiB, or 100 MiB)`);
   }
   if (h.shardCount < 1 || h.shardCount > MAX_SHARDS) throw new Err(`shard count ${h.shardCount} is outside [1, ${MAX_SHARDS}]`);
   if (h.kind === FileKind.MODEL && (h.shardIndex !== 0 || h.shardCount !== 1)) {

@@ -1,6 +1,8 @@
 import { FormatError } from '../errors.js';
+import { unpadTable } from './padding.js';
 import {
   DIGEST_LENGTH,
+  FileKind,
   DTYPE_SIZES,
   type Dtype,
   MAX_NAME_BYTES,
@@ -24,6 +26,8 @@ export interface TensorEntry {
 export interface TensorTable {
   tensors: TensorEntry[];
   metadata: Record<string, string> | null;
+  /** Zero bytes after the last tensor (opt-in payload padding, section 5.3); 0 if none. */
+  payloadPadding: number;
 }
 
 export interface ShardEntry {
@@ -50,6 +54,7 @@ export function encodeTensorTable(t: TensorTable): Uint8Array {
   const json = {
     tensors: t.tensors.map((e) => ({ name: e.name, dtype: e.dtype, shape: e.shape, offsets: [e.begin, e.end], digest: e.digest })),
     metadata: t.metadata,
+    payload_padding: t.payloadPadding,
   };
   return new TextEncoder().encode(JSON.stringify(json));
 }
@@ -63,10 +68,20 @@ export function encodeIndexTable(t: IndexTable): Uint8Array {
   return new TextEncoder().encode(JSON.stringify(json));
 }
 
-/** Parse a decrypted model or shard table and check every rule of FORMAT.md section 7. */
+/** Unpad (section 5.1) and parse a decrypted table, of the kind its header says. */
+export function parseSealedTable(
+  plain: Uint8Array,
+  header: { kind: number; payloadLength: number; shardCount: number },
+): { tensorTable: TensorTable | null; indexTable: IndexTable | null } {
+  const json = unpadTable(plain);
+  if (header.kind === FileKind.INDEX) return { tensorTable: null, indexTable: parseIndexTable(json, header.shardCount) };
+  return { tensorTable: parseTensorTable(json, header.payloadLength), indexTable: null };
+}
+
+/** Parse the JSON of a model or shard table and check every rule of FORMAT.md section 7. */
 export function parseTensorTable(bytes: Uint8Array, payloadLength: number): TensorTable {
   const root = parseJsonObject(bytes);
-  onlyKeys(root, ['tensors', 'metadata'], 'table');
+  onlyKeys(root, ['tensors', 'metadata', 'payload_padding'], 'table');
   const tensorsRaw = root['tensors'];
   if (!Array.isArray(tensorsRaw)) fail('table.tensors must be an array');
   if (tensorsRaw.length > MAX_TENSORS) fail(`table lists ${tensorsRaw.length} tensors, more than ${MAX_TENSORS}`);
@@ -99,8 +114,12 @@ export function parseTensorTable(bytes: Uint8Array, payloadLength: number): Tens
     cursor = end;
     tensors.push({ name, dtype, shape: dims, begin, end, digest });
   }
-  if (cursor !== payloadLength) fail(`tensors cover ${cursor} bytes, but the payload is ${payloadLength} bytes`);
-  return { tensors, metadata: parseMetadata(root['metadata'], 'table.metadata') };
+  const payloadPadding = root['payload_padding'];
+  if (!isNonNegativeSafeInt(payloadPadding)) fail('table.payload_padding must be a non-negative integer');
+  if (cursor + payloadPadding !== payloadLength) {
+    fail(`tensors cover ${cursor} bytes and padding ${payloadPadding}, but the payload is ${payloadLength} bytes`);
+  }
+  return { tensors, metadata: parseMetadata(root['metadata'], 'table.metadata'), payloadPadding };
 }
 
 export function parseIndexTable(bytes: Uint8Array, shardCount: number): IndexTable {

@@ -8,10 +8,9 @@ import { availableParallelism } from 'node:os';
 import { createHash } from 'node:crypto';
 import { constantTimeEqual, fromHex, toHex } from '../bytes.js';
 import { IntegrityError, InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js';
-import { FileKind } from '../format/constants.js';
 import type { PublicHeader } from '../format/header.js';
 import { chunkFileOffset, type Layout } from '../format/layout.js';
-import { parseIndexTable, parseTensorTable, type IndexTable, type TensorEntry, type TensorTable } from '../format/table.js';
+import { parseSealedTable, type IndexTable, type TensorEntry, type TensorTable } from '../format/table.js';
 import { awaitNative, callNative, loadAddon, type NativeRunOptions, type NativeRunResult, type NativeSealedFile } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
 import { SecureBuffer } from '../native/secure-buffer.js';
@@ -88,8 +87,7 @@ export class NativeSealedFileReader {
     const opened = await awaitNative(callNative(() => addon.sealedOpen(path, key, headerBytes)));
     try {
       const headerDigest = new Uint8Array(createHash('sha256').update(headerBytes).digest());
-      const tensorTable = header.kind === FileKind.INDEX ? null : parseTensorTable(opened.table, header.payloadLength);
-      const indexTable = header.kind === FileKind.INDEX ? parseIndexTable(opened.table, header.shardCount) : null;
+      const { tensorTable, indexTable } = parseSealedTable(opened.table, header);
       const reader = new NativeSealedFileReader(opened.file, path, header, headerDigest, layout, tensorTable, indexTable, options);
       // An index carries no tensor data, but its one empty chunk is authenticated all the same
       // (as the reference reader does), so every byte of an index is checked before it is trusted.
@@ -149,15 +147,16 @@ export class NativeSealedFileReader {
    * every digest checked before anything is returned. The buffer is allocated and populated by the
    * decrypting threads themselves, chunk by chunk, so the JS thread never waits on page faults.
    *
-   * `into`: reuse a secure buffer of at least `layout.payloadLength` bytes instead (already
-   * populated, so no page is faulted in: fresh memory costs the kernel a zeroing pass). The load
-   * borrows it: its views are detached and `into.bytes` is refused until the load settles, so no
-   * byte is readable before its chunk is authenticated. It is wiped if loading fails (and released
-   * if the failure is not the file's, e.g. an I/O error); `release()` of the result releases it.
+      const { tensorTable, indexTable } = parseSealedTable(opened.table, header);
+      const reader = new NativeSealedFileReader(opened.file, path, header, headerDigest, layout, tensorTable, indexTable, options);
+      // An index carries no tensor data, but its one empty chunk is authenticated all the same
+      // (as the reference reader does), so every byte of an index is checked before it is trusted.
+      if (indexTable) await reader.#authenticateEmptyPayload();
+      return reader;
    */
   async loadAll(options: { into?: SecureBuffer } = {}): Promise<LoadedTensors> {
     const entries = this.tensorTable?.tensors ?? [];
-    const size = this.layout.payloadLength;
+    const size = this.layout.payloadLength - (this.tensorTable?.payloadPadding ?? 0); // padding is not loaded
     const into = options.into;
     if (into && into.size < size) throw new InvalidArgumentError(`into holds ${into.size} bytes; this file's tensors need ${size}`);
     const opts = {
@@ -222,10 +221,10 @@ export class NativeSealedFileReader {
       return check;
     });
     // The table's tensors cover the payload without holes, so only an empty payload's one chunk
-    // belongs to no tensor: its failure is a problem of the whole file.
-    if (this.layout.payloadLength === 0 && result.failedChunks.length > 0) {
-      throw new IntegrityError(this.#chunkProblem(result.failedChunks[0]!));
-    }
+    // and chunks of nothing but padding belong to no tensor: their failure is the whole file's.
+    const dataEnd = this.layout.payloadLength - (this.tensorTable?.payloadPadding ?? 0);
+    const orphan = result.failedChunks.find((c) => this.layout.payloadLength === 0 || c * this.layout.chunkSize >= dataEnd);
+    if (orphan !== undefined) throw new IntegrityError(this.#chunkProblem(orphan));
     return checks;
   }
 

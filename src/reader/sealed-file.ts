@@ -7,10 +7,10 @@
  */
 import { toHex, wipe } from '../bytes.js';
 import { FormatError, IntegrityError, NotFoundError, ReleasedError, SealedTensorsError, TruncatedError } from '../errors.js';
-import { FileKind, FIXED_HEADER_LENGTH, type Dtype, TAG_LENGTH } from '../format/constants.js';
+import { FIXED_HEADER_LENGTH, type Dtype, TAG_LENGTH } from '../format/constants.js';
 import { headerLengthFromPrefix, parseHeader, type PublicHeader } from '../format/header.js';
 import { chunkCount, chunkFileOffset, chunkPlainLength, chunksCovering, expectedFileLength, type Layout } from '../format/layout.js';
-import { parseIndexTable, parseTensorTable, type IndexTable, type TensorEntry, type TensorTable } from '../format/table.js';
+import { parseSealedTable, type IndexTable, type TensorEntry, type TensorTable } from '../format/table.js';
 import { backendByName, type CryptoBackend } from '../crypto/backend.js';
 import { TensorDigest } from '../crypto/digest.js';
 import { deriveCheckedFileKeys, type FileKeys } from '../crypto/file-keys.js';
@@ -96,7 +96,7 @@ export class SealedFileReader {
     let keys: FileKeys | null = null;
     try {
       const { header, headerBytes, layout } = await readPublicHeader(source);
-      keys = deriveCheckedFileKeys(backend, dataKey, header.salt, header.keyCommitment, header.keyId);
+      keys = deriveCheckedFileKeys(backend, dataKey, header);
       const headerDigest = backend.sha256().update(headerBytes).digest();
       const sealedTable = await source.read(layout.headerLength, layout.tableLength);
       let tablePlain: Uint8Array;
@@ -108,14 +108,13 @@ export class SealedFileReader {
           { cause },
         );
       }
-      let tensorTable: TensorTable | null;
-      let indexTable: IndexTable | null;
+      let tables: ReturnType<typeof parseSealedTable>;
       try {
-        tensorTable = header.kind === FileKind.INDEX ? null : parseTensorTable(tablePlain, header.payloadLength);
-        indexTable = header.kind === FileKind.INDEX ? parseIndexTable(tablePlain, header.shardCount) : null;
+        tables = parseSealedTable(tablePlain, header);
       } finally {
         wipe(tablePlain); // names and shapes are confidential too; the parsed table is all we keep
       }
+      const { tensorTable, indexTable } = tables;
       const reader = new SealedFileReader(source, ownsSource, backend, keys, header, headerDigest, layout, tensorTable, indexTable);
       // An index carries no tensor data, but its one empty chunk is authenticated all the same,
       // so every byte of an index file is checked by the time it is trusted.
@@ -263,6 +262,7 @@ export class SealedFileReader {
           finish();
           finishEmptyTensors();
         }
+        checkZeroPadding(plain, chunkStart, this.layout.payloadLength - (this.tensorTable?.payloadPadding ?? 0), this.source.description);
       } finally {
         wipe(plain);
       }
@@ -319,6 +319,13 @@ export class SealedFileReader {
     this.keys?.destroy();
     this.keys = null;
     if (this.ownsSource) await this.source.close();
+  }
+}
+
+/** Payload padding (section 5.3) is zeros: anything else means a broken sealer. */
+function checkZeroPadding(plain: Uint8Array, chunkStart: number, dataEnd: number, description: string): void {
+  for (let i = Math.max(0, dataEnd - chunkStart); i < plain.length; i++) {
+    if (plain[i] !== 0) throw new FormatError(`${description}: payload padding holds a non-zero byte at ${chunkStart + i}: written by a broken sealer`);
   }
 }
 

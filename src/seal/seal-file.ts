@@ -17,6 +17,7 @@ import {
 import { encodeHeader, headerLength, validateChunkSize, validateKeyId, type PublicHeader } from '../format/header.js';
 import { chunkCount, chunkFileOffset, chunkPlainLength, type Layout } from '../format/layout.js';
 import { encodeIndexTable, encodeTensorTable, type IndexTable } from '../format/table.js';
+import { padTable, padmeLength } from '../format/padding.js';
 import { nodeBackend, type CryptoBackend } from '../crypto/backend.js';
 import { TensorDigest } from '../crypto/digest.js';
 import { deriveFileKeys } from '../crypto/file-keys.js';
@@ -36,6 +37,11 @@ export interface SealOptions {
   /** Replace an existing output if it is sealed output (never anything else); without it an existing output is an error. */
   overwrite?: boolean;
   backend?: CryptoBackend;
+  /**
+   * Pad the payload with zeros to its Padmé length (at most 12% more) so the public payload length
+   * no longer gives the exact parameter count, only its rough size (docs/FORMAT.md section 5.3).
+   */
+  padPayload?: boolean;
 }
 
 /**
@@ -66,6 +72,7 @@ export interface ResolvedOptions {
   chunkSize: number;
   overwrite: boolean;
   backend: CryptoBackend;
+  padPayload: boolean;
   randomBytes: RandomSource;
 }
 
@@ -89,6 +96,7 @@ export function resolveSealOptions(o: SealOptions, randomBytes: RandomSource = s
     chunkSize,
     overwrite: o.overwrite ?? false,
     backend: o.backend ?? nodeBackend,
+    padPayload: o.padPayload ?? false,
     randomBytes,
   };
 }
@@ -134,14 +142,21 @@ export async function sealSafetensors(
   const { fh: input } = await openRegularFile(inputPath, SAFETENSORS_HINT);
   try {
     const st = await readSafetensorsLayout(input, inputPath);
-    return await writeSealedFile(outputPath, o, placement, st.dataLength, {
+    const payloadLength = o.padPayload ? padmeLength(st.dataLength) : st.dataLength;
+    return await writeSealedFile(outputPath, o, placement, payloadLength, {
       tableFor: (digests) =>
         encodeTensorTable({
           tensors: st.tensors.map((t, i) => ({ ...t, digest: digests[i]! })),
           metadata: st.metadata,
+          payloadPadding: payloadLength - st.dataLength,
         }),
       tensors: st.tensors,
-      readPayload: (offset, into) => readInto(input, st.dataStart + offset, into, inputPath),
+      readPayload: async (offset, into) => {
+        // Past the tensor data the payload is zero padding.
+        const fromFile = Math.max(0, Math.min(into.length, st.dataLength - offset));
+        if (fromFile > 0) await readInto(input, st.dataStart + offset, into.subarray(0, fromFile), inputPath);
+        into.fill(0, fromFile);
+      },
     });
   } finally {
     await input.close();
@@ -160,7 +175,7 @@ export async function sealIndexFile(
 }
 
 interface PayloadPlan {
-  /** Table plaintext given the tensors' digests (hex); its length must not depend on their values. */
+  /** Table JSON given the tensors' digests (hex), before padding; its length must not depend on their values. */
   tableFor(digests: string[]): Uint8Array;
   tensors: { begin: number; end: number }[];
   readPayload(offset: number, into: Uint8Array): Promise<void>;
@@ -177,10 +192,10 @@ async function writeSealedFile(
     throw new IoError(`${outputPath} already exists: choose another output or allow overwriting (--force)`);
   }
   const placeholderDigests = plan.tensors.map(() => '0'.repeat(64));
-  const tableLength = plan.tableFor(placeholderDigests).length + TAG_LENGTH;
+  const tableLength = padTable(plan.tableFor(placeholderDigests)).length + TAG_LENGTH;
 
   const salt = o.randomBytes(SALT_LENGTH);
-  const keys = deriveFileKeys(o.backend, o.dataKey, salt);
+  const keys = deriveFileKeys(o.backend, o.dataKey, { version: FORMAT_VERSION, suite: o.suite, kind: placement.kind, salt });
   const header: PublicHeader = {
     version: FORMAT_VERSION,
     suite: o.suite,
@@ -241,9 +256,10 @@ async function writeSealedFile(
       pendingWrite = writeAll(out, sealed, chunkFileOffset(layout, i), tempPath);
     }
     await pendingWrite;
-    const tablePlain = plan.tableFor(digests.map((d) => d.digestHex()));
+    const tablePlain = padTable(plan.tableFor(digests.map((d) => d.digestHex())));
     if (tablePlain.length + TAG_LENGTH !== tableLength) throw new Error('table length changed after hashing (sealer bug)');
     const sealedTable = o.backend.aeadSeal(o.suite, keys.tableKey, TABLE_NONCE, headerDigest, tablePlain);
+    wipe(tablePlain);
     await writeAll(out, headerBytes, 0, tempPath);
     await writeAll(out, sealedTable, layout.headerLength, tempPath);
     await out.sync();

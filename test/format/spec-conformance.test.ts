@@ -23,6 +23,7 @@ describe('FORMAT.md, implemented from the text alone', () => {
     expect([...file.subarray(0, 8)]).toEqual([0x89, 0x53, 0x54, 0x53, 0x0d, 0x0a, 0x1a, 0x0a]);
     expect(file.readUInt16LE(8)).toBe(1);
     expect(file.readUInt16LE(10)).toBe(1);
+    expect(file[12]).toBe(1);
     const k = file[13]!;
     const chunkSize = file.readUInt32LE(16);
     const tableLength = file.readUInt32LE(28);
@@ -33,21 +34,25 @@ describe('FORMAT.md, implemented from the text alone', () => {
     const chunkCount = Math.max(1, Math.ceil(payloadLength / chunkSize));
     // Section 2: exact length.
     expect(file.length).toBe(headerLength + tableLength + payloadLength + 16 * chunkCount);
-    // Section 4: subkeys and commitment.
-    const expand = (label: string) => Buffer.from(hkdfSync('sha256', key, salt, Buffer.from(label), 32));
-    expect(expand('sealed-tensors/v1 key commitment').equals(file.subarray(88, 120))).toBe(true);
+    // Section 4: subkeys and commitment, bound to version 1, suite 1, kind 1.
+    const expand = (purpose: string) => Buffer.from(hkdfSync('sha256', key, salt, Buffer.from(`sealed-tensors/v1 suite 1 kind 1 ${purpose}`), 32));
+    expect(expand('key commitment').equals(file.subarray(88, 120))).toBe(true);
     const open = (k32: Buffer, nonce: Buffer, sealed: Buffer) => {
       const d = createDecipheriv('aes-256-gcm', k32, nonce);
       d.setAAD(headerDigest);
       d.setAuthTag(sealed.subarray(sealed.length - 16));
       return Buffer.concat([d.update(sealed.subarray(0, sealed.length - 16)), d.final()]);
     };
-    // Section 5.1: table.
-    const table = JSON.parse(
-      open(expand('sealed-tensors/v1 table key'), Buffer.alloc(12), file.subarray(headerLength, headerLength + tableLength)).toString('utf8'),
-    );
+    // Section 5.1: table, padded to a power of two from 4 KiB: u32le(n) || JSON || zeros.
+    const padded = open(expand('table key'), Buffer.alloc(12), file.subarray(headerLength, headerLength + tableLength));
+    expect(padded.length).toBe(tableLength - 16);
+    expect(padded.length >= 4096 && (padded.length & (padded.length - 1)) === 0).toBe(true);
+    const jsonLength = padded.readUInt32LE(0);
+    expect(padded.subarray(4 + jsonLength).every((b) => b === 0)).toBe(true);
+    const table = JSON.parse(padded.subarray(4, 4 + jsonLength).toString('utf8'));
+    expect(table.payload_padding).toBe(0);
     // Section 5.2: payload chunks.
-    const payloadKey = expand('sealed-tensors/v1 payload key');
+    const payloadKey = expand('payload key');
     const chunks: Buffer[] = [];
     for (let i = 0; i < chunkCount; i++) {
       const nonce = Buffer.alloc(12);

@@ -34,7 +34,7 @@ const allZero = (bufs: Uint8Array[]): boolean => bufs.every((b) => b.every((x) =
 function withWrongDigest(sealed: Uint8Array): Uint8Array {
   const copy = new Uint8Array(sealed);
   const { header, length } = parseHeader(copy);
-  const keys = deriveFileKeys(nodeBackend, TEST_KEY, header.salt);
+  const keys = deriveFileKeys(nodeBackend, TEST_KEY, header);
   const digest = nodeBackend.sha256().update(copy.subarray(0, length)).digest();
   const sealedTable = copy.subarray(length, length + header.tableLength);
   const plain = nodeBackend.aeadOpen(header.suite, keys.tableKey, TABLE_NONCE, digest, sealedTable);

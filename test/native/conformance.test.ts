@@ -11,6 +11,8 @@ import { SealedTensorsError } from '../../src/errors.js';
 import { NativeSealedModelReader } from '../../src/reader/native-model.js';
 import { importKey } from '../../src/native/key.js';
 import { openOutcome, sealSmall } from '../helpers/sealed.js';
+import { writeSafetensors } from '../helpers/safetensors.js';
+import { sealFile } from '../../src/seal/seal-file.js';
 import { OTHER_KEY, TEST_KEY, tempDir } from '../helpers/tmp.js';
 
 const VECTORS = new URL('../vectors/format/', import.meta.url).pathname;
@@ -167,5 +169,36 @@ describe('tampering is rejected on the native path, as on the reference path', a
       m.close();
       key.release();
     }
+  });
+
+  it('binds subkeys to suite and kind: a relabelled header fails the key commitment on both paths', async () => {
+    for (const [offset, value] of [[12, 2], [10, 2]] as const) {
+      const copy = new Uint8Array(a.sealed);
+      copy[offset] = value; // model -> shard 0 of 1; AES-256-GCM -> ChaCha20-Poly1305
+      expect(await outcomeOf(copy)).toBe('ERR_KEY_MISMATCH');
+      expect(await openOutcome(copy, TEST_KEY, a.data)).toBe('ERR_KEY_MISMATCH');
+    }
+  });
+
+  it('a damaged chunk of nothing but payload padding fails verify(), which has no tensor to blame', async () => {
+    const input = join(dir, 'padded.safetensors');
+    const output = join(dir, 'padded.sealed');
+    const original = writeSafetensors(input, [{ name: 'w', dtype: 'U8', shape: [(1 << 20) + 1] }]);
+    await sealFile(input, output, { dataKey: TEST_KEY, keyId: 'test-key', chunkSize: 4096, padPayload: true });
+    const sealed = new Uint8Array(readFileSync(output));
+    expect(await nativeOutcome(output, TEST_KEY, original)).toBe('ok');
+    const bad = new Uint8Array(sealed);
+    bad[bad.length - 20]! ^= 1; // the last chunk: padding only
+    writeFileSync(file, bad);
+    const key = importKey(new Uint8Array(TEST_KEY));
+    const m = await NativeSealedModelReader.open(file, key, { threads: 2 });
+    try {
+      await expect(m.verify()).rejects.toMatchObject({ code: 'ERR_INTEGRITY' });
+      await expect(m.loadAll()).rejects.toMatchObject({ code: 'ERR_INTEGRITY' });
+    } finally {
+      m.close();
+      key.release();
+    }
+    expect(await openOutcome(bad, TEST_KEY, original)).toBe('ERR_INTEGRITY');
   });
 });

@@ -10,6 +10,10 @@ import { createHash } from 'node:crypto';
 import { resolveSealOptions, sealFileResolved, type SealOptions } from '../../../src/seal/seal-file.js';
 import { sealModelDirectoryResolved } from '../../../src/seal/seal-model.js';
 import { Suite } from '../../../src/format/constants.js';
+import { parseHeader } from '../../../src/format/header.js';
+import { nodeBackend } from '../../../src/crypto/backend.js';
+import { deriveFileKeys } from '../../../src/crypto/file-keys.js';
+import { TABLE_NONCE } from '../../../src/crypto/stream.js';
 import { buildSafetensors, type TensorSpec } from '../../helpers/safetensors.js';
 
 export const VECTOR_KEY = Uint8Array.from({ length: 32 }, (_, i) => (i * 7 + 3) & 0xff);
@@ -56,17 +60,20 @@ export async function buildVectors(dir: string): Promise<{ manifest: VectorExpec
     return { name: t.name, dtype: t.dtype, shape: t.shape, byteLength: d.length, sha256: createHash('sha256').update(d).digest('hex') };
   });
   const manifest: VectorExpectation[] = [];
-  const seal = (out: string, suite: 1 | 2, seed: number) =>
+  const seal = (out: string, suite: 1 | 2, seed: number, padPayload = false) =>
     sealFileResolved(
       join(dir, 'model.safetensors'),
       join(dir, out),
-      resolveSealOptions({ dataKey: VECTOR_KEY, keyId: 'vector-key-1', suite, chunkSize: 4096, overwrite: true }, fixedRandom(seed)),
+      resolveSealOptions({ dataKey: VECTOR_KEY, keyId: 'vector-key-1', suite, chunkSize: 4096, overwrite: true, padPayload }, fixedRandom(seed)),
     );
 
   await seal('aes-256-gcm.sealed', Suite.AES_256_GCM, 1);
   manifest.push({ file: 'aes-256-gcm.sealed', key: 'key', expect: 'ok', description: 'model.safetensors sealed with AES-256-GCM, 4 KiB chunks', tensors });
   await seal('chacha20-poly1305.sealed', Suite.CHACHA20_POLY1305, 2);
   manifest.push({ file: 'chacha20-poly1305.sealed', key: 'key', expect: 'ok', description: 'model.safetensors sealed with ChaCha20-Poly1305, 4 KiB chunks', tensors });
+
+  await seal('padded-payload.sealed', Suite.AES_256_GCM, 4, true);
+  manifest.push({ file: 'padded-payload.sealed', key: 'key', expect: 'ok', description: 'model.safetensors sealed with AES-256-GCM and payload padding (Padmé)', tensors });
 
   const good = readFileSync(join(dir, 'aes-256-gcm.sealed'));
   const variant = (file: string, expect: string, description: string, mutate: (b: Buffer) => Buffer) => {
@@ -94,6 +101,16 @@ export async function buildVectors(dir: string): Promise<{ manifest: VectorExpec
   });
   variant('version-2.sealed', 'ERR_UNSUPPORTED_VERSION', 'aes-256-gcm.sealed with the version field set to 2', (b) => {
     b.writeUInt16LE(2, 8);
+    return b;
+  });
+  variant('nonzero-table-padding.sealed', 'ERR_FORMAT', 'aes-256-gcm.sealed with the last byte of the table padding set to 1, sealed again under the right key (a broken sealer)', (b) => {
+    const { header } = parseHeader(b);
+    const keys = deriveFileKeys(nodeBackend, VECTOR_KEY, header);
+    const aad = nodeBackend.sha256().update(b.subarray(0, headerLength)).digest();
+    const plain = nodeBackend.aeadOpen(header.suite, keys.tableKey, TABLE_NONCE, aad, b.subarray(headerLength, payloadStart));
+    plain[plain.length - 1] = 1;
+    b.set(nodeBackend.aeadSeal(header.suite, keys.tableKey, TABLE_NONCE, aad, plain), headerLength);
+    keys.destroy();
     return b;
   });
   writeFileSync(join(dir, 'other-key.sealed'), good);
