@@ -1,7 +1,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { IoError } from '../errors.js';
+import { IoError, NotFoundError } from '../errors.js';
 import { readKeyFile } from '../keys/key-file.js';
 import { wipe, toHex } from '../bytes.js';
 import { FILE_KIND_NAMES, SUITE_NAMES } from '../format/constants.js';
@@ -12,6 +12,7 @@ import { nodeBackend } from '../crypto/backend.js';
 import type { CommandContext } from './main.js';
 import { formatBytes } from './options.js';
 import { writeJson } from './io.js';
+import { explainNotSealed } from './not-sealed.js';
 
 /** What `inspect` prints without a key: the public header only, never a tensor name. */
 export async function publicView(path: string): Promise<Record<string, unknown>> {
@@ -56,7 +57,14 @@ export function registerInspect(program: Command, ctx: CommandContext): void {
         ? (await readdir(path)).filter((n) => n.endsWith('.sealed')).sort().map((n) => join(path, n))
         : [path];
       const headers = [];
-      for (const f of files) headers.push(await publicView(f));
+      try {
+        if (files.length === 0) {
+          throw new NotFoundError(`${path} holds no sealed file (*.sealed): pass a sealed model file or a sealed model folder`);
+        }
+        for (const f of files) headers.push(await publicView(f));
+      } catch (err) {
+        throw await explainNotSealed(path, err);
+      }
       if (!opts.key) {
         if (opts.json) writeJson(ctx.io, { files: headers });
         else for (const h of headers) ctx.io.stdout(formatHeader(h));

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { writeNewKeyFile } from '../keys/key-file.js';
 import { wipe } from '../bytes.js';
+import { validateKeyId } from '../format/header.js';
 import type { CommandContext } from './main.js';
 import { writeJson } from './io.js';
 
@@ -12,6 +13,7 @@ export function registerKeygen(program: Command, ctx: CommandContext): void {
     .option('--id <ID>', 'key id recorded in sealed headers (default: key-<uuid>)')
     .option('--json', 'print {"id", "path"} as JSON')
     .action(async (opts: { output: string; id?: string; json?: boolean }) => {
+      if (opts.id !== undefined) validateKeyId(opts.id); // a usage error (exit 2), before any file is touched
       const key = await writeNewKeyFile(opts.output, opts.id);
       wipe(key.key);
       if (opts.json) writeJson(ctx.io, { id: key.id, path: opts.output });

@@ -1,4 +1,4 @@
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, type Option } from 'commander';
 import { ExitCode, exitCodeFor, formatError, processIo, type CliIo } from './io.js';
 import { registerKeygen } from './keygen.js';
 import { registerSeal } from './seal.js';
@@ -34,12 +34,18 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
   registerDemo(program, ctx);
   registerAttest(program, ctx);
   for (const cmd of program.commands) cmd.exitOverride();
+  deferRequiredOptions(program);
 
   try {
     await program.parseAsync(['node', 'sealed-tensors', ...argv]);
     return ctx.exitCode;
   } catch (err) {
     if (err instanceof CommanderError) {
+      if (err.code === 'commander.help' && err.exitCode !== 0) {
+        // No command (or no subcommand of `attest`): commander printed the help to stderr.
+        io.stderr('error ERR_INVALID_ARGUMENT: no command given (see --help)\n');
+        return ExitCode.USAGE;
+      }
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version') {
         return ExitCode.OK;
       }
@@ -50,4 +56,27 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
     io.stderr(formatError(err));
     return exitCodeFor(err);
   }
+}
+
+/**
+ * Commander reports a missing required option before an unknown one, so `seal --bogus` said
+ * "-o not specified". Check required options in a preAction hook instead, which runs after the
+ * unknown-option and argument checks.
+ */
+function deferRequiredOptions(program: Command): void {
+  const required = new Map<Command, Option[]>();
+  const walk = (cmd: Command): void => {
+    const list = cmd.options.filter((o) => o.mandatory);
+    for (const o of list) o.mandatory = false;
+    if (list.length) required.set(cmd, list);
+    cmd.commands.forEach(walk);
+  };
+  walk(program);
+  program.hook('preAction', (_program, action) => {
+    for (const o of required.get(action) ?? []) {
+      if (action.getOptionValue(o.attributeName()) === undefined) {
+        action.error(`required option '${o.flags}' not specified`, { code: 'commander.missingMandatoryOptionValue' });
+      }
+    }
+  });
 }

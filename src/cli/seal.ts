@@ -51,7 +51,7 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
           });
         } else {
           ctx.io.stdout(
-            `sealed ${formatBytes(bytes)} into ${opts.output} (${files.length} ${info.isDirectory() ? 'shards + index' : 'file'}, ${SUITE_NAMES[suite]}, key "${key.id}") in ${seconds.toFixed(2)} s\n`,
+            `sealed ${formatBytes(bytes)} into ${opts.output} (${info.isDirectory() ? `${files.length - 1} shard${files.length === 2 ? '' : 's'} + index` : '1 file'}, ${SUITE_NAMES[suite]}, key "${key.id}") in ${seconds.toFixed(2)} s\n`,
           );
         }
       } finally {

@@ -11,6 +11,7 @@ import { SealedTensorsError } from '../errors.js';
 import type { CommandContext } from './main.js';
 import { formatBytes, parseThreads } from './options.js';
 import { ExitCode, exitCodeFor, formatError, writeJson } from './io.js';
+import { explainNotSealed } from './not-sealed.js';
 
 export function registerVerify(program: Command, ctx: CommandContext): void {
   program
@@ -86,7 +87,8 @@ export function registerVerify(program: Command, ctx: CommandContext): void {
         } finally {
           await model.close();
         }
-      } catch (err) {
+      } catch (caught) {
+        const err = await explainNotSealed(path, caught);
         if (!opts.json || !(err instanceof SealedTensorsError)) throw err;
         // Tools reading --json get a verdict on stdout too; people get the error on stderr.
         writeJson(ctx.io, { verified: false, path, error: { code: err.code, message: err.message } });

@@ -9,6 +9,7 @@ import {
   FORMAT_VERSION,
   FileKind,
   type FileKindId,
+  MAGIC,
   SALT_LENGTH,
   Suite,
   type SuiteId,
@@ -122,7 +123,17 @@ export async function sealFileResolved(inputPath: string, outputPath: string, o:
 export async function readSafetensorsLayout(fh: FileHandle, path: string): Promise<SafetensorsLayout> {
   const { size } = await fh.stat();
   const prefix = await readExactly(fh, 0, Math.min(8, size), path);
-  const n = parseHeaderLength(prefix, size);
+  if (prefix.length === MAGIC.length && MAGIC.every((b, i) => prefix[i] === b)) {
+    throw new SafetensorsError(`${path} is already sealed, not a safetensors file: seal the original .safetensors`);
+  }
+  let n: number;
+  try {
+    n = parseHeaderLength(prefix, size);
+  } catch (err) {
+    // The length prefix is all a non-safetensors file (text, an archive) ever gets to.
+    if (err instanceof SealedTensorsError) err.message = `${path} is not a safetensors file: ${err.message}`;
+    throw err;
+  }
   if (n > MAX_SAFETENSORS_HEADER) throw new SafetensorsError('safetensors header too large');
   const headerBytes = await readExactly(fh, 8, n, path);
   try {
