@@ -156,11 +156,11 @@ describe('TCB defaults', () => {
     expect(reasons(snpPolicy(), claims())).toEqual([]);
     expect(reasons(snpPolicy(), claims({ tcb: { bootloader: 10, tee: 0, snp: 22, microcode: 84 } }))).toEqual([expect.stringMatching(/^policy\.minTcb\.snp: snp 22 is below the minimum 23 \(built-in floor/)]);
     expect(reasons(snpPolicy(), claims({ tcb: { bootloader: 10, tee: 0, snp: 23, microcode: 83 } }))).toEqual([expect.stringMatching(/^policy\.minTcb\.microcode: /)]);
-    const milan = claims({ tcb: { bootloader: 4, tee: 0, snp: 21, microcode: 213 }, platform: { product: 'Milan', vmpl: '0' } });
-    expect(reasons(snpPolicy(), milan)).toEqual([expect.stringMatching(/^policy\.minTcb\.snp: snp 21 is below the minimum 22/)]);
+    const milan = claims({ tcb: { bootloader: 4, tee: 0, snp: 21, microcode: 219 }, platform: { product: 'Milan', vmpl: '0' } });
+    expect(reasons(snpPolicy(), milan)).toEqual([expect.stringMatching(/^policy\.minTcb\.snp: snp 21 is below the minimum 24/)]);
     // Stated in the policy, a floor replaces the built-in one for that component only.
     expect(reasons(snpPolicy({ minTcb: { snp: 21 } }), milan)).toEqual([]);
-    expect(reasons(snpPolicy({ minTcb: { snp: 21 } }), { ...milan, tcb: { ...milan.tcb, microcode: 212 } })).toEqual([expect.stringMatching(/^policy\.minTcb\.microcode: /)]);
+    expect(reasons(snpPolicy({ minTcb: { snp: 21 } }), { ...milan, tcb: { ...milan.tcb, microcode: 218 } })).toEqual([expect.stringMatching(/^policy\.minTcb\.microcode: microcode 218 is below the minimum 219/)]);
     // Turin has no built-in floor: the policy must state one.
     const turin = claims({ tcb: { fmc: 1, bootloader: 1, tee: 1, snp: 1, microcode: 1 }, platform: { product: 'Turin', vmpl: '0' } });
     expect(reasons(snpPolicy(), turin)).toEqual([expect.stringMatching(/^policy\.minTcb: no built-in minimum TCB for SEV-SNP product "Turin"/)]);
@@ -171,15 +171,18 @@ describe('TCB defaults', () => {
     expect(reasons(snpPolicy({}, 'azure-snp'), claims({ tee: 'azure-snp', platform: { product: 'Genoa', vmpl: '2' } }))).toEqual([expect.stringMatching(/^policy\.platform\.vmpl: /)]);
   });
 
-  it('real SEV-SNP vectors: Genoa and Azure pass the defaults; the Milan VLEK report is VMPL 1; the 2022 Milan report is below the floor', async () => {
+  it('real SEV-SNP vectors: Genoa and Azure pass the defaults; the Milan VLEK report (December 2024) is VMPL 1 with older microcode; the 2022 Milan report is below the floor', async () => {
     for (const { name, claims: c } of (await realEvidence()).filter((e) => e.claims.tee === 'snp' || e.claims.tee === 'azure-snp')) {
       expect(evaluatePolicy(pinnedTo(c).policy, c, pinnedTo(c).opts).allowed, name).toBe(true);
     }
     const vlek = verifySnpReport(vec('sev-snp/trustee_milan_vlek_report.bin'), { now: new Date('2025-06-01T00:00:00Z'), certificates: certs('sev-snp/trustee_milan_vlek.der', 'sev-snp/asvk_ark_milan_vlek.pem') }).claims;
-    expect(evaluatePolicy(pinnedTo(vlek).policy, vlek, pinnedTo(vlek).opts).reasons).toEqual([expect.stringMatching(/^policy\.platform\.vmpl: vmpl "1"/)]);
-    expect(evaluatePolicy(pinnedTo(vlek, { platform: { vmpl: ['1'] } }).policy, vlek, pinnedTo(vlek).opts).allowed).toBe(true);
+    expect(evaluatePolicy(pinnedTo(vlek).policy, vlek, pinnedTo(vlek).opts).reasons).toEqual([
+      expect.stringMatching(/^policy\.minTcb\.microcode: microcode 217 is below the minimum 219/),
+      expect.stringMatching(/^policy\.platform\.vmpl: vmpl "1"/),
+    ]);
+    expect(evaluatePolicy(pinnedTo(vlek, { platform: { vmpl: ['1'] }, minTcb: { microcode: 217 } }).policy, vlek, pinnedTo(vlek).opts).allowed).toBe(true);
     const old = verifySnpReport(vec('sev-snp/gsg_milan_report.bin'), { now: new Date('2022-09-24T01:00:00Z'), certificates: certs('sev-snp/gsg_milan_vcek.der', 'sev-snp/ask_ark_milan.pem') }).claims;
     const r = evaluatePolicy(pinnedTo(old, { allowDebug: true }).policy, old, pinnedTo(old).opts).reasons;
-    expect(r).toEqual([expect.stringMatching(/^policy\.minTcb\.snp: snp 5 is below the minimum 22/), expect.stringMatching(/^policy\.minTcb\.microcode: microcode 68 is below the minimum 213/)]);
+    expect(r).toEqual([expect.stringMatching(/^policy\.minTcb\.snp: snp 5 is below the minimum 24/), expect.stringMatching(/^policy\.minTcb\.microcode: microcode 68 is below the minimum 219/)]);
   });
 });

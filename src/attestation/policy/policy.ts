@@ -40,13 +40,13 @@ export const DEFAULT_CLOCK_SKEW_SECONDS = 60;
 export const DEFAULT_TDX_TCB_STATUS: readonly string[] = Object.freeze(['UpToDate']);
 /**
  * SEV-SNP minimum TCB per product, applied to every component a section's minTcb does not name.
- * The floors are those of AMD-SB-3019 (CVE-2024-56161, EntrySign, February 2025): the SNP firmware SPL
- * and the microcode SPL (the low byte of the fixed microcode patch level). Genoa's equal the Azure
- * Genoa vector (SNP 23, microcode 84); later bulletins raise them, and a policy follows with minTcb.
- * Turin has no built-in floor: its sections must state minTcb or Turin evidence is refused.
+ * SNP firmware SPL: AMD-SB-3019 (CVE-2024-56161, February 2025) asks for 0x18 on Milan, 0x17 on Genoa.
+ * Microcode SPL: the level of platforms running that firmware (Milan 0xDB at SEV firmware 1.55.29;
+ * Genoa 0x54, the Azure Genoa vector at 1.55.40). Later bulletins raise them; a policy follows with
+ * minTcb. Turin has no built-in floor: its sections must state minTcb or Turin evidence is refused.
  */
 export const DEFAULT_SNP_MIN_TCB: Readonly<Record<string, Readonly<Record<string, number>>>> = Object.freeze({
-  Milan: Object.freeze({ snp: 22, microcode: 213 }),
+  Milan: Object.freeze({ snp: 24, microcode: 219 }),
   Genoa: Object.freeze({ snp: 23, microcode: 84 }),
 });
 
