@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { MAX_TDX_QUOTE, parseTdxQuote } from '../../src/attestation/verifiers/tdx.js';
 import { MAX_COLLATERAL_FILE, parseTdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
 import { MAX_CERTIFICATE_INPUT, MAX_CERTIFICATES, parseCertificates } from '../../src/attestation/certs.js';
+import { normalSerial } from '../../src/attestation/der.js';
 import { typedError, vec } from './helpers.js';
 
 describe('size limits on TDX input and certificate chains', () => {
@@ -35,5 +36,15 @@ describe('size limits on TDX input and certificate chains', () => {
     const big = new Uint8Array(MAX_COLLATERAL_FILE + 1).fill(0x20);
     const e = await typedError(() => parseTdxCollateral([{ name: 'huge.json', bytes: big }]), ['ERR_EVIDENCE_FORMAT']);
     expect(e.message).toMatch(/huge.json is 1048577 bytes, over the 1048576-byte limit/);
+  });
+});
+
+describe('CRL serial numbers', () => {
+  it('compare equal whatever the padding or hex case', () => {
+    expect(normalSerial('000B')).toBe(normalSerial(new Uint8Array([0x0b])));
+    expect(normalSerial('B')).toBe(normalSerial(new Uint8Array([0x00, 0x0b])));
+    expect(normalSerial(new Uint8Array([0x00, 0xef, 0x01]))).toBe(normalSerial('EF01'));
+    expect(normalSerial(new Uint8Array([0]))).toBe('0');
+    expect(normalSerial('0c')).not.toBe(normalSerial('0b'));
   });
 });
