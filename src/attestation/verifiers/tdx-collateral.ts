@@ -6,7 +6,6 @@ import { TCB_STATUSES_BEST_FIRST, type Check, type TcbStatus } from '../types.js
 import { ecdsaVerifyRaw } from './ecdsa.js';
 import type { PckExtensions, TdxQuote } from './tdx.js';
 
-
 /** A PCS document and its signature, kept as the exact bytes Intel signed. */
 export interface SignedJson {
   body: string;
