@@ -8,7 +8,7 @@ import { vec } from './helpers.js';
 vi.setConfig({ testTimeout: 300_000 });
 
 // Each case is a full quote verification; FUZZ_RUNS raises the count for a long run.
-const RUNS = Number(process.env.FUZZ_RUNS ?? 100);
+const RUNS = Number(process.env.FUZZ_RUNS ?? 60);
 const TYPED = ['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN'];
 
 /** Single bit flips, byte overwrites and truncations of a DER CRL. */
