@@ -13,9 +13,20 @@ import { certificateSubject, derInteger, derOid, normalSerial, parseCrl, readChi
 const PEM_RE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
 /** Reads one or more certificates from PEM (any number of blocks) or DER (one or several concatenated). */
+/** A chain is a handful of certificates of a few KiB; bounds keep hostile input from costing much. */
+export const MAX_CERTIFICATE_INPUT = 256 * 1024;
+export const MAX_CERTIFICATES = 32;
+
 export function parseCertificates(data: Uint8Array | string, source: string): X509Certificate[] {
+  if (typeof data !== 'string' && !(data instanceof Uint8Array)) throw new EvidenceFormatError(`${source} must be PEM text or DER bytes`);
+  if (data.length > MAX_CERTIFICATE_INPUT) {
+    throw new EvidenceFormatError(`${source} is ${data.length} bytes, over the ${MAX_CERTIFICATE_INPUT}-byte limit for a certificate chain`);
+  }
   const text = typeof data === 'string' ? data : Buffer.from(data).toString('latin1');
   const pems = text.match(PEM_RE);
+  if ((pems?.length ?? 0) > MAX_CERTIFICATES) {
+    throw new EvidenceFormatError(`${source} holds ${pems!.length} certificates, over the limit of ${MAX_CERTIFICATES} for a chain`);
+  }
   try {
     if (pems) return pems.map((p) => new X509Certificate(p));
     if (typeof data === 'string') throw new Error('no PEM CERTIFICATE block');
@@ -40,6 +51,7 @@ export function parseCertificates(data: Uint8Array | string, source: string): X5
       const end = at + hdr + len;
       if (end > data.length) throw new Error(`DER certificate at offset ${at} is truncated`);
       out.push(new X509Certificate(Buffer.from(data.subarray(at, end))));
+      if (out.length > MAX_CERTIFICATES) throw new Error(`more than ${MAX_CERTIFICATES} certificates`);
       at = end;
     }
     if (out.length === 0) throw new Error('no certificate found');

@@ -96,10 +96,10 @@ function expectTag(tlv: Tlv | undefined, tag: number, what: string, field: strin
   return tlv;
 }
 
-/** Lower-case hex of a serial number without leading zero bytes, as compared across encodings. */
+/** Lower-case hex of a serial number without leading zeros, so DER padding and hex formatting cannot hide a match. */
 export function normalSerial(hexOrBytes: string | Uint8Array): string {
-  const h = typeof hexOrBytes === 'string' ? hexOrBytes.toLowerCase() : Buffer.from(hexOrBytes).toString('hex');
-  return h.replace(/^(00)+(?=.)/, '');
+  const h = typeof hexOrBytes === 'string' ? hexOrBytes.toLowerCase().replace(/[^0-9a-f]/g, '') : Buffer.from(hexOrBytes).toString('hex');
+  return h.replace(/^0+(?=.)/, '');
 }
 
 /** An X.509 CRL (RFC 5280 CertificateList), read strictly: any malformed part is an EvidenceFormatError. */

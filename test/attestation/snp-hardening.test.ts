@@ -1,8 +1,9 @@
 import 'reflect-metadata';
 import { sign, webcrypto, X509Certificate } from 'node:crypto';
 import * as px509 from '@peculiar/x509';
+import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
-import { EvidenceRevokedError } from '../../src/errors.js';
+import { EvidenceRevokedError, SealedTensorsError } from '../../src/errors.js';
 import { parseSnpReport, snpReservedRanges, SNP_SIGNED_LENGTH, verifySnpReport } from '../../src/attestation/verifiers/snp.js';
 import { verifyAzureEvidence } from '../../src/attestation/verifiers/azure.js';
 import { certificateSubject } from '../../src/attestation/der.js';
@@ -125,6 +126,33 @@ describe('SEV-SNP CRLs (ARK and ASK)', () => {
     expect(e.message).toMatch(/fetch a current CRL/);
     e = await typedError(async () => verifySnpReport(t.report, { ...opts, crls: [await t.crl('ark', [], { issuer: 'CN=ARK-Genoa' })] }), ['ERR_EVIDENCE_CHAIN']);
     expect(e.message).toMatch(/issuer is not a certificate of the verified chain/);
+  });
+
+  it(`mutated AMD CRLs (${Number(process.env.FUZZ_RUNS ?? 100)} bit flips and truncations) are refused with typed errors only`, async () => {
+    const t = await amdChain();
+    const opts = { now: MILAN.at, certificates: t.chain, trustedRoots: t.trustedRoots };
+    const clean = await t.crl('ark', ['01', '02']);
+    expect(outcome(() => verifySnpReport(t.report, { ...opts, crls: [clean] }))).toBe('accepted');
+    const mutated = fc.oneof(
+      fc.tuple(fc.nat({ max: clean.length - 1 }), fc.nat({ max: 7 })).map(([at, bit]) => {
+        const c = clean.slice();
+        c[at]! ^= 1 << bit;
+        return c;
+      }),
+      fc.nat({ max: clean.length - 1 }).map((n) => clean.slice(0, n)),
+    );
+    fc.assert(
+      fc.property(mutated, (m) => {
+        try {
+          verifySnpReport(t.report, { ...opts, crls: [m] });
+        } catch (err) {
+          if (err instanceof SealedTensorsError && ['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN'].includes(err.code)) return;
+          throw err;
+        }
+        throw new Error('a mutated CRL was accepted');
+      }),
+      { numRuns: Number(process.env.FUZZ_RUNS ?? 100) },
+    );
   });
 
   it("real chain: a CRL naming the genuine ARK-Milan but signed by another key fails the ARK's RSA-PSS check", async () => {

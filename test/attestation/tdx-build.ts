@@ -187,5 +187,5 @@ export async function buildQuote(o: QuoteOptions = {}) {
     crls: [await crl('pck-ca'), await crl('root')],
     certificates: parseCertificates(tcbSigner.toString('pem'), 'test TCB signing certificate'),
   });
-  return { quote, rootFp, signedLength: signed.length, crl, tcbInfo, qeIdentity, fullCollateral, tcbSignerPem: tcbSigner.toString('pem') };
+  return { quote, rootFp, signedLength: signed.length, crl, tcbInfo, qeIdentity, fullCollateral, tcbSignerPem: tcbSigner.toString('pem'), rootPem: root.toString('pem') };
 }

@@ -4,8 +4,10 @@ import { INTEL_TD_QE_IDENTITY, verifyTdxQuote } from '../../src/attestation/veri
 import { parseTdxCollateral, type TdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
 import { validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
+import { INTEL_SGX_ROOT_CA } from '../../src/attestation/roots.js';
 import { outcomeAsync, typedError, vec } from './helpers.js';
 import { BUILD_NOW as NOW, buildQuote } from './tdx-build.js';
+import { parseCertificates } from '../../src/attestation/certs.js';
 
 vi.setConfig({ testTimeout: 120_000 });
 
@@ -53,7 +55,7 @@ describe('TDX: what a TCB status needs, and what is never accepted', () => {
 
   it('a TCB level marked Revoked is rejected by the verifier with EvidenceRevokedError, with whole or partial collateral', async () => {
     const b = await buildQuote();
-    const opts = { now: NOW, trustedRoots: [b.rootFp] };
+    const opts = { now: NOW, trustAnchors: { pck: [b.rootFp], tcbSigning: [b.rootFp] } };
     const ok = await verifyTdxQuote(b.quote, { ...opts, collateral: await b.fullCollateral() });
     expect(ok.claims.tcb).toMatchObject({ tcbStatus: 'UpToDate', platformTcbStatus: 'UpToDate', qeTcbStatus: 'UpToDate' });
     // OutOfDate is the policy's decision: the verifier reports it.
@@ -76,28 +78,28 @@ describe('TDX: what a TCB status needs, and what is never accepted', () => {
     const mc = await m.fullCollateral();
     const ident = (status: string) => ({ id: 'TDX_01', mrsigner: '00'.repeat(48), attributes: '0000000000000000', attributesMask: 'FFFFFFFFFFFFFFFF', tcbLevels: [{ tcb: { isvsvn: 0 }, tcbDate: '2025-01-01T00:00:00Z', tcbStatus: status }] });
     mc.tcbInfo = await m.tcbInfo('UpToDate', { tdxModuleIdentities: [ident('UpToDate')] });
-    expect((await verifyTdxQuote(m.quote, { now: NOW, trustedRoots: [m.rootFp], collateral: mc })).claims.tcb.tdxModuleTcbStatus).toBe('UpToDate');
+    expect((await verifyTdxQuote(m.quote, { now: NOW, trustAnchors: { pck: [m.rootFp], tcbSigning: [m.rootFp] }, collateral: mc })).claims.tcb.tdxModuleTcbStatus).toBe('UpToDate');
     mc.tcbInfo = await m.tcbInfo('UpToDate', { tdxModuleIdentities: [ident('Revoked')] });
-    e = await typedError(() => verifyTdxQuote(m.quote, { now: NOW, trustedRoots: [m.rootFp], collateral: mc }), ['ERR_EVIDENCE_CHAIN']);
+    e = await typedError(() => verifyTdxQuote(m.quote, { now: NOW, trustAnchors: { pck: [m.rootFp], tcbSigning: [m.rootFp] }, collateral: mc }), ['ERR_EVIDENCE_CHAIN']);
     expect(e).toBeInstanceOf(EvidenceRevokedError);
     expect(e.message).toMatch(/TDX module status is Revoked/);
   });
 
   it('a TDX module of major version 0 is checked against tdxModule: another MRSIGNERSEAM or SEAMATTRIBUTES fails', async () => {
     const good = await buildQuote({ teeTcbSvn: [7, 0] });
-    const r = await verifyTdxQuote(good.quote, { now: NOW, trustedRoots: [good.rootFp], collateral: await good.fullCollateral() });
+    const r = await verifyTdxQuote(good.quote, { now: NOW, trustAnchors: { pck: [good.rootFp], tcbSigning: [good.rootFp] }, collateral: await good.fullCollateral() });
     expect(r.checks.map((k) => k.check)).toContain('tdx.module');
     const other = await buildQuote({ teeTcbSvn: [7, 0], mrSignerSeam: new Uint8Array(48).fill(0x5a) });
-    const e = await typedError(() => other.fullCollateral().then((collateral) => verifyTdxQuote(other.quote, { now: NOW, trustedRoots: [other.rootFp], collateral })), ['ERR_EVIDENCE_CHAIN']);
+    const e = await typedError(() => other.fullCollateral().then((collateral) => verifyTdxQuote(other.quote, { now: NOW, trustAnchors: { pck: [other.rootFp], tcbSigning: [other.rootFp] }, collateral })), ['ERR_EVIDENCE_CHAIN']);
     expect(e.message).toMatch(/MRSIGNERSEAM 5a5a.* is not tdxModule's 0000/);
     // A TCB info whose tdxModule demands a SEAMATTRIBUTES bit the quote lacks.
     const c = await good.fullCollateral();
     c.tcbInfo = await good.tcbInfo('UpToDate', { tdxModule: { mrsigner: '00'.repeat(48), attributes: '0100000000000000', attributesMask: 'FFFFFFFFFFFFFFFF' } });
-    const e2 = await typedError(() => verifyTdxQuote(good.quote, { now: NOW, trustedRoots: [good.rootFp], collateral: c }), ['ERR_EVIDENCE_CHAIN']);
+    const e2 = await typedError(() => verifyTdxQuote(good.quote, { now: NOW, trustAnchors: { pck: [good.rootFp], tcbSigning: [good.rootFp] }, collateral: c }), ['ERR_EVIDENCE_CHAIN']);
     expect(e2.message).toMatch(/SEAMATTRIBUTES .* do not match tdxModule/);
     // A TCB info without tdxModule cannot vouch for the module.
     c.tcbInfo = await good.tcbInfo('UpToDate', { tdxModule: undefined });
-    await typedError(() => verifyTdxQuote(good.quote, { now: NOW, trustedRoots: [good.rootFp], collateral: c }), ['ERR_EVIDENCE_FORMAT']);
+    await typedError(() => verifyTdxQuote(good.quote, { now: NOW, trustAnchors: { pck: [good.rootFp], tcbSigning: [good.rootFp] }, collateral: c }), ['ERR_EVIDENCE_FORMAT']);
   });
 
   it("without collateral the QE must be Intel's production TD QE: other MRSIGNER, ISVPRODID, MISCSELECT or a debug QE fail", async () => {
@@ -117,5 +119,24 @@ describe('TDX: what a TCB status needs, and what is never accepted', () => {
     }
     // The real quotes come from Intel's QE.
     expect(await outcomeAsync(() => verifyTdxQuote(vec(Q1), { now: Q1_AT }))).toBe('accepted');
+  });
+
+  it('trust anchors are kept per chain kind: a root trusted for PCK chains does not sign TCB info', async () => {
+    const t = await buildQuote();
+    // TCB info for the real dcap-qvl quote's platform, signed under the test root.
+    const forged = c1();
+    forged.tcbInfo = await t.tcbInfo('UpToDate', { fmspc: 'B0C06F000000', issueDate: '2025-07-01T00:00:00Z', nextUpdate: '2025-08-01T00:00:00Z' });
+    forged.certificates.push(...parseCertificates(t.tcbSignerPem + t.rootPem, 'test TCB signer and root'));
+    delete forged.qeIdentity;
+    forged.crls = [];
+    const at = Q1_AT;
+    // One set for both (the test root added next to Intel's) no longer lets the test root vouch for the TCB.
+    const e = await typedError(() => verifyTdxQuote(vec(Q1), { now: at, trustedRoots: [INTEL_SGX_ROOT_CA.sha256, t.rootFp], collateral: forged }), ['ERR_EVIDENCE_CHAIN']);
+    expect(e.message).toMatch(/TCB info signer.*not a pinned root/);
+    // Named as a TCB signing anchor, it does (positive control: the anchor is what decides).
+    const r = await verifyTdxQuote(vec(Q1), { now: at, trustAnchors: { tcbSigning: [t.rootFp] }, collateral: forged });
+    expect(r.claims.tcb.platformTcbStatus).toBe('UpToDate');
+    // And a PCK anchor list without Intel's root refuses the genuine quote whatever the TCB signing anchors.
+    await typedError(() => verifyTdxQuote(vec(Q1), { now: at, trustAnchors: { pck: [t.rootFp], tcbSigning: [INTEL_SGX_ROOT_CA.sha256] } }), ['ERR_EVIDENCE_CHAIN']);
   });
 });

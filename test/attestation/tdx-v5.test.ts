@@ -55,7 +55,7 @@ describe('TDX quote v5 (built by the test under a test root)', () => {
     const revoked: TdxCollateral = { crls: [await crl('pck-ca', ['0a', '03'])], certificates: [] };
     const e = await typedError(() => verifyTdxQuote(quote, { now, trustedRoots: [rootFp], collateral: revoked }), ['ERR_EVIDENCE_CHAIN']);
     expect(e).toBeInstanceOf(EvidenceRevokedError);
-    expect(e.message).toMatch(/Test PCK Certificate" serial 03 is revoked/);
+    expect(e.message).toMatch(/"Test PCK Certificate" \(serial 03\) is revoked/);
     // An expired CRL is not evidence of non-revocation.
     await typedError(() => verifyTdxQuote(quote, { now: new Date('2026-03-01T00:00:00Z'), trustedRoots: [rootFp], collateral: clean }), ['ERR_EVIDENCE_CHAIN']);
   });

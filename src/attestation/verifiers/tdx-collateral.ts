@@ -1,14 +1,10 @@
-import 'reflect-metadata';
-import { webcrypto, type X509Certificate } from 'node:crypto';
-import * as px509 from '@peculiar/x509';
+import type { X509Certificate } from 'node:crypto';
 import { EvidenceChainError, EvidenceFormatError, EvidenceRevokedError, EvidenceSignatureError } from '../../errors.js';
 import { hex } from '../bin.js';
-import { commonName, parseCertificates, publicKeyOf, verifyChain } from '../certs.js';
+import { checkCrls, commonName, parseCertificates, publicKeyOf, verifyChain } from '../certs.js';
 import { TCB_STATUSES_BEST_FIRST, type Check, type TcbStatus } from '../types.js';
 import { ecdsaVerifyRaw } from './ecdsa.js';
 import type { PckExtensions, TdxQuote } from './tdx.js';
-
-px509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof px509.cryptoProvider.set>[0]);
 
 /** A PCS document and its signature, kept as the exact bytes Intel signed. */
 export interface SignedJson {
@@ -49,6 +45,9 @@ export interface TdxCollateralResult {
   checks: Check[];
 }
 
+/** Intel's largest collateral documents (the processor CA CRL, TCB info) are tens of KiB. */
+export const MAX_COLLATERAL_FILE = 1024 * 1024;
+
 function fail(msg: string): never {
   throw new EvidenceFormatError(`TDX collateral: ${msg}`);
 }
@@ -60,6 +59,8 @@ function fail(msg: string): never {
 export function parseTdxCollateral(files: readonly { name: string; bytes: Uint8Array }[]): TdxCollateral {
   const out: TdxCollateral = { crls: [], certificates: [] };
   for (const { name, bytes } of files) {
+    if (!(bytes instanceof Uint8Array)) fail(`${name} must be bytes`);
+    if (bytes.length > MAX_COLLATERAL_FILE) fail(`${name} is ${bytes.length} bytes, over the ${MAX_COLLATERAL_FILE}-byte limit for one collateral file`);
     const text = Buffer.from(bytes).toString('utf8');
     const trimmed = text.trim();
     if (trimmed.startsWith('{')) {
@@ -120,7 +121,8 @@ interface Ctx {
   pck: PckExtensions;
   pckPath: X509Certificate[];
   now: Date;
-  trustedRoots: ReadonlySet<string>;
+  /** Roots the collateral's TCB Signing certificate may chain to (not the PCK roots). */
+  tcbSigningRoots: ReadonlySet<string>;
   extraCertificates: readonly X509Certificate[];
 }
 
@@ -150,14 +152,16 @@ function checkWindow(doc: Record<string, unknown>, what: string, now: Date): voi
 }
 
 function verifySigned(doc: SignedJson, what: string, ctx: Ctx, pool: X509Certificate[]): Record<string, unknown> {
-  const signer = pool.find((c) => commonName(c) === 'Intel SGX TCB Signing');
-  if (!signer) throw new EvidenceChainError(`TDX ${what}: no "Intel SGX TCB Signing" certificate given; pass the issuer chain from the PCS response`);
-  verifyChain(signer, pool, { now: ctx.now, trustedRoots: ctx.trustedRoots, what: `TDX ${what} signer`, hint: 'the TCB Signing chain must lead to the Intel SGX Root CA' });
+  const candidates = pool.filter((c) => commonName(c) === 'Intel SGX TCB Signing');
+  if (candidates.length === 0) throw new EvidenceChainError(`TDX ${what}: no "Intel SGX TCB Signing" certificate given; pass the issuer chain from the PCS response`);
+  if (!/^[0-9a-fA-F]{128}$/.test(doc.signature)) fail(`${what} signature must be 64 bytes hex (r||s)`);
   const sig = Buffer.from(doc.signature, 'hex');
-  if (sig.length !== 64) fail(`${what} signature must be 64 bytes hex (r||s), got ${sig.length}`);
-  if (!ecdsaVerifyRaw('sha256', publicKeyOf(signer, 'TCB Signing'), Buffer.from(doc.body, 'utf8'), sig)) {
+  // The signer is the candidate whose key verifies; its chain then decides whether it is trusted.
+  const signer = candidates.find((c) => ecdsaVerifyRaw('sha256', publicKeyOf(c, 'TCB Signing'), Buffer.from(doc.body, 'utf8'), sig));
+  if (!signer) {
     throw new EvidenceSignatureError(`TDX ${what} signature does not verify with the Intel SGX TCB Signing key: the collateral was modified`);
   }
+  verifyChain(signer, pool, { now: ctx.now, trustedRoots: ctx.tcbSigningRoots, what: `TDX ${what} signer`, hint: 'the TCB Signing chain must lead to the Intel SGX Root CA' });
   try {
     const parsed = JSON.parse(doc.body) as unknown;
     if (typeof parsed !== 'object' || parsed === null) fail(`${what} is not a JSON object`);
@@ -291,42 +295,12 @@ export async function evaluateTdxCollateral(c: TdxCollateral, ctx: Ctx): Promise
     checks.push({ check: 'tdx.qe_identity', ok: true, detail: `QE identity signed by Intel; ISVSVN ${qe.isvSvn}: ${result.qeStatus}` });
   }
 
-  // Which certificates of the PCK path (leaf 0, then CAs below the root) a checked CRL covered.
-  const coveredAt = new Set<number>();
-  for (const [i, der] of c.crls.entries()) {
-    let crl: px509.X509Crl;
-    try {
-      crl = new px509.X509Crl(der);
-    } catch (err) {
-      throw new EvidenceFormatError(`TDX collateral CRL #${i + 1} is not a DER CRL`, { cause: err });
-    }
-    const issuer = pool.find((cert) => cert.subject.split('\n').reverse().join(', ') === crl.issuer || commonName(cert) === /CN=([^,]+)/.exec(crl.issuer)?.[1]);
-    if (!issuer) throw new EvidenceChainError(`TDX CRL issued by "${crl.issuer}": issuer certificate not found; pass the CRL issuer chain`);
-    verifyChain(issuer, pool, { now: ctx.now, trustedRoots: ctx.trustedRoots, what: 'TDX CRL issuer', hint: 'the CRL issuer must chain to the Intel SGX Root CA' });
-    const ok = await crl.verify({ publicKey: new px509.X509Certificate(issuer.raw) });
-    if (!ok) throw new EvidenceSignatureError(`TDX CRL from "${crl.issuer}" has a bad signature: it was modified`);
-    if (ctx.now < crl.thisUpdate || (crl.nextUpdate && ctx.now > crl.nextUpdate)) {
-      throw new EvidenceChainError(
-        `TDX CRL from "${crl.issuer}" is valid ${crl.thisUpdate.toISOString()} to ${crl.nextUpdate?.toISOString()}, not at ${ctx.now.toISOString()}; fetch a current CRL`,
-      );
-    }
-    // The CRL covers the certificates its issuer signed; say how many, so an unrelated CRL is visible.
-    let covered = 0;
-    for (const [k, cert] of ctx.pckPath.entries()) {
-      // A root is not revoked by its own CRL; its trust comes from pinning.
-      if (cert.raw.equals(issuer.raw) || cert.issuer !== issuer.subject || !cert.verify(issuer.publicKey)) continue;
-      covered++;
-      coveredAt.add(k);
-      if (crl.findRevoked(new px509.X509Certificate(cert.raw))) {
-        result.platformStatus = 'Revoked';
-        throw new EvidenceRevokedError(`TDX certificate "${commonName(cert)}" serial ${cert.serialNumber} is revoked by "${crl.issuer}"; this platform must not be trusted`);
-      }
-    }
-    checks.push({
-      check: 'tdx.crl',
-      ok: true,
-      detail: `CRL from ${commonName(issuer)} valid and signed; ${covered} certificate(s) of the PCK chain checked, none revoked`,
-    });
+  // Each CRL must come from a CA of the verified PCK path (so it is anchored where the PCK is) and
+  // covers the certificate that CA issued there: PCK CA CRL -> PCK leaf, root CA CRL -> PCK CA.
+  const crls = checkCrls(c.crls, ctx.pckPath, { now: ctx.now, what: 'TDX PCK chain' });
+  const coveredAt = crls.covered;
+  for (const k of crls.checks) {
+    checks.push({ check: 'tdx.crl', ok: true, detail: `CRL from ${k.issuer} valid and signed; ${k.covered} certificate(s) of the PCK chain checked, none revoked` });
   }
 
   // Revoked is never acceptable, whatever the policy or the rest of the collateral says.

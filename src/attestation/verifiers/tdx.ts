@@ -3,7 +3,7 @@ import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from 
 import { ByteReader, hex, isAllZero } from '../bin.js';
 import { commonName, extensionValue, parseCertificates, publicKeyOf, verifyChain } from '../certs.js';
 import { derInteger, derOid, readChildren, readTlv } from '../der.js';
-import { DEFAULT_ROOTS, rootSet } from '../roots.js';
+import { DEFAULT_ROOTS, rootSet, type PinnedRoot } from '../roots.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
 import { ecdsaVerifyRaw, p256RawKey } from './ecdsa.js';
 import { evaluateTdxCollateral, type TdxCollateral, type TdxCollateralResult } from './tdx-collateral.js';
@@ -16,6 +16,8 @@ const HEADER_SIZE = 48;
 const TD10_BODY_SIZE = 584;
 const TD15_BODY_SIZE = 648;
 const QE_REPORT_SIZE = 384;
+/** Real quotes are about 5 KiB (a PEM PCK chain inside); anything far larger is not a quote. */
+export const MAX_TDX_QUOTE = 64 * 1024;
 
 /**
  * Intel's TD quoting enclave as Intel's PCS QE identity (id TD_QE) describes it; the same values in
@@ -139,6 +141,7 @@ function parseQeReport(bytes: Uint8Array): QeReport {
 /** Parses a TDX DCAP quote, version 4 or 5, with ECDSA P-256 attestation key and QE certification data. */
 export function parseTdxQuote(bytes: Uint8Array): TdxQuote {
   if (!(bytes instanceof Uint8Array)) throw new EvidenceFormatError('TDX quote must be a Uint8Array');
+  if (bytes.length > MAX_TDX_QUOTE) throw new EvidenceFormatError(`TDX quote is ${bytes.length} bytes, over the ${MAX_TDX_QUOTE}-byte limit; pass the quote alone`);
   const r = new ByteReader(bytes, 'TDX quote');
   const version = r.u16('header.version');
   if (version !== 4 && version !== 5) {
@@ -251,7 +254,21 @@ export function pckExtensions(cert: X509Certificate): PckExtensions {
   return out;
 }
 
+/**
+ * Roots per chain kind, so that trusting a root for one purpose (say a test PCK root) does not let it
+ * sign another kind of document. CRLs need no anchor of their own: each must be issued by a CA of
+ * the verified PCK chain.
+ */
+export interface TdxTrustAnchors {
+  /** Roots the quote's PCK chain may end at; default Intel SGX Root CA. `trustedRoots` sets this too. */
+  pck?: readonly (PinnedRoot | string)[];
+  /** Roots the collateral's "Intel SGX TCB Signing" certificate may chain to; default Intel SGX Root CA. */
+  tcbSigning?: readonly (PinnedRoot | string)[];
+}
+
 export interface TdxVerifyOptions extends VerifyOptions {
+  /** Separate roots per chain kind; `trustedRoots` alone sets only the PCK roots. */
+  trustAnchors?: TdxTrustAnchors;
   /** Extra certificates (e.g. collateral issuer chains); the PCK chain itself comes from the quote. */
   certificates?: readonly X509Certificate[];
   /** Intel PCS collateral; when given, TCB info, QE identity and CRLs are checked too. */
@@ -303,7 +320,7 @@ export async function verifyTdxQuote(bytes: Uint8Array, opts: TdxVerifyOptions =
   }
 
   const pool = [...chain, ...(opts.certificates ?? [])];
-  const trusted = rootSet(opts.trustedRoots ?? DEFAULT_ROOTS.tdx);
+  const trusted = rootSet(opts.trustAnchors?.pck ?? opts.trustedRoots ?? DEFAULT_ROOTS.tdx);
   const path = verifyChain(leaf, pool, {
     now,
     trustedRoots: trusted,
@@ -315,7 +332,8 @@ export async function verifyTdxQuote(bytes: Uint8Array, opts: TdxVerifyOptions =
 
   let collateral: TdxCollateralResult | undefined;
   if (opts.collateral) {
-    collateral = await evaluateTdxCollateral(opts.collateral, { quote, pck, pckPath: path, now, trustedRoots: trusted, extraCertificates: opts.certificates ?? [] });
+    const tcbSigningRoots = rootSet(opts.trustAnchors?.tcbSigning ?? DEFAULT_ROOTS.tdx);
+    collateral = await evaluateTdxCollateral(opts.collateral, { quote, pck, pckPath: path, now, tcbSigningRoots, extraCertificates: opts.certificates ?? [] });
     checks.push(...collateral.checks);
   }
   return { tee: 'tdx', claims: tdxClaims(quote, pck, collateral), raw: { quote, pck, ...(collateral ? { collateral } : {}) }, checks };
