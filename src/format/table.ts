@@ -94,8 +94,9 @@ export function parseTensorTable(bytes: Uint8Array, payloadLength: number): Tens
     if (!isPlainObject(raw)) fail(`${where} must be an object`);
     onlyKeys(raw, ['name', 'dtype', 'shape', 'offsets', 'digest'], where);
     const { name, dtype, shape, offsets, digest } = raw;
-    if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > MAX_NAME_BYTES) {
-      fail(`${where}.name must be a non-empty string of at most ${MAX_NAME_BYTES} bytes`);
+    // The empty name is a valid safetensors tensor name.
+    if (typeof name !== 'string' || Buffer.byteLength(name) > MAX_NAME_BYTES) {
+      fail(`${where}.name must be a string of at most ${MAX_NAME_BYTES} bytes`);
     }
     if (names.has(name)) fail(`${where}.name "${name}" appears twice`);
     names.add(name);

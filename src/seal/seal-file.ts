@@ -23,7 +23,7 @@ import { nodeBackend, type CryptoBackend } from '../crypto/backend.js';
 import { TensorDigest } from '../crypto/digest.js';
 import { deriveFileKeys } from '../crypto/file-keys.js';
 import { TABLE_NONCE, chunkNonce } from '../crypto/stream.js';
-import { MAX_SAFETENSORS_HEADER, parseHeaderLength, parseSafetensorsHeader, type SafetensorsLayout } from './safetensors.js';
+import { parseHeaderLength, parseSafetensorsHeader, type SafetensorsLayout } from './safetensors.js';
 
 export interface SealOptions {
   dataKey: Uint8Array;
@@ -117,13 +117,12 @@ export async function sealFileResolved(inputPath: string, outputPath: string, o:
 export async function readSafetensorsLayout(fh: FileHandle, path: string): Promise<SafetensorsLayout> {
   const { size } = await fh.stat();
   const prefix = await readExactly(fh, 0, Math.min(8, size), path);
-  const n = parseHeaderLength(prefix, size);
-  if (n > MAX_SAFETENSORS_HEADER) throw new SafetensorsError('safetensors header too large');
-  const headerBytes = await readExactly(fh, 8, n, path);
   try {
+    const n = parseHeaderLength(prefix, size);
+    const headerBytes = await readExactly(fh, 8, n, path);
     return parseSafetensorsHeader(headerBytes, size);
   } catch (err) {
-    if (err instanceof SealedTensorsError) err.message = `${path}: ${err.message}`;
+    if (err instanceof SealedTensorsError && !err.message.startsWith(path)) err.message = `${path}: ${err.message}`;
     throw err;
   }
 }

@@ -154,7 +154,9 @@ describe('input safetensors parser', () => {
           parseSafetensorsHeader(bytes, 8 + bytes.length + dataLength);
         } catch (err) {
           expect(err).toBeInstanceOf(SealedTensorsError);
-          expect((err as SealedTensorsError).code).toBe('ERR_SAFETENSORS');
+          // A well-formed F4 tensor loads in the reference but is not in sealed format v1.
+          const code = (err as SealedTensorsError).code;
+          if (code !== 'ERR_UNSUPPORTED' || !Object.values(header).some((e) => e.dtype === 'F4')) expect(code).toBe('ERR_SAFETENSORS');
         }
       }),
       { numRuns: NUM_RUNS },
@@ -173,7 +175,7 @@ describe('input safetensors parser', () => {
     new DataView(b.buffer).setBigUint64(0, 99_000_000n, true);
     expect(() => parseHeaderLength(b, 16)).toThrow(/claims 99000000 bytes/);
     new DataView(b.buffer).setBigUint64(0, 2n ** 63n, true);
-    expect(() => parseHeaderLength(b, 16)).toThrow(/more than the 100 MB/);
+    expect(() => parseHeaderLength(b, 16)).toThrow(/more than the 100,000,000/);
   });
 
   it('sealing a damaged safetensors file fails with a typed error and leaves no output', async () => {
