@@ -1,5 +1,5 @@
 import { SafetensorsError, UnsupportedError } from '../errors.js';
-import { type Dtype, MAX_NAME_BYTES, MAX_RANK, MAX_TENSORS, isDtype } from '../format/constants.js';
+import { DTYPE_BITS, type Dtype, MAX_NAME_BYTES, MAX_RANK, MAX_TENSORS, isDtype } from '../format/constants.js';
 import { isPlainFileName, isPlainObject, parseJsonObjectBytes } from '../format/table.js';
 import { JsonSyntaxError, isJsonNumber, isJsonObject, parseStrictJson, type JsonNumber, type JsonValue } from './strict-json.js';
 
@@ -43,16 +43,11 @@ export function parseHeaderLength(prefix: Uint8Array, fileSize: number): number 
   return Number(n);
 }
 
-/** Every dtype the reference reader knows, with its size in bits; the sealed format takes the whole-byte ones. */
-const REFERENCE_DTYPE_BITS: Record<string, number> = {
-  BOOL: 8, F4: 4, F6_E2M3: 6, F6_E3M2: 6, U8: 8, I8: 8, F8_E5M2: 8, F8_E4M3: 8, F8_E8M0: 8,
-  I16: 16, U16: 16, F16: 16, BF16: 16, I32: 32, U32: 32, F32: 32, C64: 64, F64: 64, I64: 64, U64: 64,
-};
 const U64_MAX = (1n << 64n) - 1n;
 
 interface RawTensor {
   name: string;
-  dtype: string;
+  dtype: Dtype;
   shape: bigint[];
   begin: bigint;
   end: bigint;
@@ -118,7 +113,7 @@ export function parseSafetensorsHeader(headerBytes: Uint8Array, fileSize: number
       elements *= d;
       if (elements > U64_MAX) throw new SafetensorsError(`${where} has a shape whose element count overflows 64 bits`);
     }
-    const bits = elements * BigInt(REFERENCE_DTYPE_BITS[t.dtype]!);
+    const bits = elements * BigInt(DTYPE_BITS[t.dtype]!);
     if (bits > U64_MAX) throw new SafetensorsError(`${where} has a shape whose size in bits overflows 64 bits`);
     if (bits % 8n !== 0n) throw new SafetensorsError(`${where} (${t.dtype}${formatShape(t.shape)}) does not end on a byte boundary`);
     if (t.end - t.begin !== bits / 8n) {
@@ -134,7 +129,6 @@ export function parseSafetensorsHeader(headerBytes: Uint8Array, fileSize: number
   const tensors = raw.map((t): SafetensorsTensor => {
     const where = `tensor "${t.name.slice(0, 80)}"`;
     if (Buffer.byteLength(t.name) > MAX_NAME_BYTES) throw new UnsupportedError(`${where}... has a name longer than the ${MAX_NAME_BYTES} bytes sealed format v1 allows`);
-    if (!isDtype(t.dtype)) throw new UnsupportedError(`${where} has dtype ${t.dtype}, whose elements are not whole bytes: sealed format v1 does not support it yet`);
     if (t.shape.length > MAX_RANK) throw new UnsupportedError(`${where} has ${t.shape.length} dimensions; sealed format v1 allows ${MAX_RANK}`);
     if (t.shape.some((d) => d > BigInt(Number.MAX_SAFE_INTEGER))) {
       throw new UnsupportedError(`${where} has a dimension above 2^53 - 1, which sealed format v1 cannot record`);
@@ -167,8 +161,8 @@ function parseTensor(name: string, value: JsonValue): RawTensor {
   for (const [k, v] of [['dtype', dtype], ['shape', shape], ['data_offsets', offsets]] as const) {
     if (v === undefined) throw new SafetensorsError(`${where} lacks "${k}"`);
   }
-  if (typeof dtype !== 'string' || !Object.hasOwn(REFERENCE_DTYPE_BITS, dtype)) {
-    throw new SafetensorsError(`${where} has dtype ${describe(dtype!)}; safetensors knows ${Object.keys(REFERENCE_DTYPE_BITS).join(' ')}`);
+  if (!isDtype(dtype)) {
+    throw new SafetensorsError(`${where} has dtype ${describe(dtype!)}; safetensors knows ${Object.keys(DTYPE_BITS).join(' ')}`);
   }
   if (!Array.isArray(shape) || !shape.every(isU64)) {
     throw new SafetensorsError(`${where} has a shape that is not a list of unsigned integers`);

@@ -66,6 +66,10 @@ export function buildSafetensorsVectors(dir: string): SafetensorsVector[] {
   ok('no-tensors', '{}', 'a header with no tensors and an empty buffer', [], null, new Uint8Array(0));
   ok('empty-name', `{"":${A},"b":${B}}`, 'the empty string is a tensor name', [{ ...tensorA, name: '' }, tensorB]);
   ok('escaped-name', `{"caf\\u00e9\\ud83d\\ude00":${A},"b":${B}}`, 'names with \\u escapes, surrogate pairs included', [{ ...tensorA, name: 'caf\u00e9\u{1f600}' }, tensorB]);
+  ok('sub-byte-dtypes', `{"f4":{"dtype":"F4","shape":[2,2],"data_offsets":[0,2]},"f6":{"dtype":"F6_E2M3","shape":[4],"data_offsets":[2,5]}}`, 'F4 and F6_* pack elements below a byte; a tensor of whole bytes loads', [
+    { name: 'f4', dtype: 'F4', shape: [2, 2], sha256: sha(bytes(5).subarray(0, 2)) },
+    { name: 'f6', dtype: 'F6_E2M3', shape: [4], sha256: sha(bytes(5).subarray(2, 5)) },
+  ], null, bytes(5));
   const nest = (n: number): string => '['.repeat(n) + ']'.repeat(n);
   ok('nesting-127', `{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4],"deep":${nest(125)}},"b":${B}}`, 'JSON nested 127 levels deep (the root object counts) is within serde_json\'s recursion limit');
 
@@ -104,7 +108,6 @@ export function buildSafetensorsVectors(dir: string): SafetensorsVector[] {
   // Loaded by the reference, but sealed format v1 cannot hold them.
   const unsupported = (name: string, header: string, rule: string, data: Uint8Array) =>
     add(name, file(header, data), { expect: 'ERR_UNSUPPORTED', rule });
-  unsupported('f4', `{"a":{"dtype":"F4","shape":[4],"data_offsets":[0,2]}}`, 'F4 (and F6_*) elements are not whole bytes; the reference loads them, sealed format v1 has no such dtype yet', bytes(2));
   unsupported('huge-zero-sized', `{"a":{"dtype":"U8","shape":[0,18446744073709551615],"data_offsets":[0,0]}}`, 'a 0-sized tensor may have a dimension up to 2^64 - 1; the sealed table records dimensions up to 2^53 - 1', new Uint8Array(0));
   const rank = Array.from({ length: 65 }, () => 1).join(',');
   unsupported('rank-65', `{"a":{"dtype":"U8","shape":[${rank}],"data_offsets":[0,1]}}`, 'the reference has no limit on dimensions; sealed format v1 allows 64', bytes(1));
