@@ -7,6 +7,7 @@ export {
   FileKind,
   DEFAULT_CHUNK_SIZE,
   DTYPE_SIZES,
+  DTYPE_BITS,
   type Dtype,
   type SuiteId,
   type SuiteName,

@@ -56,7 +56,35 @@ export const FILE_KIND_NAMES: Record<FileKindId, 'model' | 'shard' | 'index'> = 
   3: 'index',
 };
 
-/** safetensors dtypes with whole-byte elements, and their sizes. */
+/** Element sizes in bits of every safetensors dtype; F4 and F6_* pack elements below a byte. */
+export const DTYPE_BITS = {
+  F64: 64,
+  F32: 32,
+  F16: 16,
+  BF16: 16,
+  F8_E4M3: 8,
+  F8_E5M2: 8,
+  F8_E8M0: 8,
+  F6_E2M3: 6,
+  F6_E3M2: 6,
+  F4: 4,
+  C64: 64,
+  I64: 64,
+  I32: 32,
+  I16: 16,
+  I8: 8,
+  U64: 64,
+  U32: 32,
+  U16: 16,
+  U8: 8,
+  BOOL: 8,
+} as const;
+export type Dtype = keyof typeof DTYPE_BITS;
+export function isDtype(value: unknown): value is Dtype {
+  return typeof value === 'string' && Object.hasOwn(DTYPE_BITS, value);
+}
+
+/** Element sizes in bytes of the dtypes with whole-byte elements. */
 export const DTYPE_SIZES = {
   F64: 8,
   F32: 4,
@@ -75,11 +103,7 @@ export const DTYPE_SIZES = {
   U16: 2,
   U8: 1,
   BOOL: 1,
-} as const;
-export type Dtype = keyof typeof DTYPE_SIZES;
-export function isDtype(value: unknown): value is Dtype {
-  return typeof value === 'string' && Object.hasOwn(DTYPE_SIZES, value);
-}
+} as const satisfies Partial<Record<Dtype, number>>;
 
 /** What each per-file subkey is for (section 4). */
 export type KeyPurpose = 'key commitment' | 'table key' | 'payload key';

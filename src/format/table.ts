@@ -3,7 +3,7 @@ import { unpadTable } from './padding.js';
 import {
   DIGEST_LENGTH,
   FileKind,
-  DTYPE_SIZES,
+  DTYPE_BITS,
   type Dtype,
   MAX_NAME_BYTES,
   MAX_RANK,
@@ -44,10 +44,11 @@ export interface IndexTable {
 
 const HEX_DIGEST = new RegExp(`^[0-9a-f]{${DIGEST_LENGTH * 2}}$`);
 
+/** Bytes of a tensor of this dtype and shape (exact), or NaN when its bits are not whole bytes. */
 export function tensorByteLength(dtype: Dtype, shape: readonly number[]): number {
-  let n = DTYPE_SIZES[dtype];
-  for (const d of shape) n *= d;
-  return n;
+  let bits = BigInt(DTYPE_BITS[dtype]);
+  for (const d of shape) bits *= BigInt(d);
+  return bits % 8n === 0n ? Number(bits / 8n) : Number.NaN;
 }
 
 export function encodeTensorTable(t: TensorTable): Uint8Array {
@@ -94,8 +95,9 @@ export function parseTensorTable(bytes: Uint8Array, payloadLength: number): Tens
     if (!isPlainObject(raw)) fail(`${where} must be an object`);
     onlyKeys(raw, ['name', 'dtype', 'shape', 'offsets', 'digest'], where);
     const { name, dtype, shape, offsets, digest } = raw;
-    if (typeof name !== 'string' || name.length === 0 || Buffer.byteLength(name) > MAX_NAME_BYTES) {
-      fail(`${where}.name must be a non-empty string of at most ${MAX_NAME_BYTES} bytes`);
+    // The empty name is a valid safetensors tensor name.
+    if (typeof name !== 'string' || Buffer.byteLength(name) > MAX_NAME_BYTES) {
+      fail(`${where}.name must be a string of at most ${MAX_NAME_BYTES} bytes`);
     }
     if (names.has(name)) fail(`${where}.name "${name}" appears twice`);
     names.add(name);

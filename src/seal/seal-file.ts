@@ -25,7 +25,7 @@ import { deriveFileKeys } from '../crypto/file-keys.js';
 import { TABLE_NONCE, chunkNonce } from '../crypto/stream.js';
 import { openRegularFile } from '../regular-file.js';
 import { checkFileOutput, commitFile, partialPath, removePartial } from './output.js';
-import { MAX_SAFETENSORS_HEADER, parseHeaderLength, parseSafetensorsHeader, type SafetensorsLayout } from './safetensors.js';
+import { parseHeaderLength, parseSafetensorsHeader, type SafetensorsLayout } from './safetensors.js';
 
 /** What seal expected instead of a FIFO, device or folder. */
 export const SAFETENSORS_HINT = 'seal reads a .safetensors file (or a folder of shards with their index)';
@@ -134,12 +134,11 @@ export async function readSafetensorsLayout(fh: FileHandle, path: string): Promi
     if (err instanceof SealedTensorsError) err.message = `${path} is not a safetensors file: ${err.message}`;
     throw err;
   }
-  if (n > MAX_SAFETENSORS_HEADER) throw new SafetensorsError('safetensors header too large');
-  const headerBytes = await readExactly(fh, 8, n, path);
   try {
+    const headerBytes = await readExactly(fh, 8, n, path);
     return parseSafetensorsHeader(headerBytes, size);
   } catch (err) {
-    if (err instanceof SealedTensorsError) err.message = `${path}: ${err.message}`;
+    if (err instanceof SealedTensorsError && !err.message.startsWith(path)) err.message = `${path}: ${err.message}`;
     throw err;
   }
 }

@@ -1,5 +1,6 @@
 import { writeFileSync } from 'node:fs';
-import { DTYPE_SIZES, type Dtype } from '../../src/format/constants.js';
+import type { Dtype } from '../../src/format/constants.js';
+import { tensorByteLength } from '../../src/format/table.js';
 
 export interface TensorSpec {
   name: string;
@@ -25,7 +26,7 @@ export function patternBytes(length: number, seed = 1): Uint8Array {
 }
 
 export function byteLength(t: TensorSpec): number {
-  return t.shape.reduce((n, d) => n * d, DTYPE_SIZES[t.dtype]);
+  return tensorByteLength(t.dtype, t.shape);
 }
 
 /** Serialize tensors the way the safetensors library does: 8-byte LE length, JSON header padded with spaces to 8 bytes, data. */
