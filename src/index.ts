@@ -30,4 +30,66 @@ export { importKey, type NativeKeyHandle } from './native/key.js';
 export { NativeSealedFileReader, type NativeReaderOptions, type SecureTensor, type LoadedTensors, type NativeTensorCheck } from './reader/native-file.js';
 export { NativeSealedModelReader, type NativeShardCheck } from './reader/native-model.js';
 export { openSealedModel, type OpenedModel, type OpenModelOptions } from './reader/native-open.js';
-export * from './attestation/index.js';
+
+// Attestation. The verifiers parse X.509 and ASN.1 with @peculiar/x509 (and reflect-metadata),
+// which take about half a second to load and which sealing, `verify` and loading never use: here
+// they load on first call, behind async wrappers, so importing this package stays fast; so does
+// TEE detection (the Nitro provider's CBOR codec). Policy, pinned roots, the configfs/ioctl
+// providers and the simulated TEE are cheap and load eagerly. The same API with the parsers and
+// `providerFor` synchronous, and the `NitroNsmProvider` class: `sealed-tensors/attestation`
+// (loads everything at import).
+export type * from './attestation/index.js';
+export { TEE_TYPES } from './attestation/types.js';
+export { bindReportData } from './attestation/report-data.js';
+export {
+  AMD_ARK_MILAN,
+  AMD_ARK_GENOA,
+  INTEL_SGX_ROOT_CA,
+  AWS_NITRO_ROOT_G1,
+  NVIDIA_DEVICE_IDENTITY_CA,
+  DEFAULT_ROOTS,
+} from './attestation/roots.js';
+export { parseSimulatedEvidence, verifySimulatedEvidence } from './attestation/verifiers/simulated.js';
+export { DEFAULT_POLICY, parsePolicy, validatePolicy } from './attestation/policy/policy.js';
+export { evaluatePolicy } from './attestation/policy/evaluate.js';
+export { SimulatedTee } from './attestation/providers/simulated.js';
+export { ConfigfsTsmProvider, tsmReport } from './attestation/providers/configfs-tsm.js';
+export { SevGuestIoctlProvider, TdxGuestIoctlProvider, tdxGetTdReport } from './attestation/providers/ioctl.js';
+export { parseSnpCertTable } from './attestation/providers/snp-certs.js';
+
+type Attestation = typeof import('./attestation/index.js');
+type FunctionName = { [K in keyof Attestation]: Attestation[K] extends (...args: never[]) => unknown ? K : never }[keyof Attestation];
+type Promisified<F> = F extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never;
+let attestation: Promise<Attestation> | undefined;
+
+/** An async stand-in for one attestation function that imports the verifiers on first use. */
+function lazy<K extends FunctionName>(name: K): Promisified<Attestation[K]> {
+  const call = async (...args: unknown[]): Promise<unknown> => {
+    attestation ??= import('./attestation/index.js');
+    return await ((await attestation)[name] as (...a: unknown[]) => unknown)(...args);
+  };
+  return call as Promisified<Attestation[K]>;
+}
+
+export const verifyEvidence = lazy('verifyEvidence');
+export const appraiseEvidence = lazy('appraiseEvidence');
+export const parseCertificates = lazy('parseCertificates');
+export const toPem = lazy('toPem');
+export const certificateFingerprint = lazy('certificateFingerprint');
+export const parseSnpReport = lazy('parseSnpReport');
+export const verifySnpReport = lazy('verifySnpReport');
+export const decodeSnpTcb = lazy('decodeSnpTcb');
+export const parseTdxQuote = lazy('parseTdxQuote');
+export const verifyTdxQuote = lazy('verifyTdxQuote');
+export const parseTdxCollateral = lazy('parseTdxCollateral');
+export const parseNitroDocument = lazy('parseNitroDocument');
+export const verifyNitroDocument = lazy('verifyNitroDocument');
+export const parseAzureEvidence = lazy('parseAzureEvidence');
+export const verifyAzureEvidence = lazy('verifyAzureEvidence');
+export const parseHclReport = lazy('parseHclReport');
+export const parseTpmsAttest = lazy('parseTpmsAttest');
+export const parseNvidiaReport = lazy('parseNvidiaReport');
+export const verifyNvidiaReport = lazy('verifyNvidiaReport');
+export const detectTee = lazy('detectTee');
+export const providerFor = lazy('providerFor');
+export const defaultProvider = lazy('defaultProvider');

@@ -1,11 +1,21 @@
-import { Command, CommanderError, type Option } from 'commander';
+import { Command, CommanderError, Help, type Option } from 'commander';
 import { ExitCode, exitCodeFor, formatError, processIo, type CliIo } from './io.js';
-import { registerKeygen } from './keygen.js';
-import { registerSeal } from './seal.js';
-import { registerInspect } from './inspect.js';
-import { registerVerify } from './verify.js';
-import { registerDemo } from './demo.js';
-import { registerAttest } from './attest.js';
+
+type Register = (program: Command, ctx: CommandContext) => void;
+
+/**
+ * One module per command, imported only when that command runs: `--help` and `inspect` must not
+ * pay for the attestation verifiers' X.509 code, nor `verify` for anything but its own path.
+ * The descriptions here are what the top-level help lists; each module has the full definition.
+ */
+const COMMANDS: readonly { name: string; usage: string; description: string; load: () => Promise<Register> }[] = [
+  { name: 'keygen', usage: '[options]', description: 'Create a new 32-byte data key in a JSON key file (mode 0600, never overwrites).', load: async () => (await import('./keygen.js')).registerKeygen },
+  { name: 'seal', usage: '[options] <IN>', description: 'Seal a .safetensors file (OUT: a sealed file) or a sharded model folder (OUT: a folder of sealed shards and a sealed index).', load: async () => (await import('./seal.js')).registerSeal },
+  { name: 'inspect', usage: '[options] <SEALED>', description: "Show a sealed file's public header (no key needed, no tensor names), or with --key its full tensor table.", load: async () => (await import('./inspect.js')).registerInspect },
+  { name: 'verify', usage: '[options] <SEALED>', description: 'Decrypt a sealed model in memory and check every chunk and every tensor digest; exit 0 only if all is good.', load: async () => (await import('./verify.js')).registerVerify },
+  { name: 'demo', usage: '[options]', description: 'Seal a generated model, show what an outsider sees, verify it, and watch a one-bit change get rejected.', load: async () => (await import('./demo.js')).registerDemo },
+  { name: 'attest', usage: '', description: 'Gather attestation evidence in a TEE, or verify evidence against a policy.', load: async () => (await import('./attest.js')).registerAttest },
+];
 
 export interface CommandContext {
   io: CliIo;
@@ -25,18 +35,25 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
       // Usage errors are printed once, below, in the `error CODE: message` shape.
       outputError: () => {},
     })
-    .showHelpAfterError(false);
-  // Commands register here, one module each.
-  registerKeygen(program, ctx);
-  registerSeal(program, ctx);
-  registerInspect(program, ctx);
-  registerVerify(program, ctx);
-  registerDemo(program, ctx);
-  registerAttest(program, ctx);
-  for (const cmd of program.commands) cmd.exitOverride();
-  deferRequiredOptions(program);
+    .showHelpAfterError(false)
+    // Commands not loaded have no options or arguments to show: list them as their modules define them.
+    .configureHelp({
+      subcommandTerm: (cmd) => {
+        const c = COMMANDS.find((x) => x.name === cmd.name());
+        return c ? `${c.name}${c.usage ? ` ${c.usage}` : ''}` : Help.prototype.subcommandTerm.call(new Help(), cmd);
+      },
+    });
 
   try {
+    // The command named on the command line (or by `help NAME`) registers in full; the others
+    // only as names for the help listing and for "unknown command" suggestions.
+    const named = argv[0] === 'help' ? argv[1] : argv[0];
+    for (const c of COMMANDS) {
+      if (c.name === named) (await c.load())(program, ctx);
+      else program.command(c.name).description(c.description);
+    }
+    for (const cmd of program.commands) cmd.exitOverride();
+    deferRequiredOptions(program);
     await program.parseAsync(['node', 'sealed-tensors', ...argv]);
     return ctx.exitCode;
   } catch (err) {

@@ -1,8 +1,4 @@
 import { createCipheriv, createDecipheriv, createHash, hkdfSync } from 'node:crypto';
-import { gcm } from '@noble/ciphers/aes.js';
-import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
-import { hkdf } from '@noble/hashes/hkdf.js';
-import { sha256 } from '@noble/hashes/sha2.js';
 import { IntegrityError } from '../errors.js';
 import { Suite, type SuiteId, TAG_LENGTH } from '../format/constants.js';
 
@@ -33,7 +29,7 @@ const NODE_CIPHER: Record<SuiteId, 'aes-256-gcm' | 'chacha20-poly1305'> = {
   [Suite.CHACHA20_POLY1305]: 'chacha20-poly1305',
 };
 
-function authFailed(cause?: unknown): IntegrityError {
+export function authFailed(cause?: unknown): IntegrityError {
   return new IntegrityError('authentication failed', cause === undefined ? undefined : { cause });
 }
 
@@ -88,40 +84,7 @@ export const nodeBackend: CryptoBackend = {
   },
 };
 
-export const nobleBackend: CryptoBackend = {
-  name: 'noble',
-  hkdfSha256(ikm, salt, info, length) {
-    return hkdf(sha256, ikm, salt, new TextEncoder().encode(info), length);
-  },
-  aeadSeal(suite, key, nonce, aad, plaintext) {
-    return nobleCipher(suite, key, nonce, aad).encrypt(plaintext);
-  },
-  aeadOpen(suite, key, nonce, aad, sealed) {
-    try {
-      return nobleCipher(suite, key, nonce, aad).decrypt(sealed);
-    } catch (cause) {
-      throw authFailed(cause);
-    }
-  },
-  sha256() {
-    const h = sha256.create();
-    const wrapper: Sha256 = {
-      update(data) {
-        h.update(data);
-        return wrapper;
-      },
-      digest: () => h.digest(),
-    };
-    return wrapper;
-  },
-};
-
-function nobleCipher(suite: SuiteId, key: Uint8Array, nonce: Uint8Array, aad: Uint8Array) {
-  return suite === Suite.AES_256_GCM ? gcm(key, nonce, aad) : chacha20poly1305(key, nonce, aad);
-}
-
-export const backends: readonly CryptoBackend[] = [nodeBackend, nobleBackend];
-
-export function backendByName(name: 'node' | 'noble'): CryptoBackend {
-  return name === 'node' ? nodeBackend : nobleBackend;
+/** The backend of that name; @noble loads only when asked for (it costs start-up time otherwise). */
+export async function backendByName(name: 'node' | 'noble'): Promise<CryptoBackend> {
+  return name === 'node' ? nodeBackend : (await import('./noble-backend.js')).nobleBackend;
 }

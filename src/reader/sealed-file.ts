@@ -90,7 +90,7 @@ export class SealedFileReader {
 
   /** Open a sealed file with its data key: checks header, file length, key commitment and table. */
   static async open(file: string | ByteSource, dataKey: Uint8Array, options: ReaderOptions = {}): Promise<SealedFileReader> {
-    const backend = typeof options.backend === 'object' ? options.backend : backendByName(options.backend ?? 'node');
+    const backend = typeof options.backend === 'object' ? options.backend : await backendByName(options.backend ?? 'node');
     const ownsSource = typeof file === 'string';
     const source = typeof file === 'string' ? await FileSource.open(file) : file;
     let keys: FileKeys | null = null;

@@ -73,7 +73,8 @@ describe('seal then open', () => {
     const fixed = (n: number) => new Uint8Array(n).fill(7);
     const outs = [];
     for (const backend of ['node', 'noble'] as const) {
-      const { nodeBackend, nobleBackend } = await import('../../src/crypto/backend.js');
+      const { nodeBackend } = await import('../../src/crypto/backend.js');
+      const { nobleBackend } = await import('../../src/crypto/noble-backend.js');
       const out = join(dir, `det-${backend}.sealed`);
       const options = resolveSealOptions({ dataKey: TEST_KEY, keyId: 'k', chunkSize: CS, backend: backend === 'node' ? nodeBackend : nobleBackend }, fixed);
       await sealFileResolved(input, out, options);

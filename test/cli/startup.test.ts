@@ -1,0 +1,91 @@
+// Start-up stays cheap: importing the library, `--help`, `inspect` and `verify` do not load the
+// attestation verifiers' X.509/ASN.1 code (@peculiar/x509, reflect-metadata), the @noble
+// cross-check backend or the Nitro CBOR codec. Observed in a fresh process through a module
+// resolve hook (ES modules) and the require cache (CommonJS), not by timing.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { main } from '../../src/cli/main.js';
+import { writeSafetensors } from '../helpers/safetensors.js';
+import { tempDir } from '../helpers/tmp.js';
+
+const ROOT = new URL('../../', import.meta.url).pathname;
+const hasBuild = existsSync(join(ROOT, 'dist/index.js')) && existsSync(join(ROOT, 'dist/cli/main.js'));
+if (!hasBuild) console.warn('SKIPPED startup: dist/ is not built (npm test builds it first)');
+
+const HEAVY = /node_modules\/(@peculiar\/|reflect-metadata\/|@noble\/|cborg\/)/;
+
+const dir = tempDir();
+const hooks = join(dir, 'hooks.mjs');
+writeFileSync(
+  hooks,
+  `import { appendFileSync } from 'node:fs';
+export async function resolve(specifier, context, next) {
+  const r = await next(specifier, context);
+  appendFileSync(process.env.LOAD_LOG, r.url + '\\n');
+  return r;
+}
+`,
+);
+
+/** Every module a fresh process loads while running `body` (an ES module snippet), as paths. */
+function modulesLoadedBy(name: string, body: string): string[] {
+  const log = join(dir, `${name}.log`);
+  writeFileSync(log, '');
+  const register = `import { register } from 'node:module'; register(${JSON.stringify(pathToFileURL(hooks).href)});`;
+  const script = `import { createRequire } from 'node:module';
+${body}
+const { appendFileSync } = await import('node:fs');
+appendFileSync(process.env.LOAD_LOG, Object.keys(createRequire(import.meta.url).cache).join('\\n') + '\\n');`;
+  const r = spawnSync(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(register)}`, '--input-type=module', '-e', script], {
+    cwd: ROOT,
+    env: { ...process.env, LOAD_LOG: log },
+    encoding: 'utf8',
+  });
+  expect(r.status, r.stderr).toBe(0);
+  return readFileSync(log, 'utf8').split('\n').filter(Boolean).map((u) => (u.startsWith('file:') ? new URL(u).pathname : u));
+}
+
+const INDEX = JSON.stringify(pathToFileURL(join(ROOT, 'dist/index.js')).href);
+const MAIN = JSON.stringify(pathToFileURL(join(ROOT, 'dist/cli/main.js')).href);
+const quiet = '{ stdout: () => {}, stderr: () => {} }';
+
+describe.runIf(hasBuild)('start-up loads only what the command needs', () => {
+  it('importing the library does not load the verifiers, @noble or cborg; calling a verifier does', () => {
+    const loaded = modulesLoadedBy('index', `await import(${INDEX});`);
+    expect(loaded.some((p) => p.endsWith('/dist/index.js'))).toBe(true); // the hook sees our modules
+    expect(loaded.filter((p) => HEAVY.test(p))).toEqual([]);
+    expect(loaded.filter((p) => /\/dist\/attestation\/(certs|verify|verifiers\/(snp|tdx|nitro|azure|nvidia))/.test(p))).toEqual([]);
+
+    // The control: the lazy wrapper really loads the X.509 code when used.
+    const used = modulesLoadedBy(
+      'index-verify',
+      `const m = await import(${INDEX}); await m.parseCertificates(new Uint8Array(0), 'none').catch(() => {});`,
+    );
+    expect(used.some((p) => /node_modules\/@peculiar\/x509\//.test(p))).toBe(true);
+  });
+
+  it('--help and inspect load no attestation, seal or native code; verify no attestation', async () => {
+    const help = modulesLoadedBy('help', `const { main } = await import(${MAIN}); if (await main(['--help'], ${quiet}) !== 0) process.exit(9);`);
+    expect(help.filter((p) => HEAVY.test(p) || /\/dist\/(attestation|seal|reader|native|crypto)\//.test(p))).toEqual([]);
+
+    const key = join(dir, 'k.key');
+    const sealed = join(dir, 'm.sealed');
+    writeSafetensors(join(dir, 'm.safetensors'), [{ name: 'w', dtype: 'F32', shape: [64] }]);
+    expect(await main(['keygen', '-o', key], { stdout: () => {}, stderr: () => {} })).toBe(0);
+    expect(await main(['seal', join(dir, 'm.safetensors'), '-o', sealed, '--key', key], { stdout: () => {}, stderr: () => {} })).toBe(0);
+
+    const inspect = modulesLoadedBy('inspect', `const { main } = await import(${MAIN}); if (await main(['inspect', ${JSON.stringify(sealed)}], ${quiet}) !== 0) process.exit(9);`);
+    expect(inspect.some((p) => p.endsWith('/dist/cli/inspect.js'))).toBe(true);
+    expect(inspect.filter((p) => HEAVY.test(p) || /\/dist\/(attestation|seal|native)\//.test(p))).toEqual([]);
+
+    const verify = modulesLoadedBy(
+      'verify',
+      `const { main } = await import(${MAIN}); if (await main(['verify', ${JSON.stringify(sealed)}, '--key', ${JSON.stringify(key)}], ${quiet}) !== 0) process.exit(9);`,
+    );
+    expect(verify.some((p) => p.endsWith('/dist/cli/verify.js'))).toBe(true);
+    expect(verify.filter((p) => HEAVY.test(p) || /\/dist\/(attestation|seal)\//.test(p))).toEqual([]);
+  });
+});
