@@ -87,6 +87,8 @@ class RunJob : public PromiseWorker {
     if (dest_ab) {
       owned_ = TakeRegion(*dest_ab);
       lent_ = true;
+      // No JS may run between StartRun's lookup and here; check anyway rather than write through a stale pointer.
+      if (!owned_ || owned_->data() != b_->dest) throw SealedError("ERR_INVALID_ARGUMENT", "dest was released before the job could take it");
     }
   }
 
@@ -463,6 +465,9 @@ Napi::Value StartRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> 
   JsRegion* region = nullptr;  // looked up here, taken by the job once every argument is valid
   Napi::Value dv = o.Get("dest");
   Napi::Value size_v = o.Get("destSize");
+  // Every option is read before dest is looked up: a getter is caller code and could release dest
+  // between the lookup and the job taking it, leaving the job a pointer to freed memory.
+  Napi::Value offsets_v = o.Get("destOffsets");
   if (!size_v.IsUndefined()) {
     double size = NumberOption(env, o, "destSize", 0);
     if (!IsWholeIn(size, 0, 9007199254740991.0) || !dv.IsUndefined()) {
@@ -479,7 +484,7 @@ Napi::Value StartRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> 
     b->dest_size = region->region->size();
   }
   if (b->allocate || region) {
-    b->dest_off = Offsets(env, o.Get("destOffsets"), "destOffsets", static_cast<double>(b->dest_size));
+    b->dest_off = Offsets(env, offsets_v, "destOffsets", static_cast<double>(b->dest_size));
     if (b->dest_off.size() != nr) throw MakeError(env, "ERR_INVALID_ARGUMENT", "destOffsets needs one offset per range");
     for (size_t r = 0; r < nr; ++r) {
       if (b->dest_off[r] + (b->end[r] - b->begin[r]) > b->dest_size) {

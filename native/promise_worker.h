@@ -45,6 +45,16 @@ class PromiseWorker : public Napi::AsyncWorker {
     }
   }
   void OnError(const Napi::Error&) override { deferred_.Reject(MakeError(Env(), error_.code, error_.message).Value()); }
+  // A worker terminated (or the process exits) while the job ran: its environment can no longer run
+  // JS, so settling the promise throws, and an exception out of this libuv callback aborts the whole
+  // process. Drop the settlement, and still destroy the job: that wipes and unmaps its secure memory.
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    try {
+      Napi::AsyncWorker::OnWorkComplete(env, status);
+    } catch (...) {
+      Destroy();
+    }
+  }
 
   Napi::Promise::Deferred deferred_;
 };

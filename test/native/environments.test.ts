@@ -6,6 +6,9 @@ import { describe, expect, it } from 'vitest';
 import { toHex } from '../../src/bytes.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 import { sealUnaligned, spawnNode } from './child.js';
+import { sealSmall } from '../helpers/sealed.js';
+import { FileSource } from '../../src/reader/source.js';
+import { readPublicHeader } from '../../src/reader/sealed-file.js';
 
 const dir = tempDir('st-env-');
 
@@ -64,4 +67,66 @@ describe('worker_threads', () => {
     });
     expect(r.status).toBe(0);
   });
+});
+
+// A worker whose job is still decrypting when its environment goes away: terminate(), or process.exit()
+// on the main thread (which terminates workers first). The job's promise cannot be settled then.
+const IN_FLIGHT_WORKER = `
+const { parentPort, workerData: a } = require('node:worker_threads');
+const addon = require(a.addonPath);
+(async () => {
+  const key = addon.keyImport(Uint8Array.from(Buffer.from(a.key, 'hex')));
+  const { file } = await addon.sealedOpen(a.path, key, Uint8Array.from(Buffer.from(a.header, 'hex')));
+  // Every chunk authenticated (a long job on one thread), the first MiB decrypted into a lent buffer.
+  const opts = { ranges: Float64Array.of(0, 1 << 20), destOffsets: Float64Array.of(0), allChunks: true, stopOnFailure: true, threads: 1, subBlock: 4096 };
+  if (a.into) opts.dest = addon.secureAlloc(1 << 20);
+  const job = file.run(opts);
+  parentPort.postMessage('started');
+  await job;
+  parentPort.postMessage('done');
+})();
+`;
+
+const IN_FLIGHT_MAIN = `
+const { Worker } = require('node:worker_threads');
+const a = JSON.parse(process.env.ST_ARGS);
+addon._testing.setReleaseProbe(true);
+const w = new Worker(${JSON.stringify(IN_FLIGHT_WORKER)}, { eval: true, workerData: { ...a, addonPath } });
+const seen = [];
+w.on('message', async (m) => {
+  seen.push(m);
+  if (m !== 'started') return;
+  if (a.exit) process.exit(5);
+  await w.terminate();
+  setTimeout(() => console.log(JSON.stringify({ seen, live: addon.secureLockedBytes(), probe: addon._testing.releaseProbe() })), 100);
+});
+`;
+
+describe('worker_threads: a job in flight when its worker ends', () => {
+  const cases = [
+    ['terminate(), verify only', { exit: false, into: false }],
+    ['terminate(), loading into a lent buffer', { exit: false, into: true }],
+    ['process.exit() on the main thread', { exit: true, into: true }],
+  ] as const;
+  for (const [name, mode] of cases) {
+    it(`${name}: no abort, and the job's secure memory is wiped`, async () => {
+      const { path } = await sealSmall(dir, `inflight-${mode.exit}-${mode.into}`, TEST_KEY, [{ name: 'w', dtype: 'U8', shape: [24 << 20] }], 64 * 1024);
+      const source = await FileSource.open(path);
+      const { headerBytes } = await readPublicHeader(source).finally(() => source.close());
+      const args = { ...mode, path, header: toHex(headerBytes), key: toHex(TEST_KEY) };
+      const r = spawnNode(IN_FLIGHT_MAIN, { ST_ARGS: JSON.stringify(args), SEALED_TENSORS_TEST_EXIT_REPORT: '1' });
+      expect(r.signal, r.stderr).toBeNull();
+      expect(r.status, r.stderr).toBe(mode.exit ? 5 : 0);
+      const wipe = /exit wipe: regions=\d+ bytes=\d+ nonzero=(\d+) released=\d+ releasedBytes=\d+ releasedNonzero=(\d+)/.exec(r.stderr);
+      expect(wipe, r.stderr).not.toBeNull();
+      expect(wipe!.slice(1).map(Number)).toEqual([0, 0]);
+      if (!mode.exit) {
+        const out = r.json as { seen: string[]; live: number; probe: { releases: number; nonzeroBytes: number } };
+        expect(out.seen).toEqual(['started']); // still running when terminated: the case under test
+        expect(out.live).toBe(0);
+        expect(out.probe.releases).toBeGreaterThan(0);
+        expect(out.probe.nonzeroBytes).toBe(0);
+      }
+    });
+  }
 });

@@ -1,0 +1,47 @@
+/**
+ * run() reads its options object, whose getters are caller code: none of them may free or swap the
+ * destination between the addon's check of it and the job taking it. In a child, so a write into
+ * freed memory fails the test instead of killing the runner.
+ */
+import { describe, expect, it } from 'vitest';
+import { toHex } from '../../src/bytes.js';
+import { TEST_KEY, tempDir } from '../helpers/tmp.js';
+import { sealUnaligned, spawnNode } from './child.js';
+
+const dir = tempDir('st-runopts-');
+
+const CHILD = `
+const a = JSON.parse(process.env.ST_ARGS);
+(async () => {
+  const key = addon.keyImport(Uint8Array.from(Buffer.from(a.key, 'hex')));
+  const { file } = await addon.sealedOpen(a.path, key, Uint8Array.from(Buffer.from(a.header, 'hex')));
+  const total = a.tensors[a.tensors.length - 1].end;
+  const dest = addon.secureAlloc(total);
+  const opts = { ranges: Float64Array.from(a.tensors.flatMap((t) => [t.begin, t.end])), allChunks: true, stopOnFailure: true, threads: 1, dest };
+  let other;
+  // Frees dest while run() reads its options, then maps a new secure buffer (the kernel tends to
+  // hand back the same addresses): a job that kept dest's old pointer would decrypt into it.
+  Object.defineProperty(opts, 'destOffsets', { enumerable: true, get() {
+    addon.secureRelease(dest);
+    other = new Uint8Array(addon.secureAlloc(total));
+    return Float64Array.from(a.tensors, (t) => t.begin);
+  } });
+  let outcome;
+  try {
+    await file.run(opts);
+    outcome = 'resolved';
+  } catch (e) {
+    outcome = e.code;
+  }
+  console.log(JSON.stringify({ outcome, otherNonzero: other.some((b) => b !== 0) }));
+})();
+`;
+
+describe('run() options with getters', () => {
+  it('a destOffsets getter that releases dest gets a typed refusal, and nothing is written anywhere', async () => {
+    const s = await sealUnaligned(dir);
+    const r = spawnNode(CHILD, { ST_ARGS: JSON.stringify({ ...s, key: toHex(TEST_KEY) }) });
+    expect(r.signal, r.stderr).toBeNull();
+    expect(r.json, r.stderr).toEqual({ outcome: 'ERR_INVALID_ARGUMENT', otherNonzero: false });
+  });
+});
