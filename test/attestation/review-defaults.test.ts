@@ -42,3 +42,23 @@ describe('an invalid `now` does not switch off validity checks', () => {
     }
   });
 });
+
+describe('Azure: the HCL report comes from VMPL 0, whatever the policy says', () => {
+  const azure = (vmpl: string) => claims({ tee: 'azure-snp', platform: { product: 'Genoa', vmpl } });
+  const section = (platform: Record<string, string[]>) => ({ version: 1, tees: { 'azure-snp': { measurements: { measurement: ['aa'.repeat(48)] }, platform } } });
+
+  it('a policy cannot widen platform.vmpl for azure-snp (the guest at VMPL 2 could sign its own runtime data and vTPM key)', async () => {
+    for (const vmpl of [['0', '2'], ['2'], ['1', '2', '3']]) {
+      const e = await typedError(() => validatePolicy(section({ vmpl })), ['ERR_POLICY']);
+      expect(e.message).toMatch(/tees\.azure-snp\.platform\.vmpl: .*VMPL 0/);
+    }
+    const p = validatePolicy(section({ vmpl: ['0'] }));
+    expect(evaluatePolicy(p, azure('0'), { expectedReportData: NONCE }).allowed).toBe(true);
+    expect(evaluatePolicy(p, azure('2'), { expectedReportData: NONCE }).allowed).toBe(false);
+  });
+
+  it('plain SEV-SNP may still list other VMPLs (a guest under an SVSM)', () => {
+    const p = validatePolicy({ version: 1, tees: { snp: { measurements: { measurement: ['aa'.repeat(48)] }, platform: { vmpl: ['2'] } } } });
+    expect(evaluatePolicy(p, claims({ platform: { product: 'Genoa', vmpl: '2' } }), { expectedReportData: NONCE }).allowed).toBe(true);
+  });
+});
