@@ -50,7 +50,7 @@ export {
   DEFAULT_ROOTS,
 } from './attestation/roots.js';
 export { parseSimulatedEvidence, verifySimulatedEvidence } from './attestation/verifiers/simulated.js';
-export { DEFAULT_POLICY, parsePolicy, validatePolicy } from './attestation/policy/policy.js';
+export { parsePolicy, validatePolicy } from './attestation/policy/policy.js';
 export { evaluatePolicy } from './attestation/policy/evaluate.js';
 export { SimulatedTee } from './attestation/providers/simulated.js';
 export { ConfigfsTsmProvider, tsmReport } from './attestation/providers/configfs-tsm.js';

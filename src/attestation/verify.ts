@@ -1,7 +1,7 @@
 import type { X509Certificate } from 'node:crypto';
 import { InvalidArgumentError, SealedTensorsError, type ErrorCode } from '../errors.js';
 import { validatePolicy, type Policy } from './policy/policy.js';
-import { evaluatePolicy, type Verdict } from './policy/evaluate.js';
+import { checkNow, evaluatePolicy, type Verdict } from './policy/evaluate.js';
 import { TEE_TYPES, type Claims, type TeeType, type VerifiedEvidence, type VerifyOptions } from './types.js';
 import { verifyAzureEvidence } from './verifiers/azure.js';
 import { verifyNitroDocument } from './verifiers/nitro.js';
@@ -21,7 +21,7 @@ export interface VerifyEvidenceOptions extends VerifyOptions {
 /** Verifies evidence of any supported type; throws a typed error when a signature or chain fails. */
 export async function verifyEvidence(type: TeeType, evidence: Uint8Array, opts: VerifyEvidenceOptions = {}): Promise<VerifiedEvidence> {
   const base: VerifyOptions = {};
-  if (opts.now) base.now = opts.now;
+  if (opts.now !== undefined) base.now = checkNow(opts.now)!;
   if (opts.trustedRoots) base.trustedRoots = opts.trustedRoots;
   const certificates = opts.certificates ?? [];
   switch (type) {
@@ -76,6 +76,7 @@ export async function appraiseEvidence(type: TeeType, evidence: Uint8Array, opts
     throw new InvalidArgumentError('appraiseEvidence needs options with a policy: there is no default policy (see docs/ATTESTATION.md for what one must state)');
   }
   const { policy: policyInput, expectedReportData, ...verifyOpts } = opts;
+  checkNow(opts.now);
   // Validated before any evidence is looked at, so a bad policy fails the same way whatever the evidence.
   const policy = validatePolicy(policyInput);
   let verified: VerifiedEvidence;

@@ -1,4 +1,5 @@
 import { constantTimeEqual } from '../../bytes.js';
+import { InvalidArgumentError } from '../../errors.js';
 import type { Check, Claims } from '../types.js';
 import { DEFAULT_CLOCK_SKEW_SECONDS, DEFAULT_MAX_AGE_SECONDS, DEFAULT_SNP_MIN_TCB, DEFAULT_TDX_TCB_STATUS, validatePolicy, type Policy } from './policy.js';
 
@@ -33,6 +34,18 @@ export function reportDataMatches(actualHex: string, expected: Uint8Array): bool
   return constantTimeEqual(actual, padded);
 }
 
+/**
+ * `now` must be a Date holding a time: an Invalid Date compares false with every bound, so it would
+ * pass validity windows and ages by accident, and it makes verifiers throw a raw RangeError.
+ */
+export function checkNow(now: unknown): Date | undefined {
+  if (now === undefined) return undefined;
+  if (!(now instanceof Date) || Number.isNaN(now.getTime())) {
+    throw new InvalidArgumentError(`now must be a valid Date (or left out for the current time), got ${now instanceof Date ? 'an Invalid Date' : now === null ? 'null' : typeof now}`);
+  }
+  return now;
+}
+
 /** Own properties only: a policy naming "constructor" must not find Object.prototype.constructor. */
 function ownValue<T>(o: Record<string, T>, k: string): T | undefined {
   return Object.hasOwn(o, k) ? o[k] : undefined;
@@ -47,7 +60,7 @@ export function evaluatePolicy(policyInput: Policy, claims: Claims, opts: Evalua
   const policy = validatePolicy(policyInput);
   const checks: Check[] = [];
   const add = (check: string, ok: boolean, detail: string): void => void checks.push({ check, ok, detail });
-  const now = opts.now ?? new Date();
+  const now = checkNow(opts.now) ?? new Date();
 
   if (claims.simulated || claims.tee === 'simulated') {
     add('policy.simulated', policy.allowSimulated, policy.allowSimulated ? 'simulated evidence allowed by allowSimulated' : 'evidence is SIMULATED (software only) and the policy does not set allowSimulated');

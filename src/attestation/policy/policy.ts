@@ -149,6 +149,9 @@ export function validatePolicy(input: unknown): Policy {
           const m = dict<string[]>();
           for (const [name, list] of ownEntries(platform)) {
             if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === 'string')) bad(`${p}.platform.${name}`, 'must be a non-empty list of strings');
+            // Azure's paravisor signs the HCL report at VMPL 0; a report from the guest's VMPL could carry
+            // runtime data (and a vTPM key) of the guest's choosing, so no policy may widen it.
+            else if (tee === 'azure-snp' && name === 'vmpl' && list.some((x) => x !== '0')) bad(`${p}.platform.vmpl`, 'Azure evidence is accepted from VMPL 0 only (the paravisor); drop the key or list only "0"');
             else m[name] = Object.freeze([...(list as string[])]) as string[];
           }
           out.platform = Object.freeze(m);

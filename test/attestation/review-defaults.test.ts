@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { appraiseEvidence, verifyEvidence } from '../../src/attestation/verify.js';
+import { validatePolicy } from '../../src/attestation/policy/policy.js';
+import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
+import { verifySnpReport } from '../../src/attestation/verifiers/snp.js';
+import type { Claims } from '../../src/attestation/types.js';
+import { certs, outcomeAsync, typedError, vec } from './helpers.js';
+
+// Findings of the outside review of the attestation defaults (issue 7).
+
+const NONCE = new Uint8Array(32).fill(0xab);
+const claims = (over: Partial<Claims> = {}): Claims => ({
+  tee: 'snp',
+  simulated: false,
+  measurement: 'aa'.repeat(48),
+  measurements: { measurement: 'aa'.repeat(48), hostData: '00'.repeat(32) },
+  reportData: `${'ab'.repeat(32)}${'00'.repeat(32)}`,
+  debug: false,
+  tcb: { bootloader: 10, tee: 0, snp: 23, microcode: 84 },
+  platform: { product: 'Genoa', vmpl: '0' },
+  ...over,
+});
+
+describe('an invalid `now` does not switch off validity checks', () => {
+  // The Trustee VLEK expired long ago: at a real time its chain fails.
+  const report = vec('sev-snp/trustee_milan_vlek_report.bin');
+  const chain = certs('sev-snp/trustee_milan_vlek.der', 'sev-snp/asvk_ark_milan_vlek.pem');
+
+  it('an expired certificate is not accepted at an Invalid Date (NaN compares false with every bound)', async () => {
+    expect(await outcomeAsync(() => verifyEvidence('snp', report, { certificates: chain }))).toBe('ERR_EVIDENCE_CHAIN');
+    for (const now of [new Date(NaN), new Date('not a time')]) {
+      expect(await outcomeAsync(() => verifyEvidence('snp', report, { certificates: chain, now }))).toBe('ERR_INVALID_ARGUMENT');
+      expect(await outcomeAsync(async () => verifySnpReport(report, { certificates: chain, now }))).not.toBe('accepted');
+    }
+  });
+
+  it('appraiseEvidence and evaluatePolicy refuse a `now` that is not a valid Date with a typed error', async () => {
+    const policy = validatePolicy({ version: 1, tees: { snp: { measurements: { measurement: ['aa'.repeat(48)] } } } });
+    for (const now of [new Date(NaN), Date.now(), '2025-01-01T00:00:00Z', null]) {
+      await typedError(() => appraiseEvidence('snp', report, { policy, expectedReportData: NONCE, certificates: chain, now: now as never }), ['ERR_INVALID_ARGUMENT']);
+      await typedError(() => evaluatePolicy(policy, claims(), { expectedReportData: NONCE, now: now as never }), ['ERR_INVALID_ARGUMENT']);
+    }
+  });
+});
+
+describe('Azure: the HCL report comes from VMPL 0, whatever the policy says', () => {
+  const azure = (vmpl: string) => claims({ tee: 'azure-snp', platform: { product: 'Genoa', vmpl } });
+  const section = (platform: Record<string, string[]>) => ({ version: 1, tees: { 'azure-snp': { measurements: { measurement: ['aa'.repeat(48)] }, platform } } });
+
+  it('a policy cannot widen platform.vmpl for azure-snp (the guest at VMPL 2 could sign its own runtime data and vTPM key)', async () => {
+    for (const vmpl of [['0', '2'], ['2'], ['1', '2', '3']]) {
+      const e = await typedError(() => validatePolicy(section({ vmpl })), ['ERR_POLICY']);
+      expect(e.message).toMatch(/tees\.azure-snp\.platform\.vmpl: .*VMPL 0/);
+    }
+    const p = validatePolicy(section({ vmpl: ['0'] }));
+    expect(evaluatePolicy(p, azure('0'), { expectedReportData: NONCE }).allowed).toBe(true);
+    expect(evaluatePolicy(p, azure('2'), { expectedReportData: NONCE }).allowed).toBe(false);
+  });
+
+  it('plain SEV-SNP may still list other VMPLs (a guest under an SVSM)', () => {
+    const p = validatePolicy({ version: 1, tees: { snp: { measurements: { measurement: ['aa'.repeat(48)] }, platform: { vmpl: ['2'] } } } });
+    expect(evaluatePolicy(p, claims({ platform: { product: 'Genoa', vmpl: '2' } }), { expectedReportData: NONCE }).allowed).toBe(true);
+  });
+});
