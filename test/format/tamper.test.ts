@@ -5,7 +5,7 @@ import { parseHeader } from '../../src/format/header.js';
 import { chunkCount, chunkFileOffset, type Layout } from '../../src/format/layout.js';
 import { TAG_LENGTH } from '../../src/format/constants.js';
 import { OTHER_KEY, TEST_KEY, tempDir } from '../helpers/tmp.js';
-import { openOutcome, sealSmall } from '../helpers/sealed.js';
+import { bitsToFlip, openOutcome, sealSmall, tablePaddingRange } from '../helpers/sealed.js';
 
 const dir = tempDir();
 const REJECTIONS = new Set(['ERR_INTEGRITY', 'ERR_KEY_MISMATCH', 'ERR_TRUNCATED', 'ERR_FORMAT', 'ERR_UNSUPPORTED_VERSION']);
@@ -38,11 +38,14 @@ describe('tampering is rejected', async () => {
     expect(await openOutcome(a.sealed, TEST_KEY, a.data)).toBe('ok');
   });
 
-  it('rejects every single-bit flip at every byte position (node backend, all bits)', async () => {
+  it('rejects every single-bit flip at every byte position (node backend, all bits; one bit per byte of table padding)', async () => {
     const seen = new Map<string, number>();
     const copy = new Uint8Array(a.sealed);
+    const padding = tablePaddingRange(a.sealed, TEST_KEY);
+    let cases = 0;
     for (let pos = 0; pos < copy.length; pos++) {
-      for (let bit = 0; bit < 8; bit++) {
+      for (const bit of bitsToFlip(pos, padding)) {
+        cases++;
         copy[pos]! ^= 1 << bit;
         const outcome = await openOutcome(copy, TEST_KEY, a.data);
         copy[pos]! ^= 1 << bit;
@@ -50,8 +53,8 @@ describe('tampering is rejected', async () => {
         seen.set(outcome, (seen.get(outcome) ?? 0) + 1);
       }
     }
-    expect([...seen.values()].reduce((x, y) => x + y)).toBe(a.sealed.length * 8);
-    console.log(`bit flips: ${a.sealed.length * 8} cases over ${a.sealed.length} bytes ->`, Object.fromEntries(seen));
+    expect([...seen.values()].reduce((x, y) => x + y)).toBe(cases);
+    console.log(`bit flips: ${cases} cases over ${a.sealed.length} bytes ->`, Object.fromEntries(seen));
   }, 300_000);
 
   it('rejects a flip of one bit at every byte position under the noble backend too', async () => {

@@ -4,6 +4,11 @@ import { sealFile } from '../../src/seal/seal-file.js';
 import { SealedFileReader, type ReaderOptions } from '../../src/reader/sealed-file.js';
 import { MemorySource } from '../../src/reader/source.js';
 import { SealedTensorsError } from '../../src/errors.js';
+import { parseHeader } from '../../src/format/header.js';
+import { TABLE_LENGTH_PREFIX } from '../../src/format/constants.js';
+import { nodeBackend } from '../../src/crypto/backend.js';
+import { deriveFileKeys } from '../../src/crypto/file-keys.js';
+import { TABLE_NONCE } from '../../src/crypto/stream.js';
 import { writeSafetensors, type TensorSpec } from './safetensors.js';
 
 export const SMALL_MODEL: TensorSpec[] = [
@@ -41,4 +46,27 @@ export async function openOutcome(bytes: Uint8Array, key: Uint8Array, original: 
   } finally {
     await reader?.close();
   }
+}
+
+/**
+ * File offsets [start, end) of the sealed table's zero padding. Bit-flip sweeps flip one bit per
+ * byte there instead of all eight: it is ciphertext of known zeros under the table's one tag, and
+ * the 4 KiB minimum table would otherwise multiply the cases of a small file several times over.
+ */
+export function tablePaddingRange(sealed: Uint8Array, key: Uint8Array): { start: number; end: number } {
+  const { header, length } = parseHeader(sealed);
+  const keys = deriveFileKeys(nodeBackend, key, header);
+  try {
+    const aad = nodeBackend.sha256().update(sealed.subarray(0, length)).digest();
+    const plain = nodeBackend.aeadOpen(header.suite, keys.tableKey, TABLE_NONCE, aad, sealed.subarray(length, length + header.tableLength));
+    const jsonLength = new DataView(plain.buffer, plain.byteOffset).getUint32(0, true);
+    return { start: length + TABLE_LENGTH_PREFIX + jsonLength, end: length + plain.length };
+  } finally {
+    keys.destroy();
+  }
+}
+
+/** The bits a sweep flips at `pos`: all eight, or one (rotating) inside the table padding. */
+export function bitsToFlip(pos: number, padding: { start: number; end: number }): number[] {
+  return pos >= padding.start && pos < padding.end ? [pos % 8] : [0, 1, 2, 3, 4, 5, 6, 7];
 }
