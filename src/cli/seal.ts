@@ -20,7 +20,7 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
     .requiredOption('--key <KEY>', 'data key file (from "sealed-tensors keygen")')
     .option('--suite <SUITE>', 'aes-256-gcm or chacha20-poly1305', 'aes-256-gcm')
     .option('--chunk-size <SIZE>', 'payload chunk size, a multiple of 4KiB', '4MiB')
-    .option('--force', 'replace OUT if it exists')
+    .option('--force', 'replace OUT if it is earlier sealed output (never any other file or folder)')
     .option('--json', 'print a JSON summary')
     .action(async (input: string, opts: { output: string; key: string; suite: string; chunkSize: string; force?: boolean; json?: boolean }) => {
       const suite = parseSuite(opts.suite);
