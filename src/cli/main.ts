@@ -59,8 +59,10 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.help' && err.exitCode !== 0) {
-        // No command (or no subcommand of `attest`): commander printed the help to stderr.
-        io.stderr('error ERR_INVALID_ARGUMENT: no command given (see --help)\n');
+        // No command, `help UNKNOWN`, or `attest` without a subcommand: commander printed the help to stderr.
+        const words = argv.filter((a) => !a.startsWith('-'));
+        const what = words.length === 0 ? 'no command given' : words[0] === 'help' ? `unknown command '${words[1]}'` : `'${words.join(' ')}' needs a subcommand`;
+        io.stderr(`error ERR_INVALID_ARGUMENT: ${what} (see --help)\n`);
         return ExitCode.USAGE;
       }
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.help' || err.code === 'commander.version') {

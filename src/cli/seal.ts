@@ -21,7 +21,7 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
     .option('--suite <SUITE>', 'aes-256-gcm or chacha20-poly1305', 'aes-256-gcm')
     .option('--chunk-size <SIZE>', 'payload chunk size, a multiple of 4KiB', '4MiB')
     .option('--pad-payload', 'pad the payload with zeros (Padmé, at most 12% more) so its public length hides the exact parameter count')
-    .option('--force', 'replace OUT if it exists')
+    .option('--force', 'replace OUT if it is earlier sealed output (never any other file or folder)')
     .option('--json', 'print a JSON summary')
     .action(async (input: string, opts: { output: string; key: string; suite: string; chunkSize: string; padPayload?: boolean; force?: boolean; json?: boolean }) => {
       const suite = parseSuite(opts.suite);

@@ -212,8 +212,15 @@ export async function commitFile(temp: string, output: string, overwrite: boolea
       renameSync(temp, output);
     } else {
       // link() fails if the name exists, so nothing appearing meanwhile is overwritten.
-      linkSync(temp, output);
-      unlinkSync(temp);
+      try {
+        linkSync(temp, output);
+        unlinkSync(temp);
+      } catch (err) {
+        // File systems without hard links: check, then rename (a narrow race, as before link).
+        if (!['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'].includes(errnoCode(err) ?? '')) throw err;
+        if (await lstatOrNull(output)) throw alreadyExists(output);
+        renameSync(temp, output);
+      }
     }
     partials.delete(temp);
   } catch (cause) {

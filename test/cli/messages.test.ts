@@ -71,7 +71,12 @@ describe('CLI messages and exit codes', () => {
     const none = await run();
     expect(none.code).toBe(2);
     expect(none.err).toMatch(/error ERR_INVALID_ARGUMENT: no command given/);
-    expect((await run('attest')).code).toBe(2);
+    const attest = await run('attest');
+    expect(attest.code).toBe(2);
+    expect(attest.err).toMatch(/error ERR_INVALID_ARGUMENT: 'attest' needs a subcommand/);
+    const help = await run('help', 'nosuch');
+    expect(help.code).toBe(2);
+    expect(help.err).toMatch(/error ERR_INVALID_ARGUMENT: unknown command 'nosuch'/);
 
     const unknown = await run('seal', '--bogus');
     expect(unknown.code).toBe(2);

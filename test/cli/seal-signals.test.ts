@@ -36,7 +36,7 @@ async function interrupt(args: string[], signal: NodeJS.Signals): Promise<{ code
     if (partials().length > 0) {
       sawPartial = true;
       // Let it write a little into the partial output first.
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, 20));
       child.kill(signal);
       break;
     }

@@ -52,6 +52,24 @@ const INDEX = JSON.stringify(pathToFileURL(join(ROOT, 'dist/index.js')).href);
 const MAIN = JSON.stringify(pathToFileURL(join(ROOT, 'dist/cli/main.js')).href);
 const quiet = '{ stdout: () => {}, stderr: () => {} }';
 
+describe('the top-level help, written without loading the commands', () => {
+  it('lists each command as its own module defines it', async () => {
+    const run = async (...argv: string[]): Promise<string> => {
+      let out = '';
+      expect(await main(argv, { stdout: (s) => void (out += s), stderr: () => {} })).toBe(0);
+      return out;
+    };
+    const top = (await run('--help')).replace(/\s+/g, ' ');
+    for (const name of ['keygen', 'seal', 'inspect', 'verify', 'demo', 'attest']) {
+      const own = await run(name, '--help');
+      // "seal [options] <IN>"; a command with subcommands and no options of its own is listed bare.
+      const term = /^Usage: sealed-tensors (.*)$/m.exec(own)![1]!.replace(/ \[options\] \[command\]$/, '');
+      const description = own.split('\n\n')[1]!.replace(/\s+/g, ' ').trim();
+      expect(top, name).toContain(` ${term} ${description}`);
+    }
+  });
+});
+
 describe.runIf(hasBuild)('start-up loads only what the command needs', () => {
   it('importing the library does not load the verifiers, @noble or cborg; calling a verifier does', () => {
     const loaded = modulesLoadedBy('index', `await import(${INDEX});`);
