@@ -230,7 +230,12 @@ Napi::Value SealedOpen(const Napi::CallbackInfo& info) {
   Napi::Uint8Array hdr = info[2].As<Napi::Uint8Array>();
   std::vector<uint8_t> expected(hdr.Data(), hdr.Data() + hdr.ByteLength());
   HardenProcess();
-  auto* job = new OpenJob(env, info[0].As<Napi::String>().Utf8Value(), std::move(key), std::move(expected));
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  // open() would stop at a NUL and open another file than the one named (and checked by the caller).
+  if (path.empty() || path.find('\0') != std::string::npos) {
+    throw MakeError(env, "ERR_INVALID_ARGUMENT", "path must be a non-empty string without NUL characters");
+  }
+  auto* job = new OpenJob(env, std::move(path), std::move(key), std::move(expected));
   return job->Start();
 }
 

@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomFillSync, randomUUID } from 'node:crypto';
 import { KeyFileError } from '../errors.js';
 import { DATA_KEY_LENGTH, KEY_ID_PATTERN } from '../format/constants.js';
 
@@ -21,8 +21,17 @@ export async function writeNewKeyFile(path: string, id?: string): Promise<DataKe
   if (!KEY_ID_PATTERN.test(keyId)) {
     throw new KeyFileError('key id must be 1 to 255 characters from A-Z a-z 0-9 . _ : / -');
   }
-  const key = new Uint8Array(randomBytes(DATA_KEY_LENGTH));
-  const text = `${JSON.stringify({ kind: KIND, version: 1, id: keyId, key: Buffer.from(key).toString('base64'), created: new Date().toISOString() }, null, 2)}\n`;
+  // The key, its base64 and the file's bytes each in memory of their own, never a string or Node's
+  // shared Buffer pool (randomBytes, Buffer.from and writeFile(string) all use it): wiped after writing.
+  const key = randomFillSync(new Uint8Array(new ArrayBuffer(DATA_KEY_LENGTH)));
+  // '@' cannot occur in a key id, so the placeholder is found exactly once.
+  const [before, after] = `${JSON.stringify({ kind: KIND, version: 1, id: keyId, key: '@', created: new Date().toISOString() }, null, 2)}\n`.split('"@"') as [string, string];
+  const head = new TextEncoder().encode(`${before}"`);
+  const tail = new TextEncoder().encode(`"${after}`);
+  const bytes = new Uint8Array(new ArrayBuffer(head.length + 44 + tail.length));
+  bytes.set(head);
+  encodeKey(key, bytes.subarray(head.length, head.length + 44));
+  bytes.set(tail, head.length + 44);
   let fh;
   try {
     // 'wx': never overwrite; the mode applies at creation, so the key is never world-readable.
@@ -35,9 +44,13 @@ export async function writeNewKeyFile(path: string, id?: string): Promise<DataKe
     );
   }
   try {
-    await fh.writeFile(text);
+    for (let done = 0; done < bytes.length; ) done += (await fh.write(bytes, done, bytes.length - done)).bytesWritten;
     await fh.sync();
+  } catch (err) {
+    key.fill(0);
+    throw err;
   } finally {
+    bytes.fill(0);
     await fh.close();
   }
   return { id: keyId, key };
@@ -223,6 +236,20 @@ function utf8(text: Uint8Array, range: { start: number; end: number }, path: str
     return new TextDecoder('utf-8', { fatal: true }).decode(text.subarray(range.start, range.end));
   } catch {
     throw notJson(`invalid UTF-8 in a string (${path})`);
+  }
+}
+
+const BASE64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+/** Padded base64 of the 32-byte key into `out` (44 bytes), without making a string. */
+function encodeKey(key: Uint8Array, out: Uint8Array): void {
+  let o = 0;
+  for (let j = 0; j < key.length; j += 3) {
+    const n = (key[j]! << 16) | ((key[j + 1] ?? 0) << 8) | (key[j + 2] ?? 0);
+    out[o++] = BASE64.charCodeAt((n >> 18) & 63);
+    out[o++] = BASE64.charCodeAt((n >> 12) & 63);
+    out[o++] = j + 1 < key.length ? BASE64.charCodeAt((n >> 6) & 63) : 0x3d;
+    out[o++] = j + 2 < key.length ? BASE64.charCodeAt(n & 63) : 0x3d;
   }
 }
 

@@ -158,6 +158,9 @@ export class NativeSealedFileReader {
     const entries = this.tensorTable?.tensors ?? [];
     const size = this.layout.payloadLength - (this.tensorTable?.payloadPadding ?? 0); // padding is not loaded
     const into = options.into;
+    if (into !== undefined && !(into instanceof SecureBuffer)) {
+      throw new InvalidArgumentError('into must be a SecureBuffer (SecureBuffer.allocate): plaintext goes only to secure memory');
+    }
     if (into && into.size < size) throw new InvalidArgumentError(`into holds ${into.size} bytes; this file's tensors need ${size}`);
     const opts = {
       ranges: rangesOf(entries),

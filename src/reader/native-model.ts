@@ -60,7 +60,7 @@ export class NativeSealedModelReader {
     return this.files.flatMap((f) => f.tensors().map((t) => ({ ...t, file: basename(f.description) })));
   }
 
-  readTensor(name: string): Promise<SecureTensor> {
+  async readTensor(name: string): Promise<SecureTensor> {
     const f = this.#owner.get(name);
     if (!f) throw new NotFoundError(`no tensor named "${name}" in this model`);
     return f.readTensor(name);

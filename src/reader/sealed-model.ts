@@ -56,7 +56,7 @@ export class SealedModelReader {
     return this.files.flatMap((f) => f.tensors().map((t) => ({ ...t, file: basename(f.description) })));
   }
 
-  readTensor(name: string): Promise<Uint8Array> {
+  async readTensor(name: string): Promise<Uint8Array> {
     const f = this.owner.get(name);
     if (!f) throw new NotFoundError(`no tensor named "${name}" in this model`);
     return f.readTensor(name);

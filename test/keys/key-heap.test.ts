@@ -62,7 +62,18 @@ const h = halves.map((x) => half((b) => b.write(x, 0, 'hex')));
 const pattern = (f, from) => half((b) => { for (let i = 0; i < 16; i++) b[i] = f(from + i); return 16; });
 const smallByte = (i) => (i * 37 + 11) & 0xff ^ 0xa5;
 const canaryByte = (i) => (i * 91 + 7) & 0xff ^ 0x3c;
+// 3. A key made by writeNewKeyFile (keygen), imported: its halves are taken before the import wipes it.
+const { writeNewKeyFile } = await import(lib + '/src/keys/key-file.js');
+const made = await writeNewKeyFile(keyPath + '.new', 'heap-new');
+// Bytes 0-14 and 15-31: 15 is a multiple of 3, so the two base64 halves are the key's base64, cut.
+const madeHalves = [made.key.subarray(0, 15), made.key.subarray(15)];
+const madeRaw = madeHalves.map((x) => half((b) => { b.set(x); return x.length; }));
+const madeB64 = madeHalves.map((x) => half((b) => b.write(Buffer.from(x).toString('base64'), 0, 'latin1')));
+const handle3 = importKey(made.key);
+globalThis.keep.push(handle3);
 const needles = {
+  madeRaw,
+  madeBase64: madeB64,
   fileRaw: [h[0], h[1]],
   fileBase64: [h[2], h[3]],
   fileHex: [h[4], h[5]],
@@ -99,11 +110,11 @@ for (const m of maps) {
 }
 fs.closeSync(mem);
 v8.writeHeapSnapshot(snapshotPath);
-console.log(JSON.stringify({ hits, scanned, released: [handle.released, handle2.released], wiped: [k.key.every((x) => x === 0), small.every((x) => x === 0)] }));
+console.log(JSON.stringify({ hits, scanned, released: [handle.released, handle2.released], wiped: [k.key.every((x) => x === 0), small.every((x) => x === 0), made.key.every((x) => x === 0)] }));
 `;
 
 describe('an imported key', () => {
-  it('leaves no copy of its bytes, base64 or hex in the process (memory scan and heap snapshot)', () => {
+  it('leaves no copy of its bytes, base64 or hex in the process (memory scan and heap snapshot), also for a key keygen just made', () => {
     const lib = join(dir, 'lib');
     transpile(['src/keys/key-file.ts', 'src/native/key.ts'], lib);
     writeFileSync(join(dir, 'child.mjs'), CHILD);
@@ -123,11 +134,11 @@ describe('an imported key', () => {
     expect(r.stderr).toBe('');
     const out = JSON.parse(r.stdout) as { hits: Record<string, number>; scanned: number; released: boolean[]; wiped: boolean[] };
     expect(out.released).toEqual([false, false]); // both keys were imported, and are held
-    expect(out.wiped).toEqual([true, true]);
+    expect(out.wiped).toEqual([true, true, true]);
     expect(out.scanned).toBeGreaterThan(16 << 20); // the scan read the heap, not just a few pages
     const { canary, ...keys } = out.hits;
     expect(canary).toBeGreaterThanOrEqual(1); // the scan sees what lives on the V8 heap
-    expect(keys).toEqual({ fileRaw: 0, fileBase64: 0, fileHex: 0, smallRaw: 0 });
+    expect(keys).toEqual({ madeRaw: 0, madeBase64: 0, fileRaw: 0, fileBase64: 0, fileHex: 0, smallRaw: 0 });
     const text = readFileSync(snapshot, 'latin1');
     expect(text.includes(b64), 'base64 key in the heap snapshot').toBe(false);
     expect(text.includes(hex), 'hex key in the heap snapshot').toBe(false);

@@ -111,6 +111,8 @@ describe('secure destinations', () => {
     const all = await r.loadAll({ into });
     for (const [name, t] of all.tensors) expect(Buffer.from(t.bytes).equals(Buffer.from(data.get(name)!))).toBe(true);
     await expect(r.loadAll({ into: SecureBuffer.allocate(10) })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+    // A plain array is not a place for plaintext: a typed refusal, not a TypeError from inside.
+    await expect(r.loadAll({ into: new Uint8Array(4 * CS) as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
     r.close();
     const bad = readFileSync(path);
     bad[bad.length - 40]! ^= 1; // last chunk: tensor b

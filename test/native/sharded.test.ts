@@ -72,6 +72,10 @@ describe('sharded models, native path', () => {
       one.release();
     }
     all.release();
+    // An unknown name (often a caller's input) rejects, as a single file's reader does: never a
+    // synchronous throw that escapes a promise chain's .catch.
+    const missing = [m.readTensor('no-such-tensor'), ref.readTensor('no-such-tensor')].map((p) => p.catch((e: { code?: string }) => e.code));
+    expect(await Promise.all(missing)).toEqual(['ERR_NOT_FOUND', 'ERR_NOT_FOUND']);
     expect(await m.verifyOrThrow({ plainSha256: true })).toEqual(await ref.verify());
     m.close();
     await ref.close();

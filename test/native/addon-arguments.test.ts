@@ -1,14 +1,17 @@
 /**
- * run() reads its options object, whose getters are caller code: none of them may free or swap the
- * destination between the addon's check of it and the job taking it. In a child, so a write into
- * freed memory fails the test instead of killing the runner.
+ * Arguments of the raw addon that could make it touch other memory or another file than the one
+ * named. run() reads its options object, whose getters are caller code: none of them may free or
+ * swap the destination between the addon's check of it and the job taking it. In a child, so a
+ * write into freed memory fails the test instead of killing the runner.
  */
 import { describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { loadAddon } from '../../src/native/addon.js';
 import { toHex } from '../../src/bytes.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 import { sealUnaligned, spawnNode } from './child.js';
 
-const dir = tempDir('st-runopts-');
+const dir = tempDir('st-addon-args-');
 
 const CHILD = `
 const a = JSON.parse(process.env.ST_ARGS);
@@ -43,5 +46,24 @@ describe('run() options with getters', () => {
     const r = spawnNode(CHILD, { ST_ARGS: JSON.stringify({ ...s, key: toHex(TEST_KEY) }) });
     expect(r.signal, r.stderr).toBeNull();
     expect(r.json, r.stderr).toEqual({ outcome: 'ERR_INVALID_ARGUMENT', otherNonzero: false });
+  });
+});
+
+describe('sealedOpen paths', () => {
+  it('a path with a NUL is refused, not cut short to another file', async () => {
+    const s = await sealUnaligned(dir);
+    const addon = loadAddon();
+    const key = addon.keyImport(new Uint8Array(TEST_KEY));
+    const header = new Uint8Array(readFileSync(s.path).subarray(0, s.header.length / 2));
+    const open = (path: string) => Promise.resolve().then(() => addon.sealedOpen(path, key, header)); // a throw or a rejection
+    try {
+      // The part before the NUL is a valid sealed file with this header: opening it would succeed.
+      await expect(open(`${s.path}\0.not-this`)).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+      await expect(open('')).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+      const opened = await addon.sealedOpen(s.path, key, header);
+      opened.file.close();
+    } finally {
+      key.release();
+    }
   });
 });
