@@ -104,3 +104,35 @@ describe('a section must pin what identifies the software, not only a field ever
     expect(evaluatePolicy(policyFor('nvidia', { m1: ['00'.repeat(48)], m2: ['aa'.repeat(48)] }), gpu, { expectedReportData: NONCE }).allowed).toBe(true);
   });
 });
+
+describe('checks the existing tests did not pin (each kills a surviving mutant of the parser or evaluator)', () => {
+  const base = { measurements: { measurement: ['aa'.repeat(48)] } };
+
+  it('an empty allow-list, and minTcb values that are NaN, Infinity, fractions or strings, are policy errors', async () => {
+    for (const section of [
+      { measurements: { measurement: [] } },
+      { ...base, minTcb: { snp: Number.NaN } },
+      { ...base, minTcb: { snp: Number.POSITIVE_INFINITY } },
+      { ...base, minTcb: { snp: 1.5 } },
+      { ...base, minTcb: { snp: '23' } },
+      { ...base, maxAgeSeconds: Number.POSITIVE_INFINITY },
+      { ...base, clockSkewSeconds: -1 },
+    ]) {
+      await typedError(() => validatePolicy({ version: 1, tees: { snp: section } }), ['ERR_POLICY']);
+    }
+  });
+
+  it('evidence whose timestamp is not a time is refused, not judged fresh', () => {
+    const p = validatePolicy({ version: 1, tees: { nitro: { measurements: { pcr0: ['aa'.repeat(48)] } } } });
+    const c = claims({ tee: 'nitro', measurements: { pcr0: 'aa'.repeat(48) }, tcb: {}, platform: {}, issuedAt: 'yesterday' });
+    const v = evaluatePolicy(p, c, { expectedReportData: NONCE });
+    expect(v.allowed).toBe(false);
+    expect(v.reasons).toEqual([expect.stringMatching(/^policy\.maxAge: evidence timestamp "yesterday" is not a time/)]);
+    expect(evaluatePolicy(p, { ...c, issuedAt: new Date().toISOString() }, { expectedReportData: NONCE }).allowed).toBe(true);
+  });
+
+  it('appraiseEvidence rejects a bad policy before it looks at the evidence (garbage evidence still throws ERR_POLICY)', async () => {
+    const e = await typedError(() => appraiseEvidence('snp', new Uint8Array(10), { policy: { version: 1, allowSimulated: 'no', tees: {} } as never, expectedReportData: NONCE }), ['ERR_POLICY']);
+    expect(e.message).toMatch(/allowSimulated: must be true or false/);
+  });
+});
