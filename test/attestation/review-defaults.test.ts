@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { appraiseEvidence, verifyEvidence } from '../../src/attestation/verify.js';
-import { validatePolicy } from '../../src/attestation/policy/policy.js';
+import { parsePolicy, validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { verifySnpReport } from '../../src/attestation/verifiers/snp.js';
 import type { Claims } from '../../src/attestation/types.js';
@@ -134,5 +134,29 @@ describe('checks the existing tests did not pin (each kills a surviving mutant o
   it('appraiseEvidence rejects a bad policy before it looks at the evidence (garbage evidence still throws ERR_POLICY)', async () => {
     const e = await typedError(() => appraiseEvidence('snp', new Uint8Array(10), { policy: { version: 1, allowSimulated: 'no', tees: {} } as never, expectedReportData: NONCE }), ['ERR_POLICY']);
     expect(e.message).toMatch(/allowSimulated: must be true or false/);
+  });
+});
+
+describe('policy files: a duplicate key is an error, not "the last one wins"', () => {
+  const strict = '{ "measurements": { "measurement": ["' + 'aa'.repeat(48) + '"] } }';
+  const loose = '{ "measurements": { "hostData": ["' + '00'.repeat(32) + '"], "measurement": ["' + 'bb'.repeat(48) + '"] }, "allowDebug": true }';
+
+  it('a second section, or a second key in a section, is refused with its path (a reviewer reads the first, JSON.parse keeps the last)', async () => {
+    for (const [text, path] of [
+      [`{ "version": 1, "tees": { "snp": ${strict}, "snp": ${loose} } }`, 'tees.snp'],
+      [`{ "version": 1, "tees": { "snp": { "measurements": { "measurement": ["${'aa'.repeat(48)}"], "measurement": ["${'bb'.repeat(48)}"] } } } }`, 'tees.snp.measurements.measurement'],
+      [`{ "version": 1, "tees": { "snp": ${strict} }, "allowSimulated": false, "allowSimulated": true }`, 'allowSimulated'],
+      // The same key spelled with an escape is the same key.
+      [`{ "version": 1, "tees": { "snp": { "allowDebug": false, "allow\\u0044ebug": true, "measurements": { "measurement": ["${'aa'.repeat(48)}"] } } } }`, 'tees.snp.allowDebug'],
+    ] as const) {
+      const e = await typedError(() => parsePolicy(text, 'p.json'), ['ERR_POLICY']);
+      expect(e.message).toContain(`p.json: duplicate key "${path}"`);
+    }
+  });
+
+  it('the same key in different objects, keys inside strings and arrays of objects are fine', () => {
+    const p = parsePolicy(`{ "version": 1, "tees": { "snp": { "measurements": { "measurement": ["${'aa'.repeat(48)}"] }, "platform": { "measurement": ["x\\"measurement\\": "], "product": ["Genoa"] } }, "nitro": { "measurements": { "measurement": ["${'aa'.repeat(48)}"] } } } }`);
+    expect(Object.keys(p.tees)).toEqual(['snp', 'nitro']);
+    expect(p.tees.snp!.platform!.measurement).toEqual(['x"measurement": ']);
   });
 });
