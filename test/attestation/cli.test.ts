@@ -125,6 +125,21 @@ describe(`attest verify on real vectors`, () => {
     expect(expired.stderr).toMatch(/ERR_EVIDENCE_CHAIN: .*not valid at/);
   });
 
+  it('with --policy too: a tampered report exits 1, verified: false and a denying verdict', async () => {
+    const bad = join(tmp, 'bad-policy.bin');
+    writeFileSync(bad, flip(vec('sev-snp/azure_genoa_report.bin'), 0x90, 0));
+    const certsArgs = ['--certs', V('sev-snp/azure_genoa_vcek.pem'), '--certs', V('sev-snp/ask_ark_genoa.pem'), '--at', '2026-01-01T00:00:00Z'];
+    const policy = join(VECTORS, '../../../docs/policies/snp.json');
+    const good = await run('attest', 'verify', V('sev-snp/azure_genoa_report.bin'), '--type', 'snp', ...certsArgs, '--policy', policy, '--report-data', GENOA_NONCE);
+    expect(good.code).toBe(0);
+    for (const json of [[], ['--json']]) {
+      const r = await run('attest', 'verify', bad, '--type', 'snp', ...certsArgs, '--policy', policy, '--report-data', GENOA_NONCE, ...json);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^error ERR_EVIDENCE_SIGNATURE/);
+      if (json.length) expect(r.json()).toMatchObject({ tee: 'snp', verified: false, claims: null, verdict: { allowed: false } });
+    }
+  });
+
   it('--crypto-only: TDX with collateral (both forms), Nitro at its time, Azure and NVIDIA', async () => {
     const t1 = await run('attest', 'verify', V('tdx/dcapqvl_quote_v4.bin'), '--type', 'tdx', '--collateral', V('tdx/dcapqvl_quote_v4_collateral.json'), '--at', '2025-07-19T10:00:34Z', '--json', '--crypto-only');
     expect(t1.code).toBe(0);

@@ -168,7 +168,7 @@ describe('TCB defaults', () => {
     // VMPL: 0 unless the policy lists others.
     expect(reasons(snpPolicy(), claims({ platform: { product: 'Genoa', vmpl: '1' } }))).toEqual([expect.stringMatching(/^policy\.platform\.vmpl: vmpl "1" is not among 0 \(default/)]);
     expect(reasons(snpPolicy({ platform: { vmpl: ['0', '1'] } }), claims({ platform: { product: 'Genoa', vmpl: '1' } }))).toEqual([]);
-    expect(reasons(snpPolicy({}, 'azure-snp'), claims({ tee: 'azure-snp', platform: { product: 'Genoa', vmpl: '2' } }))).toEqual([expect.stringMatching(/^policy\.platform\.vmpl: /)]);
+    expect(reasons(snpPolicy({}, 'azure-snp'), claims({ tee: 'azure-snp', platform: { product: 'Genoa', vmpl: '2' } }))).toContainEqual(expect.stringMatching(/^policy\.platform\.vmpl: /));
   });
 
   it('real SEV-SNP vectors: Genoa and Azure pass the defaults; the Milan VLEK report (December 2024) is VMPL 1 with older microcode; the 2022 Milan report is below the floor', async () => {

@@ -79,7 +79,10 @@ describe('policy parser: properties', () => {
 
   it(`${RUNS} random allow-lists under any names survive parsing exactly and are enforced`, () => {
     fc.assert(
-      fc.property(entries, fc.nat(), (list, pick) => {
+      fc.property(entries, fc.nat(), (random, pick) => {
+        // A section must also pin one identifying measurement (for NVIDIA a non-zero block).
+        fc.pre(!random.some(([k]) => k === 'm1'));
+        const list: [string, string[]][] = [...random, ['m1', ['ab']]];
         const text = JSON.stringify({ version: 1, tees: { nvidia: { measurements: own(list) } } });
         const p = parsePolicy(text);
         const m = p.tees.nvidia!.measurements!;
@@ -89,7 +92,7 @@ describe('policy parser: properties', () => {
         // Evidence with one allowed value per name passes; without one of the names it fails, naming it.
         const all = own(list.map(([k, values]) => [k, values[pick % values.length]!]));
         expect(evaluatePolicy(p, claims(all), { expectedReportData: NONCE }).allowed).toBe(true);
-        const [dropped] = list[pick % list.length]!;
+        const [dropped] = random[pick % random.length]!;
         const fewer = own(list.filter(([k]) => k !== dropped).map(([k, values]) => [k, values[0]!]));
         const v = evaluatePolicy(p, claims(fewer), { expectedReportData: NONCE });
         expect(v.allowed).toBe(false);

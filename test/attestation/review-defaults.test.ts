@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { appraiseEvidence, verifyEvidence } from '../../src/attestation/verify.js';
-import { validatePolicy } from '../../src/attestation/policy/policy.js';
+import { parsePolicy, validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { verifySnpReport } from '../../src/attestation/verifiers/snp.js';
 import type { Claims } from '../../src/attestation/types.js';
@@ -44,8 +44,8 @@ describe('an invalid `now` does not switch off validity checks', () => {
 });
 
 describe('Azure: the HCL report comes from VMPL 0, whatever the policy says', () => {
-  const azure = (vmpl: string) => claims({ tee: 'azure-snp', platform: { product: 'Genoa', vmpl } });
-  const section = (platform: Record<string, string[]>) => ({ version: 1, tees: { 'azure-snp': { measurements: { measurement: ['aa'.repeat(48)] }, platform } } });
+  const azure = (vmpl: string) => claims({ tee: 'azure-snp', measurements: { measurement: 'aa'.repeat(48), pcr4: 'dd'.repeat(32) }, platform: { product: 'Genoa', vmpl } });
+  const section = (platform: Record<string, string[]>) => ({ version: 1, tees: { 'azure-snp': { measurements: { measurement: ['aa'.repeat(48)], pcr4: ['dd'.repeat(32)] }, platform } } });
 
   it('a policy cannot widen platform.vmpl for azure-snp (the guest at VMPL 2 could sign its own runtime data and vTPM key)', async () => {
     for (const vmpl of [['0', '2'], ['2'], ['1', '2', '3']]) {
@@ -60,5 +60,103 @@ describe('Azure: the HCL report comes from VMPL 0, whatever the policy says', ()
   it('plain SEV-SNP may still list other VMPLs (a guest under an SVSM)', () => {
     const p = validatePolicy({ version: 1, tees: { snp: { measurements: { measurement: ['aa'.repeat(48)] }, platform: { vmpl: ['2'] } } } });
     expect(evaluatePolicy(p, claims({ platform: { product: 'Genoa', vmpl: '2' } }), { expectedReportData: NONCE }).allowed).toBe(true);
+  });
+});
+
+describe('a section must pin what identifies the software, not only a field every rented TEE shares', () => {
+  const realSnp = () =>
+    verifySnpReport(vec('sev-snp/azure_genoa_report.bin'), { now: new Date('2026-01-01T00:00:00Z'), certificates: certs('sev-snp/azure_genoa_vcek.pem', 'sev-snp/ask_ark_genoa.pem') }).claims;
+  const policyFor = (tee: string, measurements: Record<string, string[]>) => validatePolicy({ version: 1, tees: { [tee]: { measurements } } });
+
+  it('real SNP evidence: pinning only hostData (zero on any VM launched without it) or the family id denies', () => {
+    const c = realSnp();
+    const expectedReportData = new Uint8Array(Buffer.from(c.reportData, 'hex'));
+    expect(c.measurements.hostData).toBe('00'.repeat(32));
+    const pins: Record<string, string[]>[] = [{ hostData: [c.measurements.hostData!] }, { hostData: [c.measurements.hostData!], familyId: [c.measurements.familyId!] }, { imageId: [c.measurements.imageId!] }];
+    for (const m of pins) {
+      const v = evaluatePolicy(policyFor('snp', m), c, { expectedReportData });
+      expect(v.allowed).toBe(false);
+      expect(v.reasons.join('\n')).toMatch(/policy\.measurements: .*identif/);
+    }
+    // The launch measurement is what a broker must name; with it the same evidence is allowed.
+    expect(evaluatePolicy(policyFor('snp', { measurement: [c.measurement], hostData: [c.measurements.hostData!] }), c, { expectedReportData }).allowed).toBe(true);
+  });
+
+  it('an identity measurement pinned to all zeros (an unset field) does not count, also next to a real value', () => {
+    const c = claims({ measurements: { measurement: 'aa'.repeat(48), idKeyDigest: '00'.repeat(48) } });
+    expect(evaluatePolicy(policyFor('snp', { idKeyDigest: ['00'.repeat(48)] }), c, { expectedReportData: NONCE }).allowed).toBe(false);
+    expect(evaluatePolicy(policyFor('snp', { idKeyDigest: ['11'.repeat(48), '00'.repeat(48)] }), c, { expectedReportData: NONCE }).allowed).toBe(false);
+    expect(evaluatePolicy(policyFor('snp', { measurement: ['aa'.repeat(48)] }), c, { expectedReportData: NONCE }).allowed).toBe(true);
+  });
+
+  it('TDX needs mrTd, Nitro pcr0 or pcr8, NVIDIA a non-zero block, Azure a vTPM PCR (the paravisor is the same in every Azure CVM)', () => {
+    const az = claims({ tee: 'azure-snp', measurements: { measurement: 'aa'.repeat(48), pcr4: 'dd'.repeat(32) } });
+    expect(evaluatePolicy(policyFor('azure-snp', { measurement: ['aa'.repeat(48)] }), az, { expectedReportData: NONCE }).allowed).toBe(false);
+    expect(evaluatePolicy(policyFor('azure-snp', { measurement: ['aa'.repeat(48)], pcr4: ['dd'.repeat(32)] }), az, { expectedReportData: NONCE }).allowed).toBe(true);
+    const tdx = claims({ tee: 'tdx', measurements: { mrTd: 'aa'.repeat(48), mrConfigId: '00'.repeat(48), rtmr3: '00'.repeat(48) }, tcb: { tcbStatus: 'UpToDate' }, platform: {} });
+    expect(evaluatePolicy(policyFor('tdx', { mrConfigId: ['00'.repeat(48)], rtmr3: ['00'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(false);
+    expect(evaluatePolicy(policyFor('tdx', { mrTd: ['aa'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(true);
+    const nitro = claims({ tee: 'nitro', measurements: { pcr0: 'aa'.repeat(48), pcr3: 'bb'.repeat(48), pcr8: 'cc'.repeat(48) }, tcb: {}, platform: {} });
+    expect(evaluatePolicy(policyFor('nitro', { pcr3: ['bb'.repeat(48)] }), nitro, { expectedReportData: NONCE }).allowed).toBe(false);
+    expect(evaluatePolicy(policyFor('nitro', { pcr8: ['cc'.repeat(48)] }), nitro, { expectedReportData: NONCE }).allowed).toBe(true);
+    const gpu = claims({ tee: 'nvidia', measurements: { m1: '00'.repeat(48), m2: 'aa'.repeat(48) }, tcb: {}, platform: {} });
+    expect(evaluatePolicy(policyFor('nvidia', { m1: ['00'.repeat(48)] }), gpu, { expectedReportData: NONCE }).allowed).toBe(false);
+    expect(evaluatePolicy(policyFor('nvidia', { m1: ['00'.repeat(48)], m2: ['aa'.repeat(48)] }), gpu, { expectedReportData: NONCE }).allowed).toBe(true);
+  });
+});
+
+describe('checks the existing tests did not pin (each kills a surviving mutant of the parser or evaluator)', () => {
+  const base = { measurements: { measurement: ['aa'.repeat(48)] } };
+
+  it('an empty allow-list, and minTcb values that are NaN, Infinity, fractions or strings, are policy errors', async () => {
+    for (const section of [
+      { measurements: { measurement: [] } },
+      { ...base, minTcb: { snp: Number.NaN } },
+      { ...base, minTcb: { snp: Number.POSITIVE_INFINITY } },
+      { ...base, minTcb: { snp: 1.5 } },
+      { ...base, minTcb: { snp: '23' } },
+      { ...base, maxAgeSeconds: Number.POSITIVE_INFINITY },
+      { ...base, clockSkewSeconds: -1 },
+    ]) {
+      await typedError(() => validatePolicy({ version: 1, tees: { snp: section } }), ['ERR_POLICY']);
+    }
+  });
+
+  it('evidence whose timestamp is not a time is refused, not judged fresh', () => {
+    const p = validatePolicy({ version: 1, tees: { nitro: { measurements: { pcr0: ['aa'.repeat(48)] } } } });
+    const c = claims({ tee: 'nitro', measurements: { pcr0: 'aa'.repeat(48) }, tcb: {}, platform: {}, issuedAt: 'yesterday' });
+    const v = evaluatePolicy(p, c, { expectedReportData: NONCE });
+    expect(v.allowed).toBe(false);
+    expect(v.reasons).toEqual([expect.stringMatching(/^policy\.maxAge: evidence timestamp "yesterday" is not a time/)]);
+    expect(evaluatePolicy(p, { ...c, issuedAt: new Date().toISOString() }, { expectedReportData: NONCE }).allowed).toBe(true);
+  });
+
+  it('appraiseEvidence rejects a bad policy before it looks at the evidence (garbage evidence still throws ERR_POLICY)', async () => {
+    const e = await typedError(() => appraiseEvidence('snp', new Uint8Array(10), { policy: { version: 1, allowSimulated: 'no', tees: {} } as never, expectedReportData: NONCE }), ['ERR_POLICY']);
+    expect(e.message).toMatch(/allowSimulated: must be true or false/);
+  });
+});
+
+describe('policy files: a duplicate key is an error, not "the last one wins"', () => {
+  const strict = '{ "measurements": { "measurement": ["' + 'aa'.repeat(48) + '"] } }';
+  const loose = '{ "measurements": { "hostData": ["' + '00'.repeat(32) + '"], "measurement": ["' + 'bb'.repeat(48) + '"] }, "allowDebug": true }';
+
+  it('a second section, or a second key in a section, is refused with its path (a reviewer reads the first, JSON.parse keeps the last)', async () => {
+    for (const [text, path] of [
+      [`{ "version": 1, "tees": { "snp": ${strict}, "snp": ${loose} } }`, 'tees.snp'],
+      [`{ "version": 1, "tees": { "snp": { "measurements": { "measurement": ["${'aa'.repeat(48)}"], "measurement": ["${'bb'.repeat(48)}"] } } } }`, 'tees.snp.measurements.measurement'],
+      [`{ "version": 1, "tees": { "snp": ${strict} }, "allowSimulated": false, "allowSimulated": true }`, 'allowSimulated'],
+      // The same key spelled with an escape is the same key.
+      [`{ "version": 1, "tees": { "snp": { "allowDebug": false, "allow\\u0044ebug": true, "measurements": { "measurement": ["${'aa'.repeat(48)}"] } } } }`, 'tees.snp.allowDebug'],
+    ] as const) {
+      const e = await typedError(() => parsePolicy(text, 'p.json'), ['ERR_POLICY']);
+      expect(e.message).toContain(`p.json: duplicate key "${path}"`);
+    }
+  });
+
+  it('the same key in different objects, keys inside strings and arrays of objects are fine', () => {
+    const p = parsePolicy(`{ "version": 1, "tees": { "snp": { "measurements": { "measurement": ["${'aa'.repeat(48)}"] }, "platform": { "measurement": ["x\\"measurement\\": "], "product": ["Genoa"] } }, "nitro": { "measurements": { "measurement": ["${'aa'.repeat(48)}"] } } } }`);
+    expect(Object.keys(p.tees)).toEqual(['snp', 'nitro']);
+    expect(p.tees.snp!.platform!.measurement).toEqual(['x"measurement": ']);
   });
 });

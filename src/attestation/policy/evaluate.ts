@@ -1,6 +1,6 @@
 import { constantTimeEqual } from '../../bytes.js';
 import { InvalidArgumentError } from '../../errors.js';
-import type { Check, Claims } from '../types.js';
+import type { Check, Claims, TeeType } from '../types.js';
 import { DEFAULT_CLOCK_SKEW_SECONDS, DEFAULT_MAX_AGE_SECONDS, DEFAULT_SNP_MIN_TCB, DEFAULT_TDX_TCB_STATUS, validatePolicy, type Policy } from './policy.js';
 
 export interface Verdict {
@@ -46,6 +46,32 @@ export function checkNow(now: unknown): Date | undefined {
   return now;
 }
 
+/**
+ * The measurements that say which software runs, per TEE; a section must pin one of them to non-zero
+ * values. Others (SNP hostData, TDX mrConfigId/RTMRs, Nitro pcr3) are zero or shared in any rented TEE,
+ * and an all-zero value is what an unset field reads (no ID block, an unsigned enclave image).
+ */
+const IDENTITY: Readonly<Record<TeeType, (name: string) => boolean>> = {
+  snp: (n) => n === 'measurement' || n === 'idKeyDigest',
+  // The SNP measurement is Microsoft's paravisor, the same in every Azure CVM: the guest is in the vTPM PCRs.
+  'azure-snp': (n) => /^pcr[0-9]+$/.test(n),
+  tdx: (n) => n === 'mrTd',
+  nitro: (n) => n === 'pcr0' || n === 'pcr8',
+  nvidia: (n) => /^m[1-9][0-9]*$/.test(n),
+  simulated: (n) => n === 'measurement',
+};
+const IDENTITY_HINT: Readonly<Record<TeeType, string>> = {
+  snp: 'measurement, or idKeyDigest for ID-block launches',
+  'azure-snp': 'a vTPM PCR of your boot chain, e.g. pcr4',
+  tdx: 'mrTd',
+  nitro: 'pcr0, or pcr8 for a signed image',
+  nvidia: 'a measurement block m1..m64',
+  simulated: 'measurement',
+};
+function identifies(tee: TeeType, name: string): boolean {
+  return Object.hasOwn(IDENTITY, tee) && IDENTITY[tee](name);
+}
+
 /** Own properties only: a policy naming "constructor" must not find Object.prototype.constructor. */
 function ownValue<T>(o: Record<string, T>, k: string): T | undefined {
   return Object.hasOwn(o, k) ? o[k] : undefined;
@@ -76,6 +102,8 @@ export function evaluatePolicy(policyInput: Policy, claims: Claims, opts: Evalua
     const measurements = Object.entries(section.measurements ?? {});
     if (measurements.length === 0) {
       add('policy.measurements', false, `the policy lists no measurements for "${claims.tee}": any software in such a TEE would pass; list the expected values (docs/ATTESTATION.md)`);
+    } else if (!measurements.some(([name, allowed]) => identifies(claims.tee, name) && allowed.every((h) => !/^(00)+$/.test(h)))) {
+      add('policy.measurements', false, `the policy pins no measurement that identifies the software for "${claims.tee}" (${IDENTITY_HINT[claims.tee]}, not all zeros): fields such as host data or config ids read the same in any rented TEE`);
     }
     for (const [name, allowed] of measurements) {
       const v = ownValue(claims.measurements, name);

@@ -181,7 +181,43 @@ export function validatePolicy(input: unknown): Policy {
   return Object.freeze({ version: 1, allowSimulated: allowSimulated === true, tees: Object.freeze(tees) });
 }
 
-/** Parses and validates policy JSON text. */
+/**
+ * The path of the first key that appears twice in one object of (already valid) JSON text, or undefined.
+ * JSON.parse keeps the last of duplicates, so a file could show a reviewer one section and enforce another.
+ */
+function duplicateKey(text: string): string | undefined {
+  // One frame per open object (the keys seen so far) or array (keys null), with its path.
+  const stack: { keys: Set<string> | null; path: string }[] = [];
+  let lastKey: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (ch === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      // Decoded, so "a" and "\u0061" are the same key.
+      const str = JSON.parse(text.slice(i, j + 1)) as string;
+      i = j;
+      let k = j + 1;
+      while (k < text.length && ' \t\r\n'.includes(text[k]!)) k++;
+      const top = stack[stack.length - 1];
+      if (text[k] === ':' && top?.keys) {
+        const path = top.path ? `${top.path}.${str}` : str;
+        if (top.keys.has(str)) return path;
+        top.keys.add(str);
+        lastKey = path;
+      }
+    } else if (ch === '{' || ch === '[') {
+      stack.push({ keys: ch === '{' ? new Set() : null, path: lastKey ?? stack[stack.length - 1]?.path ?? '' });
+      lastKey = undefined;
+    } else if (ch === '}' || ch === ']' || ch === ',') {
+      if (ch !== ',') stack.pop();
+      lastKey = undefined;
+    }
+  }
+  return undefined;
+}
+
+/** Parses and validates policy JSON text; a key given twice in one object is an error. */
 export function parsePolicy(text: string, source = 'policy'): Policy {
   let json: unknown;
   try {
@@ -189,5 +225,7 @@ export function parsePolicy(text: string, source = 'policy'): Policy {
   } catch (err) {
     throw new PolicyError(`${source} is not valid JSON: ${(err as Error).message}`, { cause: err });
   }
+  const dup = duplicateKey(text);
+  if (dup !== undefined) throw new PolicyError(`${source}: duplicate key "${dup}": JSON keeps only the last one, so the file does not say one thing; remove one`);
   return validatePolicy(json);
 }
