@@ -24,7 +24,14 @@ export interface Claims {
   measurements: Record<string, string>;
   /** The 64 bytes (Nitro: the nonce/user data) the caller bound into the hardware signature. */
   reportData: string;
+  /** True in debug mode, and also whenever the evidence cannot say (then `debugAttested` is false). */
   debug: boolean;
+  /**
+   * False when the evidence carries no debug state (NVIDIA SPDM reports: CC on vs DevTools mode is not
+   * in them). `debug` is then true by assumption; a policy allows such evidence only by pinning every
+   * measurement it carries, or by allowDebug. Absent: `debug` was read from the evidence.
+   */
+  debugAttested?: boolean;
   /** SEV-SNP: the VMPL the report was requested from (0 is the most privileged). */
   vmpl?: number;
   /** Security versions by component name; numbers can be compared with a policy's minimums. */

@@ -158,7 +158,9 @@ describe(`attest verify on real vectors`, () => {
     expect(a.json()).toMatchObject({ tee: 'azure-snp', claims: { reportData: expect.stringMatching(/^0218488b/) } });
     const g = await run('attest', 'verify', V('nvidia/hopper_report_1.bin'), '--type', 'nvidia', '--certs', V('nvidia/hopper_cert_chain_1.pem'), '--json', '--crypto-only');
     expect(g.code).toBe(0);
-    expect(g.json()).toMatchObject({ tee: 'nvidia', claims: { reportData: '931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb' } });
+    expect(g.json()).toMatchObject({ tee: 'nvidia', claims: { reportData: '931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb', debug: true, debugAttested: false } });
+    const gHuman = await run('attest', 'verify', V('nvidia/hopper_report_1.bin'), '--type', 'nvidia', '--certs', V('nvidia/hopper_cert_chain_1.pem'), '--crypto-only');
+    expect(gHuman.stdout).toMatch(/^debug not attested by the evidence \(assumed true\)$/m);
   });
 
   it('an invalid policy file is refused with every problem named', async () => {

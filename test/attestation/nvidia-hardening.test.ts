@@ -4,7 +4,10 @@ import * as px509 from '@peculiar/x509';
 import { describe, expect, it, vi } from 'vitest';
 import { parseNvidiaReport, verifyNvidiaReport } from '../../src/attestation/verifiers/nvidia.js';
 import { fingerprint } from '../../src/attestation/certs.js';
+import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
+import { validatePolicy } from '../../src/attestation/policy/policy.js';
 import { certs, outcome, typedError, vec } from './helpers.js';
+import { pinnedTo } from './pinned-policy.js';
 
 vi.setConfig({ testTimeout: 60_000 });
 
@@ -57,5 +60,44 @@ describe('NVIDIA: FWID and report data', () => {
     expect(r.claims.reportData).toHaveLength(64);
     expect(r.claims.reportData).toBe(Buffer.from(bytes.subarray(4, 36)).toString('hex'));
     expect(r.claims.reportData).toBe('931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb');
+  });
+});
+
+describe('NVIDIA: debug state (CC on vs DevTools) is not in the report', () => {
+  const real = () => verifyNvidiaReport(vec(REPORT), { certificates: certs('nvidia/hopper_cert_chain_1.pem') }).claims;
+
+  it('the claims do not say "not debug": debug is assumed true and marked as not attested', () => {
+    const c = real();
+    expect(c.debugAttested).toBe(false);
+    expect(c.debug).toBe(true);
+  });
+
+  it('a policy allows it only by pinning every measurement block (or by allowDebug); an empty section denies on both counts', () => {
+    const c = real();
+    const { policy, opts } = pinnedTo(c);
+    const all = evaluatePolicy(policy, c, opts);
+    expect(all.reasons).toEqual([]);
+    expect(all.checks.find((k) => k.check === 'policy.debug')?.detail).toMatch(/does not attest its debug state; all 64 measurements it carries are pinned/);
+    // m2 alone matches, but 63 blocks are free: the DevTools question is left open, so denied.
+    const one = validatePolicy({ version: 1, tees: { nvidia: { measurements: { m2: [c.measurements.m2!] } } } });
+    const r = evaluatePolicy(one, c, opts).reasons;
+    expect(r).toEqual([expect.stringMatching(/^policy\.debug: "nvidia" evidence does not attest its debug state .*unpinned: m1, m3, m4, m5, m6, m7, m8, m9, \.\.\. \(63 in all\)/)]);
+    // All but the last block: still denied.
+    const { m64: _dropped, ...rest } = policy.tees.nvidia!.measurements!;
+    const most = validatePolicy({ version: 1, tees: { nvidia: { measurements: rest } } });
+    expect(evaluatePolicy(most, c, opts).reasons).toEqual([expect.stringMatching(/^policy\.debug: .*unpinned: m64\)/)]);
+    // allowDebug is the explicit, development-only way to accept an unknown debug state.
+    const dev = validatePolicy({ version: 1, tees: { nvidia: { measurements: { m2: [c.measurements.m2!] }, allowDebug: true } } });
+    expect(evaluatePolicy(dev, c, opts).reasons).toEqual([]);
+    const empty = validatePolicy({ version: 1, tees: { nvidia: {} } });
+    expect(evaluatePolicy(empty, c, opts).reasons).toEqual([expect.stringMatching(/^policy\.debug: /), expect.stringMatching(/^policy\.measurements: /)]);
+  });
+
+  it('evidence whose debug state is attested is judged by its flag as before', () => {
+    const c = { ...real(), debug: false, debugAttested: undefined };
+    const one = validatePolicy({ version: 1, tees: { nvidia: { measurements: { m2: [c.measurements.m2!] } } } });
+    const v = evaluatePolicy(one, c, pinnedTo(c).opts);
+    expect(v.reasons).toEqual([]);
+    expect(v.checks.find((k) => k.check === 'policy.debug')?.detail).toBe('not in debug mode');
   });
 });

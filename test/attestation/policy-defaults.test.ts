@@ -68,7 +68,9 @@ describe('default deny', () => {
       const { policy, opts } = pinnedTo(c);
       expect(evaluatePolicy(policy, c, opts).allowed, name).toBe(true);
       const empty = validatePolicy({ version: 1, tees: { [c.tee]: {} } });
-      expect(evaluatePolicy(empty, c, opts).reasons, name).toEqual([expect.stringMatching(/^policy\.measurements: /)]);
+      // NVIDIA does not attest its debug state, so an empty section is also refused on that count.
+      const debugToo = c.debugAttested === false ? [expect.stringMatching(/^policy\.debug: .*does not attest its debug state/)] : [];
+      expect(evaluatePolicy(empty, c, opts).reasons, name).toEqual([...debugToo, expect.stringMatching(/^policy\.measurements: /)]);
       expect(evaluatePolicy(policy, c, { ...opts, expectedReportData: undefined }).reasons, name).toEqual([expect.stringMatching(/^policy\.expectedReportData: /)]);
       // No section for the TEE at all.
       const other = validatePolicy({ version: 1, tees: { [c.tee === 'tdx' ? 'snp' : 'tdx']: { measurements: { mrTd: ['00'] } } } });

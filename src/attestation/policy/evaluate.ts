@@ -97,7 +97,21 @@ export function evaluatePolicy(policyInput: Policy, claims: Claims, opts: Evalua
   } else {
     add('policy.tee', true, `policy has a section for "${claims.tee}"`);
     const allowDebug = section.allowDebug === true;
-    add('policy.debug', !claims.debug || allowDebug, claims.debug ? (allowDebug ? 'debug mode allowed by allowDebug' : 'evidence is from a debug-mode TEE (its memory is open to the host); set allowDebug only for development') : 'not in debug mode');
+    if (claims.debugAttested === false) {
+      // The evidence cannot say whether it is in debug mode (NVIDIA: CC on vs DevTools). An unknown is not
+      // "not debug": only a policy pinning every measurement it carries (to production values) settles it.
+      const names = Object.keys(claims.measurements);
+      const unpinned = names.filter((k) => !Object.hasOwn(section.measurements ?? {}, k));
+      const pinned = names.length > 0 && unpinned.length === 0;
+      const list = `${unpinned.slice(0, 8).join(', ')}${unpinned.length > 8 ? `, ... (${unpinned.length} in all)` : ''}`;
+      add('policy.debug', pinned || allowDebug, pinned
+        ? `"${claims.tee}" evidence does not attest its debug state; all ${names.length} measurements it carries are pinned, and those values must be production ones (NVIDIA: the RIMs for CC mode, not DevTools)`
+        : allowDebug
+          ? `"${claims.tee}" evidence does not attest its debug state; allowed by allowDebug`
+          : `"${claims.tee}" evidence does not attest its debug state (NVIDIA: CC on vs DevTools mode); pin every measurement it carries to production values (unpinned: ${list || 'the evidence has none'}), or set allowDebug only for development`);
+    } else {
+      add('policy.debug', !claims.debug || allowDebug, claims.debug ? (allowDebug ? 'debug mode allowed by allowDebug' : 'evidence is from a debug-mode TEE (its memory is open to the host); set allowDebug only for development') : 'not in debug mode');
+    }
 
     const measurements = Object.entries(section.measurements ?? {});
     if (measurements.length === 0) {

@@ -144,8 +144,10 @@ export function nvidiaClaims(report: NvidiaReport, certFwid?: string): Claims {
     measurements,
     // The 32-byte nonce the requester put in GET_MEASUREMENTS: the only caller-chosen bytes the GPU signs.
     reportData: hex(report.requestNonce),
-    // The SPDM report carries no debug flag; a policy checks CC mode through measurements.
-    debug: false,
+    // Neither the SPDM fields nor NVIDIA's opaque data say CC on vs DevTools mode (NVIDIA's tools read
+    // it from NVML, unsigned). Assume the unsafe value; the policy settles it by pinned measurements.
+    debug: true,
+    debugAttested: false,
     tcb: {},
     platform,
   };
