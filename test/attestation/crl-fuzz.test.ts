@@ -4,11 +4,12 @@ import { SealedTensorsError } from '../../src/errors.js';
 import { verifyTdxQuote } from '../../src/attestation/verifiers/tdx.js';
 import { parseTdxCollateral, type TdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
 import { vec } from './helpers.js';
+import { fuzzRuns } from '../helpers/fuzz.js';
 
 vi.setConfig({ testTimeout: 300_000 });
 
 // Each case is a full quote verification; FUZZ_RUNS raises the count for a long run.
-const RUNS = Number(process.env.FUZZ_RUNS ?? 60);
+const RUNS = fuzzRuns(60);
 const TYPED = ['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN'];
 
 /** Single bit flips, byte overwrites and truncations of a DER CRL. */
@@ -66,6 +67,8 @@ describe('mutated CRLs in TDX collateral give typed errors only (fast-check)', (
         const crl = base.crls[which]!;
         await fc.assert(
           fc.asyncProperty(mutations(crl), async (m) => {
+            // An overwrite can put back the bytes that were there: that is the original CRL.
+            if (Buffer.from(m).equals(Buffer.from(crl))) return;
             const c = set.collateral();
             c.crls[which] = m;
             const o = await outcome(quote, set.now, c);
