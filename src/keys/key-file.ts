@@ -37,6 +37,8 @@ export async function writeNewKeyFile(path: string, id?: string): Promise<DataKe
     // 'wx': never overwrite; the mode applies at creation, so the key is never world-readable.
     fh = await open(path, 'wx', 0o600);
   } catch (cause) {
+    key.fill(0);
+    bytes.fill(0);
     const e = cause as NodeJS.ErrnoException;
     throw new KeyFileError(
       e.code === 'EEXIST' ? `${path} already exists: a key file is never overwritten; choose another path` : `cannot create ${path} (${e.code ?? e.message})`,
