@@ -158,9 +158,9 @@ describe('TCB defaults', () => {
     expect(reasons(snpPolicy(), claims({ tcb: { bootloader: 10, tee: 0, snp: 23, microcode: 83 } }))).toEqual([expect.stringMatching(/^policy\.minTcb\.microcode: /)]);
     const milan = claims({ tcb: { bootloader: 4, tee: 0, snp: 21, microcode: 213 }, platform: { product: 'Milan', vmpl: '0' } });
     expect(reasons(snpPolicy(), milan)).toEqual([expect.stringMatching(/^policy\.minTcb\.snp: snp 21 is below the minimum 22/)]);
-    // Stated in the policy, a floor replaces the built-in one for that component only.
-    expect(reasons(snpPolicy({ minTcb: { snp: 21 } }), milan)).toEqual([]);
-    expect(reasons(snpPolicy({ minTcb: { snp: 21 } }), { ...milan, tcb: { ...milan.tcb, microcode: 212 } })).toEqual([expect.stringMatching(/^policy\.minTcb\.microcode: /)]);
+    // Stated in the policy, a floor replaces the built-in one for that component only (lowered: in a section pinned to that product).
+    expect(reasons(snpPolicy({ minTcb: { snp: 21 }, platform: { product: ['Milan'] } }), milan)).toEqual([]);
+    expect(reasons(snpPolicy({ minTcb: { snp: 21 }, platform: { product: ['Milan'] } }), { ...milan, tcb: { ...milan.tcb, microcode: 212 } })).toEqual([expect.stringMatching(/^policy\.minTcb\.microcode: /)]);
     // Turin has no built-in floor: the policy must state one.
     const turin = claims({ tcb: { fmc: 1, bootloader: 1, tee: 1, snp: 1, microcode: 1 }, platform: { product: 'Turin', vmpl: '0' } });
     expect(reasons(snpPolicy(), turin)).toEqual([expect.stringMatching(/^policy\.minTcb: no built-in minimum TCB for SEV-SNP product "Turin"/)]);

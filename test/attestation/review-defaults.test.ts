@@ -160,3 +160,24 @@ describe('policy files: a duplicate key is an error, not "the last one wins"', (
     expect(p.tees.snp!.platform!.measurement).toEqual(['x"measurement": ']);
   });
 });
+
+describe('SEV-SNP: a stated minTcb lowers the built-in floor only for the product the section pins', () => {
+  // A policy written for Genoa restates Genoa's floors (microcode 84); Milan's EntrySign floor is 213.
+  const genoaFloors = { bootloader: 0, tee: 0, snp: 23, microcode: 84 };
+  const milan = claims({ tcb: { bootloader: 4, tee: 0, snp: 24, microcode: 84 }, platform: { product: 'Milan', vmpl: '0' } });
+  const policy = (platform?: Record<string, string[]>) => validatePolicy({ version: 1, tees: { snp: { measurements: { measurement: ['aa'.repeat(48)] }, minTcb: genoaFloors, ...(platform ? { platform } : {}) } } });
+
+  it('Milan evidence below its built-in microcode floor is not let through by Genoa numbers', () => {
+    const v = evaluatePolicy(policy(), milan, { expectedReportData: NONCE });
+    expect(v.allowed).toBe(false);
+    expect(v.reasons).toEqual([expect.stringMatching(/^policy\.minTcb\.microcode: .*below the built-in floor 213 for Milan.*platform\.product/)]);
+    // Pinned to Genoa, Milan evidence is refused by the product pin instead.
+    expect(evaluatePolicy(policy({ product: ['Genoa'] }), milan, { expectedReportData: NONCE }).reasons).toContainEqual(expect.stringMatching(/^policy\.platform\.product: /));
+  });
+
+  it('a section pinned to the one product may still lower its floor, on purpose', () => {
+    expect(evaluatePolicy(policy({ product: ['Milan'] }), milan, { expectedReportData: NONCE }).allowed).toBe(true);
+    // Genoa evidence meets the stated (equal) floors without a pin.
+    expect(evaluatePolicy(policy(), claims(), { expectedReportData: NONCE }).allowed).toBe(true);
+  });
+});

@@ -121,13 +121,20 @@ export function evaluatePolicy(policyInput: Policy, claims: Claims, opts: Evalua
         add('policy.minTcb', false, `no built-in minimum TCB for SEV-SNP product "${product}": state minTcb in the policy`);
       }
     }
+    const builtIn: Record<string, number> = { ...minTcb };
     Object.assign(minTcb, section.minTcb ?? {});
+    // minTcb names no product: numbers meant to lower one product's floor would lower every product's.
+    const product = ownValue(claims.platform, 'product');
+    const pinned = section.platform !== undefined && Object.hasOwn(section.platform, 'product') && section.platform.product!.every((p) => p === product);
     for (const [name, min] of Object.entries(minTcb)) {
       const v = ownValue(claims.tcb, name);
       const stated = section.minTcb !== undefined && Object.hasOwn(section.minTcb, name);
       const src = stated ? '' : ' (built-in floor; set minTcb to change it)';
+      const floor = Object.hasOwn(builtIn, name) ? builtIn[name]! : undefined;
       if (typeof v !== 'number') add(`policy.minTcb.${name}`, false, `evidence has no numeric TCB component "${name}"`);
-      else add(`policy.minTcb.${name}`, v >= min, v >= min ? `${name} ${v} >= ${min}${src}` : `${name} ${v} is below the minimum ${min}${src}; the platform needs a firmware update`);
+      else if (stated && floor !== undefined && v < floor && !pinned) {
+        add(`policy.minTcb.${name}`, false, `${name} ${v} is below the built-in floor ${floor} for ${product}; a stated minTcb lowers it only in a section whose platform.product lists ${product} alone`);
+      } else add(`policy.minTcb.${name}`, v >= min, v >= min ? `${name} ${v} >= ${min}${src}` : `${name} ${v} is below the minimum ${min}${src}; the platform needs a firmware update`);
     }
 
     if (claims.tee === 'tdx' || section.tcbStatus) {
