@@ -133,8 +133,8 @@ describe('freshness', () => {
 });
 
 describe('TCB defaults', () => {
-  const tdx = (status: string | undefined) => claims({ tee: 'tdx', measurements: { mrTd: 'aa'.repeat(48) }, tcb: status === undefined ? {} : { tcbStatus: status }, platform: {} });
-  const tdxPolicy = (extra: Record<string, unknown> = {}) => validatePolicy({ version: 1, tees: { tdx: { measurements: { mrTd: ['aa'.repeat(48)] }, ...extra } } });
+  const tdx = (status: string | undefined) => claims({ tee: 'tdx', measurements: { mrTd: 'aa'.repeat(48), rtmr1: 'bb'.repeat(48) }, tcb: status === undefined ? {} : { tcbStatus: status }, platform: {} });
+  const tdxPolicy = (extra: Record<string, unknown> = {}) => validatePolicy({ version: 1, tees: { tdx: { measurements: { mrTd: ['aa'.repeat(48)], rtmr1: ['bb'.repeat(48)] }, ...extra } } });
 
   it('TDX: UpToDate by default, a configured list otherwise, Revoked never; no collateral denies', async () => {
     expect(reasons(tdxPolicy(), tdx('UpToDate'))).toEqual([]);

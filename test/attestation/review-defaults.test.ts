@@ -89,13 +89,16 @@ describe('a section must pin what identifies the software, not only a field ever
     expect(evaluatePolicy(policyFor('snp', { measurement: ['aa'.repeat(48)] }), c, { expectedReportData: NONCE }).allowed).toBe(true);
   });
 
-  it('TDX needs mrTd, Nitro pcr0 or pcr8, NVIDIA a non-zero block, Azure a vTPM PCR (the paravisor is the same in every Azure CVM)', () => {
+  it('TDX needs mrTd with rtmr1 or rtmr2, Nitro pcr0 or pcr8, NVIDIA a non-zero block, Azure a vTPM PCR (the paravisor is the same in every Azure CVM)', () => {
     const az = claims({ tee: 'azure-snp', measurements: { measurement: 'aa'.repeat(48), pcr4: 'dd'.repeat(32) } });
     expect(evaluatePolicy(policyFor('azure-snp', { measurement: ['aa'.repeat(48)] }), az, { expectedReportData: NONCE }).allowed).toBe(false);
     expect(evaluatePolicy(policyFor('azure-snp', { measurement: ['aa'.repeat(48)], pcr4: ['dd'.repeat(32)] }), az, { expectedReportData: NONCE }).allowed).toBe(true);
-    const tdx = claims({ tee: 'tdx', measurements: { mrTd: 'aa'.repeat(48), mrConfigId: '00'.repeat(48), rtmr3: '00'.repeat(48) }, tcb: { tcbStatus: 'UpToDate' }, platform: {} });
+    const tdx = claims({ tee: 'tdx', measurements: { mrTd: 'aa'.repeat(48), rtmr1: 'bb'.repeat(48), rtmr2: 'cc'.repeat(48), mrConfigId: '00'.repeat(48), rtmr3: '00'.repeat(48) }, tcb: { tcbStatus: 'UpToDate' }, platform: {} });
     expect(evaluatePolicy(policyFor('tdx', { mrConfigId: ['00'.repeat(48)], rtmr3: ['00'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(false);
-    expect(evaluatePolicy(policyFor('tdx', { mrTd: ['aa'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(true);
+    // MRTD alone is the firmware, shared by every TD on a cloud's TDVF: the kernel (RTMR1) or its command line (RTMR2) must be pinned too.
+    expect(evaluatePolicy(policyFor('tdx', { mrTd: ['aa'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(false);
+    expect(evaluatePolicy(policyFor('tdx', { rtmr1: ['bb'.repeat(48)], rtmr2: ['cc'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(false);
+    expect(evaluatePolicy(policyFor('tdx', { mrTd: ['aa'.repeat(48)], rtmr2: ['cc'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(true);
     const nitro = claims({ tee: 'nitro', measurements: { pcr0: 'aa'.repeat(48), pcr3: 'bb'.repeat(48), pcr8: 'cc'.repeat(48) }, tcb: {}, platform: {} });
     expect(evaluatePolicy(policyFor('nitro', { pcr3: ['bb'.repeat(48)] }), nitro, { expectedReportData: NONCE }).allowed).toBe(false);
     expect(evaluatePolicy(policyFor('nitro', { pcr8: ['cc'.repeat(48)] }), nitro, { expectedReportData: NONCE }).allowed).toBe(true);
