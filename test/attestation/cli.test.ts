@@ -104,7 +104,7 @@ describe(`attest verify on real vectors`, () => {
     expect(r.code).toBe(0);
     expect(r.json()).toMatchObject({ verified: true, claims: { debug: true }, policy: expect.stringMatching(/^not evaluated/) });
     const policy = join(tmp, 'snp-policy.json');
-    writeFileSync(policy, JSON.stringify({ version: 1, tees: { snp: { minTcb: { snp: 5 } } } }));
+    writeFileSync(policy, JSON.stringify({ version: 1, tees: { snp: { minTcb: { snp: 5 }, platform: { product: ['Milan'] } } } }));
     const denied = await run(...args, '--policy', policy);
     expect(denied.code).toBe(1);
     const human = await run('attest', 'verify', V('sev-snp/gsg_milan_report.bin'), '--type', 'snp', '--certs', dir, '--at', '2022-09-24T01:00:00Z', '--policy', policy);

@@ -135,8 +135,8 @@ describe('freshness', () => {
 });
 
 describe('TCB defaults', () => {
-  const tdx = (status: string | undefined) => claims({ tee: 'tdx', measurements: { mrTd: 'aa'.repeat(48) }, tcb: status === undefined ? {} : { tcbStatus: status }, platform: {} });
-  const tdxPolicy = (extra: Record<string, unknown> = {}) => validatePolicy({ version: 1, tees: { tdx: { measurements: { mrTd: ['aa'.repeat(48)] }, ...extra } } });
+  const tdx = (status: string | undefined) => claims({ tee: 'tdx', measurements: { mrTd: 'aa'.repeat(48), rtmr1: 'bb'.repeat(48) }, tcb: status === undefined ? {} : { tcbStatus: status }, platform: {} });
+  const tdxPolicy = (extra: Record<string, unknown> = {}) => validatePolicy({ version: 1, tees: { tdx: { measurements: { mrTd: ['aa'.repeat(48)], rtmr1: ['bb'.repeat(48)] }, ...extra } } });
 
   it('TDX: UpToDate by default, a configured list otherwise, Revoked never; no collateral denies', async () => {
     expect(reasons(tdxPolicy(), tdx('UpToDate'))).toEqual([]);
@@ -160,9 +160,9 @@ describe('TCB defaults', () => {
     expect(reasons(snpPolicy(), claims({ tcb: { bootloader: 10, tee: 0, snp: 23, microcode: 83 } }))).toEqual([expect.stringMatching(/^policy\.minTcb\.microcode: /)]);
     const milan = claims({ tcb: { bootloader: 4, tee: 0, snp: 21, microcode: 219 }, platform: { product: 'Milan', vmpl: '0' } });
     expect(reasons(snpPolicy(), milan)).toEqual([expect.stringMatching(/^policy\.minTcb\.snp: snp 21 is below the minimum 24/)]);
-    // Stated in the policy, a floor replaces the built-in one for that component only.
-    expect(reasons(snpPolicy({ minTcb: { snp: 21 } }), milan)).toEqual([]);
-    expect(reasons(snpPolicy({ minTcb: { snp: 21 } }), { ...milan, tcb: { ...milan.tcb, microcode: 218 } })).toEqual([expect.stringMatching(/^policy\.minTcb\.microcode: microcode 218 is below the minimum 219/)]);
+    // Stated in the policy, a floor replaces the built-in one for that component only (lowered: in a section pinned to that product).
+    expect(reasons(snpPolicy({ minTcb: { snp: 21 }, platform: { product: ['Milan'] } }), milan)).toEqual([]);
+    expect(reasons(snpPolicy({ minTcb: { snp: 21 }, platform: { product: ['Milan'] } }), { ...milan, tcb: { ...milan.tcb, microcode: 218 } })).toEqual([expect.stringMatching(/^policy\.minTcb\.microcode: microcode 218 is below the minimum 219/)]);
     // Turin has no built-in floor: the policy must state one.
     const turin = claims({ tcb: { fmc: 1, bootloader: 1, tee: 1, snp: 1, microcode: 1 }, platform: { product: 'Turin', vmpl: '0' } });
     expect(reasons(snpPolicy(), turin)).toEqual([expect.stringMatching(/^policy\.minTcb: no built-in minimum TCB for SEV-SNP product "Turin"/)]);
@@ -182,7 +182,7 @@ describe('TCB defaults', () => {
       expect.stringMatching(/^policy\.minTcb\.microcode: microcode 217 is below the minimum 219/),
       expect.stringMatching(/^policy\.platform\.vmpl: vmpl "1"/),
     ]);
-    expect(evaluatePolicy(pinnedTo(vlek, { platform: { vmpl: ['1'] }, minTcb: { microcode: 217 } }).policy, vlek, pinnedTo(vlek).opts).allowed).toBe(true);
+    expect(evaluatePolicy(pinnedTo(vlek, { platform: { vmpl: ['1'], product: ['Milan'] }, minTcb: { microcode: 217 } }).policy, vlek, pinnedTo(vlek).opts).allowed).toBe(true);
     const old = verifySnpReport(vec('sev-snp/gsg_milan_report.bin'), { now: new Date('2022-09-24T01:00:00Z'), certificates: certs('sev-snp/gsg_milan_vcek.der', 'sev-snp/ask_ark_milan.pem') }).claims;
     const r = evaluatePolicy(pinnedTo(old, { allowDebug: true }).policy, old, pinnedTo(old).opts).reasons;
     expect(r).toEqual([expect.stringMatching(/^policy\.minTcb\.snp: snp 5 is below the minimum 24/), expect.stringMatching(/^policy\.minTcb\.microcode: microcode 68 is below the minimum 219/)]);

@@ -89,13 +89,16 @@ describe('a section must pin what identifies the software, not only a field ever
     expect(evaluatePolicy(policyFor('snp', { measurement: ['aa'.repeat(48)] }), c, { expectedReportData: NONCE }).allowed).toBe(true);
   });
 
-  it('TDX needs mrTd, Nitro pcr0 or pcr8, NVIDIA a non-zero block, Azure a vTPM PCR (the paravisor is the same in every Azure CVM)', () => {
+  it('TDX needs mrTd with rtmr1 or rtmr2, Nitro pcr0 or pcr8, NVIDIA a non-zero block, Azure a vTPM PCR (the paravisor is the same in every Azure CVM)', () => {
     const az = claims({ tee: 'azure-snp', measurements: { measurement: 'aa'.repeat(48), pcr4: 'dd'.repeat(32) } });
     expect(evaluatePolicy(policyFor('azure-snp', { measurement: ['aa'.repeat(48)] }), az, { expectedReportData: NONCE }).allowed).toBe(false);
     expect(evaluatePolicy(policyFor('azure-snp', { measurement: ['aa'.repeat(48)], pcr4: ['dd'.repeat(32)] }), az, { expectedReportData: NONCE }).allowed).toBe(true);
-    const tdx = claims({ tee: 'tdx', measurements: { mrTd: 'aa'.repeat(48), mrConfigId: '00'.repeat(48), rtmr3: '00'.repeat(48) }, tcb: { tcbStatus: 'UpToDate' }, platform: {} });
+    const tdx = claims({ tee: 'tdx', measurements: { mrTd: 'aa'.repeat(48), rtmr1: 'bb'.repeat(48), rtmr2: 'cc'.repeat(48), mrConfigId: '00'.repeat(48), rtmr3: '00'.repeat(48) }, tcb: { tcbStatus: 'UpToDate' }, platform: {} });
     expect(evaluatePolicy(policyFor('tdx', { mrConfigId: ['00'.repeat(48)], rtmr3: ['00'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(false);
-    expect(evaluatePolicy(policyFor('tdx', { mrTd: ['aa'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(true);
+    // MRTD alone is the firmware, shared by every TD on a cloud's TDVF: the kernel (RTMR1) or its command line (RTMR2) must be pinned too.
+    expect(evaluatePolicy(policyFor('tdx', { mrTd: ['aa'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(false);
+    expect(evaluatePolicy(policyFor('tdx', { rtmr1: ['bb'.repeat(48)], rtmr2: ['cc'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(false);
+    expect(evaluatePolicy(policyFor('tdx', { mrTd: ['aa'.repeat(48)], rtmr2: ['cc'.repeat(48)] }), tdx, { expectedReportData: NONCE }).allowed).toBe(true);
     const nitro = claims({ tee: 'nitro', measurements: { pcr0: 'aa'.repeat(48), pcr3: 'bb'.repeat(48), pcr8: 'cc'.repeat(48) }, tcb: {}, platform: {} });
     expect(evaluatePolicy(policyFor('nitro', { pcr3: ['bb'.repeat(48)] }), nitro, { expectedReportData: NONCE }).allowed).toBe(false);
     expect(evaluatePolicy(policyFor('nitro', { pcr8: ['cc'.repeat(48)] }), nitro, { expectedReportData: NONCE }).allowed).toBe(true);
@@ -158,5 +161,26 @@ describe('policy files: a duplicate key is an error, not "the last one wins"', (
     const p = parsePolicy(`{ "version": 1, "tees": { "snp": { "measurements": { "measurement": ["${'aa'.repeat(48)}"] }, "platform": { "measurement": ["x\\"measurement\\": "], "product": ["Genoa"] } }, "nitro": { "measurements": { "measurement": ["${'aa'.repeat(48)}"] } } } }`);
     expect(Object.keys(p.tees)).toEqual(['snp', 'nitro']);
     expect(p.tees.snp!.platform!.measurement).toEqual(['x"measurement": ']);
+  });
+});
+
+describe('SEV-SNP: a stated minTcb lowers the built-in floor only for the product the section pins', () => {
+  // A policy written for Genoa restates Genoa's floors (microcode 84); Milan's EntrySign floor is 213.
+  const genoaFloors = { bootloader: 0, tee: 0, snp: 23, microcode: 84 };
+  const milan = claims({ tcb: { bootloader: 4, tee: 0, snp: 24, microcode: 84 }, platform: { product: 'Milan', vmpl: '0' } });
+  const policy = (platform?: Record<string, string[]>) => validatePolicy({ version: 1, tees: { snp: { measurements: { measurement: ['aa'.repeat(48)] }, minTcb: genoaFloors, ...(platform ? { platform } : {}) } } });
+
+  it('Milan evidence below its built-in microcode floor is not let through by Genoa numbers', () => {
+    const v = evaluatePolicy(policy(), milan, { expectedReportData: NONCE });
+    expect(v.allowed).toBe(false);
+    expect(v.reasons).toEqual([expect.stringMatching(/^policy\.minTcb\.microcode: .*below the built-in floor 219 for Milan.*platform\.product/)]);
+    // Pinned to Genoa, Milan evidence is refused by the product pin instead.
+    expect(evaluatePolicy(policy({ product: ['Genoa'] }), milan, { expectedReportData: NONCE }).reasons).toContainEqual(expect.stringMatching(/^policy\.platform\.product: /));
+  });
+
+  it('a section pinned to the one product may still lower its floor, on purpose', () => {
+    expect(evaluatePolicy(policy({ product: ['Milan'] }), milan, { expectedReportData: NONCE }).allowed).toBe(true);
+    // Genoa evidence meets the stated (equal) floors without a pin.
+    expect(evaluatePolicy(policy(), claims(), { expectedReportData: NONCE }).allowed).toBe(true);
   });
 });

@@ -51,25 +51,27 @@ export function checkNow(now: unknown): Date | undefined {
  * values. Others (SNP hostData, TDX mrConfigId/RTMRs, Nitro pcr3) are zero or shared in any rented TEE,
  * and an all-zero value is what an unset field reads (no ID block, an unsigned enclave image).
  */
-const IDENTITY: Readonly<Record<TeeType, (name: string) => boolean>> = {
-  snp: (n) => n === 'measurement' || n === 'idKeyDigest',
+const IDENTITY: Readonly<Record<TeeType, (pinned: ReadonlySet<string>) => boolean>> = {
+  snp: (p) => p.has('measurement') || p.has('idKeyDigest'),
   // The SNP measurement is Microsoft's paravisor, the same in every Azure CVM: the guest is in the vTPM PCRs.
-  'azure-snp': (n) => /^pcr[0-9]+$/.test(n),
-  tdx: (n) => n === 'mrTd',
-  nitro: (n) => n === 'pcr0' || n === 'pcr8',
-  nvidia: (n) => /^m[1-9][0-9]*$/.test(n),
-  simulated: (n) => n === 'measurement',
+  'azure-snp': (p) => [...p].some((n) => /^pcr[0-9]+$/.test(n)),
+  // MRTD is the firmware (a cloud's TDVF is the same for every tenant); the kernel and its command line are in RTMR1/2.
+  tdx: (p) => p.has('mrTd') && (p.has('rtmr1') || p.has('rtmr2')),
+  nitro: (p) => p.has('pcr0') || p.has('pcr8'),
+  nvidia: (p) => [...p].some((n) => /^m[1-9][0-9]*$/.test(n)),
+  simulated: (p) => p.has('measurement'),
 };
 const IDENTITY_HINT: Readonly<Record<TeeType, string>> = {
   snp: 'measurement, or idKeyDigest for ID-block launches',
   'azure-snp': 'a vTPM PCR of your boot chain, e.g. pcr4',
-  tdx: 'mrTd',
+  tdx: 'mrTd and rtmr1 or rtmr2',
   nitro: 'pcr0, or pcr8 for a signed image',
   nvidia: 'a measurement block m1..m64',
   simulated: 'measurement',
 };
-function identifies(tee: TeeType, name: string): boolean {
-  return Object.hasOwn(IDENTITY, tee) && IDENTITY[tee](name);
+function pinsIdentity(tee: TeeType, measurements: [string, readonly string[]][]): boolean {
+  const pinned = new Set(measurements.filter(([, allowed]) => allowed.every((h) => !/^(00)+$/.test(h))).map(([name]) => name));
+  return Object.hasOwn(IDENTITY, tee) && IDENTITY[tee](pinned);
 }
 
 /** Own properties only: a policy naming "constructor" must not find Object.prototype.constructor. */
@@ -116,7 +118,7 @@ export function evaluatePolicy(policyInput: Policy, claims: Claims, opts: Evalua
     const measurements = Object.entries(section.measurements ?? {});
     if (measurements.length === 0) {
       add('policy.measurements', false, `the policy lists no measurements for "${claims.tee}": any software in such a TEE would pass; list the expected values (docs/ATTESTATION.md)`);
-    } else if (!measurements.some(([name, allowed]) => identifies(claims.tee, name) && allowed.every((h) => !/^(00)+$/.test(h)))) {
+    } else if (!pinsIdentity(claims.tee, measurements)) {
       add('policy.measurements', false, `the policy pins no measurement that identifies the software for "${claims.tee}" (${IDENTITY_HINT[claims.tee]}, not all zeros): fields such as host data or config ids read the same in any rented TEE`);
     }
     for (const [name, allowed] of measurements) {
@@ -135,13 +137,20 @@ export function evaluatePolicy(policyInput: Policy, claims: Claims, opts: Evalua
         add('policy.minTcb', false, `no built-in minimum TCB for SEV-SNP product "${product}": state minTcb in the policy`);
       }
     }
+    const builtIn: Record<string, number> = { ...minTcb };
     Object.assign(minTcb, section.minTcb ?? {});
+    // minTcb names no product: numbers meant to lower one product's floor would lower every product's.
+    const product = ownValue(claims.platform, 'product');
+    const pinned = section.platform !== undefined && Object.hasOwn(section.platform, 'product') && section.platform.product!.every((p) => p === product);
     for (const [name, min] of Object.entries(minTcb)) {
       const v = ownValue(claims.tcb, name);
       const stated = section.minTcb !== undefined && Object.hasOwn(section.minTcb, name);
       const src = stated ? '' : ' (built-in floor; set minTcb to change it)';
+      const floor = Object.hasOwn(builtIn, name) ? builtIn[name]! : undefined;
       if (typeof v !== 'number') add(`policy.minTcb.${name}`, false, `evidence has no numeric TCB component "${name}"`);
-      else add(`policy.minTcb.${name}`, v >= min, v >= min ? `${name} ${v} >= ${min}${src}` : `${name} ${v} is below the minimum ${min}${src}; the platform needs a firmware update`);
+      else if (stated && floor !== undefined && v < floor && !pinned) {
+        add(`policy.minTcb.${name}`, false, `${name} ${v} is below the built-in floor ${floor} for ${product}; a stated minTcb lowers it only in a section whose platform.product lists ${product} alone`);
+      } else add(`policy.minTcb.${name}`, v >= min, v >= min ? `${name} ${v} >= ${min}${src}` : `${name} ${v} is below the minimum ${min}${src}; the platform needs a firmware update`);
     }
 
     if (claims.tee === 'tdx' || section.tcbStatus) {
