@@ -184,3 +184,15 @@ describe('SEV-SNP: a stated minTcb lowers the built-in floor only for the produc
     expect(evaluatePolicy(policy(), claims(), { expectedReportData: NONCE }).allowed).toBe(true);
   });
 });
+
+describe('evaluatePolicy called from code with the wrong shapes', () => {
+  it('null options or claims that are not an object are typed errors, not TypeErrors', async () => {
+    const p = validatePolicy({ version: 1, tees: { snp: { measurements: { measurement: ['aa'.repeat(48)] } } } });
+    await typedError(() => evaluatePolicy(p, claims(), null as never), ['ERR_INVALID_ARGUMENT']);
+    for (const bad of [null, undefined, 'snp', { tee: 'snp' }, { ...claims(), measurements: null }, { ...claims(), platform: undefined }, { ...claims(), tcb: 5 }]) {
+      await typedError(() => evaluatePolicy(p, bad as never, { expectedReportData: NONCE }), ['ERR_INVALID_ARGUMENT']);
+    }
+    // Well-formed claims still evaluate.
+    expect(evaluatePolicy(p, claims(), { expectedReportData: NONCE }).allowed).toBe(true);
+  });
+});

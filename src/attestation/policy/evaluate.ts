@@ -74,6 +74,17 @@ function pinsIdentity(tee: TeeType, measurements: [string, readonly string[]][])
   return Object.hasOwn(IDENTITY, tee) && IDENTITY[tee](pinned);
 }
 
+/** Claims come from a verifier; built in code they must still have the shape the checks read. */
+function checkClaims(c: unknown): asserts c is Claims {
+  const obj = (v: unknown): boolean => typeof v === 'object' && v !== null && !Array.isArray(v);
+  if (!obj(c)) throw new InvalidArgumentError('claims must be the object a verifier returns (VerifiedEvidence.claims)');
+  const k = c as Record<string, unknown>;
+  const bad = ['measurements', 'tcb', 'platform'].filter((f) => !obj(k[f]));
+  if (typeof k.tee !== 'string' || typeof k.reportData !== 'string' || bad.length) {
+    throw new InvalidArgumentError(`claims must be the object a verifier returns: ${[typeof k.tee !== 'string' ? 'tee' : '', typeof k.reportData !== 'string' ? 'reportData' : '', ...bad].filter(Boolean).join(', ')} missing or of the wrong type`);
+  }
+}
+
 /** Own properties only: a policy naming "constructor" must not find Object.prototype.constructor. */
 function ownValue<T>(o: Record<string, T>, k: string): T | undefined {
   return Object.hasOwn(o, k) ? o[k] : undefined;
@@ -86,6 +97,8 @@ function ownValue<T>(o: Record<string, T>, k: string): T | undefined {
  */
 export function evaluatePolicy(policyInput: Policy, claims: Claims, opts: EvaluateOptions = {}): Verdict {
   const policy = validatePolicy(policyInput);
+  if (typeof opts !== 'object' || opts === null) throw new InvalidArgumentError('evaluatePolicy options must be an object ({ expectedReportData, now })');
+  checkClaims(claims);
   const checks: Check[] = [];
   const add = (check: string, ok: boolean, detail: string): void => void checks.push({ check, ok, detail });
   const now = checkNow(opts.now) ?? new Date();
