@@ -39,13 +39,22 @@ describe.runIf(hasStrace && hasBuild)('no plaintext reaches the disk', () => {
     expect(r.status, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout).verified).toBe(true);
     const lines = readFileSync(trace, 'utf8').split('\n');
-    // The trace must really contain the decrypting process's reads of the sealed file.
-    expect(lines.some((l) => l.includes('m.sealed'))).toBe(true);
+    // The trace must really contain the decrypting process's reads of the sealed file. Once the
+    // addon makes the process non-dumpable, only a tracer with CAP_SYS_PTRACE (root) may read its
+    // memory: unprivileged strace prints addresses instead of paths and buffers, while the calls,
+    // their open flags and their byte counts stay visible, and are checked below either way.
+    const readable = lines.some((l) => l.includes('m.sealed'));
+    if (process.getuid?.() === 0) expect(readable).toBe(true);
+    if (!readable) console.warn('PARTIAL no-plaintext-on-disk: an unprivileged strace cannot read a non-dumpable process\'s buffers; checking open flags and write sizes only');
     const openedForWrite = lines.filter((l) => /\bopen(at2?)?\(|\bcreat\(/.test(l) && WRITE_FLAGS.test(l) && !/"\/dev\/(null|tty|pts\/\d+)"/.test(l));
     expect(openedForWrite).toEqual([]);
     expect(lines.filter((l) => /\b(rename|renameat2?|link|memfd_create|truncate)\(/.test(l))).toEqual([]);
     const writes = lines.filter((l) => /\b(write|writev|pwrite64|pwritev2?)\(/.test(l));
     expect(writes.length).toBeGreaterThan(0); // the JSON verdict went to stdout
     expect(writes.filter((l) => l.includes('PLAINTEXT-MARKER'))).toEqual([]);
+    // Byte counts need no memory access: the verdict is well under a KiB; an 8 KiB chunk of
+    // plaintext written anywhere would not be.
+    const written = writes.map((l) => Number(/=\s*(\d+)\s*$/.exec(l)?.[1] ?? 0));
+    expect(Math.max(...written)).toBeLessThan(4096);
   });
 });
