@@ -10,6 +10,7 @@ import { IoError, InvalidArgumentError, SealedTensorsError } from '../errors.js'
 import { FileKind } from '../format/constants.js';
 import { readPublicHeader } from '../reader/sealed-file.js';
 import type { ByteSource } from '../reader/source.js';
+import type { PublicHeader } from '../format/header.js';
 
 /** Work in progress of this process: removed on failure, and by `removePartialsOnSignals`. */
 const partials = new Set<string>();
@@ -99,8 +100,13 @@ function within(inner: string, outer: string): boolean {
   return r === '' || (!isAbsolute(r) && r !== '..' && !r.startsWith(`..${sep}`));
 }
 
-/** The public header of a regular file if it is a sealed file, else null. Never follows a link or blocks on a FIFO. */
+/** The kind of a regular file if it is a sealed file, else null. Never follows a link or blocks on a FIFO. */
 async function sealedKind(path: string): Promise<number | null> {
+  return (await sealedHeader(path))?.kind ?? null;
+}
+
+/** The public header of a regular file if it is a sealed file, else null. Never follows a link or blocks on a FIFO. */
+async function sealedHeader(path: string): Promise<PublicHeader | null> {
   let fh;
   try {
     fh = await open(path, fsc.O_RDONLY | fsc.O_NONBLOCK | fsc.O_NOFOLLOW | fsc.O_NOCTTY);
@@ -122,7 +128,7 @@ async function sealedKind(path: string): Promise<number | null> {
       close: async () => {},
     };
     const { header } = await readPublicHeader(source);
-    return header.kind;
+    return header;
   } catch (err) {
     if (err instanceof SealedTensorsError) return null;
     throw err;
@@ -131,16 +137,33 @@ async function sealedKind(path: string): Promise<number | null> {
   }
 }
 
-/** Why an existing folder is not a sealed model folder, or null if it is one (or empty). */
+/**
+ * Why an existing folder is not one sealed model folder, or null if it is one (or empty): one
+ * sealed index and shards of that index's bundle only. A folder collecting sealed shards of
+ * several models, or shards whose index is gone, is the owner's, not output to replace.
+ */
 async function notSealedFolderReason(dir: string): Promise<string | null> {
   const names = await readdir(dir).catch((cause) => {
     throw new IoError(`cannot list ${dir} (${errnoCode(cause)})`, { cause });
   });
+  const shards: [string, PublicHeader][] = [];
+  let index: [string, PublicHeader] | null = null;
   for (const name of names) {
     const st = await lstat(join(dir, name));
     if (!st.isFile()) return `it holds ${name}, which is not a regular file`;
-    const kind = name.endsWith('.sealed') ? await sealedKind(join(dir, name)) : null;
-    if (kind !== FileKind.SHARD && kind !== FileKind.INDEX) return `it holds ${name}, which is not a sealed shard or sealed index`;
+    const header = name.endsWith('.sealed') ? await sealedHeader(join(dir, name)) : null;
+    if (header?.kind === FileKind.SHARD) shards.push([name, header]);
+    else if (header?.kind === FileKind.INDEX && !index) index = [name, header];
+    else if (header?.kind === FileKind.INDEX) return `it holds two sealed indexes, ${index![0]} and ${name}`;
+    else return `it holds ${name}, which is not a sealed shard or sealed index`;
+  }
+  if (names.length === 0) return null;
+  if (!index) return `it holds sealed shards but no sealed index`;
+  const [indexName, ih] = index;
+  for (const [name, h] of shards) {
+    if (Buffer.compare(h.bundleId, ih.bundleId) !== 0 || h.shardCount !== ih.shardCount) {
+      return `${name} is a shard of another sealed model than ${indexName}`;
+    }
   }
   return null;
 }
