@@ -3,7 +3,7 @@
 // file, or a folder holding nothing but sealed shards and a sealed index), never when it is, holds
 // or sits inside the input, and always by renaming a finished `.partial-*` sibling into place.
 import { constants as fsc, linkSync, renameSync, rmSync, unlinkSync, type Stats } from 'node:fs';
-import { lstat, open, readdir, realpath, rm, stat } from 'node:fs/promises';
+import { lstat, open, readdir, realpath, rm, rmdir, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, relative, resolve, sep, isAbsolute } from 'node:path';
 import { IoError, InvalidArgumentError, SealedTensorsError } from '../errors.js';
@@ -142,10 +142,11 @@ async function sealedHeader(path: string): Promise<PublicHeader | null> {
  * sealed index and shards of that index's bundle only. A folder collecting sealed shards of
  * several models, or shards whose index is gone, is the owner's, not output to replace.
  */
-async function notSealedFolderReason(dir: string): Promise<string | null> {
+async function notSealedFolderReason(dir: string, checked: string[] = []): Promise<string | null> {
   const names = await readdir(dir).catch((cause) => {
     throw new IoError(`cannot list ${dir} (${errnoCode(cause)})`, { cause });
   });
+  checked.push(...names);
   const shards: [string, PublicHeader][] = [];
   let index: [string, PublicHeader] | null = null;
   for (const name of names) {
@@ -268,7 +269,8 @@ export async function commitFolder(staging: string, output: string, overwrite: b
       return;
     }
     if (!overwrite) throw alreadyExists(output);
-    if (!existing.isDirectory() || existing.isSymbolicLink() || (await notSealedFolderReason(target)) !== null) {
+    const checked: string[] = [];
+    if (!existing.isDirectory() || existing.isSymbolicLink() || (await notSealedFolderReason(target, checked)) !== null) {
       throw new IoError(`${output} was replaced by something that is not sealed output while sealing: not overwriting it`);
     }
     const old = partialPath(output, 'old');
@@ -281,10 +283,30 @@ export async function commitFolder(staging: string, output: string, overwrite: b
       throw err;
     }
     partials.delete(staging);
-    await removePartial(old);
+    // Not `rm -r`: a file that appeared in the folder after it was checked is not ours to delete.
+    partials.delete(old);
+    await removeCheckedFolder(old, checked, output);
   } catch (cause) {
     if (cause instanceof SealedTensorsError) throw cause;
     if (errnoCode(cause) === 'ENOTEMPTY' || errnoCode(cause) === 'EEXIST') throw alreadyExists(output);
     throw new IoError(`could not move the sealed model into place at ${output}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** Remove the sealed files `checked` found in a replaced folder, then the folder; keep anything else. */
+async function removeCheckedFolder(old: string, checked: readonly string[], output: string): Promise<void> {
+  for (const name of checked) {
+    const kind = await sealedKind(join(old, name));
+    if (kind === FileKind.SHARD || kind === FileKind.INDEX) await rm(join(old, name), { force: true });
+  }
+  try {
+    await rmdir(old);
+  } catch (cause) {
+    if (errnoCode(cause) !== 'ENOTEMPTY' && errnoCode(cause) !== 'EEXIST') throw cause;
+    const left = await readdir(old).catch(() => []);
+    throw new IoError(
+      `the new sealed model is in place at ${output}, but files appeared in the old one while it was replaced (${left.join(', ')}): not deleting them, they are in ${old}`,
+      { cause },
+    );
   }
 }
