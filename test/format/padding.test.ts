@@ -14,6 +14,8 @@ import { nodeBackend } from '../../src/crypto/backend.js';
 import { deriveFileKeys } from '../../src/crypto/file-keys.js';
 import { TABLE_NONCE } from '../../src/crypto/stream.js';
 import { main } from '../../src/cli/main.js';
+import { exitCodeFor } from '../../src/cli/io.js';
+import { UnsupportedError } from '../../src/errors.js';
 import { nativeStatus } from '../../src/native/addon.js';
 import { importKey } from '../../src/native/key.js';
 import { NativeSealedModelReader } from '../../src/reader/native-model.js';
@@ -128,6 +130,12 @@ describe('the public lengths do not reveal the architecture', () => {
       expect(padded.length).toBe(tableBucket(n + 4));
       expect(unpadTable(padded)).toEqual(json);
     }
+    // The cap: a JSON of 100 MiB - 4 bytes fills the last bucket; one byte more is a file the
+    // reference loads but format v1 cannot hold (ERR_UNSUPPORTED, exit 1), not a usage error.
+    expect(tableBucket(100 * 1024 * 1024)).toBe(100 * 1024 * 1024);
+    expect(padTable(new Uint8Array(100 * 1024 * 1024 - 4)).length).toBe(100 * 1024 * 1024);
+    expect(() => padTable(new Uint8Array(100 * 1024 * 1024 - 3))).toThrow(UnsupportedError);
+    expect(exitCodeFor(new UnsupportedError('x'))).toBe(1);
     // A frame in a bigger bucket than its length needs is not canonical.
     const big = new Uint8Array(8192);
     new DataView(big.buffer).setUint32(0, 10, true);
