@@ -230,7 +230,8 @@ export async function commitFile(temp: string, output: string, overwrite: boolea
     if (overwrite) {
       const existing = await lstatOrNull(output);
       // Checked again just before the rename: something else may have appeared meanwhile.
-      if (existing && (!existing.isFile() || (await sealedKind(output)) === null)) {
+      // The same rule as before sealing: only a sealed model file (not a shard or index of a sharded model).
+      if (existing && (!existing.isFile() || (await sealedKind(output)) !== FileKind.MODEL)) {
         throw new IoError(`${output} was replaced by something that is not sealed output while sealing: not overwriting it`);
       }
       renameSync(temp, output);
