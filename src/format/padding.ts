@@ -1,4 +1,4 @@
-import { FormatError, InvalidArgumentError } from '../errors.js';
+import { FormatError, InvalidArgumentError, UnsupportedError } from '../errors.js';
 import { MAX_PAYLOAD_LENGTH, MAX_TABLE_PLAINTEXT, MIN_TABLE_BUCKET, TABLE_LENGTH_PREFIX } from './constants.js';
 
 /**
@@ -8,8 +8,10 @@ import { MAX_PAYLOAD_LENGTH, MAX_TABLE_PLAINTEXT, MIN_TABLE_BUCKET, TABLE_LENGTH
 
 /** Padded table plaintext length for `needed` bytes (length prefix and JSON): a power of two from 4 KiB, capped at 100 MiB. */
 export function tableBucket(needed: number): number {
-  if (!Number.isSafeInteger(needed) || needed < 0 || needed > MAX_TABLE_PLAINTEXT) {
-    throw new InvalidArgumentError(`the sealed table would be ${needed} bytes, more than the 100 MiB the format allows: too many tensors or too much metadata`);
+  if (!Number.isSafeInteger(needed) || needed < 0) throw new InvalidArgumentError(`a table length must be a non-negative integer, got ${needed}`);
+  // The safetensors file is fine (the reference loads it): sealed format v1 cannot hold its table.
+  if (needed > MAX_TABLE_PLAINTEXT) {
+    throw new UnsupportedError(`the sealed table would be ${needed} bytes, more than the 100 MiB sealed format v1 allows: too many tensors or too much metadata`);
   }
   let bucket = MIN_TABLE_BUCKET;
   while (bucket < needed) bucket *= 2;

@@ -7,7 +7,9 @@
 import { availableParallelism } from 'node:os';
 import { createHash } from 'node:crypto';
 import { constantTimeEqual, fromHex, toHex } from '../bytes.js';
-import { IntegrityError, InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js';
+import { FormatError, IntegrityError, InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js';
+import { nodeBackend } from '../crypto/backend.js';
+import { TensorDigest } from '../crypto/digest.js';
 import type { PublicHeader } from '../format/header.js';
 import { chunkFileOffset, type Layout } from '../format/layout.js';
 import { parseSealedTable, type IndexTable, type TensorEntry, type TensorTable } from '../format/table.js';
@@ -210,7 +212,7 @@ export class NativeSealedFileReader {
    */
   async verify(options: { plainSha256?: boolean } = {}): Promise<NativeTensorCheck[]> {
     const entries = this.tensorTable?.tensors ?? [];
-    const result = await this.#run({ ranges: rangesOf(entries), allChunks: true, stopOnFailure: false, plainSha256: options.plainSha256 ?? false });
+    const result = await this.#run({ ranges: this.#rangesWithPadding(entries), allChunks: true, stopOnFailure: false, plainSha256: options.plainSha256 ?? false });
     const failed = new Set(result.failedChunks);
     const checks = entries.map((e, i): NativeTensorCheck => {
       const base = checkFields(e);
@@ -228,18 +230,45 @@ export class NativeSealedFileReader {
     const dataEnd = this.layout.payloadLength - (this.tensorTable?.payloadPadding ?? 0);
     const orphan = result.failedChunks.find((c) => this.layout.payloadLength === 0 || c * this.layout.chunkSize >= dataEnd);
     if (orphan !== undefined) throw new IntegrityError(this.#chunkProblem(orphan));
+    this.#checkZeroPadding(result, entries.length);
     return checks;
   }
 
   /** The reference reader's contract: the first bad chunk or digest throws (same messages), else every check. */
   async verifyOrThrow(options: { plainSha256?: boolean } = {}): Promise<TensorCheck[]> {
     const entries = this.tensorTable?.tensors ?? [];
-    const result = await this.#run({ ranges: rangesOf(entries), allChunks: true, stopOnFailure: false, plainSha256: options.plainSha256 ?? false });
+    const result = await this.#run({ ranges: this.#rangesWithPadding(entries), allChunks: true, stopOnFailure: false, plainSha256: options.plainSha256 ?? false });
     this.#throwOnFailure(result, entries);
+    this.#checkZeroPadding(result, entries.length);
     return entries.map((e, i) => ({
       ...checkFields(e),
       sha256: result.sha256 ? toHex(result.sha256.subarray(32 * i, 32 * i + 32)) : '',
     }));
+  }
+
+  /**
+   * A whole-file check hashes the payload padding (section 5.3) as one more range after the
+   * tensors, so its tree digest can be compared with that of zeros, as the reference reader's
+   * verify() checks the padding byte by byte. Nothing else ever reads padding.
+   */
+  #rangesWithPadding(entries: readonly TensorEntry[]): Float64Array {
+    const padding = this.tensorTable?.payloadPadding ?? 0;
+    const ranges = rangesOf(entries);
+    if (padding === 0) return ranges;
+    const out = new Float64Array(ranges.length + 2);
+    out.set(ranges);
+    out[ranges.length] = this.layout.payloadLength - padding;
+    out[ranges.length + 1] = this.layout.payloadLength;
+    return out;
+  }
+
+  #checkZeroPadding(result: NativeRunResult, paddingRange: number): void {
+    const padding = this.tensorTable?.payloadPadding ?? 0;
+    if (padding === 0) return;
+    const expected = zeroTreeDigest(this.layout.payloadLength - padding, this.layout.payloadLength, this.layout.chunkSize);
+    if (!constantTimeEqual(result.digests.subarray(32 * paddingRange, 32 * paddingRange + 32), expected)) {
+      throw new FormatError(`${this.description}: payload padding holds a non-zero byte: written by a broken sealer`);
+    }
   }
 
   close(): void {
@@ -283,6 +312,22 @@ export class NativeSealedFileReader {
   #digestProblem(e: TensorEntry): string {
     return `${this.description}: tensor "${e.name}" does not match its digest: the sealer was faulty or memory is corrupt; re-seal the model`;
   }
+}
+
+/** Tree digest (section 6) of zeros at payload bytes [begin, end): one hash per distinct leaf length. */
+function zeroTreeDigest(begin: number, end: number, chunkSize: number): Uint8Array {
+  const leafHashes = new Map<number, Uint8Array>();
+  const tree = new TensorDigest(nodeBackend);
+  for (let c = Math.floor(begin / chunkSize); c * chunkSize < end; c++) {
+    const length = Math.min(end, (c + 1) * chunkSize) - Math.max(begin, c * chunkSize);
+    let hash = leafHashes.get(length);
+    if (!hash) {
+      hash = nodeBackend.sha256().update(Uint8Array.of(0)).update(new Uint8Array(length)).digest();
+      leafHashes.set(length, hash);
+    }
+    tree.addLeafHash(hash, length);
+  }
+  return tree.digest();
 }
 
 function rangesOf(entries: readonly TensorEntry[]): Float64Array {

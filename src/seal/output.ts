@@ -3,13 +3,14 @@
 // file, or a folder holding nothing but sealed shards and a sealed index), never when it is, holds
 // or sits inside the input, and always by renaming a finished `.partial-*` sibling into place.
 import { constants as fsc, linkSync, renameSync, rmSync, unlinkSync, type Stats } from 'node:fs';
-import { lstat, open, readdir, realpath, rm, stat } from 'node:fs/promises';
+import { lstat, open, readdir, realpath, rm, rmdir, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, relative, resolve, sep, isAbsolute } from 'node:path';
 import { IoError, InvalidArgumentError, SealedTensorsError } from '../errors.js';
 import { FileKind } from '../format/constants.js';
 import { readPublicHeader } from '../reader/sealed-file.js';
 import type { ByteSource } from '../reader/source.js';
+import type { PublicHeader } from '../format/header.js';
 
 /** Work in progress of this process: removed on failure, and by `removePartialsOnSignals`. */
 const partials = new Set<string>();
@@ -99,8 +100,13 @@ function within(inner: string, outer: string): boolean {
   return r === '' || (!isAbsolute(r) && r !== '..' && !r.startsWith(`..${sep}`));
 }
 
-/** The public header of a regular file if it is a sealed file, else null. Never follows a link or blocks on a FIFO. */
+/** The kind of a regular file if it is a sealed file, else null. Never follows a link or blocks on a FIFO. */
 async function sealedKind(path: string): Promise<number | null> {
+  return (await sealedHeader(path))?.kind ?? null;
+}
+
+/** The public header of a regular file if it is a sealed file, else null. Never follows a link or blocks on a FIFO. */
+async function sealedHeader(path: string): Promise<PublicHeader | null> {
   let fh;
   try {
     fh = await open(path, fsc.O_RDONLY | fsc.O_NONBLOCK | fsc.O_NOFOLLOW | fsc.O_NOCTTY);
@@ -122,7 +128,7 @@ async function sealedKind(path: string): Promise<number | null> {
       close: async () => {},
     };
     const { header } = await readPublicHeader(source);
-    return header.kind;
+    return header;
   } catch (err) {
     if (err instanceof SealedTensorsError) return null;
     throw err;
@@ -131,16 +137,34 @@ async function sealedKind(path: string): Promise<number | null> {
   }
 }
 
-/** Why an existing folder is not a sealed model folder, or null if it is one (or empty). */
-async function notSealedFolderReason(dir: string): Promise<string | null> {
+/**
+ * Why an existing folder is not one sealed model folder, or null if it is one (or empty): one
+ * sealed index and shards of that index's bundle only. A folder collecting sealed shards of
+ * several models, or shards whose index is gone, is the owner's, not output to replace.
+ */
+async function notSealedFolderReason(dir: string, checked: string[] = []): Promise<string | null> {
   const names = await readdir(dir).catch((cause) => {
     throw new IoError(`cannot list ${dir} (${errnoCode(cause)})`, { cause });
   });
+  checked.push(...names);
+  const shards: [string, PublicHeader][] = [];
+  let index: [string, PublicHeader] | null = null;
   for (const name of names) {
     const st = await lstat(join(dir, name));
     if (!st.isFile()) return `it holds ${name}, which is not a regular file`;
-    const kind = name.endsWith('.sealed') ? await sealedKind(join(dir, name)) : null;
-    if (kind !== FileKind.SHARD && kind !== FileKind.INDEX) return `it holds ${name}, which is not a sealed shard or sealed index`;
+    const header = name.endsWith('.sealed') ? await sealedHeader(join(dir, name)) : null;
+    if (header?.kind === FileKind.SHARD) shards.push([name, header]);
+    else if (header?.kind === FileKind.INDEX && !index) index = [name, header];
+    else if (header?.kind === FileKind.INDEX) return `it holds two sealed indexes, ${index![0]} and ${name}`;
+    else return `it holds ${name}, which is not a sealed shard or sealed index`;
+  }
+  if (names.length === 0) return null;
+  if (!index) return `it holds sealed shards but no sealed index`;
+  const [indexName, ih] = index;
+  for (const [name, h] of shards) {
+    if (Buffer.compare(h.bundleId, ih.bundleId) !== 0 || h.shardCount !== ih.shardCount) {
+      return `${name} is a shard of another sealed model than ${indexName}`;
+    }
   }
   return null;
 }
@@ -206,7 +230,8 @@ export async function commitFile(temp: string, output: string, overwrite: boolea
     if (overwrite) {
       const existing = await lstatOrNull(output);
       // Checked again just before the rename: something else may have appeared meanwhile.
-      if (existing && (!existing.isFile() || (await sealedKind(output)) === null)) {
+      // The same rule as before sealing: only a sealed model file (not a shard or index of a sharded model).
+      if (existing && (!existing.isFile() || (await sealedKind(output)) !== FileKind.MODEL)) {
         throw new IoError(`${output} was replaced by something that is not sealed output while sealing: not overwriting it`);
       }
       renameSync(temp, output);
@@ -245,7 +270,8 @@ export async function commitFolder(staging: string, output: string, overwrite: b
       return;
     }
     if (!overwrite) throw alreadyExists(output);
-    if (!existing.isDirectory() || existing.isSymbolicLink() || (await notSealedFolderReason(target)) !== null) {
+    const checked: string[] = [];
+    if (!existing.isDirectory() || existing.isSymbolicLink() || (await notSealedFolderReason(target, checked)) !== null) {
       throw new IoError(`${output} was replaced by something that is not sealed output while sealing: not overwriting it`);
     }
     const old = partialPath(output, 'old');
@@ -258,10 +284,30 @@ export async function commitFolder(staging: string, output: string, overwrite: b
       throw err;
     }
     partials.delete(staging);
-    await removePartial(old);
+    // Not `rm -r`: a file that appeared in the folder after it was checked is not ours to delete.
+    partials.delete(old);
+    await removeCheckedFolder(old, checked, output);
   } catch (cause) {
     if (cause instanceof SealedTensorsError) throw cause;
     if (errnoCode(cause) === 'ENOTEMPTY' || errnoCode(cause) === 'EEXIST') throw alreadyExists(output);
     throw new IoError(`could not move the sealed model into place at ${output}: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** Remove the sealed files `checked` found in a replaced folder, then the folder; keep anything else. */
+async function removeCheckedFolder(old: string, checked: readonly string[], output: string): Promise<void> {
+  for (const name of checked) {
+    const kind = await sealedKind(join(old, name));
+    if (kind === FileKind.SHARD || kind === FileKind.INDEX) await rm(join(old, name), { force: true });
+  }
+  try {
+    await rmdir(old);
+  } catch (cause) {
+    if (errnoCode(cause) !== 'ENOTEMPTY' && errnoCode(cause) !== 'EEXIST') throw cause;
+    const left = await readdir(old).catch(() => []);
+    throw new IoError(
+      `the new sealed model is in place at ${output}, but files appeared in the old one while it was replaced (${left.join(', ')}): not deleting them, they are in ${old}`,
+      { cause },
+    );
   }
 }

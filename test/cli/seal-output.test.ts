@@ -106,6 +106,35 @@ describe('seal --force replaces only sealed output', () => {
     noPartials(dir);
   });
 
+  it('refuses to replace a folder of sealed shards that is not one sealed model (several models, or no index)', async () => {
+    const a = join(dir, 'a.sealed');
+    const b = join(dir, 'b.sealed');
+    const otherModel = makeShardedModel(work, 'other-model', 1).path;
+    expect((await run('seal', sharded, '-o', a, '--key', keyPath)).code).toBe(0);
+    expect((await run('seal', otherModel, '-o', b, '--key', keyPath)).code).toBe(0);
+    // A folder collecting sealed shards of two models: the owner's archive, not one output.
+    const mixed = join(dir, 'mixed');
+    mkdirSync(mixed);
+    for (const n of readdirSync(a)) writeFileSync(join(mixed, n), readFileSync(join(a, n)));
+    const shardOfB = readdirSync(b).find((n) => !n.includes('index'))!;
+    writeFileSync(join(mixed, `b-${shardOfB}`), readFileSync(join(b, shardOfB)));
+    const beforeMixed = snapshot(mixed);
+    const r = await run('seal', sharded, '-o', mixed, '--key', keyPath, '--force');
+    expect(r.code).toBe(3);
+    expect(r.err).toMatch(/is not a sealed model folder \(b-.* is a shard of another sealed model/);
+    expect(snapshot(mixed)).toEqual(beforeMixed);
+    // Sealed shards whose index is gone.
+    const orphans = join(dir, 'orphans');
+    mkdirSync(orphans);
+    for (const n of readdirSync(b).filter((n) => !n.includes('index'))) writeFileSync(join(orphans, n), readFileSync(join(b, n)));
+    const beforeOrphans = snapshot(orphans);
+    const o = await run('seal', sharded, '-o', orphans, '--key', keyPath, '--force');
+    expect(o.code).toBe(3);
+    expect(o.err).toMatch(/no sealed index/);
+    expect(snapshot(orphans)).toEqual(beforeOrphans);
+    noPartials(dir);
+  });
+
   it('the library refuses the same: sealFile with overwrite keeps a file it did not write', async () => {
     await expect(sealFile(input, unrelated, { dataKey: TEST_KEY, keyId: 'k', overwrite: true })).rejects.toBeInstanceOf(IoError);
     expect(readFileSync(unrelated, 'utf8')).toBe('not ours');

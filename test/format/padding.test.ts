@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { sealFile } from '../../src/seal/seal-file.js';
@@ -14,6 +14,11 @@ import { nodeBackend } from '../../src/crypto/backend.js';
 import { deriveFileKeys } from '../../src/crypto/file-keys.js';
 import { TABLE_NONCE } from '../../src/crypto/stream.js';
 import { main } from '../../src/cli/main.js';
+import { exitCodeFor } from '../../src/cli/io.js';
+import { UnsupportedError } from '../../src/errors.js';
+import { nativeStatus } from '../../src/native/addon.js';
+import { importKey } from '../../src/native/key.js';
+import { NativeSealedModelReader } from '../../src/reader/native-model.js';
 import { writeSafetensors, type TensorSpec } from '../helpers/safetensors.js';
 import { makeShardedModel } from '../helpers/sharded.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
@@ -125,6 +130,12 @@ describe('the public lengths do not reveal the architecture', () => {
       expect(padded.length).toBe(tableBucket(n + 4));
       expect(unpadTable(padded)).toEqual(json);
     }
+    // The cap: a JSON of 100 MiB - 4 bytes fills the last bucket; one byte more is a file the
+    // reference loads but format v1 cannot hold (ERR_UNSUPPORTED, exit 1), not a usage error.
+    expect(tableBucket(100 * 1024 * 1024)).toBe(100 * 1024 * 1024);
+    expect(padTable(new Uint8Array(100 * 1024 * 1024 - 4)).length).toBe(100 * 1024 * 1024);
+    expect(() => padTable(new Uint8Array(100 * 1024 * 1024 - 3))).toThrow(UnsupportedError);
+    expect(exitCodeFor(new UnsupportedError('x'))).toBe(1);
     // A frame in a bigger bucket than its length needs is not canonical.
     const big = new Uint8Array(8192);
     new DataView(big.buffer).setUint32(0, 10, true);
@@ -204,6 +215,24 @@ describe('opt-in payload padding', () => {
     bad.set(nodeBackend.aeadSeal(header.suite, keys.payloadKey, chunkNonce(1, true), aad, plain), at);
     keys.destroy();
     expect(await openCode(bad)).toBe('ERR_FORMAT');
+    // The native reader's whole-file checks agree (the CLI's verify uses them when the addon loads).
+    if (!nativeStatus().available) return;
+    const badPath = join(dir, 'bad-padding.sealed');
+    writeFileSync(badPath, bad);
+    const key = importKey(new Uint8Array(TEST_KEY));
+    // Padding over several chunks, starting and ending inside one (2^20 + 1 bytes pad by 32767).
+    const long = await seal([{ name: 'y', dtype: 'U8', shape: [2 ** 20 + 1] }], { padPayload: true });
+    expect(long.header.payloadLength).toBe(2 ** 20 + 2 ** 15);
+    for (const path of [s.path, long.path, badPath]) {
+      const expected = path === badPath ? 'ERR_FORMAT' : 'ok';
+      // verifyOrThrow is the CLI's verify; verify gives per-tensor verdicts.
+      for (const check of ['verify', 'verifyOrThrow'] as const) {
+        const r = await NativeSealedModelReader.open(path, key);
+        const got = await r[check]().then(() => 'ok', (err: { code?: string }) => err.code ?? String(err));
+        await r.close();
+        expect(got, `${check} of ${path}`).toBe(expected);
+      }
+    }
   });
 
   it('is offered by the CLI as seal --pad-payload', async () => {
