@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { decode as cborDecode, encode as cborEncode } from 'cborg';
 import { EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { hex, isAllZero } from '../bin.js';
-import { commonName, publicKeyOf, verifyChain } from '../certs.js';
+import { commonName, publicKeyOf, verifyChain, verificationTime } from '../certs.js';
 import { DEFAULT_ROOTS, rootSet } from '../roots.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
 import { ecdsaVerifyRaw } from './ecdsa.js';
@@ -117,8 +117,8 @@ function cert(der: Uint8Array, what: string): X509Certificate {
  * ES384 signature over the COSE Sig_structure.
  */
 export function verifyNitroDocument(bytes: Uint8Array, opts: VerifyOptions = {}): VerifiedEvidence<NitroDocument> {
+  const now = verificationTime(opts.now);
   const doc = parseNitroDocument(bytes);
-  const now = opts.now ?? new Date();
   const checks: Check[] = [];
   const leaf = cert(doc.certificate, 'certificate');
   const pool = doc.cabundle.map((c, i) => cert(c, `cabundle[${i}]`));

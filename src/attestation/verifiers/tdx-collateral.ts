@@ -1,7 +1,7 @@
 import type { X509Certificate } from 'node:crypto';
 import { EvidenceChainError, EvidenceFormatError, EvidenceRevokedError, EvidenceSignatureError } from '../../errors.js';
 import { hex } from '../bin.js';
-import { checkCrls, commonName, parseCertificates, publicKeyOf, verifyChain } from '../certs.js';
+import { checkCrls, commonName, parseCertificates, publicKeyOf, verifyChain, verificationTime } from '../certs.js';
 import { TCB_STATUSES_BEST_FIRST, type Check, type TcbStatus } from '../types.js';
 import { ecdsaVerifyRaw } from './ecdsa.js';
 import type { PckExtensions, TdxQuote } from './tdx.js';
@@ -141,6 +141,7 @@ function asStatus(v: unknown, where: string): TcbStatus {
 }
 
 function checkWindow(doc: Record<string, unknown>, what: string, now: Date): void {
+  verificationTime(now);
   const issue = new Date(String(doc.issueDate));
   const next = new Date(String(doc.nextUpdate));
   if (Number.isNaN(issue.getTime()) || Number.isNaN(next.getTime())) fail(`${what} lacks issueDate/nextUpdate`);
