@@ -173,3 +173,19 @@ describe('policy', () => {
     expect(future.reasons.join()).toMatch(/in the future/);
   });
 });
+
+describe('a timestamp a Date cannot hold is a format error in the parser', () => {
+  it('simulated evidence: above 8.64e15 ms is refused, the last representable instant parses', async () => {
+    const ev = await new SimulatedTee().getEvidence(rd(3));
+    const at = (ms: bigint) => {
+      const b = ev.slice();
+      new DataView(b.buffer).setBigUint64(16, ms, true); // after magic, version, flags, reserved
+      return b;
+    };
+    expect(parseSimulatedEvidence(at(8_640_000_000_000_000n)).timestamp).toBe(8.64e15);
+    for (const ms of [8_640_000_000_000_001n, BigInt(Number.MAX_SAFE_INTEGER)]) {
+      const e = await typedError(() => parseSimulatedEvidence(at(ms)), ['ERR_EVIDENCE_FORMAT']);
+      expect(e.message).toMatch(/timestamp is out of range/);
+    }
+  });
+});

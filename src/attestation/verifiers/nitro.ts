@@ -73,8 +73,9 @@ export function parseNitroDocument(bytes: Uint8Array): NitroDocument {
   const timestamp = doc.get('timestamp');
   if (typeof moduleId !== 'string' || moduleId.length === 0) throw new EvidenceFormatError('Nitro attestation payload lacks module_id');
   if (digest !== 'SHA384') throw new EvidenceFormatError(`Nitro attestation digest must be "SHA384", got ${JSON.stringify(digest)}`);
-  if (typeof timestamp !== 'number' || !Number.isSafeInteger(timestamp) || timestamp <= 0) {
-    throw new EvidenceFormatError('Nitro attestation payload timestamp must be a positive integer (ms)');
+  // 8.64e15 ms is the last instant a Date can hold; beyond it claims could not state the time.
+  if (typeof timestamp !== 'number' || !Number.isSafeInteger(timestamp) || timestamp <= 0 || timestamp > 8.64e15) {
+    throw new EvidenceFormatError('Nitro attestation payload timestamp must be a positive integer (ms) no later than year 275760');
   }
   const pcrsIn = doc.get('pcrs');
   if (!(pcrsIn instanceof Map) || pcrsIn.size === 0 || pcrsIn.size > 32) throw new EvidenceFormatError('Nitro attestation pcrs must be a map of 1 to 32 entries');
