@@ -167,8 +167,30 @@ describe(`attest verify on real vectors`, () => {
     const policy = join(tmp, 'bad-policy.json');
     writeFileSync(policy, JSON.stringify({ version: 1, tees: { snp: { allowDebug: 'yes' } } }));
     const r = await run('attest', 'verify', V('sev-snp/azure_genoa_report.bin'), '--type', 'snp', '--policy', policy);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^error ERR_POLICY: invalid policy: tees\.snp\.allowDebug: must be true or false/);
+  });
+
+  it('a policy file that does not parse or validate is a usage error (exit 2), with or without --json; a denial stays exit 1', async () => {
+    const files: [string, string, RegExp][] = [
+      ['unparseable.json', '{ "version": 1, tees', /is not valid JSON/],
+      ['duplicate.json', '{ "version": 1, "version": 1, "tees": {} }', /duplicate key "version"/],
+      ['invalid.json', JSON.stringify({ version: 2, tees: {} }), /invalid policy/],
+    ];
+    const args = [V('sev-snp/azure_genoa_report.bin'), '--type', 'snp', '--certs', V('sev-snp/azure_genoa_vcek.pem'), '--certs', V('sev-snp/ask_ark_genoa.pem'), '--at', '2026-01-01T00:00:00Z', '--report-data', GENOA_NONCE];
+    for (const [name, text, why] of files) {
+      const policy = join(tmp, name);
+      writeFileSync(policy, text);
+      for (const json of [[], ['--json']]) {
+        const r = await run('attest', 'verify', ...args, '--policy', policy, ...json);
+        expect(r.code, name).toBe(2);
+        expect(r.stderr, name).toMatch(/^error ERR_POLICY: /);
+        expect(r.stderr, name).toMatch(why);
+      }
+    }
+    const strict = join(tmp, 'other-measurement.json');
+    writeFileSync(strict, JSON.stringify({ version: 1, tees: { snp: { measurements: { measurement: ['11'.repeat(48)] } } } }));
+    expect((await run('attest', 'verify', ...args, '--policy', strict)).code).toBe(1);
   });
 });
 
