@@ -109,7 +109,7 @@ describe('policy', () => {
       'tees.snp.allowDebug: must be true or false',
       'tees.snp.reportData: a fixed report-data value is not freshness',
       'tees.snp.requireReportData: report data is always required',
-      'tees.snp.maxAgeSeconds: must be a positive integer',
+      'tees.snp.maxAgeSeconds: must be an integer from 1 to 86400',
       'tees.sgx: unknown TEE type',
       'docs/ATTESTATION.md',
     ]) {
