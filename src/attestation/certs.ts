@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { X509Certificate, constants, createHash, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import * as px509 from '@peculiar/x509';
-import { EvidenceChainError, EvidenceFormatError, EvidenceRevokedError, EvidenceSignatureError } from '../errors.js';
+import { EvidenceChainError, EvidenceFormatError, EvidenceRevokedError, EvidenceSignatureError, InvalidArgumentError } from '../errors.js';
 import { certificateSubject, derInteger, derOid, normalSerial, parseCrl, readChildren, readTlv, type ParsedCrl } from './der.js';
 
 /**
@@ -121,7 +121,20 @@ export interface ChainOptions {
   hint: string;
 }
 
+/**
+ * The verification time: `now` when given, else the current time. An Invalid Date compares false
+ * with every bound, so it would pass validity windows by accident (and toISOString throws a raw RangeError).
+ */
+export function verificationTime(now: unknown): Date {
+  if (now === undefined) return new Date();
+  if (!(now instanceof Date) || Number.isNaN(now.getTime())) {
+    throw new InvalidArgumentError(`now must be a valid Date (or left out for the current time), got ${now instanceof Date ? 'an Invalid Date' : now === null ? 'null' : typeof now}`);
+  }
+  return now;
+}
+
 function checkValidity(cert: X509Certificate, opts: ChainOptions): void {
+  verificationTime(opts.now ?? null);
   const from = new Date(cert.validFrom);
   const to = new Date(cert.validTo);
   const t = opts.now.getTime();
@@ -237,6 +250,7 @@ export interface CrlResult {
  * EvidenceRevokedError. Malformed CRLs throw EvidenceFormatError, never anything untyped.
  */
 export function checkCrls(crls: readonly Uint8Array[], path: readonly X509Certificate[], opts: CrlCheckOptions): CrlResult {
+  verificationTime(opts.now ?? null);
   const covered = new Set<number>();
   const checks: CrlResult['checks'] = [];
   const subjects = path.map((c, k) => certificateSubject(c.raw, `${opts.what} certificate ${k}`));

@@ -4,7 +4,7 @@ import { open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { InvalidArgumentError, IoError, NoTeeError, NotFoundError, SealedTensorsError } from '../errors.js';
-import { reportDataMatches } from '../attestation/policy/evaluate.js';
+import { MIN_NONCE_BYTES, reportDataMatches } from '../attestation/policy/evaluate.js';
 import {
   ConfigfsTsmProvider,
   SimulatedTee,
@@ -236,6 +236,12 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
       const now = opts.at !== undefined ? parseAt(opts.at) : new Date();
       // Compared as a prefix: the evidence must hold these bytes followed by zeros.
       const expectedReportData = opts.reportData !== undefined ? parseReportData(opts.reportData).slice(0, opts.reportData.length / 2) : undefined;
+      // The rule a policy applies to its nonce: a short or all-zero value matches evidence that binds nothing.
+      if (opts.cryptoOnly && expectedReportData && (expectedReportData.length < MIN_NONCE_BYTES || expectedReportData.every((b) => b === 0))) {
+        throw new InvalidArgumentError(
+          `--report-data must be the fresh nonce you sent, at least ${MIN_NONCE_BYTES} bytes and not all zero (got ${expectedReportData.length} byte(s)${expectedReportData.every((b) => b === 0) ? ', all zero' : ''}): a shorter or zero value also matches evidence that binds nothing`,
+        );
+      }
       const policy: Policy | undefined = opts.policy ? parsePolicy(Buffer.from(await readInput(opts.policy, 'policy')).toString('utf8'), opts.policy) : undefined;
       const evidence = await readInput(file, 'evidence');
       const certificates = await loadCertificates(opts.certs ?? []);

@@ -36,12 +36,13 @@ const REJECTED_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'ERR_EVIDENCE_FORMAT',
   'ERR_EVIDENCE_SIGNATURE',
   'ERR_EVIDENCE_CHAIN',
-  'ERR_POLICY',
 ]);
 
 export function exitCodeFor(err: unknown): number {
   if (err instanceof SealedTensorsError) {
-    if (err.code === 'ERR_INVALID_ARGUMENT') return ExitCode.USAGE;
+    // A policy that does not parse or validate is a bad input the caller gave, like a bad option
+    // (exit 2); a denial by a valid policy is a rejection (exit 1).
+    if (err.code === 'ERR_INVALID_ARGUMENT' || err.code === 'ERR_POLICY') return ExitCode.USAGE;
     return REJECTED_CODES.has(err.code) ? ExitCode.REJECTED : ExitCode.ENVIRONMENT;
   }
   return ExitCode.INTERNAL;

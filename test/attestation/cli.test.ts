@@ -167,12 +167,55 @@ describe(`attest verify on real vectors`, () => {
     const policy = join(tmp, 'bad-policy.json');
     writeFileSync(policy, JSON.stringify({ version: 1, tees: { snp: { allowDebug: 'yes' } } }));
     const r = await run('attest', 'verify', V('sev-snp/azure_genoa_report.bin'), '--type', 'snp', '--policy', policy);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/^error ERR_POLICY: invalid policy: tees\.snp\.allowDebug: must be true or false/);
+  });
+
+  it('a policy file that does not parse or validate is a usage error (exit 2), with or without --json; a denial stays exit 1', async () => {
+    const files: [string, string, RegExp][] = [
+      ['unparseable.json', '{ "version": 1, tees', /is not valid JSON/],
+      ['duplicate.json', '{ "version": 1, "version": 1, "tees": {} }', /duplicate key "version"/],
+      ['invalid.json', JSON.stringify({ version: 2, tees: {} }), /invalid policy/],
+    ];
+    const args = [V('sev-snp/azure_genoa_report.bin'), '--type', 'snp', '--certs', V('sev-snp/azure_genoa_vcek.pem'), '--certs', V('sev-snp/ask_ark_genoa.pem'), '--at', '2026-01-01T00:00:00Z', '--report-data', GENOA_NONCE];
+    for (const [name, text, why] of files) {
+      const policy = join(tmp, name);
+      writeFileSync(policy, text);
+      for (const json of [[], ['--json']]) {
+        const r = await run('attest', 'verify', ...args, '--policy', policy, ...json);
+        expect(r.code, name).toBe(2);
+        expect(r.stderr, name).toMatch(/^error ERR_POLICY: /);
+        expect(r.stderr, name).toMatch(why);
+      }
+    }
+    const strict = join(tmp, 'other-measurement.json');
+    writeFileSync(strict, JSON.stringify({ version: 1, tees: { snp: { measurements: { measurement: ['11'.repeat(48)] } } } }));
+    expect((await run('attest', 'verify', ...args, '--policy', strict)).code).toBe(1);
   });
 });
 
 describe('attest verify: no implicit policy, every denial exits 1, --report-data always enforced', () => {
+  it('--crypto-only --report-data: shorter than 16 bytes or all zero is a usage error (exit 2), as in policy mode', async () => {
+    // Evidence whose report data is all zeros: "00" used to "match" it.
+    const key = join(tmp, 'sim-zero-root.pem');
+    const out = join(tmp, 'sim-zero.bin');
+    const r = await run('attest', 'report', '--simulated', '--simulated-key', key, '--report-data', '00', '-o', out);
+    expect(r.code).toBe(0);
+    const fp = /--simulated-root ([0-9a-f]{64})/.exec(r.stderr)![1]!;
+    const verify = (rd: string) => run('attest', 'verify', out, '--type', 'simulated', '--simulated-root', fp, '--crypto-only', '--report-data', rd, '--json');
+    for (const [rd, why] of [['00', /got 1 byte\(s\), all zero/], ['00'.repeat(64), /got 64 byte\(s\), all zero/], ['ab'.repeat(15), /got 15 byte\(s\)\)/]] as const) {
+      const v = await verify(rd);
+      expect(v.code, rd).toBe(2);
+      expect(v.stdout, rd).toBe('');
+      expect(v.stderr, rd).toMatch(/^error ERR_INVALID_ARGUMENT: --report-data must be the fresh nonce you sent, at least 16 bytes and not all zero/);
+      expect(v.stderr, rd).toMatch(why);
+    }
+    // 16 bytes, not all zero: checked, and this evidence does not hold them.
+    const other = await verify(`01${'00'.repeat(15)}`);
+    expect(other.code).toBe(1);
+    expect(other.json()).toMatchObject({ verified: true, reportData: 'does NOT match --report-data' });
+  });
+
   it('needs --policy or --crypto-only, not both (usage, exit 2)', async () => {
     const none = await run('attest', 'verify', 'x.bin', '--type', 'snp');
     expect(none.code).toBe(2);

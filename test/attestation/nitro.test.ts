@@ -67,6 +67,25 @@ describe('Nitro documents made by the test (chain logic)', () => {
   });
 });
 
+describe('Nitro timestamps a Date cannot hold', () => {
+  // The parser checks no signature, so an unsigned document with placeholder bytes reaches the check.
+  const docAt = (timestamp: number) =>
+    cborEncode([
+      cborEncode(new Map([[1, -35]])),
+      new Map(),
+      cborEncode(new Map<string, unknown>([['module_id', 'i-x'], ['digest', 'SHA384'], ['timestamp', timestamp], ['pcrs', new Map([[0, new Uint8Array(48)]])], ['certificate', new Uint8Array(8)], ['cabundle', [new Uint8Array(8)]]])),
+      new Uint8Array(96),
+    ]);
+
+  it('above 8.64e15 ms is ERR_EVIDENCE_FORMAT from the parser; the last representable instant parses', async () => {
+    expect(parseNitroDocument(docAt(8.64e15)).timestamp).toBe(8.64e15);
+    for (const ts of [8.64e15 + 1, Number.MAX_SAFE_INTEGER]) {
+      const e = await typedError(() => parseNitroDocument(docAt(ts)), ['ERR_EVIDENCE_FORMAT']);
+      expect(e.message).toMatch(/timestamp/);
+    }
+  });
+});
+
 describe('Nitro real vectors', () => {
   it('the pinned root is AWS_NitroEnclaves_Root-G1 and is cabundle[0] of both documents', () => {
     expect(fingerprint(certs('nitro/aws_nitro_enclaves_root_g1.pem')[0]!)).toBe(AWS_NITRO_ROOT_G1.sha256);

@@ -110,7 +110,7 @@ describe('policy parser: properties', () => {
       tcbStatus: fc.constantFrom(['UpToDate'], ['UpToDate', 'OutOfDate']),
       allowDebug: fc.boolean(),
       requireReportData: fc.constant(true),
-      maxAgeSeconds: fc.integer({ min: 1, max: 10 ** 6 }),
+      maxAgeSeconds: fc.integer({ min: 1, max: 86_400 }),
       clockSkewSeconds: fc.nat(600),
     },
     { requiredKeys: [] },
@@ -178,5 +178,30 @@ describe('policy parser: properties', () => {
       }),
       { numRuns: RUNS },
     );
+  });
+});
+
+describe('policy parser: freshness bounds have a ceiling', () => {
+  const withSection = (extra: Record<string, unknown>) => ({ version: 1, tees: { nitro: { measurements: { pcr0: ['aa'.repeat(48)] }, ...extra } } });
+
+  it('clockSkewSeconds up to 600 and maxAgeSeconds up to 86400 are accepted, in code and in files', () => {
+    const edge = withSection({ clockSkewSeconds: 600, maxAgeSeconds: 86_400 });
+    expect(validatePolicy(edge).tees.nitro).toMatchObject({ clockSkewSeconds: 600, maxAgeSeconds: 86_400 });
+    expect(parsePolicy(JSON.stringify(edge)).tees.nitro).toMatchObject({ clockSkewSeconds: 600, maxAgeSeconds: 86_400 });
+  });
+
+  it('larger values are PolicyErrors naming the key and the bound', () => {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      [{ clockSkewSeconds: 601 }, /tees\.nitro\.clockSkewSeconds: must be an integer from 0 to 600/],
+      [{ clockSkewSeconds: Number.MAX_SAFE_INTEGER }, /tees\.nitro\.clockSkewSeconds: must be an integer from 0 to 600/],
+      [{ maxAgeSeconds: 86_401 }, /tees\.nitro\.maxAgeSeconds: must be an integer from 1 to 86400/],
+      [{ maxAgeSeconds: 10 ** 9 }, /tees\.nitro\.maxAgeSeconds: must be an integer from 1 to 86400/],
+    ];
+    for (const [extra, why] of cases) {
+      for (const parse of [() => validatePolicy(withSection(extra)), () => parsePolicy(JSON.stringify(withSection(extra)))]) {
+        expect(parse).toThrow(PolicyError);
+        expect(parse).toThrow(why);
+      }
+    }
   });
 });

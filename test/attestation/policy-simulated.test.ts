@@ -109,7 +109,7 @@ describe('policy', () => {
       'tees.snp.allowDebug: must be true or false',
       'tees.snp.reportData: a fixed report-data value is not freshness',
       'tees.snp.requireReportData: report data is always required',
-      'tees.snp.maxAgeSeconds: must be a positive integer',
+      'tees.snp.maxAgeSeconds: must be an integer from 1 to 86400',
       'tees.sgx: unknown TEE type',
       'docs/ATTESTATION.md',
     ]) {
@@ -171,5 +171,21 @@ describe('policy', () => {
     expect(evaluatePolicy(p, claims()).reasons.join()).toMatch(/carries no timestamp/);
     const future = evaluatePolicy(p, claims({ issuedAt: '2030-01-01T00:00:00Z' }), { now: new Date('2029-01-01T00:00:00Z') });
     expect(future.reasons.join()).toMatch(/in the future/);
+  });
+});
+
+describe('a timestamp a Date cannot hold is a format error in the parser', () => {
+  it('simulated evidence: above 8.64e15 ms is refused, the last representable instant parses', async () => {
+    const ev = await new SimulatedTee().getEvidence(rd(3));
+    const at = (ms: bigint) => {
+      const b = ev.slice();
+      new DataView(b.buffer).setBigUint64(16, ms, true); // after magic, version, flags, reserved
+      return b;
+    };
+    expect(parseSimulatedEvidence(at(8_640_000_000_000_000n)).timestamp).toBe(8.64e15);
+    for (const ms of [8_640_000_000_000_001n, BigInt(Number.MAX_SAFE_INTEGER)]) {
+      const e = await typedError(() => parseSimulatedEvidence(at(ms)), ['ERR_EVIDENCE_FORMAT']);
+      expect(e.message).toMatch(/timestamp is out of range/);
+    }
   });
 });

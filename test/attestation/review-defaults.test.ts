@@ -3,6 +3,12 @@ import { appraiseEvidence, verifyEvidence } from '../../src/attestation/verify.j
 import { parsePolicy, validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { verifySnpReport } from '../../src/attestation/verifiers/snp.js';
+import { verifyTdxQuote } from '../../src/attestation/verifiers/tdx.js';
+import { parseTdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
+import { verifyNitroDocument } from '../../src/attestation/verifiers/nitro.js';
+import { verifyAzureEvidence } from '../../src/attestation/verifiers/azure.js';
+import { verifyNvidiaReport } from '../../src/attestation/verifiers/nvidia.js';
+import { checkCrls, fingerprint, verifyChain } from '../../src/attestation/certs.js';
 import type { Claims } from '../../src/attestation/types.js';
 import { certs, outcomeAsync, typedError, vec } from './helpers.js';
 
@@ -194,5 +200,32 @@ describe('evaluatePolicy called from code with the wrong shapes', () => {
     }
     // Well-formed claims still evaluate.
     expect(evaluatePolicy(p, claims(), { expectedReportData: NONCE }).allowed).toBe(true);
+  });
+});
+
+describe('every verifier called directly refuses an invalid `now` with a typed error', () => {
+  const tdxCollateral = () => parseTdxCollateral([{ name: 'dcapqvl', bytes: vec('tdx/dcapqvl_quote_v4_collateral.json') }]);
+  const calls: [string, (now: unknown) => unknown][] = [
+    ['snp', (now) => verifySnpReport(vec('sev-snp/trustee_milan_vlek_report.bin'), { certificates: certs('sev-snp/trustee_milan_vlek.der', 'sev-snp/asvk_ark_milan_vlek.pem'), now: now as Date })],
+    ['tdx', (now) => verifyTdxQuote(vec('tdx/dcapqvl_quote_v4.bin'), { now: now as Date })],
+    ['tdx with collateral', (now) => verifyTdxQuote(vec('tdx/dcapqvl_quote_v4.bin'), { now: now as Date, collateral: tdxCollateral() })],
+    ['nitro', (now) => verifyNitroDocument(vec('nitro/evervault_doc_20221013.cose.bin'), { now: now as Date })],
+    ['azure-snp', (now) => verifyAzureEvidence(vec('azure-vtpm/az_snp_genoa_evidence.json'), { certificates: certs('azure-vtpm/ask_ark_genoa.pem'), now: now as Date })],
+    ['nvidia', (now) => verifyNvidiaReport(vec('nvidia/hopper_report_1.bin'), { certificates: certs('nvidia/hopper_cert_chain_1.pem'), now: now as Date })],
+  ];
+  for (const [name, call] of calls) {
+    it(name, async () => {
+      for (const now of [new Date(NaN), new Date('not a time'), Date.now(), '2025-01-01T00:00:00Z', null]) {
+        const e = await typedError(() => call(now), ['ERR_INVALID_ARGUMENT']);
+        expect(e.message).toMatch(/now must be a valid Date/);
+      }
+    });
+  }
+
+  it('the shared chain and CRL checks refuse an Invalid Date too (no verifier can skip them by accident)', async () => {
+    const chain = certs('sev-snp/trustee_milan_vlek.der', 'sev-snp/asvk_ark_milan_vlek.pem');
+    const opts = { now: new Date(NaN), trustedRoots: new Set([fingerprint(chain[chain.length - 1]!)]), what: 'test', hint: '' };
+    await typedError(() => verifyChain(chain[0]!, chain, opts), ['ERR_INVALID_ARGUMENT']);
+    await typedError(() => checkCrls([], chain, opts), ['ERR_INVALID_ARGUMENT']);
   });
 });

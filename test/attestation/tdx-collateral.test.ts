@@ -1,7 +1,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { EvidenceRevokedError } from '../../src/errors.js';
 import { INTEL_TD_QE_IDENTITY, verifyTdxQuote } from '../../src/attestation/verifiers/tdx.js';
-import { parseTdxCollateral, type TdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
+import { combineTcbStatus, parseTdxCollateral, type TdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
 import { validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { INTEL_SGX_ROOT_CA } from '../../src/attestation/roots.js';
@@ -138,5 +138,33 @@ describe('TDX: what a TCB status needs, and what is never accepted', () => {
     expect(r.claims.tcb.platformTcbStatus).toBe('UpToDate');
     // And a PCK anchor list without Intel's root refuses the genuine quote whatever the TCB signing anchors.
     await typedError(() => verifyTdxQuote(vec(Q1), { now: at, trustAnchors: { pck: [t.rootFp], tcbSigning: [INTEL_SGX_ROOT_CA.sha256] } }), ['ERR_EVIDENCE_CHAIN']);
+  });
+});
+
+describe('TDX: platform, QE and module statuses combine as Intel reports them', () => {
+  it('the combination table: findings add up, out of date subsumes SW hardening, Revoked dominates', () => {
+    const table: [string[], string][] = [
+      [['UpToDate', 'UpToDate', 'UpToDate'], 'UpToDate'],
+      [['UpToDate', 'NotEvaluated'], 'UpToDate'],
+      [['SWHardeningNeeded', 'UpToDate'], 'SWHardeningNeeded'],
+      [['ConfigurationNeeded', 'UpToDate'], 'ConfigurationNeeded'],
+      [['ConfigurationNeeded', 'OutOfDate'], 'OutOfDateConfigurationNeeded'],
+      [['OutOfDate', 'ConfigurationNeeded'], 'OutOfDateConfigurationNeeded'],
+      [['ConfigurationAndSWHardeningNeeded', 'OutOfDate'], 'OutOfDateConfigurationNeeded'],
+      [['SWHardeningNeeded', 'ConfigurationNeeded'], 'ConfigurationAndSWHardeningNeeded'],
+      [['ConfigurationNeeded', 'UpToDate', 'SWHardeningNeeded'], 'ConfigurationAndSWHardeningNeeded'],
+      [['SWHardeningNeeded', 'OutOfDate'], 'OutOfDate'],
+      [['OutOfDate', 'UpToDate', 'OutOfDate'], 'OutOfDate'],
+      [['OutOfDateConfigurationNeeded', 'SWHardeningNeeded'], 'OutOfDateConfigurationNeeded'],
+      [['OutOfDateConfigurationNeeded', 'Revoked', 'UpToDate'], 'Revoked'],
+      [['UpToDate', 'ConfigurationNeeded', 'Revoked'], 'Revoked'],
+    ];
+    for (const [parts, want] of table) expect(combineTcbStatus(...(parts as never[])), parts.join(' + ')).toBe(want);
+  });
+
+  it('end to end: platform ConfigurationNeeded with the QE OutOfDate is OutOfDateConfigurationNeeded, not OutOfDate', async () => {
+    const b = await buildQuote();
+    const r = await verifyTdxQuote(b.quote, { now: NOW, trustAnchors: { pck: [b.rootFp], tcbSigning: [b.rootFp] }, collateral: await b.fullCollateral({ platform: 'ConfigurationNeeded', qe: 'OutOfDate' }) });
+    expect(r.claims.tcb).toMatchObject({ tcbStatus: 'OutOfDateConfigurationNeeded', platformTcbStatus: 'ConfigurationNeeded', qeTcbStatus: 'OutOfDate' });
   });
 });

@@ -51,6 +51,10 @@ export const DEFAULT_SNP_MIN_TCB: Readonly<Record<string, Readonly<Record<string
 });
 
 const TOP_KEYS = ['version', 'allowSimulated', 'tees'];
+/** Upper bounds: beyond them "fresh" and "not in the future" stop meaning anything. */
+export const MAX_CLOCK_SKEW_SECONDS = 600;
+export const MAX_AGE_SECONDS_LIMIT = 86_400;
+
 const TEE_KEYS = ['measurements', 'minTcb', 'tcbStatus', 'platform', 'allowDebug', 'requireReportData', 'maxAgeSeconds', 'clockSkewSeconds'];
 // A policy may accept any status but Revoked.
 const TCB_STATUSES = new Set<string>(TCB_STATUSES_BEST_FIRST.filter((x) => x !== 'Revoked'));
@@ -171,8 +175,10 @@ export function validatePolicy(input: unknown): Policy {
         const v = own(s, key);
         if (v === undefined) continue;
         const min = key === 'maxAgeSeconds' ? 1 : 0;
-        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) bad(`${p}.${key}`, min ? 'must be a positive integer' : 'must be a non-negative integer');
-        else out[key] = v;
+        const max = key === 'maxAgeSeconds' ? MAX_AGE_SECONDS_LIMIT : MAX_CLOCK_SKEW_SECONDS;
+        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+          bad(`${p}.${key}`, `must be an integer from ${min} to ${max} (seconds)${key === 'maxAgeSeconds' ? '; evidence older than a day is not fresh, rely on a nonce' : '; a larger skew accepts evidence dated ahead'}`);
+        } else out[key] = v;
       }
       tees[tee as TeeType] = Object.freeze(out);
     }

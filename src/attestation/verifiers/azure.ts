@@ -1,7 +1,7 @@
 import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject, type X509Certificate } from 'node:crypto';
 import { EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { ByteReader, hex, isAllZero } from '../bin.js';
-import { parseCertificates } from '../certs.js';
+import { parseCertificates, verificationTime } from '../certs.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
 import { SNP_REPORT_SIZE, verifySnpReport, type SnpReport } from './snp.js';
 
@@ -157,8 +157,9 @@ export function parseAzureEvidence(bytes: Uint8Array): AzureEvidence {
 }
 
 export function verifyAzureEvidence(bytes: Uint8Array, opts: AzureVerifyOptions = {}): VerifiedEvidence<AzureEvidence & { snp: SnpReport }> {
+  const now = verificationTime(opts.now);
   const ev = parseAzureEvidence(bytes);
-  const snp = verifySnpReport(ev.hcl.snpReport, { ...opts, certificates: [...ev.vcek, ...(opts.certificates ?? [])] });
+  const snp = verifySnpReport(ev.hcl.snpReport, { ...opts, now, certificates: [...ev.vcek, ...(opts.certificates ?? [])] });
   const checks: Check[] = [...snp.checks];
 
   const alg = ev.hcl.hashType === 1 ? 'sha256' : ev.hcl.hashType === 2 ? 'sha384' : ev.hcl.hashType === 3 ? 'sha512' : undefined;

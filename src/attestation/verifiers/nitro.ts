@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { decode as cborDecode, encode as cborEncode } from 'cborg';
 import { EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { hex, isAllZero } from '../bin.js';
-import { commonName, publicKeyOf, verifyChain } from '../certs.js';
+import { commonName, publicKeyOf, verifyChain, verificationTime } from '../certs.js';
 import { DEFAULT_ROOTS, rootSet } from '../roots.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
 import { ecdsaVerifyRaw } from './ecdsa.js';
@@ -73,8 +73,9 @@ export function parseNitroDocument(bytes: Uint8Array): NitroDocument {
   const timestamp = doc.get('timestamp');
   if (typeof moduleId !== 'string' || moduleId.length === 0) throw new EvidenceFormatError('Nitro attestation payload lacks module_id');
   if (digest !== 'SHA384') throw new EvidenceFormatError(`Nitro attestation digest must be "SHA384", got ${JSON.stringify(digest)}`);
-  if (typeof timestamp !== 'number' || !Number.isSafeInteger(timestamp) || timestamp <= 0) {
-    throw new EvidenceFormatError('Nitro attestation payload timestamp must be a positive integer (ms)');
+  // 8.64e15 ms is the last instant a Date can hold; beyond it claims could not state the time.
+  if (typeof timestamp !== 'number' || !Number.isSafeInteger(timestamp) || timestamp <= 0 || timestamp > 8.64e15) {
+    throw new EvidenceFormatError('Nitro attestation payload timestamp must be a positive integer (ms) no later than year 275760');
   }
   const pcrsIn = doc.get('pcrs');
   if (!(pcrsIn instanceof Map) || pcrsIn.size === 0 || pcrsIn.size > 32) throw new EvidenceFormatError('Nitro attestation pcrs must be a map of 1 to 32 entries');
@@ -117,8 +118,8 @@ function cert(der: Uint8Array, what: string): X509Certificate {
  * ES384 signature over the COSE Sig_structure.
  */
 export function verifyNitroDocument(bytes: Uint8Array, opts: VerifyOptions = {}): VerifiedEvidence<NitroDocument> {
+  const now = verificationTime(opts.now);
   const doc = parseNitroDocument(bytes);
-  const now = opts.now ?? new Date();
   const checks: Check[] = [];
   const leaf = cert(doc.certificate, 'certificate');
   const pool = doc.cabundle.map((c, i) => cert(c, `cabundle[${i}]`));

@@ -1,7 +1,7 @@
 import { createHash, type X509Certificate } from 'node:crypto';
 import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { ByteReader, hex } from '../bin.js';
-import { commonName, extensionValue, publicKeyOf, verifyChain } from '../certs.js';
+import { commonName, extensionValue, publicKeyOf, verifyChain, verificationTime } from '../certs.js';
 import { DEFAULT_ROOTS, rootSet } from '../roots.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
 import { ecdsaVerifyRaw } from './ecdsa.js';
@@ -88,8 +88,8 @@ export interface NvidiaVerifyOptions extends VerifyOptions {
 }
 
 export function verifyNvidiaReport(bytes: Uint8Array, opts: NvidiaVerifyOptions): VerifiedEvidence<NvidiaReport> {
+  const now = verificationTime(opts.now);
   const report = parseNvidiaReport(bytes);
-  const now = opts.now ?? new Date();
   const checks: Check[] = [];
   const leaves = opts.certificates.filter((c) => !c.ca);
   if (leaves.length === 0) throw new EvidenceChainError('NVIDIA report needs the GPU attestation certificate chain; pass it with --certs');

@@ -48,7 +48,8 @@ export function parseSimulatedEvidence(bytes: Uint8Array): SimulatedEvidence {
   if (flags & ~1) throw new EvidenceFormatError(`simulated evidence has unknown flags 0x${flags.toString(16)}`);
   if (r.u32('reserved') !== 0) throw new EvidenceFormatError('simulated evidence reserved field must be zero');
   const ts = r.u64('timestamp');
-  if (ts > BigInt(Number.MAX_SAFE_INTEGER)) throw new EvidenceFormatError('simulated evidence timestamp is out of range');
+  // 8.64e15 ms is the last instant a Date can hold; beyond it claims could not state the time.
+  if (ts > 8_640_000_000_000_000n) throw new EvidenceFormatError('simulated evidence timestamp is out of range (after year 275760)');
   const measurement = r.bytesOf(48, 'measurement');
   const reportData = r.bytesOf(64, 'report data');
   const n = r.u16('root key length');

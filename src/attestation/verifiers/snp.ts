@@ -1,7 +1,7 @@
 import { verify as cryptoVerify, type X509Certificate } from 'node:crypto';
 import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { ByteReader, hex, isAllZero } from '../bin.js';
-import { checkCrls, extensionValue, verifyChain, commonName, publicKeyOf } from '../certs.js';
+import { checkCrls, extensionValue, verifyChain, commonName, publicKeyOf, verificationTime } from '../certs.js';
 import { derInteger, readTlv } from '../der.js';
 import { DEFAULT_ROOTS, rootSet } from '../roots.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
@@ -238,8 +238,8 @@ function signatureVerifies(cert: X509Certificate, report: SnpReport, sig: Uint8A
  * hardware-id extensions match the report. Throws EvidenceFormat/Signature/ChainError.
  */
 export function verifySnpReport(bytes: Uint8Array, opts: SnpVerifyOptions): VerifiedEvidence<SnpReport> {
+  const now = verificationTime(opts.now);
   const report = parseSnpReport(bytes);
-  const now = opts.now ?? new Date();
   const checks: Check[] = [];
   const keyKind = report.signingKey === 0 ? 'VCEK' : report.signingKey === 1 ? 'VLEK' : undefined;
   if (!keyKind) {

@@ -1,7 +1,7 @@
 import type { X509Certificate } from 'node:crypto';
 import { EvidenceChainError, EvidenceFormatError, EvidenceRevokedError, EvidenceSignatureError } from '../../errors.js';
 import { hex } from '../bin.js';
-import { checkCrls, commonName, parseCertificates, publicKeyOf, verifyChain } from '../certs.js';
+import { checkCrls, commonName, parseCertificates, publicKeyOf, verifyChain, verificationTime } from '../certs.js';
 import { TCB_STATUSES_BEST_FIRST, type Check, type TcbStatus } from '../types.js';
 import { ecdsaVerifyRaw } from './ecdsa.js';
 import type { PckExtensions, TdxQuote } from './tdx.js';
@@ -25,12 +25,12 @@ export interface TdxCollateral {
 
 export type { TcbStatus } from '../types.js';
 
-/** Worst last: the combined status is the worst of platform, QE and module. */
+/** Known statuses (best first); combineTcbStatus joins platform, QE and module. */
 const STATUS_ORDER: readonly TcbStatus[] = TCB_STATUSES_BEST_FIRST;
 
 export interface TdxCollateralResult {
   /**
-   * The worst of platform, QE and module status, only when the whole collateral was given and
+   * Platform, QE and module status combined (combineTcbStatus), only when the whole collateral was given and
    * checked (TCB info, QE identity, a PCK CA CRL covering the PCK certificate and the root CA CRL);
    * otherwise NotEvaluated, since a status from part of the collateral can hide a revocation.
    */
@@ -126,13 +126,26 @@ interface Ctx {
   extraCertificates: readonly X509Certificate[];
 }
 
-function worst(...s: TcbStatus[]): TcbStatus {
-  let w: TcbStatus = 'UpToDate';
+/**
+ * Combines platform, QE and module statuses as Intel's QVL does: each status is a set of findings
+ * (out of date, configuration needed, SW hardening needed), the result reports all of them, and
+ * Revoked dominates. Out of date subsumes SW hardening (Intel has no status naming both). Picking the
+ * "worst" by list position would turn ConfigurationNeeded + OutOfDate into OutOfDate, which a policy
+ * allowing OutOfDate but not OutOfDateConfigurationNeeded would accept. NotEvaluated adds nothing.
+ */
+export function combineTcbStatus(...s: TcbStatus[]): TcbStatus {
+  let outOfDate = false;
+  let config = false;
+  let hardening = false;
   for (const x of s) {
-    if (x === 'NotEvaluated') continue;
-    if (STATUS_ORDER.indexOf(x) > STATUS_ORDER.indexOf(w)) w = x;
+    if (x === 'Revoked') return 'Revoked';
+    if (x === 'OutOfDate' || x === 'OutOfDateConfigurationNeeded') outOfDate = true;
+    if (x === 'ConfigurationNeeded' || x === 'ConfigurationAndSWHardeningNeeded' || x === 'OutOfDateConfigurationNeeded') config = true;
+    if (x === 'SWHardeningNeeded' || x === 'ConfigurationAndSWHardeningNeeded') hardening = true;
   }
-  return w;
+  if (outOfDate) return config ? 'OutOfDateConfigurationNeeded' : 'OutOfDate';
+  if (config) return hardening ? 'ConfigurationAndSWHardeningNeeded' : 'ConfigurationNeeded';
+  return hardening ? 'SWHardeningNeeded' : 'UpToDate';
 }
 
 function asStatus(v: unknown, where: string): TcbStatus {
@@ -141,6 +154,7 @@ function asStatus(v: unknown, where: string): TcbStatus {
 }
 
 function checkWindow(doc: Record<string, unknown>, what: string, now: Date): void {
+  verificationTime(now);
   const issue = new Date(String(doc.issueDate));
   const next = new Date(String(doc.nextUpdate));
   if (Number.isNaN(issue.getTime()) || Number.isNaN(next.getTime())) fail(`${what} lacks issueDate/nextUpdate`);
@@ -312,6 +326,6 @@ export async function evaluateTdxCollateral(c: TdxCollateral, ctx: Ctx): Promise
   if (!coveredAt.has(0)) result.missing.push('a PCK CA CRL covering the PCK certificate');
   // Every CA below the root is covered by its issuer's CRL (for Intel: the root CA CRL).
   for (let k = 1; k < ctx.pckPath.length - 1; k++) if (!coveredAt.has(k)) result.missing.push(`a CRL covering "${commonName(ctx.pckPath[k]!)}"`);
-  result.status = result.missing.length === 0 ? worst(result.platformStatus, result.qeStatus, result.moduleStatus ?? 'UpToDate') : 'NotEvaluated';
+  result.status = result.missing.length === 0 ? combineTcbStatus(result.platformStatus, result.qeStatus, result.moduleStatus ?? 'UpToDate') : 'NotEvaluated';
   return result;
 }

@@ -1,7 +1,7 @@
 import { createHash, type X509Certificate } from 'node:crypto';
 import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { ByteReader, hex, isAllZero } from '../bin.js';
-import { commonName, extensionValue, parseCertificates, publicKeyOf, verifyChain } from '../certs.js';
+import { commonName, extensionValue, parseCertificates, publicKeyOf, verifyChain, verificationTime } from '../certs.js';
 import { derInteger, derOid, readChildren, readTlv } from '../der.js';
 import { DEFAULT_ROOTS, rootSet, type PinnedRoot } from '../roots.js';
 import type { Check, Claims, VerifiedEvidence, VerifyOptions } from '../types.js';
@@ -287,8 +287,8 @@ export interface TdxVerified {
  * and the PCK chain to Intel's SGX root CA at `now`; then collateral when given.
  */
 export async function verifyTdxQuote(bytes: Uint8Array, opts: TdxVerifyOptions = {}): Promise<VerifiedEvidence<TdxVerified>> {
+  const now = verificationTime(opts.now);
   const quote = parseTdxQuote(bytes);
-  const now = opts.now ?? new Date();
   const checks: Check[] = [];
   if (hex(quote.qeVendorId) !== INTEL_QE_VENDOR_ID) {
     throw new EvidenceFormatError(`TDX quote QE vendor id ${hex(quote.qeVendorId)} is not Intel's (${INTEL_QE_VENDOR_ID})`);
