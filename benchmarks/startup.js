@@ -112,10 +112,17 @@ if (withVerify) {
     console.error(`writing a ${(size / 2 ** 30).toFixed(2)} GiB model in ${dir} ...`);
     await writeSafetensors(plain, size);
   }
-  if (!existsSync(sealed)) {
-    const k = await readKeyFile(keyPath);
-    await sealFile(plain, sealed, { dataKey: k.key, keyId: k.id });
-    k.key.fill(0);
+  // Each checkout seals its own copy: a baseline from before a format change cannot read ours.
+  const sealedBy = new Map();
+  for (const [suffix, r] of roots) {
+    const path = suffix ? `${sealed}.baseline` : sealed;
+    if (!existsSync(path)) {
+      const lib = await import(indexUrl(r));
+      const k = await lib.readKeyFile(keyPath);
+      await lib.sealFile(plain, path, { dataKey: k.key, keyId: k.id });
+      k.key.fill(0);
+    }
+    sealedBy.set(r, path);
   }
   if (!existsSync(identity)) execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' });
   if (!existsSync(aged)) {
@@ -124,7 +131,7 @@ if (withVerify) {
   }
   console.error(`verify of ${(size / 2 ** 30).toFixed(2)} GiB vs age -d (${repeatVerify} runs each, interleaved) ...`);
   timeEach(
-    [['age -d', 'age', ['-d', '-i', identity, '-o', '/dev/null', aged]], ...forRoots('verify --threads 2', (r) => [bin(r), 'verify', sealed, '--key', keyPath, '--threads', '2'])],
+    [['age -d', 'age', ['-d', '-i', identity, '-o', '/dev/null', aged]], ...forRoots('verify --threads 2', (r) => [bin(r), 'verify', sealedBy.get(r), '--key', keyPath, '--threads', '2'])],
     repeatVerify,
   );
 }
