@@ -11,7 +11,7 @@ import { parseSimulatedEvidence } from '../../src/attestation/verifiers/simulate
 import { parseCertificates } from '../../src/attestation/certs.js';
 import { parseSnpCertTable } from '../../src/attestation/providers/snp-certs.js';
 import { nsmAttestationDocument } from '../../src/attestation/providers/nsm.js';
-import { parsePolicy, validatePolicy } from '../../src/attestation/policy/policy.js';
+import { MAX_AGE_SECONDS_LIMIT, parsePolicy, validatePolicy } from '../../src/attestation/policy/policy.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { TEE_TYPES, type Claims } from '../../src/attestation/types.js';
 import { certs, vec } from './helpers.js';
@@ -201,7 +201,7 @@ describe('policy evaluation invariants (fast-check)', () => {
       allowDebug: fc.boolean(),
       requireReportData: fc.constant(true as const),
       clockSkewSeconds: fc.nat(600),
-      maxAgeSeconds: fc.integer({ min: 1, max: 10 ** 9 }),
+      maxAgeSeconds: fc.integer({ min: 1, max: MAX_AGE_SECONDS_LIMIT }),
     },
     { requiredKeys: [] },
   );

@@ -2,18 +2,13 @@ import { chmodSync, existsSync, readFileSync, readdirSync, statSync, writeFileSy
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
+import { runCli } from '../helpers/cli.js';
 import { writeSafetensors } from '../helpers/safetensors.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const dir = tempDir();
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (s) => void (out += s), stderr: (s) => void (err += s) });
-  return { code, out, err };
-}
+const run = runCli;
 
 const MARKER = new TextEncoder().encode('PLAINTEXT-MARKER'.repeat(64));
 const tensors = [

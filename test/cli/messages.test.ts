@@ -3,19 +3,14 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
+import { runCli } from '../helpers/cli.js';
 import { writeSafetensors } from '../helpers/safetensors.js';
 import { makeShardedModel } from '../helpers/sharded.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const dir = tempDir();
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (s) => void (out += s), stderr: (s) => void (err += s) });
-  return { code, out, err };
-}
+const run = runCli;
 
 const keyPath = join(dir, 'k.key');
 const plain = join(dir, 'm.safetensors');

@@ -3,7 +3,7 @@
 import { existsSync, linkSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
+import { runCli } from '../helpers/cli.js';
 import { sealFile } from '../../src/seal/seal-file.js';
 import { IoError } from '../../src/errors.js';
 import { writeSafetensors } from '../helpers/safetensors.js';
@@ -12,12 +12,7 @@ import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 
 const dir = tempDir();
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (s) => void (out += s), stderr: (s) => void (err += s) });
-  return { code, out, err };
-}
+const run = runCli;
 
 const keyPath = join(dir, 'k.key');
 const input = join(dir, 'm.safetensors');

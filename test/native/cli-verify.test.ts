@@ -1,19 +1,14 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/main.js';
+import { runCli } from '../helpers/cli.js';
 import { loadAddon, nativeStatus } from '../../src/native/addon.js';
 import { writeSafetensors } from '../helpers/safetensors.js';
 import { tempDir } from '../helpers/tmp.js';
 
 const dir = tempDir('st-native-cli-');
 
-async function run(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { stdout: (s) => void (out += s), stderr: (s) => void (err += s) });
-  return { code, out, err };
-}
+const run = runCli;
 
 afterEach(() => {
   delete process.env['SEALED_TENSORS_NATIVE'];
