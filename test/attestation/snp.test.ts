@@ -8,6 +8,7 @@ import { fingerprint } from '../../src/attestation/certs.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { pinnedTo } from './pinned-policy.js';
 import { certs, flip, outcome, typedError, vec } from './helpers.js';
+import { bitsToFlip, LONG_RUN } from '../helpers/fuzz.js';
 
 // Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
 vi.setConfig({ testTimeout: 300_000 });
@@ -207,23 +208,24 @@ describe('SEV-SNP real vectors', () => {
     expect(evaluatePolicy(pinnedTo(genoa.claims).policy, genoa.claims, pinnedTo(genoa.claims).opts)).toMatchObject({ allowed: true, reasons: [] });
   });
 
-  // Every bit of the signed region (0x000..0x29F) and of the signature (R, S): 1152 bytes x 8 bits per vector.
+  // The signed region (0x000..0x29F) and the signature (R, S): every byte, one bit each (all eight
+  // bits under `npm run fuzz`).
   for (const [name, v] of Object.entries(ALL)) {
-    it(`${name}: every single-bit change in the signed region and the signature is rejected (all ${(SNP_SIGNED_LENGTH + 144) * 8} bits)`, () => {
+    it(`${name}: single-bit changes at every byte of the signed region and the signature are rejected (${LONG_RUN ? 'all bits' : 'one bit per byte'})`, () => {
       const report = vec(v.report);
       const chain = certs(...v.certs);
       expect(outcome(() => verifySnpReport(report, { now: v.at, certificates: chain }))).toBe('accepted');
       const outcomes = new Map<string, number>();
       let cases = 0;
       for (let byte = 0; byte < SNP_SIGNED_LENGTH + 144; byte++) {
-        for (let bit = 0; bit < 8; bit++) {
+        for (const bit of bitsToFlip(byte)) {
           const o = outcome(() => verifySnpReport(flip(report, byte, bit), { now: v.at, certificates: chain }));
           outcomes.set(o, (outcomes.get(o) ?? 0) + 1);
           if (o === 'accepted' || o.startsWith('untyped')) throw new Error(`bit ${bit} of byte 0x${byte.toString(16)}: ${o}`);
           cases++;
         }
       }
-      expect(cases).toBe((SNP_SIGNED_LENGTH + 144) * 8);
+      expect(cases).toBe((SNP_SIGNED_LENGTH + 144) * (LONG_RUN ? 8 : 1));
       expect([...outcomes.keys()].every((k) => ['ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_CHAIN'].includes(k))).toBe(true);
     });
   }

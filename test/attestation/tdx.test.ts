@@ -6,6 +6,7 @@ import { fingerprint } from '../../src/attestation/certs.js';
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import { pinnedTo } from './pinned-policy.js';
 import { certs, flip, outcomeAsync, typedError, vec } from './helpers.js';
+import { bitsToFlip, LONG_RUN } from '../helpers/fuzz.js';
 
 // Bit-flip and property loops run thousands of verifications; on a shared 2-core machine that can take minutes.
 vi.setConfig({ testTimeout: 300_000 });
@@ -203,7 +204,7 @@ describe('TDX real vectors', () => {
   // Every bit of: header + TD report (signed by the attestation key), the QE report (signed by the PCK),
   // the attestation key and the QE auth data (bound by the QE report data), and both signatures.
   for (const [name, file, at] of [['dcap-qvl', Q1, Q1_AT], ['trustee', Q2, Q2_AT]] as const) {
-    it(`${name}: every single-bit change in the signed and bound regions is rejected`, async () => {
+    it(`${name}: single-bit changes at every byte of the signed and bound regions are rejected (${LONG_RUN ? 'all bits' : 'one bit per byte'})`, async () => {
       const bytes = vec(file);
       const q = parseTdxQuote(bytes);
       const sig = q.signed.length + 4; // signature data starts after its u32 length
@@ -217,14 +218,14 @@ describe('TDX real vectors', () => {
       let cases = 0;
       for (const [region, from, to] of regions) {
         for (let byte = from; byte < to; byte++) {
-          for (let bit = 0; bit < 8; bit++) {
+          for (const bit of bitsToFlip(byte)) {
             const o = await outcomeAsync(() => verifyTdxQuote(flip(bytes, byte, bit), { now: at }));
             if (!['ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_CHAIN'].includes(o)) throw new Error(`${region} byte ${byte} bit ${bit}: ${o}`);
             cases++;
           }
         }
       }
-      expect(cases).toBe((q.signed.length + 128 + 448 + q.qeAuthData.length) * 8);
+      expect(cases).toBe((q.signed.length + 128 + 448 + q.qeAuthData.length) * (LONG_RUN ? 8 : 1));
     });
   }
 });
