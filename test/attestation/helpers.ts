@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import { SealedTensorsError, type ErrorCode } from '../../src/errors.js';
 import { parseCertificates } from '../../src/attestation/certs.js';
+import type { Claims } from '../../src/attestation/types.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** Real evidence committed with the tests (provenance in each folder's README.md). */
@@ -57,3 +58,16 @@ export async function outcomeAsync(fn: () => Promise<unknown>): Promise<string> 
     return err instanceof SealedTensorsError ? err.code : `untyped: ${String(err)}`;
   }
 }
+
+/** Synthetic SEV-SNP claims (Genoa, VMPL 0, at the built-in TCB floor; report data 0xab x 32 then zeros). */
+export const snpClaims = (over: Partial<Claims> = {}): Claims => ({
+  tee: 'snp',
+  simulated: false,
+  measurement: 'aa'.repeat(48),
+  measurements: { measurement: 'aa'.repeat(48), hostData: '00'.repeat(32) },
+  reportData: `${'ab'.repeat(32)}${'00'.repeat(32)}`,
+  debug: false,
+  tcb: { bootloader: 10, tee: 0, snp: 23, microcode: 84 },
+  platform: { product: 'Genoa', vmpl: '0' },
+  ...over,
+});

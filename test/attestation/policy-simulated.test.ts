@@ -6,6 +6,7 @@ import { parsePolicy, validatePolicy } from '../../src/attestation/policy/policy
 import { evaluatePolicy } from '../../src/attestation/policy/evaluate.js';
 import type { Claims } from '../../src/attestation/types.js';
 import { flip, outcome, typedError } from './helpers.js';
+import { snpClaims } from './helpers.js';
 
 const rd = (b: number) => new Uint8Array(64).fill(b);
 
@@ -70,17 +71,7 @@ describe('simulated TEE', () => {
   });
 });
 
-const claims = (over: Partial<Claims> = {}): Claims => ({
-  tee: 'snp',
-  simulated: false,
-  measurement: 'aa'.repeat(48),
-  measurements: { measurement: 'aa'.repeat(48), hostData: '00'.repeat(32) },
-  reportData: `${'ab'.repeat(32)}${'00'.repeat(32)}`,
-  debug: false,
-  tcb: { bootloader: 10, tee: 0, snp: 23, microcode: 84 },
-  platform: { product: 'Genoa', vmpl: '0' },
-  ...over,
-});
+const claims = snpClaims;
 
 describe('policy', () => {
   it('validates with every problem listed at once, each with its path', () => {

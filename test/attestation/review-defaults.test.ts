@@ -11,21 +11,12 @@ import { verifyNvidiaReport } from '../../src/attestation/verifiers/nvidia.js';
 import { checkCrls, fingerprint, verifyChain } from '../../src/attestation/certs.js';
 import type { Claims } from '../../src/attestation/types.js';
 import { certs, outcomeAsync, typedError, vec } from './helpers.js';
+import { snpClaims } from './helpers.js';
 
 // Findings of the outside review of the attestation defaults (issue 7).
 
 const NONCE = new Uint8Array(32).fill(0xab);
-const claims = (over: Partial<Claims> = {}): Claims => ({
-  tee: 'snp',
-  simulated: false,
-  measurement: 'aa'.repeat(48),
-  measurements: { measurement: 'aa'.repeat(48), hostData: '00'.repeat(32) },
-  reportData: `${'ab'.repeat(32)}${'00'.repeat(32)}`,
-  debug: false,
-  tcb: { bootloader: 10, tee: 0, snp: 23, microcode: 84 },
-  platform: { product: 'Genoa', vmpl: '0' },
-  ...over,
-});
+const claims = snpClaims;
 
 describe('an invalid `now` does not switch off validity checks', () => {
   // The Trustee VLEK expired long ago: at a real time its chain fails.
