@@ -52,10 +52,18 @@ export async function sealUnaligned(dir: string): Promise<SealedForChild> {
  * Runs a CommonJS snippet in a fresh node with the addon as `addon` (and its path as `addonPath`);
  * `json` is its last stdout line, parsed. A crash shows as a signal instead of killing the test runner.
  */
-export function spawnNode(code: string, env: Record<string, string> = {}, prefix: string[] = [], timeoutMs = 60_000) {
-  const script = `const addonPath = ${JSON.stringify(addonPath)};\nconst addon = require(addonPath);\n${code}`;
+export function spawnNode(
+  code: string,
+  env: Record<string, string> = {},
+  prefix: string[] = [],
+  timeoutMs = 60_000,
+  // A child run as another user may not reach the checkout (a clone in a 0700 folder): it gets a
+  // copy of the addon and a working folder it can enter.
+  at: { addon?: string; cwd?: string } = {},
+) {
+  const script = `const addonPath = ${JSON.stringify(at.addon ?? addonPath)};\nconst addon = require(addonPath);\n${code}`;
   const argv = [...prefix, process.execPath, '-e', script];
-  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: repoRoot, timeout: timeoutMs, env: { ...process.env, ...env } });
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', cwd: at.cwd ?? repoRoot, timeout: timeoutMs, env: { ...process.env, ...env } });
   let json: unknown;
   try {
     json = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');

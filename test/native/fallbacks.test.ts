@@ -3,13 +3,13 @@
  * (test/native/shim/faults.c) that makes the system calls in question fail, and checks the bytes
  * of every tensor it reads against the plaintext.
  */
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { toHex } from '../../src/bytes.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
-import { repoRoot, which } from './helpers.js';
+import { addonPath, repoRoot, which } from './helpers.js';
 import { sealUnaligned, spawnNode, type SealedForChild } from './child.js';
 
 const dir = tempDir('st-fallback-');
@@ -71,8 +71,8 @@ function lowerNproc(headroom) {
 })().catch((e) => { console.log(JSON.stringify({ error: e.code ?? String(e), message: e.message })); process.exitCode = 1; });
 `;
 
-function runChild(sealed: SealedForChild & { nprocHeadroom?: number }, threads: number, env: Record<string, string>, prefix: string[] = []) {
-  return spawnNode(CHILD, { ...env, ST_ARGS: JSON.stringify({ ...sealed, key: toHex(TEST_KEY), threads }) }, prefix);
+function runChild(sealed: SealedForChild & { nprocHeadroom?: number }, threads: number, env: Record<string, string>, prefix: string[] = [], at: { addon?: string; cwd?: string } = {}) {
+  return spawnNode(CHILD, { ...env, ST_ARGS: JSON.stringify({ ...sealed, key: toHex(TEST_KEY), threads }) }, prefix, 60_000, at);
 }
 
 describe('without MADV_POPULATE_WRITE (kernels before 5.14, or when that madvise fails)', () => {
@@ -110,8 +110,11 @@ describe('when decrypt threads cannot all be created (pid limits in containers)'
       chmodSync(dir, 0o711);
       chmodSync(shared, 0o711);
       chmodSync(sealed.path, 0o644);
+      const addon = join(shared, 'addon.node');
+      copyFileSync(addonPath, addon);
+      chmodSync(addon, 0o644);
       const prefix = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
-      const r = runChild({ ...sealed, nprocHeadroom: 2 }, 6, {}, prefix);
+      const r = runChild({ ...sealed, nprocHeadroom: 2 }, 6, {}, prefix, { addon, cwd: shared });
       expect(r.signal, r.stderr).toBeNull();
       expect(r.json, r.stderr).toEqual({ wrong: [] });
       expect(r.status).toBe(0);
