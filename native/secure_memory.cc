@@ -409,7 +409,8 @@ Napi::Value TestFailNextArrayBuffer(const Napi::CallbackInfo& info) {
 
 // At process exit (process.exit, an uncaught exception, a signal handler that exits, or the end of
 // the event loop: all end in exit()) wipe every live region: JS and finalizers no longer run, so
-// nothing else would. Regions stay mapped: threads still running read zeros, never a hole.
+// nothing else would. Regions stay mapped, so a thread still running never faults on a hole; a
+// decrypt job still running at exit is not stopped and may write one more piece after the wipe.
 void WipeAtExit() {
   WipeAllRegions();
   // Test hook: report what the wipe left, read back from the regions themselves.

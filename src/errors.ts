@@ -196,7 +196,7 @@ export class EvidenceChainError extends SealedTensorsError {
  */
 export class EvidenceRevokedError extends EvidenceChainError {}
 
-/** A policy file is invalid, or a policy denied the evidence. */
+/** A policy (file or object) is invalid. A policy's denial is a verdict, not an error. */
 export class PolicyError extends SealedTensorsError {
   static readonly code = 'ERR_POLICY';
   constructor(message: string, options?: { cause?: unknown }) {

@@ -149,12 +149,10 @@ export class NativeSealedFileReader {
    * every digest checked before anything is returned. The buffer is allocated and populated by the
    * decrypting threads themselves, chunk by chunk, so the JS thread never waits on page faults.
    *
-      const { tensorTable, indexTable } = parseSealedTable(opened.table, header);
-      const reader = new NativeSealedFileReader(opened.file, path, header, headerDigest, layout, tensorTable, indexTable, options);
-      // An index carries no tensor data, but its one empty chunk is authenticated all the same
-      // (as the reference reader does), so every byte of an index is checked before it is trusted.
-      if (indexTable) await reader.#authenticateEmptyPayload();
-      return reader;
+   * `into`: reuse a secure buffer of at least the tensors' size instead. It is lent to the job and
+   * detached until the load settles, so JS cannot read a chunk before its tag is checked; it is
+   * wiped whole if a chunk fails, and released if the load fails for another reason (I/O); a
+   * `release()` during the load takes effect when the job ends.
    */
   async loadAll(options: { into?: SecureBuffer } = {}): Promise<LoadedTensors> {
     const entries = this.tensorTable?.tensors ?? [];
