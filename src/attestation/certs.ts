@@ -265,7 +265,8 @@ export function checkCrls(crls: readonly Uint8Array[], path: readonly X509Certif
     if (!crlSignatureVerifies(crl, issuer, what)) {
       throw new EvidenceSignatureError(`${what} from ${describe(issuer)} has a bad signature: it was modified or is not this issuer's`);
     }
-    if (opts.now < crl.thisUpdate || (crl.nextUpdate && opts.now > crl.nextUpdate)) {
+    // A CRL without nextUpdate never says when it stops being current: refuse it rather than trust it forever.
+    if (!crl.nextUpdate || opts.now < crl.thisUpdate || opts.now > crl.nextUpdate) {
       throw new EvidenceChainError(
         `${what} from ${describe(issuer)} is valid ${crl.thisUpdate.toISOString()} to ${crl.nextUpdate?.toISOString() ?? '(no next update)'}, not at ${opts.now.toISOString()}; fetch a current CRL`,
       );

@@ -81,13 +81,13 @@ async function amdChain() {
   signed.set(Buffer.from(sig.subarray(0, 48)).reverse(), 0x2a0);
   signed.set(Buffer.from(sig.subarray(48)).reverse(), 0x2a0 + 72);
   const chain = [vcek, ask, ark].map((c) => new X509Certificate(Buffer.from(c.rawData)));
-  const crl = async (by: 'ark' | 'ask', serials: string[], o: { key?: 'other'; nextUpdate?: Date; issuer?: string } = {}) =>
+  const crl = async (by: 'ark' | 'ask', serials: string[], o: { key?: 'other'; nextUpdate?: Date | null; issuer?: string } = {}) =>
     new Uint8Array(
       (
         await px509.X509CrlGenerator.create({
           issuer: o.issuer ?? (by === 'ark' ? ark.subject : ask.subject),
           thisUpdate: new Date('2022-09-01T00:00:00Z'),
-          nextUpdate: o.nextUpdate ?? new Date('2022-10-01T00:00:00Z'),
+          ...(o.nextUpdate === null ? {} : { nextUpdate: o.nextUpdate ?? new Date('2022-10-01T00:00:00Z') }),
           entries: serials.map((serialNumber) => ({ serialNumber, revocationDate: new Date('2022-09-02T00:00:00Z') })),
           signingKey: o.key === 'other' ? otherK.privateKey : by === 'ark' ? arkK.privateKey : askK.privateKey,
           signingAlgorithm: PSS,
@@ -125,6 +125,9 @@ describe('SEV-SNP CRLs (ARK and ASK)', () => {
     expect(e.message).toMatch(/bad signature/);
     e = await typedError(async () => verifySnpReport(t.report, { ...opts, crls: [await t.crl('ark', [], { nextUpdate: new Date('2022-09-10T00:00:00Z') })] }), ['ERR_EVIDENCE_CHAIN']);
     expect(e.message).toMatch(/fetch a current CRL/);
+    // No nextUpdate: nothing says when it stops being current, so it never is.
+    e = await typedError(async () => verifySnpReport(t.report, { ...opts, crls: [await t.crl('ark', [], { nextUpdate: null })] }), ['ERR_EVIDENCE_CHAIN']);
+    expect(e.message).toMatch(/no next update/);
     e = await typedError(async () => verifySnpReport(t.report, { ...opts, crls: [await t.crl('ark', [], { issuer: 'CN=ARK-Genoa' })] }), ['ERR_EVIDENCE_CHAIN']);
     expect(e.message).toMatch(/issuer is not a certificate of the verified chain/);
   });
