@@ -16,6 +16,8 @@ export interface VerifyEvidenceOptions extends VerifyOptions {
   certificates?: readonly X509Certificate[];
   /** Intel PCS collateral for TDX. */
   collateral?: TdxCollateral;
+  /** AMD's ARK and ASK CRLs (DER) for snp and azure-snp: without them no revocation is checked. */
+  crls?: readonly Uint8Array[];
 }
 
 /** Verifies evidence of any supported type; throws a typed error when a signature or chain fails. */
@@ -26,13 +28,13 @@ export async function verifyEvidence(type: TeeType, evidence: Uint8Array, opts: 
   const certificates = opts.certificates ?? [];
   switch (type) {
     case 'snp':
-      return verifySnpReport(evidence, { ...base, certificates });
+      return verifySnpReport(evidence, { ...base, certificates, ...(opts.crls ? { crls: opts.crls } : {}) });
     case 'tdx':
       return verifyTdxQuote(evidence, { ...base, certificates, ...(opts.collateral ? { collateral: opts.collateral } : {}) });
     case 'nitro':
       return verifyNitroDocument(evidence, base);
     case 'azure-snp':
-      return verifyAzureEvidence(evidence, { ...base, certificates });
+      return verifyAzureEvidence(evidence, { ...base, certificates, ...(opts.crls ? { crls: opts.crls } : {}) });
     case 'nvidia':
       return verifyNvidiaReport(evidence, { ...base, certificates });
     case 'simulated':

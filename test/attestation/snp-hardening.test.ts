@@ -8,6 +8,7 @@ import { parseSnpReport, snpReservedRanges, SNP_SIGNED_LENGTH, verifySnpReport }
 import { verifyAzureEvidence } from '../../src/attestation/verifiers/azure.js';
 import { certificateSubject } from '../../src/attestation/der.js';
 import { fingerprint } from '../../src/attestation/certs.js';
+import { verifyEvidence } from '../../src/attestation/verify.js';
 import { certs, outcome, typedError, vec } from './helpers.js';
 import { fuzzRuns } from '../helpers/fuzz.js';
 
@@ -116,6 +117,9 @@ describe('SEV-SNP CRLs (ARK and ASK)', () => {
     e = await typedError(async () => verifySnpReport(t.report, { ...opts, crls: [await t.crl('ask', ['0c'])] }), ['ERR_EVIDENCE_CHAIN']);
     expect(e).toBeInstanceOf(EvidenceRevokedError);
     expect(e.message).toMatch(/"SEV-VCEK" \(serial 0C\) is revoked/);
+    // The entry point a broker calls passes the CRLs through too.
+    e = await typedError(async () => verifyEvidence('snp', t.report, { ...opts, crls: [await t.crl('ask', ['0c'])] }), ['ERR_EVIDENCE_CHAIN']);
+    expect(e).toBeInstanceOf(EvidenceRevokedError);
   });
 
   it('a CRL not signed by its issuer, out of date, or from outside the chain is refused', async () => {
