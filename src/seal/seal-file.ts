@@ -1,4 +1,4 @@
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import { assertBytes, toHex, wipe } from '../bytes.js';
 import { IoError, InvalidArgumentError, SafetensorsError, SealedTensorsError } from '../errors.js';
@@ -14,11 +14,12 @@ import {
   Suite,
   type SuiteId,
   TAG_LENGTH,
+  TABLE_LENGTH_PREFIX,
 } from '../format/constants.js';
 import { encodeHeader, headerLength, validateChunkSize, validateKeyId, type PublicHeader } from '../format/header.js';
 import { chunkCount, chunkFileOffset, chunkPlainLength, type Layout } from '../format/layout.js';
 import { encodeIndexTable, encodeTensorTable, type IndexTable } from '../format/table.js';
-import { padTable, padmeLength } from '../format/padding.js';
+import { padTable, padmeLength, tableBucket } from '../format/padding.js';
 import { nodeBackend, type CryptoBackend } from '../crypto/backend.js';
 import { TensorDigest } from '../crypto/digest.js';
 import { deriveFileKeys } from '../crypto/file-keys.js';
@@ -180,13 +181,13 @@ export async function sealIndexFile(
   placement: ShardPlacement,
   table: IndexTable,
 ): Promise<SealedFileSummary> {
-  const bytes = encodeIndexTable(table);
-  return writeSealedFile(outputPath, o, placement, 0, { tableFor: () => bytes, tensors: [], readPayload: async () => {} });
+  // A fresh encoding per call: the sealer wipes each table plaintext it is given.
+  return writeSealedFile(outputPath, o, placement, 0, { tableFor: () => encodeIndexTable(table), tensors: [], readPayload: async () => {} });
 }
 
 interface PayloadPlan {
   /** Table JSON given the tensors' digests (hex), before padding; its length must not depend on their values. */
-  tableFor(digests: string[]): Uint8Array;
+  tableFor(digests: string[]): Uint8Array; // a fresh buffer each call: the sealer wipes it
   tensors: { begin: number; end: number }[];
   readPayload(offset: number, into: Uint8Array): Promise<void>;
 }
@@ -198,11 +199,10 @@ async function writeSealedFile(
   payloadLength: number,
   plan: PayloadPlan,
 ): Promise<SealedFileSummary> {
-  if (!o.overwrite && (await exists(outputPath))) {
-    throw new IoError(`${outputPath} already exists: choose another output or allow overwriting (--force)`);
-  }
-  const placeholderDigests = plan.tensors.map(() => '0'.repeat(64));
-  const tableLength = padTable(plan.tableFor(placeholderDigests)).length + TAG_LENGTH;
+  // The table's names and shapes are secret too: its plaintext is wiped, not left to the GC.
+  const placeholderTable = plan.tableFor(plan.tensors.map(() => '0'.repeat(64)));
+  const tableLength = tableBucket(TABLE_LENGTH_PREFIX + placeholderTable.length) + TAG_LENGTH;
+  wipe(placeholderTable);
 
   const salt = o.randomBytes(SALT_LENGTH);
   const keys = deriveFileKeys(o.backend, o.dataKey, { version: FORMAT_VERSION, suite: o.suite, kind: placement.kind, salt });
@@ -266,10 +266,15 @@ async function writeSealedFile(
       pendingWrite = writeAll(out, sealed, chunkFileOffset(layout, i), tempPath);
     }
     await pendingWrite;
-    const tablePlain = padTable(plan.tableFor(digests.map((d) => d.digestHex())));
-    if (tablePlain.length + TAG_LENGTH !== tableLength) throw new Error('table length changed after hashing (sealer bug)');
-    const sealedTable = o.backend.aeadSeal(o.suite, keys.tableKey, TABLE_NONCE, headerDigest, tablePlain);
-    wipe(tablePlain);
+    const tableJson = plan.tableFor(digests.map((d) => d.digestHex()));
+    const tablePlain = padTable(tableJson);
+    let sealedTable: Uint8Array;
+    try {
+      if (tablePlain.length + TAG_LENGTH !== tableLength) throw new Error('table length changed after hashing (sealer bug)');
+      sealedTable = o.backend.aeadSeal(o.suite, keys.tableKey, TABLE_NONCE, headerDigest, tablePlain);
+    } finally {
+      wipe(tableJson, tablePlain);
+    }
     await writeAll(out, headerBytes, 0, tempPath);
     await writeAll(out, sealedTable, layout.headerLength, tempPath);
     await out.sync();
@@ -284,15 +289,6 @@ async function writeSealedFile(
   } finally {
     keys.destroy();
     wipe(...plainBuffers);
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

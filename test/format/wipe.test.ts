@@ -1,4 +1,5 @@
 import { createDecipheriv } from 'node:crypto';
+import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { SealedFileReader } from '../../src/reader/sealed-file.js';
 import { MemorySource } from '../../src/reader/source.js';
@@ -121,5 +122,29 @@ describe('the node:crypto backend leaves no plaintext copy of its own', () => {
     expect(produced.some((b) => b.length > 0)).toBe(true);
     expect(allZero(produced)).toBe(true);
     await r2.close();
+  });
+});
+
+describe('the sealer wipes the table plaintext it encrypted', () => {
+  it('for a model file and for a sharded index (names and shapes are secret too)', async () => {
+    const { sealFile } = await import('../../src/seal/seal-file.js');
+    const { sealModelDirectory } = await import('../../src/seal/seal-model.js');
+    const { makeShardedModel } = await import('../helpers/sharded.js');
+    const { writeSafetensors } = await import('../helpers/safetensors.js');
+    const tables: Uint8Array[] = [];
+    const backend: CryptoBackend = {
+      ...nodeBackend,
+      aeadSeal(suite, key, nonce, aad, plain) {
+        if (Buffer.from(nonce).equals(Buffer.from(TABLE_NONCE))) tables.push(plain);
+        return nodeBackend.aeadSeal(suite, key, nonce, aad, plain);
+      },
+    };
+    const input = join(dir, 'table-wipe.safetensors');
+    writeSafetensors(input, [{ name: 'secret.layer.weight', dtype: 'F32', shape: [7, 3] }]);
+    await sealFile(input, join(dir, 'table-wipe.sealed'), { dataKey: TEST_KEY, keyId: 'k', backend });
+    const { path: sharded } = makeShardedModel(dir, 'table-wipe-sharded');
+    await sealModelDirectory(sharded, join(dir, 'table-wipe-sharded.sealed'), { dataKey: TEST_KEY, keyId: 'k', backend });
+    expect(tables.length).toBeGreaterThanOrEqual(3); // a file, shards, an index
+    expect(allZero(tables)).toBe(true);
   });
 });
