@@ -50,8 +50,15 @@ export {
   DEFAULT_ROOTS,
 } from './attestation/roots.js';
 export { parseSimulatedEvidence, verifySimulatedEvidence } from './attestation/verifiers/simulated.js';
-export { parsePolicy, validatePolicy } from './attestation/policy/policy.js';
-export { evaluatePolicy } from './attestation/policy/evaluate.js';
+export {
+  parsePolicy,
+  validatePolicy,
+  DEFAULT_SNP_MIN_TCB,
+  DEFAULT_TDX_TCB_STATUS,
+  DEFAULT_MAX_AGE_SECONDS,
+  DEFAULT_CLOCK_SKEW_SECONDS,
+} from './attestation/policy/policy.js';
+export { evaluatePolicy, MIN_NONCE_BYTES } from './attestation/policy/evaluate.js';
 export { SimulatedTee } from './attestation/providers/simulated.js';
 export { ConfigfsTsmProvider, tsmReport } from './attestation/providers/configfs-tsm.js';
 export { SevGuestIoctlProvider, TdxGuestIoctlProvider, tdxGetTdReport } from './attestation/providers/ioctl.js';

@@ -315,12 +315,13 @@ export class NativeSealedFileReader {
 /** Tree digest (section 6) of zeros at payload bytes [begin, end): one hash per distinct leaf length. */
 function zeroTreeDigest(begin: number, end: number, chunkSize: number): Uint8Array {
   const leafHashes = new Map<number, Uint8Array>();
+  const zeros = new Uint8Array(Math.min(chunkSize, end - begin)); // one buffer for every leaf length
   const tree = new TensorDigest(nodeBackend);
   for (let c = Math.floor(begin / chunkSize); c * chunkSize < end; c++) {
     const length = Math.min(end, (c + 1) * chunkSize) - Math.max(begin, c * chunkSize);
     let hash = leafHashes.get(length);
     if (!hash) {
-      hash = nodeBackend.sha256().update(Uint8Array.of(0)).update(new Uint8Array(length)).digest();
+      hash = nodeBackend.sha256().update(Uint8Array.of(0)).update(zeros.subarray(0, length)).digest();
       leafHashes.set(length, hash);
     }
     tree.addLeafHash(hash, length);
