@@ -36,6 +36,8 @@ const REJECTED_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'ERR_EVIDENCE_FORMAT',
   'ERR_EVIDENCE_SIGNATURE',
   'ERR_EVIDENCE_CHAIN',
+  'ERR_PROTOCOL',
+  'ERR_DENIED',
 ]);
 
 export function exitCodeFor(err: unknown): number {
