@@ -97,6 +97,12 @@ export class FakeKbs {
     if (step === null) return problem(res, 404, 'no such endpoint', []);
     const override = this.override[step];
     if (override) return override(req, res, body);
+    return this.standard(step, req, res, body);
+  }
+
+  /** The step's normal answer (overrides call it to misbehave only some of the time). */
+  async standard(step: Step, req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<void> {
+    const url = req.url ?? '';
     try {
       if (step === 'auth') return this.auth(req, res, body);
       if (step === 'attest') return await this.attest(req, res, body);
