@@ -8,7 +8,6 @@
  * this session: a well-formed ES256 signature, an expiry, and our own tee-pubkey inside it.
  */
 import { createHash } from 'node:crypto';
-import { decodeProtectedHeader, EmbeddedJWK, errors as joseErrors, jwtVerify } from 'jose';
 import { toHex } from '../bytes.js';
 import {
   BrokerError,
@@ -387,6 +386,8 @@ function checkOptions(options: EnclaveSessionOptions): string[] {
 
 /** The token's signature (with its own header key: a well-formedness check), expiry and binding to our key. */
 async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: Date; verdict: SessionVerdict }> {
+  // jose loads on first use: importing the package stays cheap for commands that never attest.
+  const { decodeProtectedHeader, EmbeddedJWK, errors: joseErrors, jwtVerify } = await import('jose');
   let payload: Record<string, unknown>;
   try {
     const header = decodeProtectedHeader(token);

@@ -250,7 +250,9 @@ export class RcarClient {
     }
     if (this.#cookie !== null) headers['cookie'] = `${SESSION_COOKIE}=${this.#cookie}`;
     if (this.#token !== null && endpoint.startsWith('/resource/')) headers['authorization'] = `Bearer ${this.#token}`;
-    const hostname = this.#base.hostname === 'localhost' ? '127.0.0.1' : this.#base.hostname.replace(/^\[|\]$/g, '');
+    // Plain HTTP to "localhost" goes to the loopback address itself, not wherever a resolver points it.
+    const literal = this.#base.hostname.replace(/^\[|\]$/g, '');
+    const hostname = this.#transport === http && literal === 'localhost' ? '127.0.0.1' : literal;
 
     return new Promise<RawResponse>((resolve, reject) => {
       let settled = false;
