@@ -26,7 +26,7 @@ import { nativeStatus } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
 import { kbsReportData } from '../protocol/binding.js';
 import { parsePublicJwk, type PublicJwk } from '../protocol/jwk.js';
-import { DATA_KEY_REPOSITORY, DATA_KEY_TYPE } from '../protocol/messages.js';
+import { DATA_KEY_REPOSITORY, DATA_KEY_TYPE, type FlattenedJwe } from '../protocol/messages.js';
 import { manifestAllows, parseManifest, type DataKeyManifest, type ModelBinding } from '../protocol/resource.js';
 import { teePubkeyOfToken, TOKEN_ALG, type EarStatus } from '../protocol/token.js';
 import { NativeSealedModelReader } from '../reader/native-model.js';
@@ -182,7 +182,7 @@ export class EnclaveSession {
       for (const keyId of keyIds) {
         const released = await client.resource(DATA_KEY_REPOSITORY, DATA_KEY_TYPE, keyId);
         signal.throwIfAborted();
-        const { key, manifest: manifestBytes } = unwrapDataKey(eph, released.jwe);
+        const { key, manifest: manifestBytes } = openRelease(eph, released.jwe, keyId);
         try {
           const manifest = parseManifest(manifestBytes);
           if (manifest.keyId !== keyId) {
@@ -360,6 +360,16 @@ export class EnclaveSession {
       this.#timer.unref();
     };
     arm();
+  }
+}
+
+/** The addon opens the JWE into a key handle; anything but a library error from it is still a bad release. */
+function openRelease(eph: EphemeralKey, jwe: FlattenedJwe, keyId: string): { key: NativeKeyHandle; manifest: Uint8Array } {
+  try {
+    return unwrapDataKey(eph, jwe);
+  } catch (cause) {
+    if (cause instanceof SealedTensorsError) throw cause;
+    throw new ProtocolError(`the broker's release of key "${keyId}" could not be opened (${(cause as Error)?.message ?? String(cause)})`, { cause });
   }
 }
 

@@ -63,7 +63,13 @@ function concatKdf(z: Buffer, alg: string): Buffer {
 export function unwrapDataKey(eph: EphemeralKey, jwe: FlattenedJwe): { key: NativeKeyHandle; manifest: Uint8Array } {
   const priv = privates.get(eph);
   if (!priv) throw new ProtocolError('the ephemeral key was released');
-  const header = JSON.parse(Buffer.from(jwe.protected, 'base64url').toString('utf8')) as { alg: string; enc: string; epk: { kty: string; crv: string; x: string; y: string } };
+  let header: { alg: string; enc: string; epk: { kty: string; crv: string; x: string; y: string } };
+  try {
+    header = JSON.parse(Buffer.from(jwe.protected, 'base64url').toString('utf8'));
+  } catch (cause) {
+    throw new ProtocolError('the JWE protected header is not JSON', { cause });
+  }
+  if (typeof header !== 'object' || header === null) throw new ProtocolError('the JWE protected header is not an object');
   if (header.alg !== 'ECDH-ES+A256KW' || header.enc !== 'A256GCM' || header.epk?.crv !== 'P-256') throw new ProtocolError('unexpected JWE header');
   let plain: Buffer;
   try {
