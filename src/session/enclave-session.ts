@@ -12,6 +12,7 @@ import { toHex } from '../bytes.js';
 import {
   BrokerError,
   DeniedError,
+  FormatError,
   InvalidArgumentError,
   NativeUnavailableError,
   NotFoundError,
@@ -21,6 +22,7 @@ import {
   SealedTensorsError,
 } from '../errors.js';
 import type { TeeType } from '../attestation/types.js';
+import { FileKind } from '../format/constants.js';
 import type { EvidenceProvider } from '../attestation/providers/types.js';
 import { nativeStatus } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
@@ -171,6 +173,7 @@ export class EnclaveSession {
       const publicJwk = eph.publicJwk;
       const teeName = kbsTeeName(options.provider.tee);
       const challenge = await client.auth(teeName);
+      checkHashSelection(challenge['extra-params']);
       const reportData = kbsReportData(challenge.nonce, publicJwk, '');
       const evidence = await raceSignal(options.provider.getEvidence(reportData), signal);
       const token = await client.attest({
@@ -227,8 +230,10 @@ export class EnclaveSession {
   get info(): SessionInfo {
     return {
       ...this.#info,
+      verdict: { ...this.#info.verdict },
+      expiresAt: new Date(this.#info.expiresAt),
       receipts: this.#info.receipts.map((r) => ({ ...r })),
-      keys: this.#info.keys.map((k) => ({ ...k, models: k.models.map((m) => ({ ...m })) })),
+      keys: this.#info.keys.map((k) => ({ ...k, notAfter: new Date(k.notAfter), models: k.models.map((m) => ({ ...m })) })),
     };
   }
 
@@ -253,6 +258,9 @@ export class EnclaveSession {
     if (only !== undefined && typeof only !== 'function' && !(Array.isArray(only) && only.every((n) => typeof n === 'string'))) {
       throw new InvalidArgumentError('only must be a list of tensor names or a predicate (name) => boolean');
     }
+    if (options.threads !== undefined && (!Number.isSafeInteger(options.threads) || options.threads < 1 || options.threads > 256)) {
+      throw new InvalidArgumentError(`threads must be an integer from 1 to 256, got ${String(options.threads)}`);
+    }
     options.signal?.throwIfAborted();
     const path = await resolveSealedModelPath(source);
 
@@ -261,6 +269,9 @@ export class EnclaveSession {
     let pre: { keyId: string; bundleId: string; headerDigest: string };
     try {
       const { header, headerBytes } = await readPublicHeader(file);
+      if (header.kind === FileKind.SHARD) {
+        throw new FormatError(`${path} is one shard of a sharded model: open the model's sealed index (or its folder) instead`);
+      }
       pre = { keyId: header.keyId, bundleId: toHex(header.bundleId), headerDigest: createHash('sha256').update(headerBytes).digest('hex') };
     } finally {
       await file.close();
@@ -360,6 +371,18 @@ export class EnclaveSession {
       this.#timer.unref();
     };
     arm();
+  }
+}
+
+/**
+ * The binding hashes with SHA-384 (what Trustee uses for SNP and TDX, and we for every type). A
+ * broker that announces another hash in the challenge would compute another report data: refuse.
+ */
+function checkHashSelection(extra: unknown): void {
+  if (typeof extra !== 'object' || extra === null) return;
+  const selected = (extra as Record<string, unknown>)['selected-hash-algorithm'];
+  if (selected !== undefined && selected !== 'sha384') {
+    throw new ProtocolError(`the broker selected the ${JSON.stringify(selected)} hash for the report-data binding; this session binds with sha384`);
   }
 }
 

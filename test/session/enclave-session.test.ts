@@ -1,6 +1,6 @@
 import { openSync, readFileSync, truncateSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   BrokerError,
@@ -166,6 +166,10 @@ describe('EnclaveSession: a granted session', () => {
     try {
       const viaIndex = await session.open(join(model.path, 'model.safetensors.index.json.sealed'));
       expect(viaIndex.names()).toHaveLength(model.data.size);
+      const shard = await failure(session.open(join(model.path, 'model-00002-of-00003.safetensors.sealed')));
+      expect([shard.code, shard.message]).toEqual(['ERR_FORMAT', expect.stringMatching(/one shard of a sharded model/)]);
+      await expect(session.open(model.path, { threads: 0 })).rejects.toThrow(InvalidArgumentError);
+      await expect(session.open(join(dir, 'missing'))).rejects.toThrow(SealedTensorsError);
     } finally {
       session.close();
     }
@@ -350,6 +354,15 @@ describe('EnclaveSession: denials and faults', () => {
     const late = await failure(EnclaveSession.establish({ broker: kbs.url, allowPlainHttpOnLoopback: true, provider: slow, keys: ['k1'], timeoutMs: 200 }));
     expect(late).toBeInstanceOf(BrokerError);
     expect(late.message).toMatch(/within 200 ms/);
+    expectAllReleased();
+  });
+
+  it('refuses a broker that selects another hash for the report-data binding', async () => {
+    const kbs = await broker();
+    kbs.override.auth = (_req, res) =>
+      json(res, 200, { nonce: randomBytes(32).toString('base64'), 'extra-params': { 'selected-hash-algorithm': 'sha512' } }, { 'set-cookie': 'kbs-session-id=s1' });
+    const err = await failure(establish(kbs, ['k1']));
+    expect([err.code, err.message]).toEqual(['ERR_PROTOCOL', expect.stringMatching(/"sha512"/)]);
     expectAllReleased();
   });
 
