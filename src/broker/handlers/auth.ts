@@ -1,0 +1,25 @@
+/**
+ * POST /kbs/v0/auth: a fresh challenge (32-byte nonce) and the session cookie that names it.
+ * Refused beyond the pending-challenge cap (503: the broker's capacity, not the client's fault).
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { parseAuthRequest } from '../../protocol/messages.js';
+import { HttpProblem, readJsonBody, sendJson } from '../http.js';
+import { sessionCookie, type BrokerState, type RequestContext } from './context.js';
+
+export async function handleAuth(state: BrokerState, req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
+  const body = await readJsonBody(req, state.opts.maxRequestBytes);
+  let request;
+  try {
+    request = parseAuthRequest(body);
+  } catch (err) {
+    throw new HttpProblem(400, 'ERR_PROTOCOL', (err as Error).message, { reasons: [(err as Error).message], cause: err });
+  }
+  ctx.audit.tee = request.tee;
+  const issued = state.challenges.issue(request.tee, state.opts.nowMs());
+  if (issued === undefined) {
+    const why = `${state.challenges.max} challenges are pending, the most this broker keeps; retry after ${state.opts.challengeTtlSeconds} s`;
+    throw new HttpProblem(503, 'ERR_RESOURCE_LIMIT', why, { reasons: [`challenges: ${why}`], headers: { 'retry-after': String(state.opts.challengeTtlSeconds) } });
+  }
+  sendJson(res, 200, { nonce: issued.challenge.nonce, 'extra-params': '' }, { 'set-cookie': sessionCookie(state, issued.sessionId, state.opts.challengeTtlSeconds) });
+}
