@@ -31,7 +31,8 @@ export class HttpProblem extends Error {
     this.name = 'HttpProblem';
     this.status = status;
     this.code = code;
-    this.reasons = Object.freeze([...(opts.reasons ?? [])]);
+    // Every refusal names at least one reason: the detail when nothing finer is known.
+    this.reasons = Object.freeze(opts.reasons !== undefined && opts.reasons.length > 0 ? [...opts.reasons] : [detail]);
     this.headers = Object.freeze({ ...(opts.headers ?? {}) });
   }
 }

@@ -60,7 +60,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   /** Logs a refusal; an audit sink that fails is reported, and the refusal stands. */
   const auditDenial = async (ctx: RequestContext, p: HttpProblem): Promise<void> => {
     try {
-      await opts.audit.append({ ...ctx.audit, verdict: 'deny', reasons: p.reasons.length > 0 ? [...p.reasons] : [p.message], detail: { ...ctx.audit.detail, status: p.status } });
+      await opts.audit.append({ ...ctx.audit, verdict: 'deny', reasons: [...p.reasons], detail: { ...ctx.audit.detail, status: p.status } });
     } catch (err) {
       opts.onError(err);
     }

@@ -96,3 +96,232 @@ describe('broker: a full RCAR with the simulated TEE', () => {
     expect(f.errors).toEqual([]);
   });
 });
+
+describe('broker: transports and credentials', () => {
+  it('serves HTTPS with the given certificate (Secure cookie); a client that does not trust the CA gets no connection', async () => {
+    const f = await fixture({ https: true });
+    expect(f.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+    const a = await auth(f);
+    expect(String(a.reply.headers['set-cookie'])).toMatch(/; Secure/);
+    const { privateKey, jwk } = await teeKeyPair();
+    expect((await attest(f, a.cookie, await attestBody(f, a.nonce, jwk))).status).toBe(200);
+    const r = await resource(f, { cookie: a.cookie });
+    expect(r.status, r.text).toBe(200);
+    expect(Buffer.from((await openRelease(r, privateKey)).key).equals(Buffer.from(DATA_KEY))).toBe(true);
+    await expect(send(`${f.url}/kbs/v0/auth`, json({ version: '0.4.0', tee: 'simulated' }))).rejects.toThrow(/certificate/i);
+  });
+
+  it('releases to a bearer token alone (no cookie), and to an RSA-OAEP-256 tee-pubkey', async () => {
+    const f = await fixture();
+    const s = await attested(f, 'rsa');
+    const r = await resource(f, { token: s.token });
+    expect(r.status, r.text).toBe(200);
+    const opened = await openRelease(r, s.privateKey);
+    expect(opened.protectedHeader).toMatchObject({ alg: 'RSA-OAEP-256', enc: 'A256GCM' });
+    expect(Buffer.from(opened.key).equals(Buffer.from(DATA_KEY))).toBe(true);
+    expect(opened.manifest.keyId).toBe(KEY_ID);
+  });
+
+  it('refuses plain HTTP off loopback or without the flag, and a signing key that does not match its public JWK', async () => {
+    const base = { keystore: new MemoryKeystore(), policies: new MemoryPolicies(), audit: new MemoryAudit(), signingKey: await signingKey(), port: 0, allowSimulated: false };
+    await expect(startBroker({ ...base, host: '0.0.0.0', allowPlainHttpOnLoopback: true })).rejects.toThrow(/HTTPS/);
+    await expect(startBroker({ ...base, host: '127.0.0.1' })).rejects.toThrow(/HTTPS/);
+    const other = await signingKey();
+    await expect(startBroker({ ...base, host: '127.0.0.1', allowPlainHttpOnLoopback: true, signingKey: { ...base.signingKey, publicJwk: other.publicJwk } })).rejects.toThrow(/sign\/verify/);
+  });
+});
+
+describe('broker: each denial is refused with reasons, audited, and releases nothing', () => {
+  it('a replayed nonce: the challenge is single-use, a second /attest with it is 401', async () => {
+    const f = await fixture();
+    const a = await auth(f);
+    const { jwk } = await teeKeyPair();
+    const body = await attestBody(f, a.nonce, jwk);
+    expect((await attest(f, a.cookie, body)).status).toBe(200);
+    expectDenied(f, await attest(f, a.cookie, body), 401, /^session: no pending challenge/);
+    // The same evidence under a fresh challenge does not bind it.
+    const b = await auth(f);
+    expectDenied(f, await attest(f, b.cookie, body), 401, /runtime-data\.nonce is not the nonce/);
+    const c = await auth(f);
+    const replay = structuredClone(body) as { 'runtime-data': { nonce: string } };
+    replay['runtime-data'].nonce = c.nonce;
+    expectDenied(f, await attest(f, c.cookie, replay), 403, /^broker\.reportData: report data is not/);
+  });
+
+  it('an expired challenge (60 s by default) is 401', async () => {
+    const f = await fixture();
+    const a = await auth(f);
+    const { jwk } = await teeKeyPair();
+    const body = await attestBody(f, a.nonce, jwk);
+    f.clock.ms += 60_000;
+    expectDenied(f, await attest(f, a.cookie, body), 401, /challenge expired/);
+  });
+
+  it('a tee-pubkey the evidence does not bind is 403 (evidence bound to another key)', async () => {
+    const f = await fixture();
+    const a = await auth(f);
+    const mine = await teeKeyPair();
+    const attacker = await teeKeyPair();
+    const r = await attest(f, a.cookie, await attestBody(f, a.nonce, attacker.jwk, { bindKey: mine.jwk }));
+    expectDenied(f, r, 403, /^broker\.reportData/);
+    const checks = (f.audit.entries.at(-1)!.detail as { checks: { check: string; ok: boolean }[] }).checks;
+    expect(checks.filter((c) => !c.ok).map((c) => c.check)).toEqual(['broker.reportData']);
+  });
+
+  it('evidence for another nonce is 403', async () => {
+    const f = await fixture();
+    const a = await auth(f);
+    const b = await auth(f);
+    const { jwk } = await teeKeyPair();
+    expectDenied(f, await attest(f, a.cookie, await attestBody(f, a.nonce, jwk, { bindNonce: b.nonce })), 403, /^broker\.reportData/);
+  });
+
+  it('an unknown, malformed, missing or doubled cookie is 401 at /attest and /resource; a cookie not yet attested is 401 at /resource', async () => {
+    const f = await fixture();
+    const a = await auth(f);
+    const { jwk } = await teeKeyPair();
+    const body = await attestBody(f, a.nonce, jwk);
+    expectDenied(f, await attest(f, 'A'.repeat(43), body), 401, /no pending challenge/);
+    expectDenied(f, await attest(f, 'not-a-session', body), 401, /not one this broker issues/);
+    const j = json(body);
+    expectDenied(f, await f.send('/kbs/v0/attest', j), 401, /no kbs-session-id cookie/);
+    expectDenied(f, await f.send('/kbs/v0/attest', { ...j, headers: { ...j.headers, cookie: `kbs-session-id=${a.cookie}; kbs-session-id=${'B'.repeat(43)}` } }), 401, /2 kbs-session-id cookies/);
+    const pending = await auth(f);
+    expectDenied(f, await resource(f, { cookie: pending.cookie }), 401, /no attested session/);
+    expectDenied(f, await resource(f, { cookie: 'A'.repeat(43) }), 401, /no attested session/);
+    expectDenied(f, await resource(f), 401, /neither a kbs-session-id cookie nor a bearer token/);
+  });
+
+  it('a token signed by another key, with alg none, or mangled is 401', async () => {
+    const f = await fixture();
+    const s = await attested(f);
+    const other = await signingKey(f.signing.kid);
+    const forged = await new SignJWT(decodeJwt(s.token)).setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: f.signing.kid, jwk: other.publicJwk }).sign(other.privateKey);
+    expectDenied(f, await resource(f, { token: forged }), 401, /^token: not signed by this broker/);
+    const [h, p] = s.token.split('.');
+    const none = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${p}.`;
+    expectDenied(f, await resource(f, { token: none }), 401, /^token: /);
+    expectDenied(f, await resource(f, { token: `${h}.${p}.AAAA` }), 401, /^token: /);
+    // A bearer header decides alone: a valid cookie does not rescue a bad token.
+    const r = await f.send(`/kbs/v0/resource/sealed-tensors/data-key/${KEY_ID}`, { method: 'GET', headers: { cookie: `kbs-session-id=${s.cookie}`, authorization: 'Basic eDp5' } });
+    expectDenied(f, r, 401, /must be "Bearer <token>"/);
+  });
+
+  it('an expired token or session is 401', async () => {
+    const f = await fixture();
+    const s = await attested(f);
+    f.clock.ms += 300_000;
+    expectDenied(f, await resource(f, { token: s.token }), 401, /^token: expired/);
+    expectDenied(f, await resource(f, { cookie: s.cookie }), 401, /no attested session/);
+  });
+
+  it('a revoked key is 403 with the reason, never released', async () => {
+    const f = await fixture();
+    const s = await attested(f);
+    await f.keystore.revoke(KEY_ID, 'model retired');
+    expectDenied(f, await resource(f, { cookie: s.cookie }), 403, /^key\.revoked: .*model retired/);
+  });
+
+  it('a policy that denies (measurement) is 403 naming the failed check; a missing policy denies by default', async () => {
+    const f = await fixture();
+    const s = await attested(f);
+    f.policies.policies.set('default', simulatedPolicy('11'.repeat(48)));
+    expectDenied(f, await resource(f, { cookie: s.cookie }), 403, /^policy\.measurements\.measurement: measurement [0-9a-f]{96} is not among/);
+    await f.keystore.setPolicy(KEY_ID, 'nope');
+    expectDenied(f, await resource(f, { cookie: s.cookie }), 403, /^policy\.missing: key "model-key-1" names policy "nope"/);
+  });
+
+  it('simulated evidence: refused at /attest when the broker does not allow it, and at /resource when the key\'s policy does not', async () => {
+    const f = await fixture({ allowSimulated: false });
+    const a = await auth(f);
+    const { jwk } = await teeKeyPair();
+    expectDenied(f, await attest(f, a.cookie, await attestBody(f, a.nonce, jwk)), 403, /^broker\.simulated: evidence is SIMULATED/);
+
+    const g = await fixture();
+    const s = await attested(g);
+    g.policies.policies.set('default', (await import('../../src/attestation/policy/policy.js')).validatePolicy({ version: 1, tees: { snp: { measurements: { measurement: ['aa'.repeat(48)] } } } }));
+    expectDenied(g, await resource(g, { cookie: s.cookie }), 403, /^policy\.simulated: evidence is SIMULATED/);
+  });
+
+  it('simulated evidence from a root the broker does not trust is 403', async () => {
+    const f = await fixture();
+    const a = await auth(f);
+    const { jwk } = await teeKeyPair();
+    expectDenied(f, await attest(f, a.cookie, await attestBody(f, a.nonce, jwk, { tee: new SimulatedTee() })), 403, /^ERR_EVIDENCE_CHAIN: simulated evidence is signed by root key/);
+  });
+
+  it('a resource that is not a known data key is 404; a malformed path is 400', async () => {
+    const f = await fixture();
+    const s = await attested(f);
+    expectDenied(f, await resource(f, { cookie: s.cookie, path: '/kbs/v0/resource/sealed-tensors/data-key/unknown-key' }), 404, /^resource: no key "unknown-key"/);
+    expectDenied(f, await resource(f, { cookie: s.cookie, path: `/kbs/v0/resource/default/key/${KEY_ID}` }), 404, /^resource: this broker serves only sealed-tensors\/data-key/);
+    expectDenied(f, await resource(f, { cookie: s.cookie, path: '/kbs/v0/resource/sealed-tensors/data-key/...' }), 400, /not allowed/);
+    expectDenied(f, await resource(f, { cookie: s.cookie, path: '/kbs/v0/resource/sealed-tensors/data-key/a/b' }), 400, /<repository>\/<type>\/<tag>/);
+  });
+
+  it('an oversized body is 413 (declared or streamed), malformed JSON 400, another media type 415, a wrong method 405', async () => {
+    const f = await fixture();
+    const a = await auth(f);
+    const big = `{"x":"${'a'.repeat(1024 * 1024)}"}`;
+    expectDenied(f, await f.send('/kbs/v0/attest', { headers: { 'content-type': 'application/json', cookie: `kbs-session-id=${a.cookie}` }, body: big }), 413, /larger than 1048576 bytes/);
+    const streamed = await new Promise<Reply>((resolve, reject) => {
+      import('node:http').then(({ request }) => {
+        const req = request(`${f.url}/kbs/v0/auth`, { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, text: Buffer.concat(chunks).toString(), json: JSON.parse(Buffer.concat(chunks).toString()) }));
+        });
+        req.on('error', reject);
+        const chunk = Buffer.alloc(64 * 1024, 0x20);
+        let sent = 0;
+        const pump = (): void => {
+          while (sent < 2 * 1024 * 1024) {
+            sent += chunk.length;
+            if (!req.write(chunk)) return void req.once('drain', pump);
+          }
+          req.end();
+        };
+        pump();
+      }, reject);
+    });
+    expectDenied(f, streamed, 413, /larger than 1048576 bytes/);
+    expectDenied(f, await f.send('/kbs/v0/auth', { headers: { 'content-type': 'application/json' }, body: '{"version":' }), 400, /not valid JSON/);
+    expectDenied(f, await f.send('/kbs/v0/auth', { headers: { 'content-type': 'text/plain' }, body: '{}' }), 415, /must be JSON/);
+    expectDenied(f, await f.send('/kbs/v0/auth', json({ version: '0.1.0', tee: 'simulated' })), 400, /version "0\.1\.0" is not supported/);
+    const m = await f.send('/kbs/v0/auth', { method: 'GET' });
+    expectDenied(f, m, 405, /^method: GET/);
+    expect(m.headers.allow).toBe('POST');
+    const unknown = await f.send('/kbs/v0/nothing', { method: 'GET' });
+    expect(unknown.status).toBe(404);
+  });
+
+  it('beyond 10_000 pending challenges /auth is 503 (audited) until challenges expire', async () => {
+    const f = await fixture();
+    const { Agent } = await import('node:http');
+    const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+    try {
+      const body = json({ version: '0.4.0', tee: 'simulated' });
+      let ok = 0;
+      for (let batch = 0; batch < 10_000 / 500; batch++) {
+        const replies = await Promise.all(Array.from({ length: 500 }, () => f.send('/kbs/v0/auth', { ...body, agent })));
+        ok += replies.filter((r) => r.status === 200).length;
+      }
+      expect(ok).toBe(10_000);
+      expectDenied(f, await f.send('/kbs/v0/auth', { ...body, agent }), 503, /^challenges: 10000 challenges are pending/);
+      f.clock.ms += 60_000;
+      expect((await f.send('/kbs/v0/auth', { ...body, agent })).status).toBe(200);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it('more requests than the per-client bucket holds are 429, audited once per episode', async () => {
+    const f = await fixture({ rateLimit: { burst: 3, perSecond: 0.001 } });
+    for (let i = 0; i < 3; i++) expect((await f.send('/kbs/v0/auth', json({ version: '0.4.0', tee: 'simulated' }))).status).toBe(200);
+    const r = await f.send('/kbs/v0/auth', json({ version: '0.4.0', tee: 'simulated' }));
+    expectDenied(f, r, 429, /^rate: more than 3 requests/);
+    expect(Number(r.headers['retry-after'])).toBeGreaterThan(0);
+    for (let i = 0; i < 5; i++) expect((await resource(f)).status).toBe(429);
+    expect(f.audit.entries.filter((e) => e.reasons?.some((x) => x.startsWith('rate:')))).toHaveLength(1);
+  });
+});
