@@ -325,3 +325,153 @@ describe('broker: each denial is refused with reasons, audited, and releases not
     expect(f.audit.entries.filter((e) => e.reasons?.some((x) => x.startsWith('rate:')))).toHaveLength(1);
   });
 });
+
+describe('broker: real evidence through /attest', () => {
+  it('a real SEV-SNP report (Milan, go-sev-guest) verifies at its date and is denied for the binding alone', async () => {
+    const { certs, vec } = await import('../attestation/helpers.js');
+    const f = await fixture({ verifyOptions: { certificates: certs('sev-snp/gsg_milan_vcek.der', 'sev-snp/ask_ark_milan.pem') } });
+    f.clock.ms = Date.parse('2022-09-24T01:00:00Z');
+    const a = await auth(f, 'snp');
+    const { jwk } = await teeKeyPair();
+    // Our extension shape ({"evidence": base64}) until Trustee's SNP JSON is decoded (src/protocol/evidence.ts).
+    const body = { 'runtime-data': { nonce: a.nonce, 'tee-pubkey': jwk }, 'tee-evidence': { evidence: Buffer.from(vec('sev-snp/gsg_milan_report.bin')).toString('base64') } };
+    const r = await attest(f, a.cookie, body);
+    expectDenied(f, r, 403, /^broker\.reportData: report data is not SHA-384/);
+    expect((r.json as { reasons: string[] }).reasons).toHaveLength(1);
+    const entry = f.audit.entries.at(-1)!;
+    expect(entry).toMatchObject({ event: 'attest', verdict: 'deny', tee: 'snp' });
+    expect(entry.evidenceSummary).toMatchObject({ tee: 'snp', measurement: 'b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01' });
+    const checks = (entry.detail as { checks: { check: string; ok: boolean }[] }).checks;
+    // Signature, chain to the pinned ARK, product, TCB extensions, hardware id: all passed; only the binding failed.
+    expect(checks.map((c) => c.check)).toEqual(['snp.signature', 'snp.chain', 'snp.product', 'snp.tcb_extensions', 'snp.hwid', 'broker.tee', 'broker.reportData']);
+    expect(checks.filter((c) => !c.ok).map((c) => c.check)).toEqual(['broker.reportData']);
+  });
+
+  it('the same report judged at a date before its VCEK was issued fails the chain (the verifier runs on the broker\'s clock)', async () => {
+    const { certs, vec } = await import('../attestation/helpers.js');
+    const f = await fixture({ verifyOptions: { certificates: certs('sev-snp/gsg_milan_vcek.der', 'sev-snp/ask_ark_milan.pem') } });
+    f.clock.ms = Date.parse('2000-01-01T00:00:00Z');
+    const a = await auth(f, 'snp');
+    const { jwk } = await teeKeyPair();
+    const body = { 'runtime-data': { nonce: a.nonce, 'tee-pubkey': jwk }, 'tee-evidence': { evidence: Buffer.from(vec('sev-snp/gsg_milan_report.bin')).toString('base64') } };
+    expectDenied(f, await attest(f, a.cookie, body), 403, /^ERR_EVIDENCE_CHAIN: /);
+  });
+});
+
+describe('broker: failures inside the broker release nothing', () => {
+  it('an audit sink that fails turns a release into a 500 that names no internals; the JWE is never sent', async () => {
+    const f = await fixture();
+    const s = await attested(f);
+    const append = f.audit.append.bind(f.audit);
+    f.audit.append = async (e) => {
+      if (e.event === 'release') throw new Error('disk full at /secret/path');
+      return append(e);
+    };
+    const r = await resource(f, { cookie: s.cookie });
+    expect(r.status).toBe(500);
+    expect(r.text).not.toMatch(/secret|disk full/);
+    expect(r.json).toMatchObject({ type: problemType('ERR_BROKER'), status: 500 });
+    expect(r.headers['sealed-tensors-receipt']).toBeUndefined();
+    expect(f.errors.map(String)).toEqual([expect.stringMatching(/disk full/)]);
+    expect(f.audit.entries.at(-1)).toMatchObject({ verdict: 'deny', reasons: ['internal error'] });
+  });
+
+  it('a key revoked between the lookup and the release is 403; a keystore that throws is 500', async () => {
+    const f = await fixture();
+    const s = await attested(f);
+    const get = f.keystore.get.bind(f.keystore);
+    f.keystore.get = async (id) => {
+      const rec = await get(id);
+      await f.keystore.revoke(id, 'raced');
+      return rec;
+    };
+    expectDenied(f, await resource(f, { cookie: s.cookie }), 403, /^key\.revoked: /);
+    f.keystore.get = async () => {
+      throw new Error('backend unreachable');
+    };
+    const r = await resource(f, { cookie: s.cookie });
+    expect(r.status).toBe(500);
+    expect(r.text).not.toMatch(/backend/);
+  });
+
+  it('close() stops accepting, lets an in-flight release finish, then resolves', async () => {
+    const f = await fixture();
+    const s = await attested(f);
+    let unblock!: () => void;
+    const gate = new Promise<void>((resolve) => (unblock = resolve));
+    let entered!: () => void;
+    const inside = new Promise<void>((resolve) => (entered = resolve));
+    const withDataKey = f.keystore.withDataKey.bind(f.keystore);
+    f.keystore.withDataKey = async (id, fn) => {
+      entered();
+      await gate;
+      return withDataKey(id, fn);
+    };
+    const pending = resource(f, { cookie: s.cookie });
+    await inside;
+    let closed = false;
+    const closing = f.broker.close().then(() => (closed = true));
+    await new Promise((r) => setImmediate(r));
+    expect(closed).toBe(false);
+    await expect(send(`${f.url}/kbs/v0/auth`, json({ version: '0.4.0', tee: 'simulated' }))).rejects.toThrow();
+    unblock();
+    const r = await pending;
+    expect(r.status).toBe(200);
+    await closing;
+    expect(closed).toBe(true);
+  });
+});
+
+describe('broker: random requests', () => {
+  it('random bodies, headers and paths at each endpoint never produce a 500 or a release', async () => {
+    const fc = (await import('fast-check')).default;
+    const { fuzzRuns } = await import('../helpers/fuzz.js');
+    const f = await fixture();
+    const s = await attested(f);
+    const jsonish = fc.oneof(
+      fc.json(),
+      fc.string(),
+      fc.record({ version: fc.oneof(fc.constant('0.4.0'), fc.string()), tee: fc.oneof(fc.constantFrom('simulated', 'snp', 'tdx', '__proto__'), fc.string()), 'extra-params': fc.anything() }, { requiredKeys: [] }).map((x) => JSON.stringify(x)),
+      fc.record(
+        {
+          'runtime-data': fc.record({ nonce: fc.oneof(fc.base64String(), fc.constant(Buffer.alloc(32).toString('base64'))), 'tee-pubkey': fc.oneof(fc.constant(s.jwk), fc.object(), fc.record({ kty: fc.constantFrom('EC', 'RSA'), crv: fc.string(), x: fc.base64String(), y: fc.base64String(), n: fc.string(), e: fc.string() }, { requiredKeys: ['kty'] })) }, { requiredKeys: [] }),
+          'tee-evidence': fc.oneof(fc.anything(), fc.record({ evidence: fc.base64String() }), fc.record({ primary_evidence: fc.record({ evidence: fc.base64String() }), additional_evidence: fc.oneof(fc.string(), fc.anything()) })),
+          'init-data': fc.anything(),
+        },
+        { requiredKeys: [] },
+      ).map((x) => JSON.stringify(x)),
+    );
+    const cookie = fc.oneof(fc.constant(undefined), fc.constant(s.cookie), fc.string(), fc.base64String());
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom('/kbs/v0/auth', '/kbs/v0/attest', '/kbs/v0/resource/'),
+        jsonish,
+        cookie,
+        fc.constantFrom('application/json', 'application/json; charset=utf-8', 'text/plain'),
+        fc.stringMatching(/^[A-Za-z0-9._~/-]{0,40}$/),
+        fc.option(fc.string(), { nil: undefined }),
+        async (endpoint, body, c, type, tail, bearer) => {
+          const headers: Record<string, string> = { 'content-type': type };
+          if (c !== undefined && /^[\x21-\x7e]*$/.test(c) && !c.includes(';')) headers.cookie = `kbs-session-id=${c}`;
+          if (bearer !== undefined && /^[\x21-\x7e]+$/.test(bearer)) headers.authorization = `Bearer ${bearer}`;
+          let r: Reply;
+          if (endpoint === '/kbs/v0/resource/') {
+            r = await f.send(endpoint + tail, { method: 'GET', headers });
+          } else {
+            // A fresh challenge sometimes, so the attest path gets past the cookie.
+            if (endpoint === '/kbs/v0/attest' && c === s.cookie) headers.cookie = `kbs-session-id=${(await auth(f)).cookie}`;
+            r = await f.send(endpoint, { headers, body });
+          }
+          expect(r.status).not.toBe(500);
+          expect(r.text).not.toContain('ciphertext');
+          expect(r.headers['sealed-tensors-receipt']).toBeUndefined();
+          if (r.status >= 400) expect(r.json).toMatchObject({ type: expect.stringMatching(/^https:\/\/sealed-tensors\.dev\/errors\/ERR_/), status: r.status });
+        },
+      ),
+      { numRuns: fuzzRuns(300) },
+    );
+    expect(f.keystore.handedOut).toHaveLength(0);
+    expect(f.audit.entries.some((e) => e.event === 'release')).toBe(false);
+    expect(f.errors).toEqual([]);
+  });
+});
