@@ -327,34 +327,56 @@ describe('broker: each denial is refused with reasons, audited, and releases not
 });
 
 describe('broker: real evidence through /attest', () => {
-  it('a real SEV-SNP report (Milan, go-sev-guest) verifies at its date and is denied for the binding alone', async () => {
-    const { certs, vec } = await import('../attestation/helpers.js');
-    const f = await fixture({ verifyOptions: { certificates: certs('sev-snp/gsg_milan_vcek.der', 'sev-snp/ask_ark_milan.pem') } });
-    f.clock.ms = Date.parse('2022-09-24T01:00:00Z');
-    const a = await auth(f, 'snp');
-    const { jwk } = await teeKeyPair();
-    // Our extension shape ({"evidence": base64}) until Trustee's SNP JSON is decoded (src/protocol/evidence.ts).
-    const body = { 'runtime-data': { nonce: a.nonce, 'tee-pubkey': jwk }, 'tee-evidence': { evidence: Buffer.from(vec('sev-snp/gsg_milan_report.bin')).toString('base64') } };
-    const r = await attest(f, a.cookie, body);
+  /** The attest body for real evidence in Trustee's tee-evidence shape. */
+  const trusteeBody = (nonce: string, jwk: object, primary: unknown) => ({ 'runtime-data': { nonce, 'tee-pubkey': jwk }, 'tee-evidence': { primary_evidence: primary, additional_evidence: '' } });
+  const onlyBindingFailed = (f: Fixture, r: Reply): { check: string; ok: boolean }[] => {
     expectDenied(f, r, 403, /^broker\.reportData: report data is not SHA-384/);
     expect((r.json as { reasons: string[] }).reasons).toHaveLength(1);
     const entry = f.audit.entries.at(-1)!;
     expect(entry).toMatchObject({ event: 'attest', verdict: 'deny', tee: 'snp' });
-    expect(entry.evidenceSummary).toMatchObject({ tee: 'snp', measurement: 'b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01' });
     const checks = (entry.detail as { checks: { check: string; ok: boolean }[] }).checks;
-    // Signature, chain to the pinned ARK, product, TCB extensions, hardware id: all passed; only the binding failed.
-    expect(checks.map((c) => c.check)).toEqual(['snp.signature', 'snp.chain', 'snp.product', 'snp.tcb_extensions', 'snp.hwid', 'broker.tee', 'broker.reportData']);
     expect(checks.filter((c) => !c.ok).map((c) => c.check)).toEqual(['broker.reportData']);
-  });
+    return checks;
+  };
 
-  it('the same report judged at a date before its VCEK was issued fails the chain (the verifier runs on the broker\'s clock)', async () => {
+  it('Trustee\'s own SEV-SNP evidence (Genoa, SnpEvidence with its VCEK) verifies at its date and is denied for the binding alone', async () => {
     const { certs, vec } = await import('../attestation/helpers.js');
-    const f = await fixture({ verifyOptions: { certificates: certs('sev-snp/gsg_milan_vcek.der', 'sev-snp/ask_ark_milan.pem') } });
-    f.clock.ms = Date.parse('2000-01-01T00:00:00Z');
+    // Trustee ships AMD's ASK/ARK built in; our broker is given them (the ARK is pinned either way).
+    const f = await fixture({ verifyOptions: { certificates: certs('sev-snp/ask_ark_genoa.pem') } });
+    f.clock.ms = Date.parse('2025-06-01T00:00:00Z');
     const a = await auth(f, 'snp');
     const { jwk } = await teeKeyPair();
-    const body = { 'runtime-data': { nonce: a.nonce, 'tee-pubkey': jwk }, 'tee-evidence': { evidence: Buffer.from(vec('sev-snp/gsg_milan_report.bin')).toString('base64') } };
-    expectDenied(f, await attest(f, a.cookie, body), 403, /^ERR_EVIDENCE_CHAIN: /);
+    const primary = JSON.parse(Buffer.from(vec('trustee/snp_e2e_evidence.json')).toString('utf8'));
+    const checks = onlyBindingFailed(f, await attest(f, a.cookie, trusteeBody(a.nonce, jwk, primary)));
+    expect(checks.map((c) => c.check)).toEqual(['snp.signature', 'snp.chain', 'snp.product', 'snp.tcb_extensions', 'snp.hwid', 'broker.tee', 'broker.reportData']);
+    expect(f.audit.entries.at(-1)!.evidenceSummary).toMatchObject({ tee: 'snp', measurement: expect.stringMatching(/^6a6519d7/), debug: false });
+    expect((f.audit.entries.at(-1)!.detail as Record<string, unknown>).evidenceForm).toMatch(/^sev AttestationReport v3/);
+  });
+
+  it('a go-sev-guest Milan report, encoded in Trustee\'s shape with its VCEK in cert_chain, is denied for the binding alone', async () => {
+    const { certs, vec } = await import('../attestation/helpers.js');
+    const { encodeTeeEvidence } = await import('../../src/protocol/evidence.js');
+    const f = await fixture({ verifyOptions: { certificates: certs('sev-snp/ask_ark_milan.pem') } });
+    f.clock.ms = Date.parse('2022-09-24T01:00:00Z');
+    const a = await auth(f, 'snp');
+    const { jwk } = await teeKeyPair();
+    const te = encodeTeeEvidence('snp', vec('sev-snp/gsg_milan_report.bin'), { snpCertificates: [{ type: 'VCEK', der: vec('sev-snp/gsg_milan_vcek.der') }] });
+    const checks = onlyBindingFailed(f, await attest(f, a.cookie, trusteeBody(a.nonce, jwk, te.primary_evidence)));
+    expect(checks.map((c) => c.check)).toEqual(['snp.signature', 'snp.chain', 'snp.product', 'snp.tcb_extensions', 'snp.hwid', 'broker.tee', 'broker.reportData']);
+    expect(f.audit.entries.at(-1)!.evidenceSummary).toMatchObject({ measurement: 'b07af9620f3b839b47996422ddec6058338951d984e312115131ea82705eaf5b6bdf8a9ece31a5a608eb0cf2e4872b01' });
+
+    // The same report judged at a date before its VCEK was issued fails the chain: the verifier runs on the broker's clock.
+    f.clock.ms = Date.parse('2000-01-01T00:00:00Z');
+    const b = await auth(f, 'snp');
+    expectDenied(f, await attest(f, b.cookie, trusteeBody(b.nonce, jwk, te.primary_evidence)), 403, /^ERR_EVIDENCE_CHAIN: /);
+  });
+
+  it('evidence that does not decode is 400 naming the member; an unsupported tee is refused at /auth', async () => {
+    const f = await fixture();
+    const a = await auth(f, 'snp');
+    const { jwk } = await teeKeyPair();
+    expectDenied(f, await attest(f, a.cookie, trusteeBody(a.nonce, jwk, { attestation_report: {} })), 400, /^ERR_EVIDENCE_FORMAT: .*attestation_report/);
+    expectDenied(f, await f.send('/kbs/v0/auth', json({ version: '0.4.0', tee: 'sample' })), 400, /tee "sample" is not supported/);
   });
 });
 

@@ -16,7 +16,7 @@ import type { VerifyEvidenceOptions } from '../../attestation/verify.js';
 import { kbsReportData } from '../../protocol/binding.js';
 import { parseAttestRequest, SESSION_COOKIE, type AttestRequest } from '../../protocol/messages.js';
 import { cookieValues, HttpProblem, readJsonBody, sendJson } from '../http.js';
-import { decodeTeeEvidence, type DecodedEvidence } from '../tee-evidence.js';
+import { decodePrimaryEvidence, type DecodedEvidence } from '../../protocol/evidence.js';
 import { issueToken } from '../tokens.js';
 import type { AttestedSession } from '../sessions.js';
 import { sessionCookie, type BrokerState, type RequestContext } from './context.js';
@@ -99,19 +99,20 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
 
   let decoded: DecodedEvidence;
   try {
-    decoded = decodeTeeEvidence(challenge.tee, request.primaryEvidence);
+    // parseAttestRequest has already taken primary_evidence and additional_evidence apart.
+    decoded = decodePrimaryEvidence(challenge.tee, request.primaryEvidence, request.additionalEvidence, 'tee-evidence.primary_evidence');
   } catch (err) {
     if (!(err instanceof SealedTensorsError)) throw err;
-    throw new HttpProblem(400, 'ERR_PROTOCOL', err.message, { reasons: [err.message], cause: err });
+    throw new HttpProblem(400, 'ERR_PROTOCOL', `the evidence does not decode: ${err.message}`, { reasons: [`${err.code}: ${err.message}`], cause: err });
   }
   const evidenceDigest = createHash('sha256').update(decoded.evidence).digest('hex');
   ctx.audit.evidenceDigest = evidenceDigest;
-  ctx.audit.detail = { ...ctx.audit.detail, evidenceType: decoded.type };
+  ctx.audit.detail = { ...ctx.audit.detail, evidenceType: decoded.type, evidenceForm: decoded.form };
 
   if (decoded.type === 'simulated' && !state.opts.allowSimulated) {
     throw denied(403, ['broker.simulated: evidence is SIMULATED (software only) and this broker does not allow simulated evidence']);
   }
-  if (request.additionalEvidence !== '') {
+  if (decoded.additionalEvidence !== '') {
     throw denied(403, ['broker.additionalEvidence: additional (device) evidence is not verified by this broker yet; send none']);
   }
 
@@ -134,7 +135,7 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
   if (claims.simulated) {
     checks.push({ check: 'broker.simulated', ok: state.opts.allowSimulated, detail: state.opts.allowSimulated ? 'simulated evidence allowed by this broker (each key\'s policy must allow it too)' : 'evidence is SIMULATED and this broker does not allow it' });
   }
-  const binding = kbsReportData(nonce, teePubkeyRaw, request.additionalEvidence);
+  const binding = kbsReportData(nonce, teePubkeyRaw, decoded.additionalEvidence);
   const bound = reportDataMatches(claims.reportData, binding);
   checks.push({
     check: 'broker.reportData',

@@ -3,6 +3,7 @@
  * Refused beyond the pending-challenge cap (503: the broker's capacity, not the client's fault).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { KBS_TEES } from '../../protocol/evidence.js';
 import { parseAuthRequest } from '../../protocol/messages.js';
 import { HttpProblem, readJsonBody, sendJson } from '../http.js';
 import { sessionCookie, type BrokerState, type RequestContext } from './context.js';
@@ -16,6 +17,11 @@ export async function handleAuth(state: BrokerState, req: IncomingMessage, res: 
     throw new HttpProblem(400, 'ERR_PROTOCOL', (err as Error).message, { reasons: [(err as Error).message], cause: err });
   }
   ctx.audit.tee = request.tee;
+  // Refused here, before a challenge slot is spent on evidence this broker cannot read.
+  if (!(KBS_TEES as readonly string[]).includes(request.tee)) {
+    const why = `tee "${request.tee}" is not supported; supported: ${KBS_TEES.join(', ')}`;
+    throw new HttpProblem(400, 'ERR_PROTOCOL', why, { reasons: [why] });
+  }
   const issued = state.challenges.issue(request.tee, state.opts.nowMs());
   if (issued === undefined) {
     const why = `${state.challenges.max} challenges are pending, the most this broker keeps; retry after ${state.opts.challengeTtlSeconds} s`;
