@@ -91,8 +91,9 @@ describe('broker: a full RCAR with the simulated TEE', () => {
     const verified = await compactVerify(receipt, await importJWK(f.signing.publicJwk, 'ES256'));
     expect(verified.protectedHeader).toMatchObject({ alg: 'ES256', kid: f.signing.kid });
     const claims = JSON.parse(Buffer.from(verified.payload).toString('utf8'));
-    expect(claims).toMatchObject({ audit: { seq: release.seq, hash: release.hash }, keyId: KEY_ID, models: MODELS, tee: 'simulated', verdict: 'allow', evidenceDigest: release.evidenceDigest, teePubkeyThumbprint: release.teePubkeyThumbprint });
-    expect((release.detail as Record<string, unknown>).receiptId).toBe(claims.rid);
+    expect(claims).toMatchObject({ auditSeq: release.seq, auditHash: release.hash, keyId: KEY_ID, models: MODELS, tee: 'simulated', verdict: { allowed: true, reasons: [] }, evidenceDigest: release.evidenceDigest, teePubkey: release.teePubkeyThumbprint });
+    expect(verified.protectedHeader.typ).toBe('sealed-tensors-receipt+jws');
+    expect((release.detail as Record<string, unknown>).receiptId).toBe(claims.receiptId);
     expect(f.errors).toEqual([]);
   });
 });
@@ -377,6 +378,32 @@ describe('broker: real evidence through /attest', () => {
     const { jwk } = await teeKeyPair();
     expectDenied(f, await attest(f, a.cookie, trusteeBody(a.nonce, jwk, { attestation_report: {} })), 400, /^ERR_EVIDENCE_FORMAT: .*attestation_report/);
     expectDenied(f, await f.send('/kbs/v0/auth', json({ version: '0.4.0', tee: 'sample' })), 400, /tee "sample" is not supported/);
+  });
+});
+
+describe('broker: release receipts through an audit sink that signs them into the entry', () => {
+  it('uses the sink\'s appendRelease (the file-backed AuditLog\'s way): the receipt it signed is the one answered', async () => {
+    const f = await fixture();
+    const calls: { fields: Record<string, unknown>; kid: string }[] = [];
+    const sink = f.audit as MemoryAudit & { appendRelease?: unknown };
+    sink.appendRelease = async (fields: Record<string, unknown>, key: { kid: string; privateKey: CryptoKey }) => {
+      calls.push({ fields, kid: key.kid });
+      const prev = f.audit.entries.at(-1)!.hash;
+      const receiptId = 'r'.repeat(22);
+      const { CompactSign } = await import('jose');
+      const claims = { ...fields, receiptId, auditSeq: f.audit.entries.length + 1, auditHash: prev, iat: 1 };
+      const receipt = await new CompactSign(new TextEncoder().encode(JSON.stringify(claims))).setProtectedHeader({ alg: 'ES256', kid: key.kid, typ: 'sealed-tensors-receipt+jws' }).sign(key.privateKey);
+      const at = await f.audit.append({ event: 'release', verdict: 'allow', detail: { ...fields, receipt } });
+      return { ...at, receipt, receiptId };
+    };
+    const s = await attested(f);
+    const r = await resource(f, { cookie: s.cookie });
+    expect(r.status, r.text).toBe(200);
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.kid).toBe(f.signing.kid);
+    expect(calls[0]!.fields).toMatchObject({ keyId: KEY_ID, models: MODELS, teePubkey: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/), evidenceDigest: expect.stringMatching(/^[0-9a-f]{64}$/), verdict: { allowed: true, reasons: [] }, tee: 'simulated' });
+    const v = await compactVerify(String(r.headers['sealed-tensors-receipt']), await importJWK(f.signing.publicJwk, 'ES256'));
+    expect(JSON.parse(Buffer.from(v.payload).toString('utf8'))).toMatchObject({ receiptId: 'r'.repeat(22), keyId: KEY_ID });
   });
 });
 

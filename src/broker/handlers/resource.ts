@@ -5,7 +5,6 @@
  * or a policy that denies (every failed check named). A release is audited before it is answered,
  * and the answer carries a receipt signed over that audit entry.
  */
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { wipe } from '../../bytes.js';
 import { SealedTensorsError } from '../../errors.js';
@@ -14,7 +13,7 @@ import { DATA_KEY_REPOSITORY, DATA_KEY_TYPE, KBS_PATH_PREFIX, parseResourcePath,
 import { encodeDataKeyResource } from '../../protocol/resource.js';
 import { calculateJwkThumbprint } from 'jose';
 import { cookieValues, HttpProblem, sendJson } from '../http.js';
-import { RECEIPT_HEADER, signReceipt } from '../receipt.js';
+import { RECEIPT_HEADER, recordRelease } from '../receipt.js';
 import { verifyToken, type TokenSession } from '../tokens.js';
 import { encryptToTeePubkey } from '../wrap.js';
 import type { BrokerState, RequestContext } from './context.js';
@@ -102,24 +101,20 @@ export async function handleResource(state: BrokerState, req: IncomingMessage, r
       }
     });
   } catch (err) {
-    // The key was revoked or removed between the lookup and the release.
-    if (err instanceof SealedTensorsError && err.code === 'ERR_DENIED') throw forbidden([`key.revoked: ${err.message}`]);
-    if (err instanceof SealedTensorsError && err.code === 'ERR_NOT_FOUND') throw notFound(`no key "${keyId}"`);
+    // Revoked or removed between the lookup and the release? Ask the keystore again rather than
+    // trust one backend's error codes; anything else is the broker's failure (500, nothing sent).
+    const now = await state.opts.keystore.get(keyId).catch(() => undefined);
+    if (now === undefined && err instanceof SealedTensorsError && err.code === 'ERR_NOT_FOUND') throw notFound(`no key "${keyId}"`);
+    if (now !== undefined && now.state !== 'active') throw forbidden([`key.revoked: key "${keyId}" was revoked while it was being released${now.revocationReason ? `: ${now.revocationReason}` : ''}; it is never released again`]);
     throw err;
   }
 
-  const rid = randomUUID();
-  const entry = await state.opts.audit.append({ ...ctx.audit, event: 'release', verdict: 'allow', reasons: [], detail: { ...ctx.audit.detail, receiptId: rid, notAfter } });
-  const receipt = await signReceipt(state.signer, {
-    rid,
-    audit: { seq: entry.seq, hash: entry.hash },
-    keyId,
-    models: record.models,
-    tee: session.tee,
-    teePubkeyThumbprint: thumbprint,
-    evidenceDigest: session.evidenceDigest,
-    verdict: 'allow',
-    iat: Math.floor(nowMs / 1000),
-  });
-  sendJson(res, 200, jwe, { [RECEIPT_HEADER]: receipt });
+  const recorded = await recordRelease(
+    state.opts.audit,
+    state.signer,
+    { keyId, models: record.models, teePubkey: thumbprint, evidenceDigest: session.evidenceDigest, verdict: { allowed: true, reasons: [] }, tee: session.tee, notAfter },
+    { ...ctx.audit, detail: { ...ctx.audit.detail, notAfter } },
+    nowMs,
+  );
+  sendJson(res, 200, jwe, { [RECEIPT_HEADER]: recorded.receipt });
 }
