@@ -61,6 +61,8 @@ export interface BrokerOptions {
   keepAliveTimeoutMs?: number;
   /** How long close() lets in-flight requests finish before cutting connections. Default 10 s. */
   closeTimeoutMs?: number;
+  /** Open connections at most; more are dropped on arrival. Default 1024. */
+  maxConnections?: number;
   /** Clock for expiries and evidence checks (tests). */
   now?: () => Date;
   verifyOptions?: BrokerVerifyOptions;
@@ -89,6 +91,7 @@ export interface ResolvedOptions {
   requestTimeoutMs: number;
   keepAliveTimeoutMs: number;
   closeTimeoutMs: number;
+  maxConnections: number;
   nowMs: () => number;
   verifyOptions: BrokerVerifyOptions;
   onError: (err: unknown) => void;
@@ -151,6 +154,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     requestTimeoutMs: int(o.requestTimeoutMs, 'requestTimeoutMs', 30_000, 100, 600_000),
     keepAliveTimeoutMs: int(o.keepAliveTimeoutMs, 'keepAliveTimeoutMs', 5_000, 100, 600_000),
     closeTimeoutMs: int(o.closeTimeoutMs, 'closeTimeoutMs', 10_000, 0, 600_000),
+    maxConnections: int(o.maxConnections, 'maxConnections', 1024, 1, 1_000_000),
     nowMs: now === undefined ? () => Date.now() : () => {
       const d = now();
       if (!(d instanceof Date) || Number.isNaN(d.getTime())) throw new InvalidArgumentError('broker option now() must return a valid Date');

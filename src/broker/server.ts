@@ -125,6 +125,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   server.headersTimeout = opts.headersTimeoutMs;
   server.requestTimeout = opts.requestTimeoutMs;
   server.keepAliveTimeout = opts.keepAliveTimeoutMs;
+  server.maxConnections = opts.maxConnections;
 
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
