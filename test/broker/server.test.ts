@@ -265,6 +265,9 @@ describe('broker: each denial is refused with reasons, audited, and releases not
     const a = await auth(f);
     const big = `{"x":"${'a'.repeat(1024 * 1024)}"}`;
     expectDenied(f, await f.send('/kbs/v0/attest', { headers: { 'content-type': 'application/json', cookie: `kbs-session-id=${a.cookie}` }, body: big }), 413, /larger than 1048576 bytes/);
+    // The challenge was consumed by that request all the same.
+    const { jwk } = await teeKeyPair();
+    expectDenied(f, await attest(f, a.cookie, await attestBody(f, a.nonce, jwk)), 401, /no pending challenge/);
     const streamed = await new Promise<Reply>((resolve, reject) => {
       import('node:http').then(({ request }) => {
         const req = request(`${f.url}/kbs/v0/auth`, { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => {
@@ -296,7 +299,7 @@ describe('broker: each denial is refused with reasons, audited, and releases not
     expect(unknown.status).toBe(404);
   });
 
-  it('beyond 10_000 pending challenges /auth is 503 (audited) until challenges expire', async () => {
+  it('beyond 10_000 pending challenges /auth is 429 (audited) until challenges expire', async () => {
     const f = await fixture();
     const { Agent } = await import('node:http');
     const agent = new Agent({ keepAlive: true, maxSockets: 8 });
@@ -308,7 +311,7 @@ describe('broker: each denial is refused with reasons, audited, and releases not
         ok += replies.filter((r) => r.status === 200).length;
       }
       expect(ok).toBe(10_000);
-      expectDenied(f, await f.send('/kbs/v0/auth', { ...body, agent }), 503, /^challenges: 10000 challenges are pending/);
+      expectDenied(f, await f.send('/kbs/v0/auth', { ...body, agent }), 429, /^challenges: 10000 challenges are pending/);
       f.clock.ms += 60_000;
       expect((await f.send('/kbs/v0/auth', { ...body, agent })).status).toBe(200);
     } finally {

@@ -80,8 +80,9 @@ function verifyOptionsFor(state: BrokerState, decoded: DecodedEvidence, nowMs: n
 }
 
 export async function handleAttest(state: BrokerState, req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
-  const body = await readJsonBody(req, state.opts.maxRequestBytes);
+  // The challenge is consumed first, so a request that fails later (even for its body) still used it.
   const { sessionId, challenge } = takeChallenge(state, req, ctx);
+  const body = await readJsonBody(req, state.opts.maxRequestBytes);
 
   let request: AttestRequest;
   try {

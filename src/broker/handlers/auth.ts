@@ -1,6 +1,6 @@
 /**
  * POST /kbs/v0/auth: a fresh challenge (32-byte nonce) and the session cookie that names it.
- * Refused beyond the pending-challenge cap (503: the broker's capacity, not the client's fault).
+ * Refused beyond the pending-challenge cap (429 with Retry-After, as docs/PROTOCOL.md says).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KBS_TEES } from '../../protocol/evidence.js';
@@ -25,7 +25,7 @@ export async function handleAuth(state: BrokerState, req: IncomingMessage, res: 
   const issued = state.challenges.issue(request.tee, state.opts.nowMs());
   if (issued === undefined) {
     const why = `${state.challenges.max} challenges are pending, the most this broker keeps; retry after ${state.opts.challengeTtlSeconds} s`;
-    throw new HttpProblem(503, 'ERR_RESOURCE_LIMIT', why, { reasons: [`challenges: ${why}`], headers: { 'retry-after': String(state.opts.challengeTtlSeconds) } });
+    throw new HttpProblem(429, 'ERR_RESOURCE_LIMIT', why, { reasons: [`challenges: ${why}`], headers: { 'retry-after': String(state.opts.challengeTtlSeconds) } });
   }
   sendJson(res, 200, { nonce: issued.challenge.nonce, 'extra-params': '' }, { 'set-cookie': sessionCookie(state, issued.sessionId, state.opts.challengeTtlSeconds) });
 }
