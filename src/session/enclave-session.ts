@@ -38,7 +38,7 @@ import { FileSource } from '../reader/source.js';
 import { generateEphemeralKey, unwrapDataKey, type EphemeralKey } from './ephemeral.js';
 import { RcarClient } from './rcar-client.js';
 import { SessionModel, type SessionTensorInfo, type TensorSelection } from './session-model.js';
-import { encodeTeeEvidence, kbsTeeName } from './tee-evidence.js';
+import { gatherTeeEvidence, sessionTeeName } from './tee-evidence.js';
 
 export const DEFAULT_ESTABLISH_TIMEOUT_MS = 60_000;
 /** A key id must also be a KBS resource tag. */
@@ -171,15 +171,12 @@ export class EnclaveSession {
     try {
       eph = generateEphemeralKey('ec-p256');
       const publicJwk = eph.publicJwk;
-      const teeName = kbsTeeName(options.provider.tee);
+      const teeName = sessionTeeName(options.provider.tee);
       const challenge = await client.auth(teeName);
       checkHashSelection(challenge['extra-params']);
       const reportData = kbsReportData(challenge.nonce, publicJwk, '');
-      const evidence = await raceSignal(options.provider.getEvidence(reportData), signal);
-      const token = await client.attest({
-        'runtime-data': { nonce: challenge.nonce, 'tee-pubkey': publicJwk },
-        'tee-evidence': { primary_evidence: encodeTeeEvidence(options.provider.tee, evidence), additional_evidence: '' },
-      });
+      const teeEvidence = await raceSignal(gatherTeeEvidence(options.provider, reportData), signal);
+      const token = await client.attest({ 'runtime-data': { nonce: challenge.nonce, 'tee-pubkey': publicJwk }, 'tee-evidence': teeEvidence });
       const checked = await checkToken(token, publicJwk);
       const receipts: { keyId: string; receipt: string }[] = [];
       for (const keyId of keyIds) {

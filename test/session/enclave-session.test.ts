@@ -15,7 +15,8 @@ import {
 import { SimulatedTee } from '../../src/attestation/providers/simulated.js';
 import { SecureBuffer } from '../../src/native/secure-buffer.js';
 import { EnclaveSession, type EnclaveSessionOptions } from '../../src/session/enclave-session.js';
-import { kbsTeeName } from '../../src/session/tee-evidence.js';
+import { gatherTeeEvidence, kbsTeeName } from '../../src/session/tee-evidence.js';
+import { decodeTeeEvidence } from '../../src/protocol/evidence.js';
 import type { ProgressEvent } from '../../src/session/session-model.js';
 import type { ServerResponse } from 'node:http';
 import { FakeKbs, json, type FakeKey } from './fake-kbs.js';
@@ -181,6 +182,31 @@ describe('EnclaveSession: a granted session', () => {
       'simulated',
     ]);
     expect(() => kbsTeeName('nvidia')).toThrow(SealedTensorsError);
+    // No provider gathers Azure evidence: refused before any request.
+    const azure = { tee: 'azure-snp' as const, getEvidence: async () => new Uint8Array(0) };
+    const before = kbs.requests.length;
+    expect((await failure(establish(kbs, ['k2'], { provider: azure }))).code).toBe('ERR_UNSUPPORTED');
+    expect(kbs.requests.length).toBe(before);
+  });
+
+  it("sends SNP evidence in Trustee's shape, with the host's certificates in cert_chain", async () => {
+    const report = new Uint8Array(readFileSync(new URL('../vectors/attestation/sev-snp/gsg_milan_report.bin', import.meta.url)));
+    const vcek = new Uint8Array(readFileSync(new URL('../vectors/attestation/sev-snp/gsg_milan_vcek.der', import.meta.url)));
+    const asked: Uint8Array[] = [];
+    const snp = {
+      tee: 'snp' as const,
+      getEvidence: async () => report,
+      getEvidenceWithCertificates: async (rd: Uint8Array) => {
+        asked.push(rd);
+        return { evidence: report, certificates: [{ name: 'VCEK', der: vcek }, { name: 'unknown', der: new Uint8Array(3) }] };
+      },
+    };
+    const teeEvidence = await gatherTeeEvidence(snp, new Uint8Array(64).fill(7));
+    expect(asked).toHaveLength(1);
+    expect(teeEvidence.additional_evidence).toBe('');
+    const decoded = decodeTeeEvidence('snp', teeEvidence);
+    expect(Buffer.from(decoded.evidence).equals(Buffer.from(report))).toBe(true);
+    expect(decoded.certificates?.map((c) => Buffer.from(c).equals(Buffer.from(vcek)))).toEqual([true]);
   });
 });
 
