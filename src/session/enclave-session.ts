@@ -152,10 +152,6 @@ export class EnclaveSession {
 
     const timeoutMs = options.timeoutMs ?? DEFAULT_ESTABLISH_TIMEOUT_MS;
     const deadline = new AbortController();
-    const timer = setTimeout(
-      () => deadline.abort(new BrokerError(`the key release from ${options.broker} did not complete within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
     const signal = options.signal ? AbortSignal.any([options.signal, deadline.signal]) : deadline.signal;
     const client = new RcarClient({
       broker: options.broker,
@@ -166,6 +162,11 @@ export class EnclaveSession {
       requestTimeoutMs: timeoutMs,
       signal,
     });
+    // Armed only once nothing before it can throw: the finally below clears it.
+    const timer = setTimeout(
+      () => deadline.abort(new BrokerError(`the key release from ${client.origin} did not complete within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     const held = new Map<string, HeldKey>();
     let eph: EphemeralKey | null = null;
     try {
