@@ -11,7 +11,8 @@
 // so its CPU time per release is measured apart from the clients'.
 //
 // Options: --seconds 5 (per measurement)  --clients 1,16,64  --modes rcar,bearer  --http (plain
-// HTTP on loopback)  --cpu-prof (the broker writes a V8 CPU profile per run to benchmarks/results/)
+// HTTP on loopback)  --cpu-prof (the broker writes a V8 CPU profile of each timed phase to
+// benchmarks/results/, for Chrome DevTools or speedscope)
 // Stores: in-memory keystore and policy store and a hash-chained audit sink that keeps only its
 // head, so the figures are the protocol's, not a disk's.
 // Figures, not tests: nothing is asserted; shared machines swing them.
@@ -106,8 +107,25 @@ async function brokerChild() {
     },
     onError: (err) => errors.push(String(err?.stack ?? err)),
   });
+  // Profiles only the timed phase (start-up and warm-up would hide the steady state).
+  let profiler;
   process.on('message', async (m) => {
-    if (m.type === 'stats') {
+    if (m.type === 'profile-start') {
+      const { Session } = await import('node:inspector');
+      profiler = new Session();
+      profiler.connect();
+      const post = (method, params) => new Promise((resolve, reject) => profiler.post(method, params, (err, r) => (err ? reject(err) : resolve(r))));
+      profiler.postAsync = post;
+      await post('Profiler.enable');
+      await post('Profiler.setSamplingInterval', { interval: 200 });
+      await post('Profiler.start');
+      process.send({ type: 'profile-started' });
+    } else if (m.type === 'profile-stop') {
+      const { profile } = await profiler.postAsync('Profiler.stop');
+      writeFileSync(m.path, JSON.stringify(profile));
+      profiler.disconnect();
+      process.send({ type: 'profile-stopped' });
+    } else if (m.type === 'stats') {
       const cpu = process.cpuUsage();
       process.send({ type: 'stats', releases, verdicts: { ...verdicts }, cpuMs: (cpu.user + cpu.system) / 1000, rss: process.memoryUsage().rss, errors: errors.splice(0) });
     } else if (m.type === 'stop') {
@@ -321,8 +339,7 @@ async function main() {
   for (const mode of modes) {
     for (const n of clientCounts) {
       // A fresh broker per measurement: each profile and CPU figure is one run's.
-      const prof = cpuProf ? ['--cpu-prof', '--cpu-prof-dir', resultsDir, '--cpu-prof-name', `release-${mode}-${n}-${Date.now()}.cpuprofile`] : [];
-      const child = fork(here, ['--broker'], { execArgv: prof, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const child = fork(here, ['--broker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       const next = (type) =>
         new Promise((resolve, reject) => {
           const onExit = (code) => reject(new Error(`broker exited (${code}) while waiting for ${type}`));
@@ -346,6 +363,12 @@ async function main() {
       await Promise.all(clients.map((c, i) => (mode === 'rcar' ? c.rcar() : c.bearer(sessions[i]))));
       for (const c of clients) for (const k of Object.keys(c.phases)) c.phases[k].length = 0;
 
+      const profilePath = join(resultsDir, `release-${mode}-${n}-${Date.now()}.cpuprofile`);
+      if (cpuProf) {
+        const started = next('profile-started');
+        child.send({ type: 'profile-start' });
+        await started;
+      }
       child.send({ type: 'stats' });
       const before = await next('stats');
       const cpu0 = process.cpuUsage();
@@ -366,6 +389,11 @@ async function main() {
       const cpu1 = process.cpuUsage(cpu0);
       child.send({ type: 'stats' });
       const after = await next('stats');
+      if (cpuProf) {
+        const stopped = next('profile-stopped');
+        child.send({ type: 'profile-stop', path: profilePath });
+        await stopped;
+      }
       const stoppedP = next('stopped');
       child.send({ type: 'stop' });
       await stoppedP;
