@@ -10,9 +10,11 @@
 // The broker runs in a child process (loopback HTTPS, keep-alive, one connection per client),
 // so its CPU time per release is measured apart from the clients'.
 //
-// Options: --seconds 5 (per measurement)  --clients 1,16,64  --modes rcar,bearer  --http (plain
-// HTTP on loopback)  --cpu-prof (the broker writes a V8 CPU profile of each timed phase to
-// benchmarks/results/, for Chrome DevTools or speedscope)
+// Each mode runs closed loop at each client count, then open loop: 64 clients sharing --rate
+// releases/s (the target's shape: a p99 at 64 clients only means something at an offered rate).
+// Options: --seconds 5 (per measurement)  --clients 1,16,64  --modes rcar,bearer  --rate 300 (0: no
+// open-loop run)  --http (plain HTTP on loopback)  --cpu-prof (the broker writes a V8 CPU profile of
+// each timed phase to benchmarks/results/, for Chrome DevTools or speedscope)
 // Stores: in-memory keystore and policy store and a hash-chained audit sink that keeps only its
 // head, so the figures are the protocol's, not a disk's.
 // Figures, not tests: nothing is asserted; shared machines swing them.
@@ -316,10 +318,129 @@ async function client(call, lib, amdPlatform) {
 const pct = (sorted, p) => (sorted.length === 0 ? NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]);
 const round = (v, d = 1) => Math.round(v * 10 ** d) / 10 ** d;
 
+/**
+ * One measurement on a fresh broker (each profile and CPU figure is one run's). Closed loop (`rate`
+ * undefined): every client starts its next release as soon as its last one is done, so it shows the
+ * most the pair sustains, and latency is queueing: clients / throughput (Little's law). Open loop:
+ * the clients share an offered `rate` (releases/s), each on a fixed schedule, and latency counts
+ * from the scheduled start, so a broker that falls behind shows it (no coordinated omission).
+ */
+async function measure({ mode, n, rate, seconds, plain, cpuProf, tls, ca, lib, amdPlatform }) {
+  const child = fork(here, ['--broker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const next = (type) =>
+    new Promise((resolve, reject) => {
+      const onExit = (code) => reject(new Error(`broker exited (${code}) while waiting for ${type}`));
+      const onMsg = (m) => {
+        if (m.type !== type) return;
+        child.off('message', onMsg);
+        child.off('exit', onExit);
+        resolve(m);
+      };
+      child.on('message', onMsg);
+      child.once('exit', onExit);
+    });
+  const readyP = next('ready');
+  child.send({ tls: plain ? undefined : tls, dataKey: DATA_KEY.toString('hex'), arkFingerprint: amdPlatform.arkFingerprint, issuers: amdPlatform.issuers, measurement: amdPlatform.measurement.toString('hex') });
+  const { url } = await readyP;
+  const makeCall = requester(url, ca);
+  const clients = await Promise.all(Array.from({ length: n }, () => client(makeCall(), lib, amdPlatform)));
+  // Warm-up, untimed: connections, lazy imports, JIT; bearer mode keeps each client's session.
+  const sessions = [];
+  for (const c of clients) sessions.push(await c.rcar());
+  await Promise.all(clients.map((c, i) => (mode === 'rcar' ? c.rcar() : c.bearer(sessions[i]))));
+  for (const c of clients) for (const k of Object.keys(c.phases)) c.phases[k].length = 0;
+
+  const profilePath = join(resultsDir, `release-${mode}-${n}${rate ? `-at-${rate}` : ''}-${Date.now()}.cpuprofile`);
+  if (cpuProf) {
+    const started = next('profile-started');
+    child.send({ type: 'profile-start' });
+    await started;
+  }
+  child.send({ type: 'stats' });
+  const before = await next('stats');
+  const cpu0 = process.cpuUsage();
+  // Releases that complete inside the window count (their latencies too); the ones in flight at
+  // its end finish uncounted, so the drain does not stretch the window.
+  const latencies = [];
+  let all = 0;
+  let missed = 0;
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  const one = (c, i) => (mode === 'rcar' ? c.rcar() : c.bearer(sessions[i]));
+  await Promise.all(
+    clients.map(async (c, i) => {
+      if (rate === undefined) {
+        while (performance.now() < end) {
+          const t0 = performance.now();
+          await one(c, i);
+          all++;
+          const t1 = performance.now();
+          if (t1 <= end) latencies.push(t1 - t0);
+        }
+        return;
+      }
+      const interval = (1000 * n) / rate;
+      for (let at = start + (i * interval) / n; at < end; at += interval) {
+        const now = performance.now();
+        if (now >= end) {
+          missed++; // scheduled inside the window, never started: the broker fell behind
+          continue;
+        }
+        if (at > now) await new Promise((r) => setTimeout(r, at - now));
+        await one(c, i);
+        all++;
+        const t1 = performance.now();
+        if (t1 <= end) latencies.push(t1 - at);
+      }
+    }),
+  );
+  const cpu1 = process.cpuUsage(cpu0);
+  child.send({ type: 'stats' });
+  const after = await next('stats');
+  if (cpuProf) {
+    const stopped = next('profile-stopped');
+    child.send({ type: 'profile-stop', path: profilePath });
+    await stopped;
+  }
+  const stoppedP = next('stopped');
+  child.send({ type: 'stop' });
+  await stoppedP;
+  await new Promise((r) => child.once('exit', r));
+  for (const c of clients) c.call.agent.destroy();
+
+  latencies.sort((a, b) => a - b);
+  const count = latencies.length;
+  const released = after.releases - before.releases;
+  const brokerMs = (after.cpuMs - before.cpuMs) / Math.max(1, released);
+  const phaseP50 = {};
+  if (mode === 'rcar') for (const k of ['auth', 'attest', 'resource']) phaseP50[k] = round(pct(clients.flatMap((c) => c.phases[k]).sort((a, b) => a - b), 50), 2);
+  const row = {
+    mode,
+    clients: n,
+    offeredPerSecond: rate ?? null,
+    releases: count,
+    perSecond: round(count / seconds),
+    p50Ms: round(pct(latencies, 50), 2),
+    p99Ms: round(pct(latencies, 99), 2),
+    brokerCpuMsPerRelease: round(brokerMs, 2),
+    /** What one core would sustain if the broker had it alone: 1000 / its CPU ms per release. */
+    brokerCapacityPerCore: round(1000 / brokerMs, 0),
+    clientCpuMsPerRelease: round((cpu1.user + cpu1.system) / 1000 / Math.max(1, all), 2),
+    ...(mode === 'rcar' ? { phaseP50Ms: phaseP50 } : {}),
+    ...(rate !== undefined ? { missed } : {}),
+    denied: after.verdicts.deny - before.verdicts.deny,
+    brokerErrors: after.errors,
+  };
+  if (released !== all) row.mismatch = `broker released ${released}, clients opened ${all}`;
+  console.log(`${mode} x${n}${rate ? ` at ${rate}/s offered` : ''}: ${row.perSecond}/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms, broker CPU ${row.brokerCpuMsPerRelease} ms/release${mode === 'rcar' ? `, phases p50 ${JSON.stringify(phaseP50)}` : ''}${rate ? `, ${missed} never started` : ''}`);
+  return row;
+}
+
 async function main() {
   const seconds = Number(opt('seconds', '5'));
   const clientCounts = opt('clients', '1,16,64').split(',').map(Number);
   const modes = opt('modes', 'rcar,bearer').split(',');
+  const rate = Number(opt('rate', '300'));
   const plain = args.includes('--http');
   const cpuProf = args.includes('--cpu-prof');
   mkdirSync(resultsDir, { recursive: true });
@@ -330,119 +451,37 @@ async function main() {
     ...(await import('jose')),
   };
   process.stdout.write('forging an AMD chain (RSA-4096 ARK/ASK, P-384 VCEK) ... ');
-  let t = performance.now();
+  const t = performance.now();
   const amdPlatform = await forgeAmd();
   const { tls, ca } = await tlsMaterial();
   console.log(`${Math.round(performance.now() - t)} ms`);
 
+  const common = { seconds, plain, cpuProf, tls, ca, lib, amdPlatform };
   const rows = [];
   for (const mode of modes) {
-    for (const n of clientCounts) {
-      // A fresh broker per measurement: each profile and CPU figure is one run's.
-      const child = fork(here, ['--broker'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-      const next = (type) =>
-        new Promise((resolve, reject) => {
-          const onExit = (code) => reject(new Error(`broker exited (${code}) while waiting for ${type}`));
-          const onMsg = (m) => {
-            if (m.type !== type) return;
-            child.off('message', onMsg);
-            child.off('exit', onExit);
-            resolve(m);
-          };
-          child.on('message', onMsg);
-          child.once('exit', onExit);
-        });
-      const readyP = next('ready');
-      child.send({ tls: plain ? undefined : tls, dataKey: DATA_KEY.toString('hex'), arkFingerprint: amdPlatform.arkFingerprint, issuers: amdPlatform.issuers, measurement: amdPlatform.measurement.toString('hex') });
-      const { url } = await readyP;
-      const makeCall = requester(url, ca);
-      const clients = await Promise.all(Array.from({ length: n }, () => client(makeCall(), lib, amdPlatform)));
-      // Warm-up, untimed: connections, lazy imports, JIT; bearer mode keeps each client's session.
-      const sessions = [];
-      for (const c of clients) sessions.push(await c.rcar());
-      await Promise.all(clients.map((c, i) => (mode === 'rcar' ? c.rcar() : c.bearer(sessions[i]))));
-      for (const c of clients) for (const k of Object.keys(c.phases)) c.phases[k].length = 0;
-
-      const profilePath = join(resultsDir, `release-${mode}-${n}-${Date.now()}.cpuprofile`);
-      if (cpuProf) {
-        const started = next('profile-started');
-        child.send({ type: 'profile-start' });
-        await started;
-      }
-      child.send({ type: 'stats' });
-      const before = await next('stats');
-      const cpu0 = process.cpuUsage();
-      // Releases that complete inside the window count (their latencies too); the ones in flight
-      // at its end finish uncounted, so the drain does not stretch the window.
-      const latencies = [];
-      let all = 0;
-      const start = performance.now();
-      const end = start + seconds * 1000;
-      await Promise.all(
-        clients.map(async (c, i) => {
-          while (performance.now() < end) {
-            const t0 = performance.now();
-            if (mode === 'rcar') await c.rcar();
-            else await c.bearer(sessions[i]);
-            all++;
-            const t1 = performance.now();
-            if (t1 <= end) latencies.push(t1 - t0);
-          }
-        }),
-      );
-      const cpu1 = process.cpuUsage(cpu0);
-      const elapsed = seconds;
-      child.send({ type: 'stats' });
-      const after = await next('stats');
-      if (cpuProf) {
-        const stopped = next('profile-stopped');
-        child.send({ type: 'profile-stop', path: profilePath });
-        await stopped;
-      }
-      const stoppedP = next('stopped');
-      child.send({ type: 'stop' });
-      await stoppedP;
-      await new Promise((r) => child.once('exit', r));
-      for (const c of clients) c.call.agent.destroy();
-
-      latencies.sort((a, b) => a - b);
-      const count = latencies.length;
-      const released = after.releases - before.releases;
-      const phaseP50 = {};
-      if (mode === 'rcar') for (const k of ['auth', 'attest', 'resource']) phaseP50[k] = round(pct(clients.flatMap((c) => c.phases[k]).sort((a, b) => a - b), 50), 2);
-      const row = {
-        mode,
-        clients: n,
-        releases: count,
-        perSecond: round(count / elapsed),
-        p50Ms: round(pct(latencies, 50), 2),
-        p99Ms: round(pct(latencies, 99), 2),
-        brokerCpuMsPerRelease: round((after.cpuMs - before.cpuMs) / Math.max(1, released), 2),
-        clientCpuMsPerRelease: round((cpu1.user + cpu1.system) / 1000 / Math.max(1, all), 2),
-        /** What one core of this machine would sustain if the broker had it alone: 1000 / broker CPU ms. */
-        brokerCapacityPerCore: round(1000 / ((after.cpuMs - before.cpuMs) / Math.max(1, released)), 0),
-        ...(mode === 'rcar' ? { phaseP50Ms: phaseP50 } : {}),
-        denied: after.verdicts.deny - before.verdicts.deny,
-        brokerErrors: after.errors,
-      };
-      if (released !== all) row.mismatch = `broker released ${released}, clients opened ${all}`;
-      rows.push(row);
-      console.log(`${mode} x${n}: ${row.perSecond}/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms, broker CPU ${row.brokerCpuMsPerRelease} ms/release${mode === 'rcar' ? `, phases p50 ${JSON.stringify(phaseP50)}` : ''}`);
-    }
+    for (const n of clientCounts) rows.push(await measure({ ...common, mode, n }));
+    // The target's shape: 64 clients sharing the offered rate.
+    if (rate > 0) rows.push(await measure({ ...common, mode, n: 64, rate }));
   }
 
   const name = { rcar: 'full RCAR per release', bearer: 'resource only, Bearer token' };
   console.log(`\nKey releases, SEV-SNP evidence (${plain ? 'HTTP' : 'HTTPS'} on loopback, ${seconds} s each; ${availableParallelism()} cores ${cpus()[0]?.model ?? ''}, load ${loadavg().map((l) => l.toFixed(2)).join(' ')})\n`);
-  console.log('| mode | clients | releases/s | p50 ms | p99 ms | broker CPU ms/release | broker alone, releases/s/core | client CPU ms/release |');
-  console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
-  for (const r of rows) console.log(`| ${name[r.mode]} | ${r.clients} | ${r.perSecond} | ${r.p50Ms} | ${r.p99Ms} | ${r.brokerCpuMsPerRelease} | ${r.brokerCapacityPerCore} | ${r.clientCpuMsPerRelease} |`);
-  const target = rows.find((r) => r.mode === 'rcar' && r.clients === 64);
-  const targets = target
-    ? { releasesPerSecond: { value: target.perSecond, target: 300, met: target.perSecond >= 300 }, p99Ms: { value: target.p99Ms, target: 50, met: target.p99Ms < 50 } }
-    : undefined;
-  if (targets) {
-    console.log(`\nTargets (full RCAR, 64 clients): >= 300 releases/s: ${targets.releasesPerSecond.value}/s ${targets.releasesPerSecond.met ? 'met' : 'NOT met'}; p99 < 50 ms: ${targets.p99Ms.value} ms ${targets.p99Ms.met ? 'met' : 'NOT met'}`);
+  console.log('| mode | clients | load | releases/s | p50 ms | p99 ms | broker CPU ms/release | broker alone, releases/s/core | client CPU ms/release |');
+  console.log('|---|---:|---|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    const load = r.offeredPerSecond ? `${r.offeredPerSecond}/s offered${r.missed ? `, ${r.missed} never started` : ''}` : 'closed loop';
+    console.log(`| ${name[r.mode]} | ${r.clients} | ${load} | ${r.perSecond} | ${r.p50Ms} | ${r.p99Ms} | ${r.brokerCpuMsPerRelease} | ${r.brokerCapacityPerCore} | ${r.clientCpuMsPerRelease} |`);
   }
+  // Targets (issue 8): >= 300 releases/s, and p99 < 50 ms at 64 clients. In a closed loop 64
+  // clients at 300/s wait 64/300 s = 213 ms each by Little's law, so the p99 target is read at the
+  // offered rate (open loop), the throughput target at the closed loop's most.
+  const closed = rows.find((r) => r.mode === 'rcar' && r.clients === 64 && r.offeredPerSecond === null);
+  const open = rows.find((r) => r.mode === 'rcar' && r.clients === 64 && r.offeredPerSecond === 300);
+  const targets = {};
+  if (closed) targets.releasesPerSecond = { value: closed.perSecond, target: 300, met: closed.perSecond >= 300 };
+  if (open) targets.p99MsAt300PerSecond = { value: open.p99Ms, achievedPerSecond: open.perSecond, target: 50, met: open.p99Ms < 50 && open.perSecond >= 0.97 * 300 && open.missed === 0 };
+  if (targets.releasesPerSecond) console.log(`\nTarget, full RCAR at 64 clients: >= 300 releases/s (closed loop): ${targets.releasesPerSecond.value}/s, ${targets.releasesPerSecond.met ? 'met' : 'NOT met'}`);
+  if (targets.p99MsAt300PerSecond) console.log(`Target, full RCAR, 64 clients at 300/s offered: p99 < 50 ms: ${targets.p99MsAt300PerSecond.value} ms at ${targets.p99MsAt300PerSecond.achievedPerSecond}/s achieved, ${targets.p99MsAt300PerSecond.met ? 'met' : 'NOT met'}`);
   for (const r of rows) if (r.brokerErrors.length || r.denied || r.mismatch) console.log(`warning: ${r.mode} x${r.clients}: ${r.denied} denied, ${r.brokerErrors.length} broker errors ${r.mismatch ?? ''} ${r.brokerErrors[0] ?? ''}`);
   const out = join(resultsDir, `release-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   writeFileSync(out, JSON.stringify({ node: process.version, cores: availableParallelism(), cpu: cpus()[0]?.model, loadavg: loadavg(), seconds, transport: plain ? 'http' : 'https', rows, targets }, null, 2));
