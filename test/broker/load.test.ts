@@ -240,10 +240,13 @@ async function badCases(pool: Granted[]): Promise<Record<string, BadCase>> {
       const { cookie } = await c.auth();
       return { reply: await c.attest(cookie, g.body), status: [401], reason: /not the nonce of this session's challenge/ };
     },
+    // The broker answers 413 as soon as the declared length is over the limit and closes the
+    // connection; a client still writing its megabyte may see the reset before the answer. Either
+    // way nothing is released (the audit count below still sees one entry per request).
     'oversized body': async (c, i) => {
-      if (i % 2 === 0) return { reply: await c.send('/kbs/v0/auth', { headers: { 'content-type': 'application/json' }, body: oversized }), status: [413], reason: /larger than 1048576 bytes/ };
+      if (i % 2 === 0) return { reply: await orReset(c.send('/kbs/v0/auth', { headers: { 'content-type': 'application/json' }, body: oversized })), status: [413], reason: /larger than 1048576 bytes/ };
       const { cookie } = await c.auth();
-      return { reply: await c.attest(cookie, oversized), status: [413], reason: /larger than 1048576 bytes/ };
+      return { reply: await orReset(c.attest(cookie, oversized)), status: [413], reason: /larger than 1048576 bytes/ };
     },
     'malformed auth': async (c, i) => {
       const bodies: [string, string, number, RegExp][] = [
@@ -327,6 +330,17 @@ interface Miss {
   why: string;
 }
 
+/** The connection was reset before an answer could be read: a refusal with nothing sent back. */
+const RESET: Reply = { status: 0, headers: {}, text: '', json: undefined };
+async function orReset(pending: Promise<Reply>): Promise<Reply> {
+  try {
+    return await pending;
+  } catch (err) {
+    if (['EPIPE', 'ECONNRESET'].includes((err as NodeJS.ErrnoException).code ?? '')) return RESET;
+    throw err;
+  }
+}
+
 /** Runs `count` bad requests, kinds in turn, from `clients` workers at once; returns every answer that was not the refusal expected. */
 async function runBad(cases: Record<string, BadCase>, count: number, clients: Client[]): Promise<{ misses: Miss[]; byKind: Record<string, number> }> {
   const kinds = Object.entries(cases);
@@ -339,6 +353,7 @@ async function runBad(cases: Record<string, BadCase>, count: number, clients: Cl
       const i = Math.floor(n / kinds.length);
       byKind[kind] = (byKind[kind] ?? 0) + 1;
       const { reply, status, reason } = await run(c, i);
+      if (reply === RESET) continue;
       const body = reply.json as { type?: unknown; status?: unknown; reasons?: unknown } | undefined;
       const why = !status.includes(reply.status)
         ? `status ${reply.status}, expected ${status.join('|')}`
