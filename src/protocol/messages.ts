@@ -74,7 +74,8 @@ function object(value: unknown, what: string): Record<string, unknown> {
 
 function only(obj: Record<string, unknown>, allowed: readonly string[], what: string): void {
   for (const k of Object.keys(obj)) {
-    if (!allowed.includes(k)) throw new ProtocolError(`${what} has an unknown member "${k}" (expected ${allowed.join(', ')})`);
+    // The name is the client's: shown cut short, so a refusal never echoes (or logs) a megabyte.
+    if (!allowed.includes(k)) throw new ProtocolError(`${what} has an unknown member ${JSON.stringify(k.length > 64 ? `${k.slice(0, 64)}…` : k)} (expected ${allowed.join(', ')})`);
   }
 }
 
