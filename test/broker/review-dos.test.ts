@@ -52,7 +52,9 @@ describe('review: one client address and the broker\'s connection slots', () => 
     // Slowloris: 16 connections from 127.0.0.1, each with half a request line; the rate limiter
     // never sees them (it counts requests), and maxConnections is one pool for everybody.
     for (let i = 0; i < 16; i++) {
-      const s = https ? tlsConnect({ port, host: '127.0.0.1', localAddress: '127.0.0.1', ca: f.ca }) : connect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' });
+      const tcp = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.1' });
+      const s = https ? tlsConnect({ socket: tcp, host: '127.0.0.1', ca: f.ca }) : tcp;
+      if (s !== tcp) tcp.on('error', () => {});
       s.on('error', () => {});
       sockets.push(s);
       // Over TLS the handshake completes first; the request then stalls like the plain one.
