@@ -85,3 +85,14 @@ describe('review: refusal reasons are bounded', () => {
     });
   }
 });
+
+describe('review: errors name the member, not the JavaScript engine', () => {
+  it('deeply nested extra-params at /auth is a 400 naming extra-params (not "Maximum call stack size exceeded")', async () => {
+    const f = await fixture();
+    const deep = `${'['.repeat(200_000)}${']'.repeat(200_000)}`;
+    const r = await f.send('/kbs/v0/auth', { headers: { 'content-type': 'application/json' }, body: `{"version":"0.4.0","tee":"simulated","extra-params":${deep}}` });
+    expect(r.status).toBe(400);
+    expect((r.json as { detail: string }).detail).toMatch(/extra-params/);
+    expect(r.text).not.toMatch(/call stack/i);
+  });
+});
