@@ -8,6 +8,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server as 
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import { KBS_PATH_PREFIX } from '../protocol/messages.js';
+import { CertificateCache } from './cert-cache.js';
 import { ChallengeTable } from './challenges.js';
 import { clientOf, HttpProblem, sendProblem } from './http.js';
 import { handleAttest } from './handlers/attest.js';
@@ -52,6 +53,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     signer,
     challenges: new ChallengeTable(opts.challengeTtlSeconds * 1000, opts.maxPendingChallenges),
     sessions: new SessionTable(opts.maxSessions),
+    certificates: new CertificateCache(),
     secure: opts.tls !== undefined,
   };
   const limiter = new RateLimiter(opts.rateLimit);

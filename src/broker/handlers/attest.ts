@@ -5,7 +5,7 @@
  * No key policy is evaluated here: that is per key, at /resource. Success makes the cookie an
  * attested session and answers with a token for the same.
  */
-import { createHash, X509Certificate } from 'node:crypto';
+import { createHash, type X509Certificate } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { calculateJwkThumbprint } from 'jose';
 import { constantTimeEqual } from '../../bytes.js';
@@ -64,7 +64,7 @@ function verifyOptionsFor(state: BrokerState, decoded: DecodedEvidence, nowMs: n
   const certificates: X509Certificate[] = [...(v.certificates ?? [])];
   for (const [i, der] of (decoded.certificates ?? []).entries()) {
     try {
-      certificates.push(new X509Certificate(Buffer.from(der)));
+      certificates.push(state.certificates.get(der));
     } catch (cause) {
       throw new HttpProblem(403, 'ERR_DENIED', 'the evidence was not accepted', { reasons: [`ERR_EVIDENCE_FORMAT: certificate ${i} sent with the evidence is not X.509 DER`], cause });
     }

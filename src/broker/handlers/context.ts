@@ -5,6 +5,7 @@
  */
 import { SESSION_COOKIE } from '../../protocol/messages.js';
 import type { AuditEntryInput } from '../types.js';
+import type { CertificateCache } from '../cert-cache.js';
 import type { ChallengeTable } from '../challenges.js';
 import type { ResolvedOptions } from '../options.js';
 import type { SessionTable } from '../sessions.js';
@@ -15,6 +16,8 @@ export interface BrokerState {
   signer: Signer;
   challenges: ChallengeTable;
   sessions: SessionTable;
+  /** Certificates sent with evidence, parsed once per distinct DER. */
+  certificates: CertificateCache;
   /** True on HTTPS: cookies get Secure. */
   secure: boolean;
 }
