@@ -20,6 +20,15 @@ const TITLES: Readonly<Record<number, string>> = {
   503: 'Service Unavailable',
 };
 
+/** What the session side shows of a problem (parseProblem) is no more than this either. */
+const MAX_DETAIL_CHARS = 2000;
+const MAX_REASON_CHARS = 1000;
+const MAX_REASONS = 64;
+
+function bounded(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
 /** A refusal with its HTTP status, error code and the checks that failed. */
 export class HttpProblem extends Error {
   readonly status: number;
@@ -27,12 +36,14 @@ export class HttpProblem extends Error {
   readonly reasons: readonly string[];
   readonly headers: Readonly<Record<string, string>>;
   constructor(status: number, code: ErrorCode, detail: string, opts: { reasons?: readonly string[]; headers?: Record<string, string>; cause?: unknown } = {}) {
-    super(detail, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super(bounded(detail, MAX_DETAIL_CHARS), opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'HttpProblem';
     this.status = status;
     this.code = code;
-    // Every refusal names at least one reason: the detail when nothing finer is known.
-    this.reasons = Object.freeze(opts.reasons !== undefined && opts.reasons.length > 0 ? [...opts.reasons] : [detail]);
+    // Every refusal names at least one reason: the detail when nothing finer is known. Reasons may
+    // quote the request; bounded, so a refusal is never an echo (or an audit line) of a megabyte.
+    const reasons = opts.reasons !== undefined && opts.reasons.length > 0 ? opts.reasons : [detail];
+    this.reasons = Object.freeze(reasons.slice(0, MAX_REASONS).map((r) => bounded(r, MAX_REASON_CHARS)));
     this.headers = Object.freeze({ ...(opts.headers ?? {}) });
   }
 }

@@ -63,6 +63,11 @@ export interface BrokerOptions {
   closeTimeoutMs?: number;
   /** Open connections at most; more are dropped on arrival. Default 1024. */
   maxConnections?: number;
+  /**
+   * Open connections per client address at most, so one address (slow or idle connections, which
+   * the request rate limit never sees) cannot hold every slot. Default maxConnections / 8.
+   */
+  maxConnectionsPerClient?: number;
   /** Clock for expiries and evidence checks (tests). */
   now?: () => Date;
   verifyOptions?: BrokerVerifyOptions;
@@ -92,6 +97,7 @@ export interface ResolvedOptions {
   keepAliveTimeoutMs: number;
   closeTimeoutMs: number;
   maxConnections: number;
+  maxConnectionsPerClient: number;
   nowMs: () => number;
   verifyOptions: BrokerVerifyOptions;
   onError: (err: unknown) => void;
@@ -155,6 +161,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     keepAliveTimeoutMs: int(o.keepAliveTimeoutMs, 'keepAliveTimeoutMs', 5_000, 100, 600_000),
     closeTimeoutMs: int(o.closeTimeoutMs, 'closeTimeoutMs', 10_000, 0, 600_000),
     maxConnections: int(o.maxConnections, 'maxConnections', 1024, 1, 1_000_000),
+    maxConnectionsPerClient: int(o.maxConnectionsPerClient, 'maxConnectionsPerClient', Math.max(1, Math.floor((o.maxConnections ?? 1024) / 8)), 1, 1_000_000),
     nowMs: now === undefined ? () => Date.now() : () => {
       const d = now();
       if (!(d instanceof Date) || Number.isNaN(d.getTime())) throw new InvalidArgumentError('broker option now() must return a valid Date');

@@ -6,7 +6,7 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { KBS_PATH_PREFIX } from '../protocol/messages.js';
 import { CertificateCache } from './cert-cache.js';
 import { ChallengeTable } from './challenges.js';
@@ -120,14 +120,35 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     });
   };
 
+  // Node sweeps for expired header/request timeouts every 30 s by default, which lets a 10 s header
+  // timeout last 40 s; sweep at a tenth of the shortest timeout (at most every second).
+  const connectionsCheckingInterval = Math.max(10, Math.min(1000, Math.floor(Math.min(opts.headersTimeoutMs, opts.requestTimeoutMs) / 10)));
   const server: HttpServer | HttpsServer =
     opts.tls !== undefined
-      ? createHttpsServer({ cert: pem(opts.tls.cert), key: pem(opts.tls.key), minVersion: 'TLSv1.2', maxHeaderSize: MAX_HEADER_BYTES, handshakeTimeout: opts.headersTimeoutMs }, handler)
-      : createHttpServer({ maxHeaderSize: MAX_HEADER_BYTES }, handler);
+      ? createHttpsServer({ cert: pem(opts.tls.cert), key: pem(opts.tls.key), minVersion: 'TLSv1.2', maxHeaderSize: MAX_HEADER_BYTES, handshakeTimeout: opts.headersTimeoutMs, connectionsCheckingInterval }, handler)
+      : createHttpServer({ maxHeaderSize: MAX_HEADER_BYTES, connectionsCheckingInterval }, handler);
   server.headersTimeout = opts.headersTimeoutMs;
   server.requestTimeout = opts.requestTimeoutMs;
   server.keepAliveTimeout = opts.keepAliveTimeoutMs;
   server.maxConnections = opts.maxConnections;
+
+  // Connections per client address: a slow or idle connection is never a request, so the rate
+  // limiter cannot stop one address from taking every slot of maxConnections; this does.
+  const perClient = new Map<string, number>();
+  server.on('connection', (socket: Socket) => {
+    const ip = socket.remoteAddress ?? 'unknown';
+    const n = (perClient.get(ip) ?? 0) + 1;
+    if (n > opts.maxConnectionsPerClient) {
+      socket.destroy();
+      return;
+    }
+    perClient.set(ip, n);
+    socket.once('close', () => {
+      const left = (perClient.get(ip) ?? 1) - 1;
+      if (left <= 0) perClient.delete(ip);
+      else perClient.set(ip, left);
+    });
+  });
 
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => reject(err);

@@ -98,6 +98,16 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
     throw denied(401, ['session: runtime-data.nonce is not the nonce of this session\'s challenge']);
   }
 
+  // The binding hashes the request as received: what cannot be hashed is the client's error (400),
+  // found before any evidence is verified, never a failure of the broker's after it.
+  let binding: Uint8Array;
+  try {
+    binding = kbsReportData(nonce, teePubkeyRaw, request.additionalEvidence);
+  } catch (err) {
+    if (!(err instanceof SealedTensorsError)) throw err;
+    throw new HttpProblem(400, 'ERR_PROTOCOL', `runtime-data cannot be bound: ${err.message}`, { reasons: [`runtime-data.tee-pubkey: ${err.message}`], cause: err });
+  }
+
   let decoded: DecodedEvidence;
   try {
     // parseAttestRequest has already taken primary_evidence and additional_evidence apart.
@@ -136,7 +146,6 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
   if (claims.simulated) {
     checks.push({ check: 'broker.simulated', ok: state.opts.allowSimulated, detail: state.opts.allowSimulated ? 'simulated evidence allowed by this broker (each key\'s policy must allow it too)' : 'evidence is SIMULATED and this broker does not allow it' });
   }
-  const binding = kbsReportData(nonce, teePubkeyRaw, decoded.additionalEvidence);
   const bound = reportDataMatches(claims.reportData, binding);
   checks.push({
     check: 'broker.reportData',
