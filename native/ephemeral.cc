@@ -13,6 +13,7 @@
 #include "errors.h"
 #include "js_region.h"
 #include "module.h"
+#include "rsa_key.h"
 #include "secure_heap.h"
 #include "secure_memory.h"
 
@@ -39,48 +40,51 @@ std::string Base64Url(const uint8_t* data, size_t len) {
   return s;
 }
 
-std::string BnParamBase64Url(EVP_PKEY* pkey, const char* name) {
-  BIGNUM* bn = nullptr;
-  if (EVP_PKEY_get_bn_param(pkey, name, &bn) != 1) throw SealedError("ERR_UNSUPPORTED", std::string("OpenSSL could not export the public ") + name);
-  std::vector<uint8_t> bytes(static_cast<size_t>(BN_num_bytes(bn)));
-  BN_bn2bin(bn, bytes.data());
-  BN_free(bn);  // public values
-  return Base64Url(bytes.data(), bytes.size());
-}
-
 // Public members only, in a fixed order; `alg` says which JWE key management the key is for.
-std::string PublicJwk(EVP_PKEY* pkey, EphemeralKind kind) {
-  if (kind == EphemeralKind::kEcP256) {
+std::string PublicJwk(const EphemeralKeyPair& key) {
+  if (key.kind == EphemeralKind::kEcP256) {
     uint8_t point[65];
     size_t len = 0;
-    if (EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point, sizeof point, &len) != 1 || len != 65 ||
+    if (EVP_PKEY_get_octet_string_param(key.ec, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, point, sizeof point, &len) != 1 || len != 65 ||
         point[0] != 0x04) {
       throw SealedError("ERR_UNSUPPORTED", "OpenSSL could not export the P-256 public point");
     }
     return R"({"kty":"EC","crv":"P-256","x":")" + Base64Url(point + 1, 32) + R"(","y":")" + Base64Url(point + 33, 32) +
            R"(","alg":"ECDH-ES+A256KW"})";
   }
-  return R"({"kty":"RSA","n":")" + BnParamBase64Url(pkey, OSSL_PKEY_PARAM_RSA_N) + R"(","e":")" +
-         BnParamBase64Url(pkey, OSSL_PKEY_PARAM_RSA_E) + R"(","alg":"RSA-OAEP-256"})";
+  std::vector<uint8_t> n = RsaModulus(key.rsa), e = RsaPublicExponent(key.rsa);
+  return R"({"kty":"RSA","n":")" + Base64Url(n.data(), n.size()) + R"(","e":")" + Base64Url(e.data(), e.size()) +
+         R"(","alg":"RSA-OAEP-256"})";
 }
 
-EVP_PKEY* Generate(EphemeralKind kind) {
+void FreePair(EphemeralKeyPair& key) {
+  EVP_PKEY_free(key.ec);  // BN_clear_free of the private scalar: cleansed, back to the secure heap
+  RsaFree(key.rsa);
+  key.ec = nullptr;
+  key.rsa = nullptr;
+}
+
+EphemeralKeyPair Generate(EphemeralKind kind) {
   ClearErrors clear;
-  EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, kind == EphemeralKind::kEcP256 ? "EC" : "RSA", nullptr);
-  EVP_PKEY* pkey = nullptr;
-  bool ok = ctx != nullptr && EVP_PKEY_keygen_init(ctx) == 1;
-  if (ok && kind == EphemeralKind::kEcP256) ok = EVP_PKEY_CTX_set_group_name(ctx, "P-256") == 1;
-  if (ok && kind == EphemeralKind::kRsa3072) ok = EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, kRsaBits) == 1;  // e = 65537
-  ok = ok && EVP_PKEY_generate(ctx, &pkey) == 1;
-  EVP_PKEY_CTX_free(ctx);
+  EphemeralKeyPair key{kind};
+  bool ok = false;
+  if (kind == EphemeralKind::kEcP256) {
+    EVP_PKEY_CTX* ctx = EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr);
+    ok = ctx != nullptr && EVP_PKEY_keygen_init(ctx) == 1 && EVP_PKEY_CTX_set_group_name(ctx, "P-256") == 1 &&
+         EVP_PKEY_generate(ctx, &key.ec) == 1;
+    EVP_PKEY_CTX_free(ctx);
+  } else {
+    key.rsa = RsaGenerate(kRsaBits);
+    ok = key.rsa != nullptr;
+  }
   if (!ok) {
-    EVP_PKEY_free(pkey);
+    FreePair(key);
     // A full secure heap is the likely cause (OpenSSL does not fall back to its ordinary heap then).
     throw SealedError("ERR_RESOURCE_LIMIT", std::string("OpenSSL could not generate the ephemeral ") +
                                                 (kind == EphemeralKind::kEcP256 ? "P-256" : "RSA-3072") +
                                                 " key (is its secure heap full? release unused ephemeral keys)");
   }
-  return pkey;
+  return key;
 }
 
 class EphemeralKey : public Napi::ObjectWrap<EphemeralKey> {
@@ -94,36 +98,36 @@ class EphemeralKey : public Napi::ObjectWrap<EphemeralKey> {
 
   explicit EphemeralKey(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EphemeralKey>(info) {
     // Only ephemeralKeyGenerate constructs; it passes the key through an External.
-    if (info.Length() != 2 || !info[0].IsExternal() || !info[1].IsNumber()) {
+    if (info.Length() != 1 || !info[0].IsExternal()) {
       throw MakeError(info.Env(), "ERR_INVALID_ARGUMENT", "use ephemeralKeyGenerate() to make an ephemeral key");
     }
-    pkey_ = info[0].As<Napi::External<EVP_PKEY>>().Data();
-    kind_ = info[1].As<Napi::Number>().Int32Value() == 1 ? EphemeralKind::kRsa3072 : EphemeralKind::kEcP256;
+    EphemeralKeyPair* key = info[0].As<Napi::External<EphemeralKeyPair>>().Data();
+    key_ = *key;
+    key->ec = nullptr;  // ours now
+    key->rsa = nullptr;
     info.This().As<Napi::Object>().TypeTag(&kEphemeralTag);
   }
 
   // The finalizer: a handle collected without release() frees its key here.
-  ~EphemeralKey() override { EVP_PKEY_free(pkey_); }
+  ~EphemeralKey() override { FreePair(key_); }
 
   static EphemeralKey* Unwrap(Napi::Object self) { return UnwrapTagged<EphemeralKey>(self, &kEphemeralTag, "NativeEphemeralKey"); }
 
-  EVP_PKEY* pkey() const { return pkey_; }
-  EphemeralKind kind() const { return kind_; }
+  const EphemeralKeyPair& key() const { return key_; }
+  bool live() const { return key_.ec != nullptr || key_.rsa != nullptr; }
 
  private:
   Napi::Value Release(const Napi::CallbackInfo& info) {
-    bool was = pkey_ != nullptr;
-    EVP_PKEY_free(pkey_);  // BN_clear_free of the private parts: cleansed, back to the secure heap
-    pkey_ = nullptr;
+    bool was = live();
+    FreePair(key_);
     return Napi::Boolean::New(info.Env(), was);
   }
-  Napi::Value Released(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), pkey_ == nullptr); }
+  Napi::Value Released(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !live()); }
   Napi::Value Kind(const Napi::CallbackInfo& info) {
-    return Napi::String::New(info.Env(), kind_ == EphemeralKind::kEcP256 ? "ec-p256" : "rsa-3072");
+    return Napi::String::New(info.Env(), key_.kind == EphemeralKind::kEcP256 ? "ec-p256" : "rsa-3072");
   }
 
-  EVP_PKEY* pkey_ = nullptr;
-  EphemeralKind kind_ = EphemeralKind::kEcP256;
+  EphemeralKeyPair key_{EphemeralKind::kEcP256};
 };
 
 // ephemeralKeyGenerate(kind = 'ec-p256') -> { handle, jwk }
@@ -140,21 +144,21 @@ Napi::Value EphemeralKeyGenerate(const Napi::CallbackInfo& info) {
   }
   HardenProcess();             // before the first private byte exists
   EnsureOpensslSecureHeap();   // where OpenSSL puts the private BIGNUMs
-  EVP_PKEY* pkey = nullptr;
+  EphemeralKeyPair key{kind};
   std::string jwk;
   try {
-    pkey = Generate(kind);
-    jwk = PublicJwk(pkey, kind);
+    key = Generate(kind);
+    jwk = PublicJwk(key);
   } catch (const SealedError& e) {
-    EVP_PKEY_free(pkey);
+    FreePair(key);
     throw MakeError(env, e);
   }
   Napi::Object handle;
   try {
-    Napi::External<EVP_PKEY> ext = Napi::External<EVP_PKEY>::New(env, pkey);
-    handle = Constructor(env, "NativeEphemeralKey").New({ext, Napi::Number::New(env, kind == EphemeralKind::kRsa3072 ? 1 : 0)});
+    Napi::External<EphemeralKeyPair> ext = Napi::External<EphemeralKeyPair>::New(env, &key);
+    handle = Constructor(env, "NativeEphemeralKey").New({ext});
   } catch (...) {
-    EVP_PKEY_free(pkey);  // no handle owns it
+    FreePair(key);  // no handle took it
     throw;
   }
   Napi::Object out = Napi::Object::New(env);
@@ -168,36 +172,23 @@ Napi::Value EphemeralKeyGenerate(const Napi::CallbackInfo& info) {
 // copies. EC: the 32-byte scalar. RSA: d (384), p, q, dP, dQ, qInv (192 each).
 Napi::Value TestEphemeralPrivate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  EphemeralKind kind;
-  EVP_PKEY* pkey = EphemeralFromHandle(env, info[0], &kind);
+  const EphemeralKeyPair& key = EphemeralFromHandle(env, info[0]);
   ClearErrors clear;
-  struct Part {
-    const char* name;
-    size_t bytes;
-  };
-  std::vector<Part> parts;
-  if (kind == EphemeralKind::kEcP256) {
-    parts = {{OSSL_PKEY_PARAM_PRIV_KEY, 32}};
-  } else {
-    parts = {{OSSL_PKEY_PARAM_RSA_D, 384},         {OSSL_PKEY_PARAM_RSA_FACTOR1, 192},  {OSSL_PKEY_PARAM_RSA_FACTOR2, 192},
-             {OSSL_PKEY_PARAM_RSA_EXPONENT1, 192}, {OSSL_PKEY_PARAM_RSA_EXPONENT2, 192}, {OSSL_PKEY_PARAM_RSA_COEFFICIENT1, 192}};
-  }
-  size_t total = 0;
-  for (const Part& p : parts) total += p.bytes;
+  const size_t total = key.kind == EphemeralKind::kEcP256 ? 32 : RsaModulusBytes(key.rsa) * 7 / 2;
   std::unique_ptr<SecureRegion> region;
   try {
     region = SecureRegion::Allocate(total);
   } catch (const SealedError& e) {
     throw MakeError(env, e);
   }
-  std::vector<OSSL_PARAM> params;
-  size_t at = 0;
-  for (const Part& p : parts) {
-    params.push_back(OSSL_PARAM_construct_BN(p.name, region->data() + at, p.bytes));
-    at += p.bytes;
+  bool ok;
+  if (key.kind == EphemeralKind::kEcP256) {
+    OSSL_PARAM params[] = {OSSL_PARAM_construct_BN(OSSL_PKEY_PARAM_PRIV_KEY, region->data(), total), OSSL_PARAM_construct_end()};
+    ok = EVP_PKEY_get_params(key.ec, params) == 1;
+  } else {
+    ok = RsaPrivateNative(key.rsa, region->data(), total);
   }
-  params.push_back(OSSL_PARAM_construct_end());
-  if (EVP_PKEY_get_params(pkey, params.data()) != 1) throw MakeError(env, "ERR_UNSUPPORTED", "OpenSSL would not export the private key");
+  if (!ok) throw MakeError(env, "ERR_UNSUPPORTED", "OpenSSL would not export the private key");
   return NewSecureArrayBuffer(env, std::move(region));
 }
 
@@ -219,14 +210,13 @@ void Init(Napi::Env env, Napi::Object exports) {
 
 }  // namespace
 
-EVP_PKEY* EphemeralFromHandle(Napi::Env env, Napi::Value handle, EphemeralKind* kind) {
+const EphemeralKeyPair& EphemeralFromHandle(Napi::Env env, Napi::Value handle) {
   if (!handle.IsObject() || !handle.As<Napi::Object>().CheckTypeTag(&kEphemeralTag)) {
     throw MakeError(env, "ERR_INVALID_ARGUMENT", "expected an ephemeral key from ephemeralKeyGenerate()");
   }
   EphemeralKey* key = EphemeralKey::Unwrap(handle.As<Napi::Object>());
-  if (key->pkey() == nullptr) throw MakeError(env, "ERR_RELEASED", "ephemeral key was released");
-  *kind = key->kind();
-  return key->pkey();
+  if (!key->live()) throw MakeError(env, "ERR_RELEASED", "ephemeral key was released");
+  return key->key();
 }
 
 SEALED_REGISTER(ephemeral, Init);

@@ -8,7 +8,6 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
-#include <openssl/rsa.h>
 
 #include <cstring>
 #include <memory>
@@ -20,6 +19,7 @@
 #include "errors.h"
 #include "key_handle.h"
 #include "module.h"
+#include "rsa_key.h"
 #include "secure_memory.h"
 
 namespace sealed {
@@ -171,22 +171,16 @@ void UnwrapEcdh(EVP_PKEY* own, Bytes x, Bytes y, Bytes apu, Bytes apv, Bytes wra
 }
 
 // RSAES-OAEP with SHA-256 and MGF1-SHA-256 (RFC 7518 section 4.3).
-void UnwrapRsa(EVP_PKEY* own, Bytes encrypted, uint8_t* scratch) {
-  PkeyCtx ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, own, nullptr));
-  uint8_t* out = scratch + kRsaOutAt;
-  size_t outlen = kMaxRsaBytes;
-  Check(ctx.ctx != nullptr && EVP_PKEY_decrypt_init(ctx.ctx) == 1 && EVP_PKEY_CTX_set_rsa_padding(ctx.ctx, RSA_PKCS1_OAEP_PADDING) == 1 &&
-        EVP_PKEY_CTX_set_rsa_oaep_md(ctx.ctx, EVP_sha256()) == 1 && EVP_PKEY_CTX_set_rsa_mgf1_md(ctx.ctx, EVP_sha256()) == 1 &&
-        EVP_PKEY_decrypt(ctx.ctx, out, &outlen, encrypted.data, encrypted.size) == 1 && outlen == kCekBytes);
-  std::memcpy(scratch + kCekAt, out, kCekBytes);
+void UnwrapRsa(RSA* own, Bytes encrypted, uint8_t* scratch) {
+  Check(RsaOaepSha256Decrypt(own, encrypted.data, encrypted.size, scratch + kRsaOutAt, scratch + kCekAt, kCekBytes));
 }
 
 // jweUnwrapDataKey(ephemeral, { protectedB64, alg, epk?: {x, y}, apu?, apv?, encryptedKey, iv, ciphertext, tag })
 //   -> { key: NativeKeyHandle, manifest: Uint8Array }
 Napi::Value JweUnwrapDataKey(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  EphemeralKind kind;
-  EVP_PKEY* own = EphemeralFromHandle(env, info[0], &kind);
+  const EphemeralKeyPair& own = EphemeralFromHandle(env, info[0]);
+  const EphemeralKind kind = own.kind;
   if (!info[1].IsObject()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "expected the JWE's decoded members as an object");
   Napi::Object jwe = info[1].As<Napi::Object>();
 
@@ -214,7 +208,7 @@ Napi::Value JweUnwrapDataKey(const Napi::CallbackInfo& info) {
     encrypted = Member(env, jwe, "encryptedKey", kWrappedCekBytes, kWrappedCekBytes);
   } else {
     if (!jwe.Get("epk").IsUndefined()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "RSA-OAEP-256 takes no epk");
-    const size_t n = static_cast<size_t>(EVP_PKEY_get_size(own));
+    const size_t n = RsaModulusBytes(own.rsa);
     encrypted = Member(env, jwe, "encryptedKey", n, n);
   }
   Bytes iv = Member(env, jwe, "iv", kIvBytes, kIvBytes);
@@ -235,9 +229,9 @@ Napi::Value JweUnwrapDataKey(const Napi::CallbackInfo& info) {
   ClearErrors clear;
   try {
     if (ecdh) {
-      UnwrapEcdh(own, x, y, apu, apv, encrypted, scratch->data());
+      UnwrapEcdh(own.ec, x, y, apu, apv, encrypted, scratch->data());
     } else {
-      UnwrapRsa(own, encrypted, scratch->data());
+      UnwrapRsa(own.rsa, encrypted, scratch->data());
     }
     std::memcpy(plain->data(), ciphertext.data, ciphertext.size);
     Algorithms gcm(kSuiteAesGcm);
