@@ -101,11 +101,11 @@ class EphemeralKey : public Napi::ObjectWrap<EphemeralKey> {
     if (info.Length() != 1 || !info[0].IsExternal()) {
       throw MakeError(info.Env(), "ERR_INVALID_ARGUMENT", "use ephemeralKeyGenerate() to make an ephemeral key");
     }
+    info.This().As<Napi::Object>().TypeTag(&kEphemeralTag);  // first: nothing below throws, so the key is never lost
     EphemeralKeyPair* key = info[0].As<Napi::External<EphemeralKeyPair>>().Data();
     key_ = *key;
     key->ec = nullptr;  // ours now
     key->rsa = nullptr;
-    info.This().As<Napi::Object>().TypeTag(&kEphemeralTag);
   }
 
   // The finalizer: a handle collected without release() frees its key here.

@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 
+#include <cctype>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -74,8 +75,15 @@ struct Bytes {
   size_t size = 0;
 };
 
+// The members are public (ciphertext, wrapped key, point) and copied out as they are read: a getter
+// on the input object could otherwise detach an array read earlier, leaving a dangling pointer.
+struct Owned {
+  std::vector<uint8_t> bytes;
+  Bytes view() const { return Bytes{bytes.data(), bytes.size()}; }
+};
+
 // A Uint8Array member of `obj`, `min`..`max` bytes, else ERR_INVALID_ARGUMENT.
-Bytes Member(Napi::Env env, Napi::Object obj, const char* name, size_t min, size_t max) {
+Owned Member(Napi::Env env, Napi::Object obj, const char* name, size_t min, size_t max) {
   Napi::Value v = obj.Get(name);
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
     throw MakeError(env, "ERR_INVALID_ARGUMENT", std::string("JWE member ") + name + " must be a Uint8Array");
@@ -86,11 +94,13 @@ Bytes Member(Napi::Env env, Napi::Object obj, const char* name, size_t min, size
     throw MakeError(env, "ERR_INVALID_ARGUMENT",
                     std::string("JWE member ") + name + " must be " + want + " bytes, got " + std::to_string(a.ByteLength()));
   }
-  return Bytes{a.Data(), a.ByteLength()};
+  Owned out;
+  out.bytes.assign(a.Data(), a.Data() + a.ByteLength());
+  return out;
 }
 
-Bytes OptionalMember(Napi::Env env, Napi::Object obj, const char* name, size_t max) {
-  if (obj.Get(name).IsUndefined()) return Bytes{};
+Owned OptionalMember(Napi::Env env, Napi::Object obj, const char* name, size_t max) {
+  if (obj.Get(name).IsUndefined()) return Owned{};
   return Member(env, obj, name, 0, max);
 }
 
@@ -179,8 +189,10 @@ void UnwrapRsa(RSA* own, Bytes encrypted, uint8_t* scratch) {
 //   -> { key: NativeKeyHandle, manifest: Uint8Array }
 Napi::Value JweUnwrapDataKey(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const EphemeralKeyPair& own = EphemeralFromHandle(env, info[0]);
-  const EphemeralKind kind = own.kind;
+  // Reading the input may run JavaScript (getters) that could release the key: look at it now for
+  // its kind and size only, and take it again once every input is read.
+  const EphemeralKind kind = EphemeralFromHandle(env, info[0]).kind;
+  const size_t rsa_bytes = kind == EphemeralKind::kRsa3072 ? RsaModulusBytes(EphemeralFromHandle(env, info[0]).rsa) : 0;
   if (!info[1].IsObject()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "expected the JWE's decoded members as an object");
   Napi::Object jwe = info[1].As<Napi::Object>();
 
@@ -189,6 +201,11 @@ Napi::Value JweUnwrapDataKey(const Napi::CallbackInfo& info) {
   // The AAD is the protected member exactly as received (ASCII: base64url).
   std::string aad = prot.As<Napi::String>().Utf8Value();
   if (aad.empty() || aad.size() > kMaxProtected) throw MakeError(env, "ERR_INVALID_ARGUMENT", "protectedB64 is empty or too long");
+  for (char c : aad) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_') {
+      throw MakeError(env, "ERR_INVALID_ARGUMENT", "protectedB64 must be base64url without padding");
+    }
+  }
   Napi::Value alg_v = jwe.Get("alg");
   std::string alg = alg_v.IsString() ? alg_v.As<Napi::String>().Utf8Value() : std::string();
   const bool ecdh = alg == "ECDH-ES+A256KW";
@@ -197,7 +214,7 @@ Napi::Value JweUnwrapDataKey(const Napi::CallbackInfo& info) {
     throw MakeError(env, "ERR_INVALID_ARGUMENT", "alg " + alg + " does not fit this ephemeral key (" +
                                                      (kind == EphemeralKind::kEcP256 ? "EC P-256: ECDH-ES+A256KW" : "RSA: RSA-OAEP-256") + ")");
   }
-  Bytes x, y, apu, apv, encrypted;
+  Owned x, y, apu, apv, encrypted;
   if (ecdh) {
     Napi::Value epk = jwe.Get("epk");
     if (!epk.IsObject()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "ECDH-ES+A256KW needs epk {x, y}");
@@ -208,19 +225,20 @@ Napi::Value JweUnwrapDataKey(const Napi::CallbackInfo& info) {
     encrypted = Member(env, jwe, "encryptedKey", kWrappedCekBytes, kWrappedCekBytes);
   } else {
     if (!jwe.Get("epk").IsUndefined()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "RSA-OAEP-256 takes no epk");
-    const size_t n = RsaModulusBytes(own.rsa);
-    encrypted = Member(env, jwe, "encryptedKey", n, n);
+    encrypted = Member(env, jwe, "encryptedKey", rsa_bytes, rsa_bytes);
   }
-  Bytes iv = Member(env, jwe, "iv", kIvBytes, kIvBytes);
-  Bytes ciphertext = Member(env, jwe, "ciphertext", kMinPlaintext, kMaxPlaintext);
-  Bytes tag = Member(env, jwe, "tag", kTagBytes, kTagBytes);
+  Owned iv = Member(env, jwe, "iv", kIvBytes, kIvBytes);
+  Owned ciphertext = Member(env, jwe, "ciphertext", kMinPlaintext, kMaxPlaintext);
+  Owned tag = Member(env, jwe, "tag", kTagBytes, kTagBytes);
+  // No JavaScript runs from here to the end: the key stays valid.
+  const EphemeralKeyPair& own = EphemeralFromHandle(env, info[0]);
 
   // All secure memory up front: a failure here is ERR_MEMLOCK (with advice), not an integrity error.
   std::unique_ptr<SecureRegion> scratch, plain;
   std::shared_ptr<SecureRegion> key;
   try {
     scratch = SecureRegion::Allocate(kScratchBytes);
-    plain = SecureRegion::Allocate(ciphertext.size);
+    plain = SecureRegion::Allocate(ciphertext.bytes.size());
     key = SecureRegion::Allocate(kDataKeyBytes);
   } catch (const SealedError& e) {
     throw MakeError(env, e);
@@ -229,14 +247,14 @@ Napi::Value JweUnwrapDataKey(const Napi::CallbackInfo& info) {
   ClearErrors clear;
   try {
     if (ecdh) {
-      UnwrapEcdh(own.ec, x, y, apu, apv, encrypted, scratch->data());
+      UnwrapEcdh(own.ec, x.view(), y.view(), apu.view(), apv.view(), encrypted.view(), scratch->data());
     } else {
-      UnwrapRsa(own.rsa, encrypted, scratch->data());
+      UnwrapRsa(own.rsa, encrypted.view(), scratch->data());
     }
-    std::memcpy(plain->data(), ciphertext.data, ciphertext.size);
+    std::memcpy(plain->data(), ciphertext.bytes.data(), ciphertext.bytes.size());
     Algorithms gcm(kSuiteAesGcm);
-    Check(AeadOpenInPlace(gcm, scratch->data() + kCekAt, iv.data, reinterpret_cast<const uint8_t*>(aad.data()), aad.size(),
-                          plain->data(), plain->size(), tag.data));
+    Check(AeadOpenInPlace(gcm, scratch->data() + kCekAt, iv.bytes.data(), reinterpret_cast<const uint8_t*>(aad.data()), aad.size(),
+                          plain->data(), plain->size(), tag.bytes.data()));
     Check(CRYPTO_memcmp(plain->data(), kMagic, sizeof kMagic) == 0);
   } catch (const Unauthentic&) {
     // The regions' destructors wipe whatever was derived or decrypted so far.

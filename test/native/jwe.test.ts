@@ -380,6 +380,42 @@ describe('unwrapDataKey: tampering', () => {
     for (const [what, input] of bad) {
       expect(failsClean(() => addon.jweUnwrapDataKey(native, input as never)), what).toBe('ERR_INVALID_ARGUMENT');
     }
+    // Getters run while the addon reads its input: one that releases the key, one that detaches a
+    // member read before it. Neither may reach freed memory: the key is refused as released, and
+    // the members were copied as they were read.
+    const eph = generateEphemeralKey();
+    const jwe2 = await makeJwe(eph.publicJwk, resource());
+    const h2 = headerOf(jwe2) as { epk: { x: string; y: string } };
+    const input2 = {
+      protectedB64: jwe2.protected,
+      alg: 'ECDH-ES+A256KW' as const,
+      epk: { x: new Uint8Array(b64(h2.epk.x)), y: new Uint8Array(b64(h2.epk.y)) },
+      encryptedKey: new Uint8Array(b64(jwe2.encrypted_key)),
+      iv: new Uint8Array(b64(jwe2.iv)),
+      ciphertext: new Uint8Array(b64(jwe2.ciphertext)),
+      tag: new Uint8Array(b64(jwe2.tag)),
+    };
+    const detaching = {
+      ...input2,
+      get tag() {
+        structuredClone(input2.ciphertext.buffer, { transfer: [input2.ciphertext.buffer] }); // detaches the array read before
+        return new Uint8Array(b64(jwe2.tag));
+      },
+    };
+    const opened = addon.jweUnwrapDataKey(_nativeEphemeral(eph), detaching);
+    expect(parseManifest(opened.manifest)).toEqual(MANIFEST);
+    opened.key.release();
+    const releasing = {
+      ...input2,
+      ciphertext: new Uint8Array(b64(jwe2.ciphertext)),
+      get tag() {
+        eph.release();
+        return new Uint8Array(b64(jwe2.tag));
+      },
+    };
+    expect(failsClean(() => addon.jweUnwrapDataKey(_nativeEphemeral(eph), releasing))).toBe('ERR_RELEASED');
+    expect(failsClean(() => addon.jweUnwrapDataKey(native, { ...good, protectedB64: good.protectedB64 + '\u00e9' }))).toBe('ERR_INVALID_ARGUMENT');
+
     const key = importKey(new Uint8Array(TEST_KEY));
     expect(failsClean(() => addon.jweUnwrapDataKey(key as never, good))).toBe('ERR_INVALID_ARGUMENT');
     key.release();
