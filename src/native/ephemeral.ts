@@ -118,6 +118,11 @@ function header(protectedB64: string): Record<string, unknown> {
  */
 function nativeInput(kind: EphemeralKeyKind, jwe: FlattenedJwe): NativeJweInput {
   if (typeof jwe !== 'object' || jwe === null) throw new InvalidArgumentError('expected a flattened JWE {protected, encrypted_key, iv, ciphertext, tag}');
+  // KBS sends exactly the five members (parseFlattenedJwe enforces it); these three would change the
+  // AAD or carry header parameters outside the authenticated header.
+  for (const m of ['aad', 'header', 'unprotected']) {
+    if (m in jwe) throw new InvalidArgumentError(`a JWE member "${m}" is not accepted (the KBS resource JWE has protected, encrypted_key, iv, ciphertext, tag)`);
+  }
   const protectedB64 = jwe.protected;
   if (typeof protectedB64 !== 'string') throw new InvalidArgumentError('JWE protected must be a string');
   const h = header(protectedB64);

@@ -250,6 +250,9 @@ describe('unwrapDataKey: tampering', () => {
           { ...h, crit: ['exp'], exp: 1 },
         ];
         for (const c of cases) expect(failsClean(() => unwrapDataKey(eph, withHeader(jwe, c))), JSON.stringify(c)).toBe('ERR_INVALID_ARGUMENT');
+        for (const extra of [{ aad: 'AAAA' }, { header: { kid: 'x' } }, { unprotected: {} }]) {
+          expect(failsClean(() => unwrapDataKey(eph, { ...jwe, ...extra } as FlattenedJwe)), JSON.stringify(extra)).toBe('ERR_INVALID_ARGUMENT');
+        }
         for (const p of ['', 'e30', enc64(Buffer.from('[]')), enc64(Buffer.from('{"alg":')), 'AAAA=', 'ab+/', 'A']) {
           expect(failsClean(() => unwrapDataKey(eph, { ...jwe, protected: p })), p).toBe('ERR_INVALID_ARGUMENT');
         }
