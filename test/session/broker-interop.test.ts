@@ -13,7 +13,6 @@ import { handles, made } from './ephemeral-double.js';
 import { lockedBytes, sealedSharded } from './setup.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 
-vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-double.js'));
 
 const running: RunningBroker[] = [];
 afterEach(async () => {

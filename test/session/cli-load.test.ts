@@ -10,7 +10,6 @@ import { lockedBytes, sealedFile, sealedSharded } from './setup.js';
 import { runCli } from '../helpers/cli.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 
-vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-double.js'));
 
 let pki: TestPki | undefined;
 const servers: FakeKbs[] = [];

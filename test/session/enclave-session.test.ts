@@ -24,7 +24,6 @@ import { handles, made } from './ephemeral-double.js';
 import { bindingOf, lockedBytes, sealedFile, sealedSharded } from './setup.js';
 import { OTHER_KEY, TEST_KEY, tempDir } from '../helpers/tmp.js';
 
-vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-double.js'));
 
 const tee = new SimulatedTee();
 const servers: FakeKbs[] = [];

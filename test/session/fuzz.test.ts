@@ -12,7 +12,6 @@ import { lockedBytes, sealedFile } from './setup.js';
 import { fuzzRuns } from '../helpers/fuzz.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 
-vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-double.js'));
 
 const tee = new SimulatedTee();
 const dir = tempDir();
