@@ -36,6 +36,9 @@ const REJECTED_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'ERR_EVIDENCE_FORMAT',
   'ERR_EVIDENCE_SIGNATURE',
   'ERR_EVIDENCE_CHAIN',
+  'ERR_KEYSTORE',
+  'ERR_KEY_REVOKED',
+  'ERR_AUDIT',
 ]);
 
 export function exitCodeFor(err: unknown): number {

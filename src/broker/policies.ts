@@ -1,0 +1,95 @@
+/**
+ * Per-key attestation policies, stored as files under DIR/policies/ by name. A key's record in the
+ * keystore names its policy and pins the SHA-256 of the policy file's bytes, so a policy file
+ * edited behind the keystore's back is refused, not enforced. `policy set` stores each policy
+ * under its digest (sha256-<hex>.json): such files never change, and setting a policy never
+ * rewrites one that another key uses.
+ */
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { PolicyError } from '../errors.js';
+import { parsePolicy, type Policy } from '../attestation/policy/policy.js';
+import { BROKER_FILES } from './config.js';
+import { readGuardedFile, writeFileAtomic } from './files.js';
+
+export const POLICY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+export const MAX_POLICY_BYTES = 1024 * 1024;
+export const DEFAULT_POLICY_NAME = 'default';
+/** The measurement SimulatedTee reports unless given another (SHA-384 of its fixed label). */
+export const SIMULATED_DEFAULT_MEASUREMENT = createHash('sha384').update('sealed-tensors simulated TEE').digest('hex');
+
+export interface StoredPolicy {
+  name: string;
+  /** Hex SHA-256 of the file's bytes. */
+  digest: string;
+  policy: Policy;
+}
+
+export function policyPath(dir: string, name: string): string {
+  if (typeof name !== 'string' || !POLICY_NAME.test(name) || name.endsWith('.json')) {
+    throw new PolicyError(`policy name ${JSON.stringify(name)} is not valid: letters, digits, '.', '_' and '-', without ".json"`);
+  }
+  return join(dir, BROKER_FILES.policies, `${name}.json`);
+}
+
+/** The policy file `name` under DIR/policies, validated, with its digest. */
+export async function readStoredPolicy(dir: string, name: string): Promise<StoredPolicy> {
+  const bytes = await readGuardedFile(policyPath(dir, name), `policy "${name}"`, { maxBytes: MAX_POLICY_BYTES });
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  return { name, digest, policy: parsePolicy(Buffer.from(bytes).toString('utf8'), `policies/${name}.json`) };
+}
+
+/**
+ * The policy a key's record names, refused unless its bytes still have the digest the record
+ * pins. This is what a broker enforces for a key.
+ */
+export async function loadKeyPolicy(dir: string, record: { keyId: string; policy: string; policyDigest: string }): Promise<Policy> {
+  const stored = await readStoredPolicy(dir, record.policy);
+  if (stored.digest !== record.policyDigest) {
+    throw new PolicyError(
+      `policies/${record.policy}.json changed since it was set for key "${record.keyId}" (its SHA-256 is not the one the keystore pins): nothing is released under a policy nobody set; run "sealed-tensors broker policy set --dir DIR ${record.keyId} FILE"`,
+    );
+  }
+  return stored.policy;
+}
+
+/** Refuses a policy that accepts simulated evidence on a broker initialised without --allow-simulated. */
+export function checkPolicyForBroker(policy: Policy, allowSimulated: boolean, source: string): void {
+  if (policy.allowSimulated && !allowSimulated) {
+    throw new PolicyError(`${source} allows simulated evidence, but this broker was initialised without --allow-simulated: simulated TEEs prove nothing; remove allowSimulated from the policy`);
+  }
+}
+
+/**
+ * Validates policy JSON text and stores it under its digest (sha256-<hex>); an identical policy
+ * already there is reused. Returns its name and digest.
+ */
+export async function importPolicy(dir: string, text: Uint8Array, source: string, allowSimulated: boolean): Promise<StoredPolicy> {
+  if (text.length > MAX_POLICY_BYTES) throw new PolicyError(`${source} is larger than ${MAX_POLICY_BYTES} bytes`);
+  const policy = parsePolicy(Buffer.from(text).toString('utf8'), source);
+  checkPolicyForBroker(policy, allowSimulated, source);
+  const digest = createHash('sha256').update(text).digest('hex');
+  const name = `sha256-${digest}`;
+  try {
+    await writeFileAtomic(policyPath(dir, name), text, { mode: 0o600, noClobber: true });
+  } catch (err) {
+    // Already stored: content-addressed, so it is this policy, unless someone edited it.
+    const existing = await readStoredPolicy(dir, name).catch(() => undefined);
+    if (existing?.digest !== digest) throw err;
+  }
+  return { name, digest, policy };
+}
+
+/**
+ * The policy `broker init` writes: debug denied; no real TEE allowed until an operator lists its
+ * measurements (`broker policy set`); with --allow-simulated, the simulated TEE's default
+ * measurement.
+ */
+export function defaultPolicyJson(allowSimulated: boolean): string {
+  const policy = {
+    version: 1,
+    allowSimulated,
+    tees: allowSimulated ? { simulated: { measurements: { measurement: [SIMULATED_DEFAULT_MEASUREMENT] }, allowDebug: false } } : {},
+  };
+  return `${JSON.stringify(policy, null, 2)}\n`;
+}
