@@ -97,7 +97,7 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
  * Checks one line (without its newline) at its place in the chain: its form, its seq and prev,
  * and the fields its event requires. Returns the entry, or why it is bad. Never throws.
  */
-export function checkAuditLine(line: Uint8Array, expected: { seq: number; prev: string }): { entry: AuditEntry } | { reason: string } {
+export function checkAuditLine(line: Uint8Array, expected: { seq: number; prev: string }): { entry: AuditEntry } | { reason: string; prevMismatch?: true } {
   if (line.length > MAX_AUDIT_LINE) return { reason: `line is longer than ${MAX_AUDIT_LINE} bytes` };
   let text: string;
   let value: unknown;
@@ -117,7 +117,7 @@ export function checkAuditLine(line: Uint8Array, expected: { seq: number; prev: 
   if (typeof e.time !== 'string' || !TIME.test(e.time) || Number.isNaN(Date.parse(e.time))) return { reason: 'time is not an ISO 8601 UTC time' };
   if (typeof e.prev !== 'string' || !HEX64.test(e.prev)) return { reason: 'prev is not a hex SHA-256' };
   if (e.prev !== expected.prev) {
-    return { reason: e.seq === 0 ? 'prev is not the genesis hash in config.json' : 'prev is not the hash of the entry before it (that entry was changed, or entries were removed or reordered)' };
+    return e.seq === 0 ? { reason: 'prev is not the genesis hash in config.json' } : { reason: 'prev is not the hash of the entry before it', prevMismatch: true };
   }
   if (typeof e.event !== 'string' || !EVENT.test(e.event)) return { reason: 'event is not a valid event name' };
   for (const k of keys.slice(4)) if (!FIELD.test(k) && k !== 'receipt') return { reason: `field name ${JSON.stringify(k)} is not allowed` };
@@ -464,8 +464,13 @@ export interface AuditVerification {
   entries: number;
   /** Receipts that verified. */
   receipts: number;
-  /** The last good entry. */
+  /** The last entry, when all is good. */
   head?: AuditHead;
+  /**
+   * Receipts given to check (held by clients or auditors) that the log does not hold at their
+   * entry: the log was cut or rewritten after they were issued. Any makes `ok` false.
+   */
+  missingReceipts?: { auditSeq: number; receiptId: string; reason: string }[];
   /** The first entry that failed: its seq (as expected at that place), its 1-based line number, why. */
   firstBad?: { seq: number; line: number; reason: string };
 }
@@ -506,11 +511,14 @@ async function checkRelease(entry: AuditEntry, verifier: Awaited<ReturnType<type
  * receipt against the public signing key. Stops at the first bad entry and names it. Needs only
  * config.json (for the genesis hash), signing.pub.jwk and audit.log: no secret.
  */
-export async function verifyAuditLog(dir: string): Promise<AuditVerification> {
+export async function verifyAuditLog(dir: string, opts: { receipts?: readonly string[] } = {}): Promise<AuditVerification> {
   const read = async (name: string): Promise<string> => {
     try {
-      return await readFile(join(dir, name), 'utf8');
+      const text = await readFile(join(dir, name), 'utf8');
+      if (text.length > 64 * 1024) throw new BrokerConfigError(`${join(dir, name)} is larger than 64 KiB`);
+      return text;
     } catch (cause) {
+      if (cause instanceof BrokerConfigError) throw cause;
       throw new BrokerConfigError(`cannot read ${join(dir, name)} (${(cause as NodeJS.ErrnoException).code ?? (cause as Error).message})`, { cause });
     }
   };
@@ -520,6 +528,19 @@ export async function verifyAuditLog(dir: string): Promise<AuditVerification> {
     throw new BrokerConfigError(`${BROKER_FILES.signingPublicKey} has kid ${verifier.kid}, but config.json names ${settings.signingKeyId}`);
   }
   verifier.kid = settings.signingKeyId;
+  // Receipts held outside the log: each must verify, then be found verbatim at its entry.
+  const held = new Map<number, { jws: string; receiptId: string }[]>();
+  const missing: NonNullable<AuditVerification['missingReceipts']> = [];
+  for (const jws of opts.receipts ?? []) {
+    let claims: ReceiptClaims;
+    try {
+      claims = await verifyReceipt(jws, verifier);
+    } catch (err) {
+      missing.push({ auditSeq: -1, receiptId: '', reason: `a given receipt does not verify: ${(err as Error).message}` });
+      continue;
+    }
+    held.set(claims.auditSeq, [...(held.get(claims.auditSeq) ?? []), { jws, receiptId: claims.receiptId }]);
+  }
   const path = join(dir, BROKER_FILES.audit);
   let fh: FileHandle;
   try {
@@ -544,7 +565,10 @@ export async function verifyAuditLog(dir: string): Promise<AuditVerification> {
       }
       const r = checkAuditLine(item.line, state);
       if ('reason' in r) {
-        bad(r.reason);
+        if (r.prevMismatch) {
+          // Entry N+1 still chains from what entry N was: N is the one that changed (or N+1's prev).
+          firstBad = { seq: state.seq - 1, line: state.seq, reason: `its hash is not the one entry ${state.seq} chains from: entry ${state.seq - 1} was changed after it was written (or entry ${state.seq}'s prev was)` };
+        } else bad(r.reason);
         break;
       }
       if (r.entry.event === 'release') {
@@ -555,15 +579,26 @@ export async function verifyAuditLog(dir: string): Promise<AuditVerification> {
         }
         receipts++;
       }
+      for (const h of held.get(r.entry.seq) ?? []) {
+        if (h.jws !== r.entry.receipt) missing.push({ auditSeq: r.entry.seq, receiptId: h.receiptId, reason: `entry ${r.entry.seq} does not hold this receipt: the log was rewritten after it was issued` });
+      }
+      held.delete(r.entry.seq);
       absorb(state, r.entry, hashLine(item.line), item.line.length);
     }
+    if (!firstBad) {
+      for (const [seq, hs] of held) {
+        for (const h of hs) missing.push({ auditSeq: seq, receiptId: h.receiptId, reason: `the log ends at entry ${state.seq - 1}, before this receipt's entry ${seq}: entries were cut off` });
+      }
+    }
     if (!firstBad && state.seq === 0) bad('the log is empty: it has no init entry');
+    const entries = firstBad ? Math.min(state.seq, firstBad.seq) : state.seq;
     return {
-      ok: firstBad === undefined,
-      entries: state.seq,
+      ok: firstBad === undefined && missing.length === 0,
+      entries,
       receipts,
-      ...(state.seq > 0 ? { head: { seq: state.seq - 1, hash: state.prev } } : {}),
+      ...(!firstBad && state.seq > 0 ? { head: { seq: state.seq - 1, hash: state.prev } } : {}),
       ...(firstBad ? { firstBad } : {}),
+      ...(missing.length ? { missingReceipts: missing } : {}),
     };
   } finally {
     await fh.close();
