@@ -311,7 +311,11 @@ export class AuditLog {
         if (item.kind === 'tail') tail = item.bytes;
         else {
           const r = item.kind === 'line' ? checkAuditLine(item.line, next) : { reason: `line is longer than ${MAX_AUDIT_LINE} bytes` };
-          if ('reason' in r) throw auditError(next, next.seq + 1, r.reason, this.dir);
+          if ('reason' in r) {
+            throw r.prevMismatch
+              ? auditError({ seq: next.seq - 1 }, next.seq, `its hash is not the one entry ${next.seq} chains from: it was changed after it was written (or entry ${next.seq}'s prev was)`, this.dir)
+              : auditError(next, next.seq + 1, r.reason, this.dir);
+          }
           absorb(next, r.entry, hashLine((item as { line: Uint8Array }).line), (item as { line: Uint8Array }).line.length);
         }
       }

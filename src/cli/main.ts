@@ -15,6 +15,7 @@ const COMMANDS: readonly { name: string; usage: string; description: string; loa
   { name: 'verify', usage: '[options] <SEALED>', description: 'Decrypt a sealed model in memory and check every chunk and every tensor digest; exit 0 only if all is good.', load: async () => (await import('./verify.js')).registerVerify },
   { name: 'demo', usage: '[options]', description: 'Seal a generated model, show what an outsider sees, verify it, and watch a one-bit change get rejected.', load: async () => (await import('./demo.js')).registerDemo },
   { name: 'attest', usage: '', description: 'Gather attestation evidence in a TEE, or verify evidence against a policy.', load: async () => (await import('./attest.js')).registerAttest },
+  { name: 'broker', usage: '', description: 'Run and manage a key broker: its folder, keys, policies and audit log.', load: async () => (await import('./broker.js')).registerBroker },
 ];
 
 export interface CommandContext {
