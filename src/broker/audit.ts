@@ -7,7 +7,7 @@
  * event "init") chains from the random genesis hash in config.json. Lines are exactly
  * JSON.stringify of their object (no other spacing or key order is accepted), at most
  * MAX_AUDIT_LINE bytes. A release entry carries its receipt: a JWS over the entry's own fields
- * plus `auditSeq` (= seq) and `auditHash` (= prev), so whoever holds a receipt holds a signed
+ * plus `auditSeq` (= seq), `auditHash` (= prev) and `auditTime` (= time), so whoever holds a receipt holds a signed
  * commitment to the whole log before it.
  *
  * What the chain proves: no entry before the last was changed, removed or reordered. What it does
@@ -248,8 +248,8 @@ export class AuditLog {
     });
     try {
       const torn = await log.catchUp(false);
+      if (log.state.seq === 0) throw new AuditLogError(`${path} has no complete init entry: the broker folder was not completed by broker init`);
       if (torn) await withBrokerLock(dir, () => log.mutex.run(() => log.catchUp(true)));
-      if (log.state.seq === 0) throw new AuditLogError(`${path} has no init entry: the broker folder was not completed by broker init`);
     } catch (err) {
       await fh.close().catch(() => {});
       throw err;
@@ -423,7 +423,7 @@ export class AuditLog {
         if (!p.signingKey) throw new InvalidArgumentError('a release entry needs the signing key (appendRelease)');
         const receiptId = randomBytes(16).toString('base64url');
         const fields = { ...p.fields, receiptId };
-        const claims = { ...fields, auditSeq: next.seq, auditHash: next.prev, iat: Math.floor(Date.parse(time) / 1000) } as ReceiptClaims;
+        const claims = { ...fields, auditSeq: next.seq, auditHash: next.prev, auditTime: time, iat: Math.floor(Date.parse(time) / 1000) } as ReceiptClaims;
         const receipt = await signReceipt(p.signingKey, claims);
         line = formatAuditLine(next.seq, time, next.prev, p.event, fields, receipt);
         extra = { receipt, receiptId };
@@ -500,9 +500,9 @@ async function checkRelease(entry: AuditEntry, verifier: Awaited<ReturnType<type
   }
   if (claims.auditSeq !== entry.seq) return `the receipt is for audit entry ${claims.auditSeq}, not this one`;
   if (claims.auditHash !== entry.prev) return "the receipt's audit hash is not this entry's prev";
-  if (claims.iat !== Math.floor(Date.parse(entry.time) / 1000)) return "the receipt's iat is not this entry's time";
+  if (claims.auditTime !== entry.time || claims.iat !== Math.floor(Date.parse(entry.time) / 1000)) return "the receipt's time is not this entry's time";
   const { seq: _s, time: _t, prev: _p, event: _e, receipt: _r, ...fields } = entry;
-  const { auditSeq: _a, auditHash: _h, iat: _i, ...signed } = claims;
+  const { auditSeq: _a, auditHash: _h, auditTime: _t2, iat: _i, ...signed } = claims;
   if (!jsonEqual(fields, signed)) {
     const differ = [...new Set([...Object.keys(fields), ...Object.keys(signed)])].filter((k) => !jsonEqual(fields[k], (signed as Record<string, unknown>)[k]));
     return `the entry's fields differ from what its receipt signs (${differ.join(', ')})`;

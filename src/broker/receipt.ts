@@ -33,7 +33,9 @@ export interface ReceiptClaims extends ReleaseFields {
   auditSeq: number;
   /** Hex SHA-256 of the audit entry before it: the whole history up to the release. */
   auditHash: string;
-  /** Seconds since the epoch; the entry's `time`, truncated. */
+  /** The entry's `time` (ISO 8601, milliseconds). */
+  auditTime: string;
+  /** Seconds since the epoch: auditTime, truncated. */
   iat: number;
 }
 
@@ -60,6 +62,10 @@ export async function receiptVerificationKey(publicJwk: JWK): Promise<{ key: Cry
 export async function verifyReceipt(jws: unknown, verifier: { key: CryptoKey; kid: string | undefined }): Promise<ReceiptClaims> {
   if (typeof jws !== 'string' || jws.length > MAX_RECEIPT_LENGTH || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(jws)) {
     throw new AuditLogError('the receipt is not a compact JWS');
+  }
+  // One text per receipt: base64url with stray low bits would decode to the same bytes.
+  if (!jws.split('.').every((part) => Buffer.from(part, 'base64url').toString('base64url') === part)) {
+    throw new AuditLogError('the receipt is not canonical base64url');
   }
   let result;
   try {
@@ -91,6 +97,7 @@ function checkReceiptClaims(c: unknown): asserts c is ReceiptClaims {
   if (typeof k.receiptId !== 'string' || !/^[A-Za-z0-9_-]{16,64}$/.test(k.receiptId)) bad('receiptId');
   if (typeof k.auditSeq !== 'number' || !Number.isSafeInteger(k.auditSeq) || k.auditSeq < 1) bad('auditSeq');
   if (typeof k.auditHash !== 'string' || !HEX64.test(k.auditHash)) bad('auditHash');
+  if (typeof k.auditTime !== 'string' || Number.isNaN(Date.parse(k.auditTime))) bad('auditTime');
   if (typeof k.iat !== 'number' || !Number.isSafeInteger(k.iat) || k.iat < 0) bad('iat');
   if (typeof k.keyId !== 'string' || k.keyId.length === 0) bad('keyId');
   if (!Array.isArray(k.models) || !k.models.every((m) => isObject(m) && typeof m.bundleId === 'string' && typeof m.headerDigest === 'string')) bad('models');

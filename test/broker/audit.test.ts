@@ -58,7 +58,7 @@ describe('audit log', () => {
     const claims = await verifyReceipt(r.receipt, await receiptVerificationKey(config.signingKey.publicJwk));
     const entry = JSON.parse(ls[2]!);
     expect(entry.receipt).toBe(r.receipt);
-    expect(claims).toMatchObject({ ...release(), receiptId: r.receiptId, auditSeq: 2, auditHash: entry.prev, iat: Math.floor(Date.parse(entry.time) / 1000) });
+    expect(claims).toMatchObject({ ...release(), receiptId: r.receiptId, auditSeq: 2, auditHash: entry.prev, auditTime: entry.time, iat: Math.floor(Date.parse(entry.time) / 1000) });
     const [h] = r.receipt.split('.');
     expect(JSON.parse(Buffer.from(h!, 'base64url').toString())).toEqual({ alg: 'ES256', kid: config.signingKeyId, typ: RECEIPT_TYP });
 
