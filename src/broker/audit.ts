@@ -216,6 +216,8 @@ function auditError(state: { seq: number }, line: number, reason: string, dir: s
 
 export class AuditLog {
   private queue: Pending[] = [];
+  /** True while this process holds the folder lock to append. */
+  private writing = false;
   /** Orders this process's reads and writes of the chain state (the folder lock orders processes). */
   private readonly mutex = new Mutex();
   private draining = false;
@@ -277,9 +279,19 @@ export class AuditLog {
     return [...this.state.revoked.keys()];
   }
 
+  /** How many keys the log records as revoked. */
+  get revokedCount(): number {
+    return this.state.revoked.size;
+  }
+
   /** Reads entries other processes appended since the last look. */
   async refresh(): Promise<void> {
     this.assertOpen();
+    // While this process writes under the folder lock no other process can append, and the
+    // write leaves the state current: no need to wait for it.
+    if (this.writing) return;
+    const st = await stat(this.path).catch(() => undefined);
+    if (st && st.ino === this.ino && st.size === this.state.size) return;
     await this.mutex.run(() => this.catchUp(false));
   }
 
@@ -381,8 +393,13 @@ export class AuditLog {
         try {
           const results = await withBrokerLock(this.dir, () =>
             this.mutex.run(async () => {
-              await this.catchUp(true);
-              return this.writeLocked(batch);
+              this.writing = true;
+              try {
+                await this.catchUp(true);
+                return await this.writeLocked(batch);
+              } finally {
+                this.writing = false;
+              }
             }),
           );
           batch.forEach((p, i) => p.resolve(results[i]!));

@@ -300,6 +300,8 @@ export interface FileKeystoreOptions {
 export class FileKeystore implements Keystore {
   private readonly mutex = new Mutex();
   private closed = false;
+  private byId = new Map<string, StoredRecord>();
+  private checked = '';
 
   private constructor(
     private readonly opts: FileKeystoreOptions,
@@ -308,7 +310,9 @@ export class FileKeystore implements Keystore {
     private readonly audit: AuditLog,
     private doc: KeystoreDocument,
     private stamp: string,
-  ) {}
+  ) {
+    this.setDoc(doc, stamp);
+  }
 
   /**
    * Opens DIR/keystore.json: authenticates it under the kek and checks it against the audit log
@@ -320,28 +324,56 @@ export class FileKeystore implements Keystore {
     const { doc, stamp } = await readDocument(path, keys.mac);
     const ks = new FileKeystore(opts, path, keys, audit, doc, stamp);
     await audit.refresh();
-    if (ks.doc.generation > audit.keystoreGeneration) {
-      await withBrokerLock(opts.dir, async () => {
-        await ks.reloadLocked();
-      });
-    } else {
-      ks.reconcile(false);
+    let settled = false;
+    try {
+      // Consistent and not one write ahead: nothing to repair.
+      settled = !ks.reconcile(true);
+    } catch (err) {
+      if (!(err instanceof KeystoreError)) throw err;
     }
+    // Otherwise look again holding the lock: a writer may be between its two writes, or a crash left it so.
+    if (!settled) await withBrokerLock(opts.dir, () => ks.reloadLocked());
+    ks.checked = ks.mark();
     return ks;
   }
 
-  /** Re-reads keystore.json if it changed on disk (another process wrote it) and the audit log. */
+  private setDoc(doc: KeystoreDocument, stamp: string): void {
+    this.doc = doc;
+    this.stamp = stamp;
+    this.byId = new Map(doc.keys.map((k) => [k.keyId, k]));
+  }
+
+  /** What the last successful reconcile saw: the keystore file, and the keystore changes the log records. */
+  private mark(): string {
+    return `${this.stamp}|${this.audit.keystoreGeneration}|${this.audit.revokedCount}`;
+  }
+
+  /**
+   * Re-reads keystore.json if it changed on disk (another process wrote it), catches up with the
+   * audit log, and checks the two against each other when either moved.
+   */
   private async refresh(): Promise<void> {
     this.assertOpen();
+    // The keystore first, then the log: the log is then at least as new as the keystore's previous write.
+    const stamp = await stampOf(this.path);
+    await this.audit.refresh();
+    if (stamp === this.stamp && this.checked === this.mark()) return;
     await this.mutex.run(async () => {
-      await this.audit.refresh();
-      const now = await stampOf(this.path);
-      if (now !== this.stamp) {
-        const { doc, stamp } = await readDocument(this.path, this.keys.mac);
-        this.doc = doc;
-        this.stamp = stamp;
+      try {
+        const now = await stampOf(this.path);
+        if (now !== this.stamp) {
+          const { doc, stamp: read } = await readDocument(this.path, this.keys.mac);
+          this.setDoc(doc, read);
+        }
+        await this.audit.refresh();
+        this.reconcile(false);
+      } catch (err) {
+        if (!(err instanceof KeystoreError)) throw err;
+        // A writer in another process may have written one file and not yet the other: look again
+        // holding the lock, and only then conclude.
+        await withBrokerLock(this.opts.dir, () => this.reloadLocked());
       }
-      this.reconcile(false);
+      this.checked = this.mark();
     });
   }
 
@@ -349,8 +381,7 @@ export class FileKeystore implements Keystore {
   private async reloadLocked(): Promise<void> {
     await this.audit.syncLocked();
     const { doc, stamp } = await readDocument(this.path, this.keys.mac);
-    this.doc = doc;
-    this.stamp = stamp;
+    this.setDoc(doc, stamp);
     if (this.reconcile(true)) {
       const lc = this.doc.lastChange!;
       await this.audit.appendLocked({ event: lc.event, ...lc.fields, recovered: true });
@@ -375,7 +406,7 @@ export class FileKeystore implements Keystore {
       );
     }
     for (const keyId of this.audit.revokedKeys()) {
-      const r = this.doc.keys.find((k) => k.keyId === keyId);
+      const r = this.byId.get(keyId);
       if (!r || r.state !== 'revoked') {
         throw new KeystoreError(
           `the audit log records key "${keyId}" as revoked (entry ${this.audit.revokedAt(keyId)}), but keystore.json ${r ? 'has it active' : 'does not list it'}: keystore.json was rolled back or replaced; a revoked key stays revoked`,
@@ -397,14 +428,14 @@ export class FileKeystore implements Keystore {
 
   async get(keyId: string): Promise<KeyRecord | undefined> {
     await this.refresh();
-    const r = this.doc.keys.find((k) => k.keyId === keyId);
+    const r = this.byId.get(keyId);
     return r ? publicRecord(r) : undefined;
   }
 
   async withDataKey<T>(keyId: string, fn: (key: Uint8Array, record: KeyRecord) => Promise<T>): Promise<T> {
     checkKeyId(keyId);
     await this.refresh();
-    const r = this.doc.keys.find((k) => k.keyId === keyId);
+    const r = this.byId.get(keyId);
     if (!r) throw new NotFoundError(`no key "${keyId}" in the keystore`);
     const revokedSeq = this.audit.revokedAt(keyId);
     if (r.state === 'revoked' || revokedSeq !== undefined || !r.wrap) {
@@ -437,9 +468,9 @@ export class FileKeystore implements Keystore {
         const { mac: _mac, ...body } = next;
         next.mac = keystoreMac(this.keys.mac, body);
         await writeFileAtomic(this.path, `${JSON.stringify(next, null, 2)}\n`, { mode: 0o600 });
-        this.doc = next;
-        this.stamp = await stampOf(this.path);
+        this.setDoc(next, await stampOf(this.path));
         await this.audit.appendLocked({ event: out.event, ...fields });
+        this.checked = this.mark();
         return out.result;
       }),
     );
