@@ -143,6 +143,35 @@ describe('FileKeystore', () => {
     await server.close();
   });
 
+  it('a reader racing a writer (another instance) never sees a false inconsistency', async () => {
+    const { dir } = await makeBroker();
+    const writer = await openBroker(dir);
+    const reader = await openBroker(dir);
+    await writer.keystore.add(KEY_A, { keyId: 'stable', models: [MODEL_1], policy: 'default' });
+    let writing = true;
+    const writes = (async () => {
+      for (let i = 0; i < 15; i++) {
+        await writer.keystore.add(KEY_B, { keyId: `k${i}`, models: [], policy: 'default' });
+        await writer.keystore.revoke(`k${i}`, 'r');
+        await writer.audit.append({ event: 'attest', n: i });
+      }
+      writing = false;
+    })();
+    let reads = 0;
+    while (writing) {
+      expect(await reader.keystore.withDataKey('stable', async (k) => k[0])).toBe(1);
+      const keys = await reader.keystore.list();
+      for (const k of keys) if (k.keyId !== 'stable' && k.state === 'active') expect(await codeOf(reader.keystore.withDataKey(k.keyId, async () => 0))).toMatch(/^(ok|ERR_KEY_REVOKED)$/);
+      reads++;
+    }
+    await writes;
+    expect(reads).toBeGreaterThan(0);
+    expect((await reader.keystore.list()).filter((k) => k.state === 'revoked')).toHaveLength(15);
+    await writer.close();
+    await reader.close();
+    expect((await verifyAuditLog(dir)).ok).toBe(true);
+  });
+
   describe('tampering is refused with typed errors', () => {
     async function brokerWithKeys(): Promise<string> {
       const { dir } = await makeBroker();
