@@ -27,9 +27,9 @@ import { BROKER_FILES, parseBrokerSettings, parsePublicSigningJwk, type BrokerSi
 import { openGuardedFile, readGuardedFile } from './files.js';
 import { withBrokerLock } from './lock.js';
 import { Mutex } from './mutex.js';
-import { receiptVerificationKey, signReceipt, verifyReceipt, type ReceiptClaims, type ReleaseFields } from './receipt.js';
+import { checkReleaseFields, receiptVerificationKey, signReceipt, verifyReceipt, type ReceiptClaims, type ReleaseFields } from './receipt.js';
 
-export { signReceipt, verifyReceipt, receiptVerificationKey, RECEIPT_TYP, type ReceiptClaims, type ReleaseFields } from './receipt.js';
+export { checkReleaseFields, signReceipt, verifyReceipt, receiptVerificationKey, RECEIPT_TYP, type ReceiptClaims, type ReleaseFields } from './receipt.js';
 
 export const MAX_AUDIT_LINE = 256 * 1024;
 /** Keystore changes: each names the key and the keystore generation it wrote. */
@@ -376,6 +376,15 @@ export class AuditLog {
     try {
       this.assertOpen();
       checkFields(event, fields);
+      // Checked now, at its own call, so that one bad entry cannot fail the batch it would join.
+      const probe = formatAuditLine(1, new Date().toISOString(), '0'.repeat(64), event as string, fields, signingKey ? 'receipt' : undefined);
+      const r = checkAuditLine(probe, { seq: 1, prev: '0'.repeat(64) });
+      if ('reason' in r) throw new InvalidArgumentError(`audit entry "${event}" would be invalid: ${r.reason}`);
+      if (signingKey) {
+        checkReleaseFields(fields);
+        // The receipt repeats the fields (base64url, about 4/3) on the same line.
+        if (probe.length > MAX_AUDIT_LINE / 3) throw new InvalidArgumentError(`a release entry's fields are limited to ${Math.floor(MAX_AUDIT_LINE / 3)} bytes; these are ${probe.length}`);
+      }
     } catch (err) {
       return Promise.reject(err);
     }

@@ -543,7 +543,9 @@ export class FileKeystore implements Keystore {
     if (opts.keyId === oldKeyId) throw new InvalidArgumentError('the new key needs a key id of its own');
     const models = dedupe(checkModels(opts.models, 'models'));
     const current = await this.get(oldKeyId);
-    const pin = await this.policyPin(opts.policy ?? current?.policy ?? '');
+    if (!current) throw new NotFoundError(`no key "${oldKeyId}" in the keystore (see broker key list)`);
+    if (current.state === 'revoked') throw new KeyRevokedError(`key "${oldKeyId}" is revoked: rotate from an active key, or add the new key with broker key add`);
+    const pin = await this.policyPin(opts.policy ?? current.policy);
     return this.mutate<KeyRecord>((doc) => {
       const old = this.activeRecord(doc, oldKeyId);
       if (doc.keys.some((k) => k.keyId === opts.keyId)) throw new InvalidArgumentError(`key "${opts.keyId}" is already in the keystore`);

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { PolicyError } from '../errors.js';
+import { NotFoundError, PolicyError } from '../errors.js';
 import { parsePolicy, type Policy } from '../attestation/policy/policy.js';
 import { BROKER_FILES } from './config.js';
 import { readGuardedFile, writeFileAtomic } from './files.js';
@@ -34,7 +34,13 @@ export function policyPath(dir: string, name: string): string {
 
 /** The policy file `name` under DIR/policies, validated, with its digest. */
 export async function readStoredPolicy(dir: string, name: string): Promise<StoredPolicy> {
-  const bytes = await readGuardedFile(policyPath(dir, name), `policy "${name}"`, { maxBytes: MAX_POLICY_BYTES });
+  const path = policyPath(dir, name);
+  const bytes = await readGuardedFile(path, `policy "${name}"`, { maxBytes: MAX_POLICY_BYTES }).catch((err: unknown) => {
+    if ((err as { cause?: NodeJS.ErrnoException }).cause?.code === 'ENOENT') {
+      throw new NotFoundError(`there is no policy "${name}" (${path}): store one with "sealed-tensors broker policy set", or pass a policy file`, { cause: err });
+    }
+    throw err;
+  });
   const digest = createHash('sha256').update(bytes).digest('hex');
   return { name, digest, policy: parsePolicy(Buffer.from(bytes).toString('utf8'), `policies/${name}.json`) };
 }

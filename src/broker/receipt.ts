@@ -4,7 +4,7 @@
  * JSON payload; an auditor verifies it offline with signing.pub.jwk alone.
  */
 import { CompactSign, compactVerify, importJWK, type CryptoKey, type JWK } from 'jose';
-import { AuditLogError } from '../errors.js';
+import { AuditLogError, InvalidArgumentError } from '../errors.js';
 import type { BrokerSigningKey } from './config.js';
 import type { ModelBinding } from './keystore.js';
 
@@ -88,6 +88,24 @@ export async function verifyReceipt(jws: unknown, verifier: { key: CryptoKey; ki
 
 const HEX64 = /^[0-9a-f]{64}$/;
 
+/** The release fields a receipt signs, checked (the audit position and time aside). */
+function releaseProblem(k: Record<string, unknown>): string | undefined {
+  if (typeof k.keyId !== 'string' || k.keyId.length === 0) return 'keyId';
+  if (!Array.isArray(k.models) || !k.models.every((m) => isObject(m) && typeof m.bundleId === 'string' && typeof m.headerDigest === 'string')) return 'models';
+  if (typeof k.teePubkey !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(k.teePubkey)) return 'teePubkey (an RFC 7638 SHA-256 thumbprint)';
+  if (typeof k.evidenceDigest !== 'string' || !HEX64.test(k.evidenceDigest)) return 'evidenceDigest (hex SHA-256)';
+  const v = k.verdict;
+  if (!isObject(v) || v.allowed !== true || !Array.isArray(v.reasons) || !v.reasons.every((r) => typeof r === 'string')) return 'verdict ({allowed: true, reasons: string[]})';
+  return undefined;
+}
+
+/** Before a release is written: its fields must be what a receipt verifier accepts. */
+export function checkReleaseFields(fields: unknown): asserts fields is ReleaseFields {
+  if (!isObject(fields)) throw new InvalidArgumentError('release fields must be an object');
+  const problem = releaseProblem(fields);
+  if (problem) throw new InvalidArgumentError(`release fields: invalid ${problem}`);
+}
+
 function checkReceiptClaims(c: unknown): asserts c is ReceiptClaims {
   const bad = (why: string): never => {
     throw new AuditLogError(`the receipt's claims are invalid: ${why}`);
@@ -99,10 +117,6 @@ function checkReceiptClaims(c: unknown): asserts c is ReceiptClaims {
   if (typeof k.auditHash !== 'string' || !HEX64.test(k.auditHash)) bad('auditHash');
   if (typeof k.auditTime !== 'string' || Number.isNaN(Date.parse(k.auditTime))) bad('auditTime');
   if (typeof k.iat !== 'number' || !Number.isSafeInteger(k.iat) || k.iat < 0) bad('iat');
-  if (typeof k.keyId !== 'string' || k.keyId.length === 0) bad('keyId');
-  if (!Array.isArray(k.models) || !k.models.every((m) => isObject(m) && typeof m.bundleId === 'string' && typeof m.headerDigest === 'string')) bad('models');
-  if (typeof k.teePubkey !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(k.teePubkey)) bad('teePubkey');
-  if (typeof k.evidenceDigest !== 'string' || !HEX64.test(k.evidenceDigest)) bad('evidenceDigest');
-  const v = k.verdict;
-  if (!isObject(v) || v.allowed !== true || !Array.isArray(v.reasons) || !v.reasons.every((r) => typeof r === 'string')) bad('verdict');
+  const problem = releaseProblem(k);
+  if (problem) bad(problem);
 }

@@ -42,9 +42,15 @@ async function openFolder(dir: string) {
  */
 async function resolvePolicy(dir: string, arg: string, allowSimulated: boolean): Promise<string> {
   const { POLICY_NAME, importPolicy, readStoredPolicy } = await import('../broker/policies.js');
+  const { NotFoundError } = await import('../errors.js');
+  const { stat } = await import('node:fs/promises');
   if (POLICY_NAME.test(arg) && !arg.endsWith('.json')) {
-    const stored = await readStoredPolicy(dir, arg).catch(() => undefined);
-    if (stored) return stored.name;
+    try {
+      return (await readStoredPolicy(dir, arg)).name;
+    } catch (err) {
+      // Not a stored policy: maybe a file of that name.
+      if (!(err instanceof NotFoundError) || !(await stat(arg).catch(() => undefined))) throw err;
+    }
   }
   return (await importPolicy(dir, await readPolicyFile(arg), arg, allowSimulated)).name;
 }

@@ -92,8 +92,20 @@ describe('audit log', () => {
     await expect(log.append({ event: 'x', big: 'a'.repeat(300 * 1024) })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
     await expect(log.append({ event: 'release', keyId: 'k' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
     await expect(log.append({ event: 'key-revoke', keyId: 'k' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' }); // no generation
+    await expect(log.append({ event: 'init', generation: 0 })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+    // A release a verifier would refuse is refused at its own call, and does not fail its neighbours.
+    const config = await loadBrokerConfig(dir);
+    const [good, bad, alsoGood] = await Promise.allSettled([
+      log.appendRelease(release(), config.signingKey),
+      log.appendRelease({ ...release(), teePubkey: 'not a thumbprint' }, config.signingKey),
+      log.append({ event: 'attest' }),
+    ]);
+    expect(good.status).toBe('fulfilled');
+    expect(bad).toMatchObject({ status: 'rejected', reason: { code: 'ERR_INVALID_ARGUMENT', message: expect.stringContaining('teePubkey') } });
+    expect(alsoGood.status).toBe('fulfilled');
+    await expect(log.appendRelease({ ...release(), verdict: { allowed: false, reasons: [] } } as never, config.signingKey)).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
     await log.close();
-    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, entries: 1 });
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, entries: 3, receipts: 1 });
   });
 
   describe('verify names the first bad entry', () => {

@@ -135,6 +135,9 @@ describe('sealed-tensors broker (CLI)', () => {
     writeFileSync(badPolicy, '{"version": 1, "tees": {"snp": {"measurement": []}}}');
     expect((await runCli('broker', 'policy', 'set', '--dir', dir, 'key-a', badPolicy)).code).toBe(2);
     expect((await runCli('broker', 'policy', 'set', '--dir', dir, 'nope', 'default')).code).toBe(3);
+    const noPolicy = await runCli('broker', 'policy', 'set', '--dir', dir, 'key-a', 'strict');
+    expect(noPolicy.code).toBe(3);
+    expect(noPolicy.err).toMatch(/^error ERR_NOT_FOUND: there is no policy "strict"/);
 
     // Usage errors exit 2.
     for (const argv of [

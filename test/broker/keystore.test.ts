@@ -55,6 +55,14 @@ describe('FileKeystore', () => {
     expect(seen!.every((x) => x === 0)).toBe(true);
     expect(await codeOf(b.keystore.withDataKey('nope', async () => 0))).toBe('ERR_NOT_FOUND');
     expect(await codeOf(b.keystore.add(KEY_B, { keyId: 'key-a', models: [], policy: 'default' }))).toBe('ERR_INVALID_ARGUMENT');
+    expect(await codeOf(b.keystore.add(KEY_B, { keyId: 'key-b', models: [], policy: 'nope' }))).toBe('ERR_NOT_FOUND');
+    expect(await codeOf(b.keystore.add(KEY_B, { keyId: 'key-b', models: [], policy: '../x' }))).toBe('ERR_POLICY');
+    expect(await codeOf(b.keystore.add(KEY_B.subarray(1), { keyId: 'key-b', models: [], policy: 'default' }))).toBe('ERR_INVALID_ARGUMENT');
+    expect(await codeOf(b.keystore.add(KEY_B, { keyId: 'bad id', models: [], policy: 'default' }))).toBe('ERR_INVALID_ARGUMENT');
+    expect(await codeOf(b.keystore.add(KEY_B, { keyId: 'key-b', models: [{ bundleId: 'x', headerDigest: 'y' }], policy: 'default' }))).toBe('ERR_INVALID_ARGUMENT');
+    expect(await codeOf(b.keystore.rotate('nope', KEY_B, { keyId: 'key-b', models: [] }))).toBe('ERR_NOT_FOUND');
+    expect(await codeOf(b.keystore.revoke('nope', 'r'))).toBe('ERR_NOT_FOUND');
+    expect((await b.keystore.list()).map((r) => r.keyId)).toEqual(['key-a']);
     await b.close();
 
     // Another process's view: a fresh open reads the same.
