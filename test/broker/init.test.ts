@@ -51,6 +51,34 @@ describe('broker init', () => {
     expect(JSON.parse(log[0]!)).toMatchObject({ seq: 0, event: 'init', prev: config.auditGenesis, generation: 0 });
   });
 
+  it('the certificate serves HTTPS that a client trusting only ca.pem accepts, by name and by address', async () => {
+    const { dir } = await makeBroker();
+    const config = await loadBrokerConfig(dir);
+    const { createServer, request } = await import('node:https');
+    const server = createServer({ cert: config.tls.cert, key: config.tls.key }, (_req, res) => res.end('ok'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as { port: number }).port;
+    const get = (opts: { servername?: string; ca?: string }): Promise<string> =>
+      new Promise((resolve) => {
+        const req = request({ host: '127.0.0.1', port, path: '/', agent: false, ...opts }, (res) => {
+          let body = '';
+          res.on('data', (d) => (body += d));
+          res.on('end', () => resolve(body));
+        });
+        req.on('error', (err) => resolve(`error ${(err as NodeJS.ErrnoException).code}`));
+        req.end();
+      });
+    try {
+      expect(await get({ ca: config.tls.ca })).toBe('ok'); // by IP address (SAN 127.0.0.1)
+      expect(await get({ ca: config.tls.ca, servername: 'localhost' })).toBe('ok');
+      expect(await get({ ca: config.tls.ca, servername: 'elsewhere.example' })).toBe('error ERR_TLS_CERT_ALTNAME_INVALID');
+      const other = await loadBrokerConfig((await makeBroker()).dir);
+      expect(await get({ ca: other.tls.ca })).toBe('error UNABLE_TO_VERIFY_LEAF_SIGNATURE');
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
   it('--allow-simulated: the default policy accepts the simulated TEE (its default measurement), debug denied', async () => {
     const { dir } = await makeBroker({ allowSimulated: true });
     const { policy } = await readStoredPolicy(dir, 'default');
