@@ -24,6 +24,9 @@ export type ErrorCode =
   | 'ERR_EVIDENCE_SIGNATURE'
   | 'ERR_EVIDENCE_CHAIN'
   | 'ERR_POLICY'
+  | 'ERR_PROTOCOL'
+  | 'ERR_BROKER'
+  | 'ERR_DENIED'
   | 'ERR_BROKER_CONFIG'
   | 'ERR_KEYSTORE'
   | 'ERR_KEY_REVOKED'
@@ -205,6 +208,37 @@ export class PolicyError extends SealedTensorsError {
   static readonly code = 'ERR_POLICY';
   constructor(message: string, options?: { cause?: unknown }) {
     super('ERR_POLICY', message, options);
+  }
+}
+
+/** A key-release protocol message (KBS RCAR) is malformed, too large, or out of sequence. */
+export class ProtocolError extends SealedTensorsError {
+  static readonly code = 'ERR_PROTOCOL';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_PROTOCOL', message, options);
+  }
+}
+
+/** The key broker could not be reached, failed, timed out, or answered something unusable. */
+export class BrokerError extends SealedTensorsError {
+  static readonly code = 'ERR_BROKER';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_BROKER', message, options);
+  }
+}
+
+/**
+ * The key broker refused: no valid session or token (401), a policy denied the release (403), or no
+ * such key (404). `status` is the HTTP status; `reasons` are the broker's, check by check.
+ */
+export class DeniedError extends SealedTensorsError {
+  static readonly code = 'ERR_DENIED';
+  readonly status: number;
+  readonly reasons: readonly string[];
+  constructor(message: string, options?: { cause?: unknown; status?: number; reasons?: readonly string[] }) {
+    super('ERR_DENIED', message, options);
+    this.status = options?.status ?? 403;
+    this.reasons = Object.freeze([...(options?.reasons ?? [])]);
   }
 }
 

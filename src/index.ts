@@ -15,21 +15,31 @@ export {
 } from './format/constants.js';
 export { parseHeader, type PublicHeader } from './format/header.js';
 
-// Owner tooling: keys, sealing, and the key-in-hand reference reader (not the loading API for inference).
+// Owner tooling that never decrypts: keys and sealing. Reading sealed weights with a key in hand
+// (the reference and native readers, importKey, openSealedModel) is owner tooling too, and lives
+// only in `sealed-tensors/owner`: for inference, the one public way to decrypt is an EnclaveSession.
 export { writeNewKeyFile, readKeyFile, type DataKey } from './keys/key-file.js';
 export { sealFile, type SealOptions, type SealedFileSummary } from './seal/seal-file.js';
 export { sealModelDirectory, type SealedModelSummary } from './seal/seal-model.js';
-export { SealedFileReader, readPublicHeader, type TensorInfo, type TensorCheck, type ReaderOptions } from './reader/sealed-file.js';
-export { SealedModelReader, type ShardCheck } from './reader/sealed-model.js';
-export { FileSource, MemorySource, type ByteSource } from './reader/source.js';
+export { readPublicHeader } from './reader/sealed-file.js';
 
-// The hardened native path (docs/NATIVE.md): secure memory, key handles, the native readers.
+// Whether the hardened native path (docs/NATIVE.md) is available; sessions use it.
 export { nativeStatus, requireHardened, type NativeStatus } from './native/addon.js';
 export { SecureBuffer } from './native/secure-buffer.js';
-export { importKey, type NativeKeyHandle } from './native/key.js';
-export { NativeSealedFileReader, type NativeReaderOptions, type SecureTensor, type LoadedTensors, type NativeTensorCheck } from './reader/native-file.js';
-export { NativeSealedModelReader, type NativeShardCheck } from './reader/native-model.js';
-export { openSealedModel, type OpenedModel, type OpenModelOptions } from './reader/native-open.js';
+export type { SecureTensor, LoadedTensors, NativeTensorCheck } from './reader/native-file.js';
+
+// Attested key release: the loading API for inference. A session proves its TEE to a key broker
+// (KBS attestation protocol), receives data keys wrapped to its ephemeral key, and opens only the
+// sealed models the release names; keys and plaintext stay in native secure memory.
+export {
+  EnclaveSession,
+  type EnclaveSessionOptions,
+  type SessionOpenOptions,
+  type SessionInfo,
+  type SessionVerdict,
+  type SessionKeyInfo,
+} from './session/enclave-session.js';
+export { SessionModel, type TensorSelection, type ProgressEvent, type SessionTensorInfo, type SessionModelInfo } from './session/session-model.js';
 
 // Attestation. The verifiers parse X.509 and ASN.1 with @peculiar/x509 (and reflect-metadata),
 // which take about half a second to load and which sealing, `verify` and loading never use: here

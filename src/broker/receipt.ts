@@ -1,13 +1,24 @@
 /**
- * Release receipts: the broker's signed statement that it released a key, to whom and why, and at
- * which point of its audit chain. A compact JWS (ES256, kid = the signing key's thumbprint) over a
- * JSON payload; an auditor verifies it offline with signing.pub.jwk alone.
+ * The receipt a release is answered with: a compact JWS (ES256, the broker's kid) over what went
+ * where, tied to the audit entry that records the release, so an auditor with the broker's public
+ * key checks each release offline.
+ *
+ * Two ways to record it, one claim set:
+ * - the audit sink writes the release and its receipt in one entry (`appendRelease`, as the
+ *   file-backed AuditLog does): the receipt is in the log, `auditHash` is the hash of the entry
+ *   before it (an entry cannot contain its own hash) and `auditTime` the entry's time;
+ * - a sink with only `append` (the AuditSink contract): the entry is appended first and the receipt
+ *   signed afterwards over its sequence number and `auditHash` = the hash of that entry itself.
+ * Either way the receipt exists only once the entry is written: a receipt always names an entry.
  */
-import { CompactSign, compactVerify, importJWK, type CryptoKey, type JWK } from 'jose';
+import { randomBytes } from 'node:crypto';
+import { CompactSign, compactVerify, importJWK, type CryptoKey, type JWK, type KeyObject } from 'jose';
 import { AuditLogError, InvalidArgumentError } from '../errors.js';
-import type { BrokerSigningKey } from './config.js';
-import type { ModelBinding } from './keystore.js';
+import type { ModelBinding } from '../protocol/resource.js';
+import type { AuditEntryInput, AuditSink } from './types.js';
+import { SIGNING_ALG } from './signer.js';
 
+export const RECEIPT_HEADER = 'sealed-tensors-receipt';
 export const RECEIPT_TYP = 'sealed-tensors-receipt+jws';
 /** A receipt lists a key's models; thousands of them still fit. */
 export const MAX_RECEIPT_LENGTH = 192 * 1024;
@@ -20,9 +31,9 @@ export interface ReleaseFields {
   teePubkey: string;
   /** Hex SHA-256 of the evidence bytes that were appraised. */
   evidenceDigest: string;
-  /** The appraisal's outcome: a release is always allowed; reasons are the checks that passed. */
+  /** The appraisal's outcome: a release is always allowed; reasons are what the server adds. */
   verdict: { allowed: true; reasons: string[] };
-  /** Further JSON fields the server records (tee type, client address, session id ...). */
+  /** Further JSON fields the server records (tee, client, session, policy, notAfter ...). */
   [field: string]: unknown;
 }
 
@@ -31,21 +42,68 @@ export interface ReceiptClaims extends ReleaseFields {
   receiptId: string;
   /** Sequence number of the audit entry that records this release. */
   auditSeq: number;
-  /** Hex SHA-256 of the audit entry before it: the whole history up to the release. */
+  /** Hex SHA-256: of the entry before it (receipt inside the entry), or of the entry itself (signed after it). */
   auditHash: string;
-  /** The entry's `time` (ISO 8601, milliseconds). */
-  auditTime: string;
-  /** Seconds since the epoch: auditTime, truncated. */
+  /** The entry's `time` (ISO 8601, milliseconds), when the receipt is inside the entry. */
+  auditTime?: string;
+  /** Seconds since the epoch. */
   iat: number;
+}
+
+export interface RecordedRelease {
+  seq: number;
+  hash: string;
+  receipt: string;
+  receiptId: string;
+}
+
+/** What signs receipts: the broker's ES256 key (config.ts BrokerSigningKey, signer.ts Signer). */
+export interface ReceiptSigner {
+  kid: string;
+  privateKey: CryptoKey | KeyObject | Uint8Array;
+}
+
+/** An audit sink that signs a release's receipt into the release entry itself. */
+interface ReleaseRecorder {
+  appendRelease(fields: ReleaseFields, signingKey: { alg: 'ES256'; kid: string; privateKey: unknown; publicJwk: unknown }): Promise<RecordedRelease>;
+}
+
+function isRecorder(sink: AuditSink): sink is AuditSink & ReleaseRecorder {
+  return typeof (sink as Partial<ReleaseRecorder>).appendRelease === 'function';
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-export async function signReceipt(signingKey: BrokerSigningKey, claims: ReceiptClaims): Promise<string> {
-  const payload = new TextEncoder().encode(JSON.stringify(claims));
-  return new CompactSign(payload).setProtectedHeader({ alg: 'ES256', kid: signingKey.kid, typ: RECEIPT_TYP }).sign(signingKey.privateKey);
+export async function signReceipt(signer: ReceiptSigner, claims: ReceiptClaims): Promise<string> {
+  return new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
+    .setProtectedHeader({ alg: SIGNING_ALG, kid: signer.kid, typ: RECEIPT_TYP })
+    .sign(signer.privateKey);
+}
+
+/**
+ * Writes the release to the audit log and returns its receipt. `entry` is the request's audit
+ * record (client, tee, evidence summary, checks); `fields` what the receipt states.
+ */
+export async function recordRelease(audit: AuditSink, signer: ReceiptSigner & { publicJwk: JWK }, fields: ReleaseFields, entry: AuditEntryInput, nowMs: number): Promise<RecordedRelease> {
+  if (isRecorder(audit)) {
+    return audit.appendRelease({ ...fields, tee: entry.tee, client: entry.client, detail: entry.detail }, { alg: SIGNING_ALG, kid: signer.kid, privateKey: signer.privateKey, publicJwk: { ...signer.publicJwk, kid: signer.kid } });
+  }
+  const receiptId = randomBytes(16).toString('base64url');
+  const at = await audit.append({
+    ...entry,
+    event: 'release',
+    verdict: 'allow',
+    reasons: [],
+    keyIds: [fields.keyId],
+    models: fields.models,
+    teePubkeyThumbprint: fields.teePubkey,
+    evidenceDigest: fields.evidenceDigest,
+    detail: { ...entry.detail, receiptId },
+  });
+  const receipt = await signReceipt(signer, { ...fields, receiptId, auditSeq: at.seq, auditHash: at.hash, iat: Math.floor(nowMs / 1000) });
+  return { seq: at.seq, hash: at.hash, receipt, receiptId };
 }
 
 /** A public key for verifyReceipt, imported once for many receipts. */
@@ -115,7 +173,7 @@ function checkReceiptClaims(c: unknown): asserts c is ReceiptClaims {
   if (typeof k.receiptId !== 'string' || !/^[A-Za-z0-9_-]{16,64}$/.test(k.receiptId)) bad('receiptId');
   if (typeof k.auditSeq !== 'number' || !Number.isSafeInteger(k.auditSeq) || k.auditSeq < 1) bad('auditSeq');
   if (typeof k.auditHash !== 'string' || !HEX64.test(k.auditHash)) bad('auditHash');
-  if (typeof k.auditTime !== 'string' || Number.isNaN(Date.parse(k.auditTime))) bad('auditTime');
+  if (k.auditTime !== undefined && (typeof k.auditTime !== 'string' || Number.isNaN(Date.parse(k.auditTime)))) bad('auditTime');
   if (typeof k.iat !== 'number' || !Number.isSafeInteger(k.iat) || k.iat < 0) bad('iat');
   const problem = releaseProblem(k);
   if (problem) bad(problem);

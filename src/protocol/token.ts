@@ -1,0 +1,47 @@
+/**
+ * The attestation token a broker returns from /attest: an EAR-style (Entity Attestation Result)
+ * JWT, ES256, as Trustee issues it. The session reads its tee-pubkey at the same path Trustee uses,
+ * so a token bound to another session's key is refused. Shapes only; signing and verifying live at
+ * each end (jose).
+ */
+import { ProtocolError } from '../errors.js';
+
+export const EAR_PROFILE = 'tag:github.com,2023:veraison/ear';
+export const TOKEN_ALG = 'ES256';
+/** Where Trustee (kbs/src/token) reads the session key from an EAR token. */
+export const TEE_PUBKEY_CLAIM_PATH = ['submods', 'cpu0', 'ear.veraison.annotated-evidence', 'runtime_data_claims', 'tee-pubkey'] as const;
+
+export type EarStatus = 'affirming' | 'warning' | 'contraindicated' | 'none';
+
+export interface EarSubmod {
+  'ear.status': EarStatus;
+  'ear.veraison.annotated-evidence': {
+    tee: string;
+    /** Our claims (src/attestation/types.ts Claims), as verified. */
+    claims: Record<string, unknown>;
+    runtime_data_claims: { nonce: string; 'tee-pubkey': object };
+    /** SHA-256 of the evidence as received, hex. */
+    evidence_digest: string;
+  };
+}
+
+export interface EarToken {
+  iss: string;
+  iat: number;
+  exp: number;
+  jti: string;
+  eat_profile: typeof EAR_PROFILE;
+  'ear.verifier-id': { developer: string; build: string };
+  submods: { cpu0: EarSubmod } & Record<string, EarSubmod>;
+}
+
+/** The tee-pubkey a token names, or a ProtocolError. */
+export function teePubkeyOfToken(payload: unknown): object {
+  let at: unknown = payload;
+  for (const key of TEE_PUBKEY_CLAIM_PATH) {
+    if (typeof at !== 'object' || at === null) throw new ProtocolError(`the token lacks ${TEE_PUBKEY_CLAIM_PATH.join('.')}`);
+    at = (at as Record<string, unknown>)[key];
+  }
+  if (typeof at !== 'object' || at === null || Array.isArray(at)) throw new ProtocolError(`the token lacks ${TEE_PUBKEY_CLAIM_PATH.join('.')}`);
+  return at;
+}
