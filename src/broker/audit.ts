@@ -27,6 +27,7 @@ import { BROKER_FILES, parseBrokerSettings, parsePublicSigningJwk, type BrokerSi
 import { openGuardedFile, readGuardedFile } from './files.js';
 import { withBrokerLock } from './lock.js';
 import { Mutex } from './mutex.js';
+import type { AuditEntryInput, AuditSink } from './types.js';
 import { checkReleaseFields, receiptVerificationKey, signReceipt, verifyReceipt, type ReceiptClaims, type ReleaseFields } from './receipt.js';
 
 export { checkReleaseFields, signReceipt, verifyReceipt, receiptVerificationKey, RECEIPT_TYP, type ReceiptClaims, type ReleaseFields } from './receipt.js';
@@ -214,7 +215,7 @@ function auditError(state: { seq: number }, line: number, reason: string, dir: s
   );
 }
 
-export class AuditLog {
+export class AuditLog implements AuditSink {
   private queue: Pending[] = [];
   /** True while this process holds the folder lock to append. */
   private writing = false;
@@ -228,7 +229,6 @@ export class AuditLog {
     private readonly path: string,
     private readonly fh: FileHandle,
     private readonly ino: number,
-    private readonly genesis: string,
     private state: ChainState,
   ) {}
 
@@ -241,7 +241,7 @@ export class AuditLog {
     const settings = parseBrokerSettings(Buffer.from(await readGuardedFile(join(dir, BROKER_FILES.config), BROKER_FILES.config, { maxBytes: 64 * 1024 })).toString('utf8'));
     const path = join(dir, BROKER_FILES.audit);
     const { fh, ino } = await openGuardedFile(path, BROKER_FILES.audit, { append: true });
-    const log = new AuditLog(dir, path, fh, ino, settings.auditGenesis, {
+    const log = new AuditLog(dir, path, fh, ino, {
       size: 0,
       seq: 0,
       prev: settings.auditGenesis,
@@ -358,9 +358,9 @@ export class AuditLog {
    * Appends an entry; resolves once it is on disk (fdatasync'd). Fields are JSON, names camelCase;
    * seq, time, prev, event and receipt are the log's own.
    */
-  append(entry: { event: string; [field: string]: unknown }): Promise<AuditHead> {
+  append(entry: AuditEntryInput | { event: string; [field: string]: unknown }): Promise<AuditHead> {
     if (!isObject(entry)) return Promise.reject(new InvalidArgumentError('an audit entry must be an object with an event'));
-    const { event, ...fields } = entry;
+    const { event, ...fields } = entry as { event: string; [field: string]: unknown };
     return this.enqueue(event, fields);
   }
 

@@ -19,6 +19,7 @@ import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { calculateJwkThumbprint, importJWK, type CryptoKey, type JWK } from 'jose';
 import { BrokerConfigError } from '../errors.js';
+import { MAX_REQUEST_BYTES } from '../protocol/messages.js';
 import { checkGuardedFile, readGuardedFile } from './files.js';
 
 export const BROKER_FILES = {
@@ -61,10 +62,12 @@ export interface BrokerSettings {
   tokenTtlSeconds: number;
   challengeTtlSeconds: number;
   maxPendingChallenges: number;
-  /** Requests per client address per minute. */
-  rateLimitPerMinute: number;
+  /** Per client address: requests at once, and more per second after that (a token bucket). */
+  rateLimitBurst: number;
+  rateLimitPerSecond: number;
   requestTimeoutMs: number;
-  maxBodyBytes: number;
+  /** Largest request body accepted. */
+  maxRequestBytes: number;
   /** Hex SHA-256 the first audit entry chains from (random per broker, recorded at init). */
   auditGenesis: string;
   /** RFC 7638 thumbprint of the signing key: the `kid` of tokens and receipts. */
@@ -77,19 +80,21 @@ export const DEFAULT_SETTINGS = Object.freeze({
   tokenTtlSeconds: 300,
   challengeTtlSeconds: 60,
   maxPendingChallenges: 10_000,
-  rateLimitPerMinute: 600,
-  requestTimeoutMs: 10_000,
-  maxBodyBytes: 1024 * 1024,
+  rateLimitBurst: 120,
+  rateLimitPerSecond: 60,
+  requestTimeoutMs: 30_000,
+  maxRequestBytes: MAX_REQUEST_BYTES,
 });
 
 /** Inclusive bounds of the numeric settings. */
 const NUMERIC: Record<string, [number, number]> = {
-  tokenTtlSeconds: [10, 86_400],
-  challengeTtlSeconds: [5, 3_600],
+  tokenTtlSeconds: [1, 86_400],
+  challengeTtlSeconds: [1, 3_600],
   maxPendingChallenges: [1, 10_000_000],
-  rateLimitPerMinute: [1, 10_000_000],
+  rateLimitBurst: [1, 1_000_000],
+  rateLimitPerSecond: [1, 1_000_000],
   requestTimeoutMs: [100, 600_000],
-  maxBodyBytes: [1024, 64 * 1024 * 1024],
+  maxRequestBytes: [1024, MAX_REQUEST_BYTES],
 };
 
 const HEX64 = /^[0-9a-f]{64}$/;

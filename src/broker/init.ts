@@ -24,6 +24,8 @@ export interface InitOptions {
   hostnames?: readonly string[];
   /** Default listen address recorded in config.json. */
   listen?: string;
+  /** SHA-256 fingerprints of simulated TEE root keys to trust (needs allowSimulated). */
+  simulatedRoots?: readonly string[];
 }
 
 export interface InitResult {
@@ -60,6 +62,11 @@ export async function initBroker(dirArg: string, opts: InitOptions = {}): Promis
     throw new InvalidArgumentError((err as Error).message);
   }
   const allowSimulated = opts.allowSimulated === true;
+  const simulatedRoots = [...new Set((opts.simulatedRoots ?? []).map((r) => (typeof r === 'string' ? r.toLowerCase() : r)))];
+  for (const r of simulatedRoots) {
+    if (typeof r !== 'string' || !/^[0-9a-f]{64}$/.test(r)) throw new InvalidArgumentError(`--simulated-root ${JSON.stringify(r)} is not a SHA-256 fingerprint (64 hex digits)`);
+  }
+  if (simulatedRoots.length > 0 && !allowSimulated) throw new InvalidArgumentError('--simulated-root needs --allow-simulated');
   await refuseNonEmpty(dir);
   const parent = dirname(dir);
   let tmp: string;
@@ -103,13 +110,14 @@ export async function initBroker(dirArg: string, opts: InitOptions = {}): Promis
       listen,
       hostnames,
       allowSimulated,
-      simulatedRoots: [],
+      simulatedRoots,
       tokenTtlSeconds: DEFAULT_SETTINGS.tokenTtlSeconds,
       challengeTtlSeconds: DEFAULT_SETTINGS.challengeTtlSeconds,
       maxPendingChallenges: DEFAULT_SETTINGS.maxPendingChallenges,
-      rateLimitPerMinute: DEFAULT_SETTINGS.rateLimitPerMinute,
+      rateLimitBurst: DEFAULT_SETTINGS.rateLimitBurst,
+      rateLimitPerSecond: DEFAULT_SETTINGS.rateLimitPerSecond,
       requestTimeoutMs: DEFAULT_SETTINGS.requestTimeoutMs,
-      maxBodyBytes: DEFAULT_SETTINGS.maxBodyBytes,
+      maxRequestBytes: DEFAULT_SETTINGS.maxRequestBytes,
       auditGenesis: genesis,
       signingKeyId: kid,
       createdAt: now,

@@ -24,37 +24,23 @@ import canonicalize from 'canonicalize';
 import { constantTimeEqual } from '../bytes.js';
 import { InvalidArgumentError, KeyRevokedError, KeystoreError, NotFoundError, SealedTensorsError } from '../errors.js';
 import { DATA_KEY_LENGTH, KEY_ID_PATTERN } from '../format/constants.js';
+import type { ModelBinding } from '../protocol/resource.js';
 import type { AuditLog } from './audit.js';
+import type { KeyRecord as BaseKeyRecord, Keystore } from './types.js';
 import { BROKER_FILES, brokerPaths } from './config.js';
 import { readGuardedFile, writeFileAtomic } from './files.js';
 import { withBrokerLock } from './lock.js';
 import { Mutex } from './mutex.js';
-import { POLICY_NAME, checkPolicyForBroker, readStoredPolicy } from './policies.js';
+import { POLICY_NAME, pinPolicy } from './policies.js';
 
-/** A sealed model a key may open: the top-level file's (model file or sealed index) identity. */
-export interface ModelBinding {
-  /** Hex of the header's 16-byte bundle id. */
-  bundleId: string;
-  /** Hex SHA-256 of the file's public header bytes. */
-  headerDigest: string;
-  /** For people: where it came from (a file or folder name). */
-  label?: string;
-}
+export type { ModelBinding } from '../protocol/resource.js';
+export type { Keystore } from './types.js';
 
-export type KeyState = 'active' | 'revoked';
-
-export interface KeyRecord {
-  keyId: string;
-  state: KeyState;
-  models: ModelBinding[];
-  /** Name of the policy under policies/. */
-  policy: string;
+/** The file keystore's record: the contract's KeyRecord and what this store tracks besides. */
+export interface KeyRecord extends BaseKeyRecord {
   /** Hex SHA-256 the policy file must still have. */
   policyDigest: string;
-  createdAt: string;
   updatedAt: string;
-  revokedAt?: string;
-  revokedReason?: string;
   /** Rotation: the key this one replaced, or the key that replaced this one. */
   rotatedFrom?: string;
   rotatedTo?: string;
@@ -76,11 +62,12 @@ export interface RotateOptions extends Omit<AddKeyOptions, 'policy'> {
   keepOld?: boolean;
 }
 
-export interface Keystore {
+/** The file keystore's whole interface: the server's Keystore contract plus the management operations. */
+export interface ManagedKeystore extends Keystore {
   list(): Promise<KeyRecord[]>;
   get(keyId: string): Promise<KeyRecord | undefined>;
   /**
-   * Calls `fn` with the active key's bytes and its record; the bytes are wiped when `fn` settles.
+   * Calls `fn` with the active key's bytes (and its record); the bytes are wiped when `fn` settles.
    * Unknown key: NotFoundError. Revoked key: KeyRevokedError. Never hands out a revoked key.
    */
   withDataKey<T>(keyId: string, fn: (key: Uint8Array, record: KeyRecord) => Promise<T>): Promise<T>;
@@ -89,9 +76,6 @@ export interface Keystore {
   addModels(keyId: string, models: ModelBinding[]): Promise<KeyRecord>;
   /** Adds `newKey` as the successor of `oldKeyId`; revokes the old key unless `keepOld`. */
   rotate(oldKeyId: string, newKey: Uint8Array, opts: RotateOptions): Promise<KeyRecord>;
-  /** Revokes for good. Revoking a revoked key changes nothing. */
-  revoke(keyId: string, reason: string): Promise<void>;
-  setPolicy(keyId: string, policyName: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -158,7 +142,7 @@ function checkKeyId(keyId: unknown, Err: new (m: string) => SealedTensorsError =
   if (typeof keyId !== 'string' || !KEY_ID_PATTERN.test(keyId)) throw new Err('key id must be 1 to 255 characters from A-Z a-z 0-9 . _ : / -');
 }
 
-const RECORD_KEYS = ['keyId', 'state', 'models', 'policy', 'policyDigest', 'createdAt', 'updatedAt', 'revokedAt', 'revokedReason', 'rotatedFrom', 'rotatedTo', 'version', 'wrap'];
+const RECORD_KEYS = ['keyId', 'state', 'models', 'policy', 'policyDigest', 'createdAt', 'updatedAt', 'revokedAt', 'revocationReason', 'rotatedFrom', 'rotatedTo', 'version', 'wrap'];
 
 function parseRecord(r: unknown, i: number): StoredRecord {
   const bad = (why: string): never => {
@@ -177,10 +161,10 @@ function parseRecord(r: unknown, i: number): StoredRecord {
   for (const k of ['rotatedFrom', 'rotatedTo']) if (o[k] !== undefined) checkKeyId(o[k], KeystoreError);
   if (o.state === 'revoked') {
     if (typeof o.revokedAt !== 'string' || !TIME.test(o.revokedAt)) bad('a revoked key needs revokedAt');
-    if (typeof o.revokedReason !== 'string' || o.revokedReason.length > MAX_REASON) bad('a revoked key needs revokedReason');
+    if (typeof o.revocationReason !== 'string' || o.revocationReason.length > MAX_REASON) bad('a revoked key needs revocationReason');
     if (o.wrap !== undefined) bad('a revoked key must not keep its wrapped key');
   } else {
-    if (o.revokedAt !== undefined || o.revokedReason !== undefined) bad('an active key has no revokedAt or revokedReason');
+    if (o.revokedAt !== undefined || o.revocationReason !== undefined) bad('an active key has no revokedAt or revocationReason');
     const w = o.wrap;
     if (!isObject(w) || Object.keys(w).length !== 3 || w.alg !== 'A256GCM' || typeof w.nonce !== 'string' || !NONCE_B64.test(w.nonce) || typeof w.ciphertext !== 'string' || !CT_B64.test(w.ciphertext)) {
       bad('an active key needs wrap {alg "A256GCM", nonce (12 bytes), ciphertext (48 bytes)}, base64url');
@@ -297,7 +281,7 @@ export interface FileKeystoreOptions {
   allowSimulated?: boolean;
 }
 
-export class FileKeystore implements Keystore {
+export class FileKeystore implements ManagedKeystore {
   private readonly mutex = new Mutex();
   private closed = false;
   private byId = new Map<string, StoredRecord>();
@@ -477,9 +461,8 @@ export class FileKeystore implements Keystore {
   }
 
   private async policyPin(name: string): Promise<{ policy: string; policyDigest: string }> {
-    const stored = await readStoredPolicy(this.opts.dir, name);
-    checkPolicyForBroker(stored.policy, this.opts.allowSimulated === true, `policies/${name}.json`);
-    return { policy: name, policyDigest: stored.digest };
+    const pinned = await pinPolicy(this.opts.dir, name, this.opts.allowSimulated === true);
+    return { policy: pinned.name, policyDigest: pinned.digest };
   }
 
   async add(key: Uint8Array, opts: AddKeyOptions): Promise<KeyRecord> {
@@ -533,6 +516,19 @@ export class FileKeystore implements Keystore {
       r.models = merged;
       this.bump(r);
       return { event: 'key-bind', fields: { keyId, models: added }, result: publicRecord(r) };
+    });
+  }
+
+  /** Replaces an active key's model list (Keystore contract); `addModels` adds to it. */
+  async setModels(keyId: string, models: ModelBinding[]): Promise<void> {
+    checkKeyId(keyId);
+    const list = dedupe(checkModels(models, 'models'));
+    await this.mutate<undefined>((doc) => {
+      const r = this.activeRecord(doc, keyId);
+      if (JSON.stringify(r.models) === JSON.stringify(list)) return { unchanged: undefined };
+      r.models = list;
+      this.bump(r);
+      return { event: 'key-bind', fields: { keyId, models: list, replaced: true }, result: undefined };
     });
   }
 
@@ -612,7 +608,7 @@ function revokeRecord(r: StoredRecord, reason: string, now: string): void {
   delete r.wrap;
   r.state = 'revoked';
   r.revokedAt = now;
-  r.revokedReason = reason;
+  r.revocationReason = reason;
   r.version += 1;
   r.updatedAt = now;
 }

@@ -1,18 +1,20 @@
 /**
- * Per-key attestation policies, stored as files under DIR/policies/ by name. A key's record in the
- * keystore names its policy and pins the SHA-256 of the policy file's bytes, so a policy file
- * edited behind the keystore's back is refused, not enforced. `policy set` stores each policy
- * under its digest (sha256-<hex>.json): such files never change, and setting a policy never
- * rewrites one that another key uses.
+ * Per-key attestation policies, stored as files under DIR/policies/. Every key's record names a
+ * policy stored under its own digest (sha256-<hex>.json) and pins that digest too: such a file
+ * never changes, a file edited behind the keystore's back is refused (never enforced), and no key
+ * changes policy because someone edited a file another key was bound to. Named policies such as
+ * policies/default.json are templates: binding a key to one stores a copy under its digest.
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { NotFoundError, PolicyError } from '../errors.js';
+import { NotFoundError, PolicyError, SealedTensorsError } from '../errors.js';
 import { parsePolicy, type Policy } from '../attestation/policy/policy.js';
 import { BROKER_FILES } from './config.js';
 import { readGuardedFile, writeFileAtomic } from './files.js';
 
 export const POLICY_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** The name of a policy stored under its digest. */
+export const PINNED_POLICY_NAME = /^sha256-([0-9a-f]{64})$/;
 export const MAX_POLICY_BYTES = 1024 * 1024;
 export const DEFAULT_POLICY_NAME = 'default';
 /** The measurement SimulatedTee reports unless given another (SHA-384 of its fixed label). */
@@ -23,6 +25,7 @@ export interface StoredPolicy {
   /** Hex SHA-256 of the file's bytes. */
   digest: string;
   policy: Policy;
+  bytes: Uint8Array;
 }
 
 export function policyPath(dir: string, name: string): string {
@@ -42,7 +45,47 @@ export async function readStoredPolicy(dir: string, name: string): Promise<Store
     throw err;
   });
   const digest = createHash('sha256').update(bytes).digest('hex');
-  return { name, digest, policy: parsePolicy(Buffer.from(bytes).toString('utf8'), `policies/${name}.json`) };
+  const pinned = PINNED_POLICY_NAME.exec(name);
+  if (pinned && pinned[1] !== digest) {
+    throw new PolicyError(`policies/${name}.json does not have the SHA-256 its name states: it was edited after it was stored; nothing is released under it`);
+  }
+  return { name, digest, bytes, policy: parsePolicy(Buffer.from(bytes).toString('utf8'), `policies/${name}.json`) };
+}
+
+/**
+ * The policy to bind a key to: `name` itself when it is stored under its digest, otherwise (a
+ * named template such as "default") a copy stored under its digest.
+ */
+export async function pinPolicy(dir: string, name: string, allowSimulated: boolean): Promise<StoredPolicy> {
+  const stored = await readStoredPolicy(dir, name);
+  checkPolicyForBroker(stored.policy, allowSimulated, `policies/${name}.json`);
+  return PINNED_POLICY_NAME.test(name) ? stored : importPolicy(dir, stored.bytes, `policies/${name}.json`, allowSimulated);
+}
+
+/**
+ * The broker's PolicyStore (the server's contract) over DIR/policies: hands out only policies
+ * stored under their digest, checked against it; anything else is unknown (the server denies).
+ * Such files never change, so each is read once.
+ */
+export class FilePolicyStore {
+  private readonly cache = new Map<string, Policy>();
+
+  constructor(private readonly dir: string) {}
+
+  async get(name: string): Promise<Policy | undefined> {
+    if (typeof name !== 'string' || !PINNED_POLICY_NAME.test(name)) return undefined;
+    const hit = this.cache.get(name);
+    if (hit) return hit;
+    let stored: StoredPolicy;
+    try {
+      stored = await readStoredPolicy(this.dir, name);
+    } catch (err) {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    }
+    this.cache.set(name, stored.policy);
+    return stored.policy;
+  }
 }
 
 /**
@@ -71,6 +114,7 @@ export function checkPolicyForBroker(policy: Policy, allowSimulated: boolean, so
  * already there is reused. Returns its name and digest.
  */
 export async function importPolicy(dir: string, text: Uint8Array, source: string, allowSimulated: boolean): Promise<StoredPolicy> {
+  text = new Uint8Array(text);
   if (text.length > MAX_POLICY_BYTES) throw new PolicyError(`${source} is larger than ${MAX_POLICY_BYTES} bytes`);
   const policy = parsePolicy(Buffer.from(text).toString('utf8'), source);
   checkPolicyForBroker(policy, allowSimulated, source);
@@ -79,11 +123,11 @@ export async function importPolicy(dir: string, text: Uint8Array, source: string
   try {
     await writeFileAtomic(policyPath(dir, name), text, { mode: 0o600, noClobber: true });
   } catch (err) {
-    // Already stored: content-addressed, so it is this policy, unless someone edited it.
-    const existing = await readStoredPolicy(dir, name).catch(() => undefined);
-    if (existing?.digest !== digest) throw err;
+    // Already stored: content-addressed, so it is this policy (readStoredPolicy refuses an edited copy).
+    if (!(err instanceof SealedTensorsError) || !/already exists/.test(err.message)) throw err;
+    await readStoredPolicy(dir, name);
   }
-  return { name, digest, policy };
+  return { name, digest, policy, bytes: text };
 }
 
 /**

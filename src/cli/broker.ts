@@ -91,11 +91,12 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
     .argument('<DIR>', 'folder to create (must not exist, or be empty)')
     .option('--allow-simulated', 'let key policies accept the simulated TEE (development only: it proves nothing)')
     .option('--hostname <NAME>', 'another DNS name or IP address for the server certificate (besides localhost, 127.0.0.1, ::1); repeatable', collect)
+    .option('--simulated-root <SHA256>', 'trust this simulated TEE root key fingerprint (with --allow-simulated); repeatable', collect)
     .option('--listen <HOST:PORT>', 'default address for "broker serve"', '127.0.0.1:8443')
     .option('--json', 'print a JSON summary')
-    .action(async (dir: string, opts: { allowSimulated?: boolean; hostname?: string[]; listen: string; json?: boolean }) => {
+    .action(async (dir: string, opts: { allowSimulated?: boolean; hostname?: string[]; simulatedRoot?: string[]; listen: string; json?: boolean }) => {
       const { initBroker } = await import('../broker/init.js');
-      const r = await initBroker(dir, { allowSimulated: opts.allowSimulated === true, hostnames: opts.hostname ?? [], listen: opts.listen });
+      const r = await initBroker(dir, { allowSimulated: opts.allowSimulated === true, hostnames: opts.hostname ?? [], simulatedRoots: opts.simulatedRoot ?? [], listen: opts.listen });
       if (opts.json) writeJson(ctx.io, r);
       else {
         ctx.io.stdout(
@@ -110,6 +111,47 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
           ].join('\n'),
         );
       }
+    });
+
+  broker
+    .command('serve')
+    .description('Serve the KBS attestation protocol over HTTPS from a broker folder; prints "listening on URL" once it accepts connections; SIGTERM or SIGINT stops it cleanly.')
+    .requiredOption('--dir <DIR>', 'broker folder')
+    .option('--listen <HOST:PORT>', "address to listen on (port 0 picks a free one); default: config.json's")
+    .option('--allow-plain-http-on-loopback', 'plain HTTP instead of HTTPS, on a loopback address only (development)')
+    .action(async (opts: { dir: string; listen?: string; allowPlainHttpOnLoopback?: boolean }) => {
+      const { openBrokerFolder, brokerOptions } = await import('../broker/folder.js');
+      const { startBroker } = await import('../broker/server.js');
+      const { IoError, SealedTensorsError } = await import('../errors.js');
+      const b = await openBrokerFolder(opts.dir);
+      let running;
+      try {
+        const options = brokerOptions(b, { ...(opts.listen ? { listen: opts.listen } : {}), allowPlainHttpOnLoopback: opts.allowPlainHttpOnLoopback === true });
+        running = await startBroker(options).catch((err: unknown) => {
+          if (err instanceof SealedTensorsError) throw err;
+          throw new IoError(`cannot listen on ${options.host}:${options.port} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
+        });
+      } catch (err) {
+        await b.close();
+        throw err;
+      }
+      ctx.io.stdout(`listening on ${running.url}\n`);
+      const signal = await new Promise<string>((resolve) => {
+        const stop = (s: string): void => {
+          process.off('SIGTERM', onTerm);
+          process.off('SIGINT', onInt);
+          resolve(s);
+        };
+        const onTerm = (): void => stop('SIGTERM');
+        const onInt = (): void => stop('SIGINT');
+        process.on('SIGTERM', onTerm);
+        process.on('SIGINT', onInt);
+      });
+      // In-flight requests finish (up to the server's close timeout); queued audit entries are written.
+      await running.close();
+      await b.close();
+      ctx.io.stderr(`stopped by ${signal}\n`);
+      ctx.exitCode = ExitCode.OK;
     });
 
   const key = broker.command('key').description('Add, bind, rotate, revoke and list data keys.');
@@ -227,7 +269,7 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
         else if (keys.length === 0) ctx.io.stdout('no keys (add one with "sealed-tensors broker key add")\n');
         else {
           for (const k of keys) {
-            const extra = [k.rotatedTo ? `rotated to ${k.rotatedTo}` : '', k.revokedReason ? `reason: ${k.revokedReason}` : ''].filter(Boolean).join('; ');
+            const extra = [k.rotatedTo ? `rotated to ${k.rotatedTo}` : '', k.revocationReason ? `reason: ${k.revocationReason}` : ''].filter(Boolean).join('; ');
             ctx.io.stdout(`${k.keyId}  ${k.state}  policy ${k.policy}  ${k.models.length} model(s)  added ${k.createdAt}${extra ? `  (${extra})` : ''}\n`);
             for (const m of k.models) ctx.io.stdout(`    ${m.bundleId} ${m.headerDigest}${m.label ? `  ${m.label}` : ''}\n`);
           }

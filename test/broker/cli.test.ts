@@ -38,7 +38,7 @@ describe('sealed-tensors broker (CLI)', () => {
 
     const m = await ownerSide(root, 'model-key');
     const added = JSON.parse(await ok('broker', 'key', 'add', '--dir', dir, '--key', m.key, '--model', m.file, '--model', m.folder, '--json'));
-    expect(added).toMatchObject({ keyId: 'model-key', state: 'active', policy: 'default' });
+    expect(added).toMatchObject({ keyId: 'model-key', state: 'active', policy: expect.stringMatching(/^sha256-[0-9a-f]{64}$/) });
 
     // The bindings are exactly the public headers' bundle ids and header digests (the index for the folder).
     const headers = JSON.parse(await ok('inspect', m.file, '--json')).files;
@@ -52,7 +52,7 @@ describe('sealed-tensors broker (CLI)', () => {
     const list = JSON.parse(await ok('broker', 'key', 'list', '--dir', dir, '--json'));
     expect(list.keys).toHaveLength(1);
     expect(list.keys[0].models).toEqual(added.models);
-    expect(await ok('broker', 'key', 'list', '--dir', dir)).toContain('model-key  active  policy default  2 model(s)');
+    expect(await ok('broker', 'key', 'list', '--dir', dir)).toContain(`model-key  active  policy ${added.policy}  2 model(s)`);
 
     // A policy from a file: validated, stored under its digest, pinned by the key.
     const policyFile = join(root, 'snp.json');
@@ -60,7 +60,7 @@ describe('sealed-tensors broker (CLI)', () => {
     expect(await ok('broker', 'policy', 'set', '--dir', dir, 'model-key', policyFile)).toMatch(/now uses policy sha256-[0-9a-f]{64}/);
     const after = JSON.parse(await ok('broker', 'key', 'list', '--dir', dir, '--json')).keys[0];
     expect(after.policy).toMatch(/^sha256-/);
-    expect(readdirSync(join(dir, 'policies')).sort()).toEqual(['default.json', `${after.policy}.json`]);
+    expect(readdirSync(join(dir, 'policies')).sort()).toEqual(['default.json', `${added.policy}.json`, `${after.policy}.json`].sort());
 
     // A second key: added without models, then bound; then revoked.
     const other = await ownerSide(root, 'other-key');

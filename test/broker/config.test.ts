@@ -60,7 +60,7 @@ describe('loadBrokerConfig', () => {
       writeFileSync(join(dir, file), original);
     };
     await edit('config.json', (t) => t.replace('"tokenTtlSeconds"', '"tokenTTL"'), /tokenTTL: unknown key.*tokenTtlSeconds: missing/);
-    await edit('config.json', (t) => t.replace('"tokenTtlSeconds": 300', '"tokenTtlSeconds": 0'), /tokenTtlSeconds: must be an integer from 10/);
+    await edit('config.json', (t) => t.replace('"tokenTtlSeconds": 300', '"tokenTtlSeconds": 0'), /tokenTtlSeconds: must be an integer from 1 to 86400/);
     await edit('config.json', (t) => t.replace('"127.0.0.1:8443"', '"nowhere"'), /listen: .* not HOST:PORT/);
     await edit('config.json', (t) => t.replace('"simulatedRoots": []', `"simulatedRoots": ["${'a'.repeat(64)}"]`), /simulatedRoots: listed, but allowSimulated is false/);
     const other = (await makeBroker()).dir;

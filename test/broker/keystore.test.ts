@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -37,8 +37,10 @@ describe('FileKeystore', () => {
     const { dir } = await makeBroker();
     const b = await openBroker(dir);
     const rec = await b.keystore.add(KEY_A, { keyId: 'key-a', models: [MODEL_1, MODEL_1], policy: 'default' });
-    expect(rec).toMatchObject({ keyId: 'key-a', state: 'active', models: [MODEL_1], policy: 'default', version: 1 });
-    expect(rec.policyDigest).toMatch(/^[0-9a-f]{64}$/);
+    // Bound to a copy of the default policy stored under its digest: later edits of default.json do not reach it.
+    const defaultDigest = createHash('sha256').update(readFileSync(join(dir, 'policies', 'default.json'))).digest('hex');
+    expect(rec).toMatchObject({ keyId: 'key-a', state: 'active', models: [MODEL_1], policy: `sha256-${defaultDigest}`, policyDigest: defaultDigest, version: 1 });
+    expect(readFileSync(join(dir, 'policies', `sha256-${defaultDigest}.json`))).toEqual(readFileSync(join(dir, 'policies', 'default.json')));
     let seen: Uint8Array | undefined;
     const copy = await b.keystore.withDataKey('key-a', async (key, record) => {
       seen = key;
@@ -94,7 +96,7 @@ describe('FileKeystore', () => {
     // Rotation (default): the new key inherits the policy, the old one is revoked.
     const r = await b.keystore.rotate('key-a', KEY_B, { keyId: 'key-b', models: [MODEL_2] });
     expect(r).toMatchObject({ keyId: 'key-b', rotatedFrom: 'key-a', policy: p.name, state: 'active' });
-    expect(await b.keystore.get('key-a')).toMatchObject({ state: 'revoked', rotatedTo: 'key-b', revokedReason: 'rotated to key-b' });
+    expect(await b.keystore.get('key-a')).toMatchObject({ state: 'revoked', rotatedTo: 'key-b', revocationReason: 'rotated to key-b' });
     expect(await codeOf(b.keystore.withDataKey('key-a', async () => 0))).toBe('ERR_KEY_REVOKED');
     expect(await b.keystore.withDataKey('key-b', async (k) => Uint8Array.from(k))).toEqual(KEY_B);
 
@@ -128,7 +130,7 @@ describe('FileKeystore', () => {
     expect(await codeOf(b.keystore.addModels('key-a', [MODEL_2]))).toBe('ERR_KEY_REVOKED');
     expect(await codeOf(b.keystore.setPolicy('key-a', 'default'))).toBe('ERR_KEY_REVOKED');
     expect(await codeOf(b.keystore.add(KEY_A, { keyId: 'key-a', models: [], policy: 'default' }))).toBe('ERR_INVALID_ARGUMENT');
-    expect(await b.keystore.get('key-a')).toMatchObject({ state: 'revoked', revokedReason: 'leaked' });
+    expect(await b.keystore.get('key-a')).toMatchObject({ state: 'revoked', revocationReason: 'leaked' });
     await b.close();
     const rec = readDoc(dir).keys.find((k) => k.keyId === 'key-a')!;
     expect(rec.wrap).toBeUndefined();
@@ -262,7 +264,7 @@ describe('FileKeystore', () => {
         r.wrap = before.keys[0]!.wrap;
         r.version = before.keys[0]!.version;
         delete r.revokedAt;
-        delete r.revokedReason;
+        delete r.revocationReason;
       };
       const doc = readDoc(dir);
       revive(doc);
