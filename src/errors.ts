@@ -26,7 +26,11 @@ export type ErrorCode =
   | 'ERR_POLICY'
   | 'ERR_PROTOCOL'
   | 'ERR_BROKER'
-  | 'ERR_DENIED';
+  | 'ERR_DENIED'
+  | 'ERR_BROKER_CONFIG'
+  | 'ERR_KEYSTORE'
+  | 'ERR_KEY_REVOKED'
+  | 'ERR_AUDIT';
 
 export class SealedTensorsError extends Error {
   readonly code: ErrorCode;
@@ -235,6 +239,44 @@ export class DeniedError extends SealedTensorsError {
     super('ERR_DENIED', message, options);
     this.status = options?.status ?? 403;
     this.reasons = Object.freeze([...(options?.reasons ?? [])]);
+  }
+}
+
+/**
+ * A broker folder (made by `broker init`) is incomplete, malformed, or has unsafe permissions: a
+ * missing file, a private file readable by others, a file owned by another user, a bad config.json.
+ */
+export class BrokerConfigError extends SealedTensorsError {
+  static readonly code = 'ERR_BROKER_CONFIG';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_BROKER_CONFIG', message, options);
+  }
+}
+
+/**
+ * The broker's keystore does not authenticate or is inconsistent: modified, rolled back to an older
+ * copy, malformed, or opened with the wrong key-encryption key. Nothing is read from it then.
+ */
+export class KeystoreError extends SealedTensorsError {
+  static readonly code = 'ERR_KEYSTORE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_KEYSTORE', message, options);
+  }
+}
+
+/** A data key was revoked at the broker: it is never released again. */
+export class KeyRevokedError extends SealedTensorsError {
+  static readonly code = 'ERR_KEY_REVOKED';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_KEY_REVOKED', message, options);
+  }
+}
+
+/** The broker's audit log is malformed or its hash chain is broken; the broker appends nothing to it then. */
+export class AuditLogError extends SealedTensorsError {
+  static readonly code = 'ERR_AUDIT';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_AUDIT', message, options);
   }
 }
 

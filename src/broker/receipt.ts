@@ -3,24 +3,27 @@
  * where, tied to the audit entry that records the release, so an auditor with the broker's public
  * key checks each release offline.
  *
- * Two ways to record it, one claim set (the field names of broker-store's ReceiptClaims, so one
- * verifier reads both):
+ * Two ways to record it, one claim set:
  * - the audit sink writes the release and its receipt in one entry (`appendRelease`, as the
  *   file-backed AuditLog does): the receipt is in the log, `auditHash` is the hash of the entry
- *   before it (an entry cannot contain its own hash);
+ *   before it (an entry cannot contain its own hash) and `auditTime` the entry's time;
  * - a sink with only `append` (the AuditSink contract): the entry is appended first and the receipt
  *   signed afterwards over its sequence number and `auditHash` = the hash of that entry itself.
  * Either way the receipt exists only once the entry is written: a receipt always names an entry.
  */
 import { randomBytes } from 'node:crypto';
-import { CompactSign } from 'jose';
+import { CompactSign, compactVerify, importJWK, type CryptoKey, type JWK, type KeyObject } from 'jose';
+import { AuditLogError, InvalidArgumentError } from '../errors.js';
 import type { ModelBinding } from '../protocol/resource.js';
 import type { AuditEntryInput, AuditSink } from './types.js';
-import { SIGNING_ALG, type Signer } from './signer.js';
+import { SIGNING_ALG } from './signer.js';
 
 export const RECEIPT_HEADER = 'sealed-tensors-receipt';
 export const RECEIPT_TYP = 'sealed-tensors-receipt+jws';
+/** A receipt lists a key's models; thousands of them still fit. */
+export const MAX_RECEIPT_LENGTH = 192 * 1024;
 
+/** What a release entry records and its receipt signs (besides the audit position). */
 export interface ReleaseFields {
   keyId: string;
   models: ModelBinding[];
@@ -28,15 +31,21 @@ export interface ReleaseFields {
   teePubkey: string;
   /** Hex SHA-256 of the evidence bytes that were appraised. */
   evidenceDigest: string;
+  /** The appraisal's outcome: a release is always allowed; reasons are what the server adds. */
   verdict: { allowed: true; reasons: string[] };
-  /** Further fields: tee, client, session, policy. */
+  /** Further JSON fields the server records (tee, client, session, policy, notAfter ...). */
   [field: string]: unknown;
 }
 
 export interface ReceiptClaims extends ReleaseFields {
+  /** Unique per receipt (random). */
   receiptId: string;
+  /** Sequence number of the audit entry that records this release. */
   auditSeq: number;
+  /** Hex SHA-256: of the entry before it (receipt inside the entry), or of the entry itself (signed after it). */
   auditHash: string;
+  /** The entry's `time` (ISO 8601, milliseconds), when the receipt is inside the entry. */
+  auditTime?: string;
   /** Seconds since the epoch. */
   iat: number;
 }
@@ -48,6 +57,12 @@ export interface RecordedRelease {
   receiptId: string;
 }
 
+/** What signs receipts: the broker's ES256 key (config.ts BrokerSigningKey, signer.ts Signer). */
+export interface ReceiptSigner {
+  kid: string;
+  privateKey: CryptoKey | KeyObject | Uint8Array;
+}
+
 /** An audit sink that signs a release's receipt into the release entry itself. */
 interface ReleaseRecorder {
   appendRelease(fields: ReleaseFields, signingKey: { alg: 'ES256'; kid: string; privateKey: unknown; publicJwk: unknown }): Promise<RecordedRelease>;
@@ -57,7 +72,11 @@ function isRecorder(sink: AuditSink): sink is AuditSink & ReleaseRecorder {
   return typeof (sink as Partial<ReleaseRecorder>).appendRelease === 'function';
 }
 
-export async function signReceipt(signer: Signer, claims: ReceiptClaims): Promise<string> {
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export async function signReceipt(signer: ReceiptSigner, claims: ReceiptClaims): Promise<string> {
   return new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
     .setProtectedHeader({ alg: SIGNING_ALG, kid: signer.kid, typ: RECEIPT_TYP })
     .sign(signer.privateKey);
@@ -67,7 +86,7 @@ export async function signReceipt(signer: Signer, claims: ReceiptClaims): Promis
  * Writes the release to the audit log and returns its receipt. `entry` is the request's audit
  * record (client, tee, evidence summary, checks); `fields` what the receipt states.
  */
-export async function recordRelease(audit: AuditSink, signer: Signer, fields: ReleaseFields, entry: AuditEntryInput, nowMs: number): Promise<RecordedRelease> {
+export async function recordRelease(audit: AuditSink, signer: ReceiptSigner & { publicJwk: JWK }, fields: ReleaseFields, entry: AuditEntryInput, nowMs: number): Promise<RecordedRelease> {
   if (isRecorder(audit)) {
     return audit.appendRelease({ ...fields, tee: entry.tee, client: entry.client, detail: entry.detail }, { alg: SIGNING_ALG, kid: signer.kid, privateKey: signer.privateKey, publicJwk: { ...signer.publicJwk, kid: signer.kid } });
   }
@@ -85,4 +104,77 @@ export async function recordRelease(audit: AuditSink, signer: Signer, fields: Re
   });
   const receipt = await signReceipt(signer, { ...fields, receiptId, auditSeq: at.seq, auditHash: at.hash, iat: Math.floor(nowMs / 1000) });
   return { seq: at.seq, hash: at.hash, receipt, receiptId };
+}
+
+/** A public key for verifyReceipt, imported once for many receipts. */
+export async function receiptVerificationKey(publicJwk: JWK): Promise<{ key: CryptoKey; kid: string | undefined }> {
+  const { kty, crv, x, y } = publicJwk;
+  const key = (await importJWK({ kty, crv, x, y }, 'ES256')) as CryptoKey;
+  return { key, kid: publicJwk.kid };
+}
+
+/**
+ * Checks a receipt's signature, header and claim types; returns its claims. Any failure is an
+ * AuditLogError saying what was wrong.
+ */
+export async function verifyReceipt(jws: unknown, verifier: { key: CryptoKey; kid: string | undefined }): Promise<ReceiptClaims> {
+  if (typeof jws !== 'string' || jws.length > MAX_RECEIPT_LENGTH || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(jws)) {
+    throw new AuditLogError('the receipt is not a compact JWS');
+  }
+  // One text per receipt: base64url with stray low bits would decode to the same bytes.
+  if (!jws.split('.').every((part) => Buffer.from(part, 'base64url').toString('base64url') === part)) {
+    throw new AuditLogError('the receipt is not canonical base64url');
+  }
+  let result;
+  try {
+    result = await compactVerify(jws, verifier.key, { algorithms: ['ES256'] });
+  } catch (cause) {
+    throw new AuditLogError(`the receipt's signature does not verify with signing.pub.jwk (${(cause as Error).message})`, { cause });
+  }
+  const h = result.protectedHeader;
+  if (h.typ !== RECEIPT_TYP) throw new AuditLogError(`the receipt's typ is ${JSON.stringify(h.typ)}, not ${RECEIPT_TYP}`);
+  if (verifier.kid !== undefined && h.kid !== verifier.kid) throw new AuditLogError(`the receipt names signing key ${JSON.stringify(h.kid)}, not ${verifier.kid}`);
+  let claims: unknown;
+  try {
+    claims = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(result.payload));
+  } catch (cause) {
+    throw new AuditLogError('the receipt payload is not JSON', { cause });
+  }
+  checkReceiptClaims(claims);
+  return claims;
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** The release fields a receipt signs, checked (the audit position and time aside). */
+function releaseProblem(k: Record<string, unknown>): string | undefined {
+  if (typeof k.keyId !== 'string' || k.keyId.length === 0) return 'keyId';
+  if (!Array.isArray(k.models) || !k.models.every((m) => isObject(m) && typeof m.bundleId === 'string' && typeof m.headerDigest === 'string')) return 'models';
+  if (typeof k.teePubkey !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(k.teePubkey)) return 'teePubkey (an RFC 7638 SHA-256 thumbprint)';
+  if (typeof k.evidenceDigest !== 'string' || !HEX64.test(k.evidenceDigest)) return 'evidenceDigest (hex SHA-256)';
+  const v = k.verdict;
+  if (!isObject(v) || v.allowed !== true || !Array.isArray(v.reasons) || !v.reasons.every((r) => typeof r === 'string')) return 'verdict ({allowed: true, reasons: string[]})';
+  return undefined;
+}
+
+/** Before a release is written: its fields must be what a receipt verifier accepts. */
+export function checkReleaseFields(fields: unknown): asserts fields is ReleaseFields {
+  if (!isObject(fields)) throw new InvalidArgumentError('release fields must be an object');
+  const problem = releaseProblem(fields);
+  if (problem) throw new InvalidArgumentError(`release fields: invalid ${problem}`);
+}
+
+function checkReceiptClaims(c: unknown): asserts c is ReceiptClaims {
+  const bad = (why: string): never => {
+    throw new AuditLogError(`the receipt's claims are invalid: ${why}`);
+  };
+  if (!isObject(c)) bad('not an object');
+  const k = c as Record<string, unknown>;
+  if (typeof k.receiptId !== 'string' || !/^[A-Za-z0-9_-]{16,64}$/.test(k.receiptId)) bad('receiptId');
+  if (typeof k.auditSeq !== 'number' || !Number.isSafeInteger(k.auditSeq) || k.auditSeq < 1) bad('auditSeq');
+  if (typeof k.auditHash !== 'string' || !HEX64.test(k.auditHash)) bad('auditHash');
+  if (k.auditTime !== undefined && (typeof k.auditTime !== 'string' || Number.isNaN(Date.parse(k.auditTime)))) bad('auditTime');
+  if (typeof k.iat !== 'number' || !Number.isSafeInteger(k.iat) || k.iat < 0) bad('iat');
+  const problem = releaseProblem(k);
+  if (problem) bad(problem);
 }

@@ -38,6 +38,9 @@ const REJECTED_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'ERR_EVIDENCE_CHAIN',
   'ERR_PROTOCOL',
   'ERR_DENIED',
+  'ERR_KEYSTORE',
+  'ERR_KEY_REVOKED',
+  'ERR_AUDIT',
 ]);
 
 export function exitCodeFor(err: unknown): number {

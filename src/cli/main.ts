@@ -16,6 +16,7 @@ const COMMANDS: readonly { name: string; usage: string; description: string; loa
   { name: 'load', usage: '[options] <SEALED>', description: 'Attest this TEE to a key broker, fetch the model\'s key, and load the sealed model in secure memory; prints a summary, never tensor contents.', load: async () => (await import('./load.js')).registerLoad },
   { name: 'demo', usage: '[options]', description: 'Seal a generated model, show what an outsider sees, verify it, and watch a one-bit change get rejected.', load: async () => (await import('./demo.js')).registerDemo },
   { name: 'attest', usage: '', description: 'Gather attestation evidence in a TEE, or verify evidence against a policy.', load: async () => (await import('./attest.js')).registerAttest },
+  { name: 'broker', usage: '', description: 'Run and manage a key broker: its folder, keys, policies and audit log.', load: async () => (await import('./broker.js')).registerBroker },
 ];
 
 export interface CommandContext {
