@@ -5,7 +5,7 @@
  * else. This module checks the JWE's protected header (what the addon is asked to do); the addon
  * does the cryptography and answers every failure to open the JWE with one IntegrityError.
  */
-import { InvalidArgumentError, NativeUnavailableError, ReleasedError } from '../errors.js';
+import { InvalidArgumentError, NativeUnavailableError, ProtocolError, ReleasedError } from '../errors.js';
 import type { PublicJwk } from '../protocol/jwk.js';
 import type { FlattenedJwe } from '../protocol/messages.js';
 import { callNative, loadAddon, type NativeAddon, type NativeEphemeralKey, type NativeJweInput, type NativeKeyHandle } from './addon.js';
@@ -91,48 +91,48 @@ export function generateEphemeralKey(kind: EphemeralKeyKind = 'ec-p256'): Epheme
 
 function decode(value: unknown, name: string): Uint8Array {
   if (typeof value !== 'string' || !B64URL.test(value) || value.length % 4 === 1) {
-    throw new InvalidArgumentError(`JWE ${name} must be base64url without padding`);
+    throw new ProtocolError(`JWE ${name} must be base64url without padding`);
   }
   const bytes = Buffer.from(value, 'base64url');
   // Only the canonical spelling: no stray bits in the last character.
-  if (bytes.toString('base64url') !== value) throw new InvalidArgumentError(`JWE ${name} is not canonical base64url`);
+  if (bytes.toString('base64url') !== value) throw new ProtocolError(`JWE ${name} is not canonical base64url`);
   return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
 }
 
 function header(protectedB64: string): Record<string, unknown> {
-  if (protectedB64.length > MAX_PROTECTED) throw new InvalidArgumentError(`JWE protected header is longer than ${MAX_PROTECTED} characters`);
+  if (protectedB64.length > MAX_PROTECTED) throw new ProtocolError(`JWE protected header is longer than ${MAX_PROTECTED} characters`);
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(decode(protectedB64, 'protected')));
   } catch (cause) {
-    if (cause instanceof InvalidArgumentError) throw cause;
-    throw new InvalidArgumentError('JWE protected header is not UTF-8 JSON', { cause });
+    if (cause instanceof ProtocolError) throw cause;
+    throw new ProtocolError('JWE protected header is not UTF-8 JSON', { cause });
   }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new InvalidArgumentError('JWE protected header must be a JSON object');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ProtocolError('JWE protected header must be a JSON object');
   return value as Record<string, unknown>;
 }
 
 /**
  * Checks the JWE's protected header against what the key can open, and turns it into the addon's input.
- * Every refusal here is an InvalidArgumentError naming the member; nothing secret exists yet.
+ * Every refusal here is an ProtocolError naming the member; nothing secret exists yet.
  */
 function nativeInput(kind: EphemeralKeyKind, jwe: FlattenedJwe): NativeJweInput {
-  if (typeof jwe !== 'object' || jwe === null) throw new InvalidArgumentError('expected a flattened JWE {protected, encrypted_key, iv, ciphertext, tag}');
+  if (typeof jwe !== 'object' || jwe === null) throw new ProtocolError('expected a flattened JWE {protected, encrypted_key, iv, ciphertext, tag}');
   // KBS sends exactly the five members (parseFlattenedJwe enforces it); these three would change the
   // AAD or carry header parameters outside the authenticated header.
   for (const m of ['aad', 'header', 'unprotected']) {
-    if (m in jwe) throw new InvalidArgumentError(`a JWE member "${m}" is not accepted (the KBS resource JWE has protected, encrypted_key, iv, ciphertext, tag)`);
+    if (m in jwe) throw new ProtocolError(`a JWE member "${m}" is not accepted (the KBS resource JWE has protected, encrypted_key, iv, ciphertext, tag)`);
   }
   const protectedB64 = jwe.protected;
-  if (typeof protectedB64 !== 'string') throw new InvalidArgumentError('JWE protected must be a string');
+  if (typeof protectedB64 !== 'string') throw new ProtocolError('JWE protected must be a string');
   const h = header(protectedB64);
   const alg = ALG[kind];
   if (h['alg'] !== alg) {
-    throw new InvalidArgumentError(`JWE alg must be ${alg} for this ${kind} key, got ${JSON.stringify(h['alg'])}`);
+    throw new ProtocolError(`JWE alg must be ${alg} for this ${kind} key, got ${JSON.stringify(h['alg'])}`);
   }
-  if (h['enc'] !== 'A256GCM') throw new InvalidArgumentError(`JWE enc must be A256GCM, got ${JSON.stringify(h['enc'])}`);
+  if (h['enc'] !== 'A256GCM') throw new ProtocolError(`JWE enc must be A256GCM, got ${JSON.stringify(h['enc'])}`);
   for (const m of REFUSED_MEMBERS) {
-    if (m in h) throw new InvalidArgumentError(`JWE protected header member "${m}" is not accepted`);
+    if (m in h) throw new ProtocolError(`JWE protected header member "${m}" is not accepted`);
   }
   const input: NativeJweInput = {
     protectedB64,
@@ -142,27 +142,32 @@ function nativeInput(kind: EphemeralKeyKind, jwe: FlattenedJwe): NativeJweInput 
     ciphertext: decode(jwe.ciphertext, 'ciphertext'),
     tag: decode(jwe.tag, 'tag'),
   };
+  // Sizes A256GCM and the key wrap fix; a JWE from the network with others is malformed.
+  if (input.iv.length !== 12) throw new ProtocolError(`JWE iv must be 12 bytes for A256GCM, got ${input.iv.length}`);
+  if (input.tag.length !== 16) throw new ProtocolError(`JWE tag must be 16 bytes for A256GCM, got ${input.tag.length}`);
+  const wrappedBytes = alg === 'ECDH-ES+A256KW' ? 40 : 384;
+  if (input.encryptedKey.length !== wrappedBytes) throw new ProtocolError(`JWE encrypted_key must be ${wrappedBytes} bytes for ${alg} with this key, got ${input.encryptedKey.length}`);
   if (alg === 'ECDH-ES+A256KW') {
     const epk = h['epk'];
-    if (typeof epk !== 'object' || epk === null || Array.isArray(epk)) throw new InvalidArgumentError('JWE epk must be a JWK object');
+    if (typeof epk !== 'object' || epk === null || Array.isArray(epk)) throw new ProtocolError('JWE epk must be a JWK object');
     const e = epk as Record<string, unknown>;
     for (const k of Object.keys(e)) {
-      if (!['kty', 'crv', 'x', 'y'].includes(k)) throw new InvalidArgumentError(`JWE epk has member "${k}": only kty, crv, x, y are accepted`);
+      if (!['kty', 'crv', 'x', 'y'].includes(k)) throw new ProtocolError(`JWE epk has member "${k}": only kty, crv, x, y are accepted`);
     }
-    if (e['kty'] !== 'EC' || e['crv'] !== 'P-256') throw new InvalidArgumentError('JWE epk must be an EC P-256 public key');
+    if (e['kty'] !== 'EC' || e['crv'] !== 'P-256') throw new ProtocolError('JWE epk must be an EC P-256 public key');
     const x = decode(e['x'], 'epk.x');
     const y = decode(e['y'], 'epk.y');
-    if (x.length !== 32 || y.length !== 32) throw new InvalidArgumentError('JWE epk x and y must be 32 bytes each');
+    if (x.length !== 32 || y.length !== 32) throw new ProtocolError('JWE epk x and y must be 32 bytes each');
     input.epk = { x, y };
     for (const m of ['apu', 'apv'] as const) {
       if (h[m] === undefined) continue;
       const v = decode(h[m], m);
-      if (v.length > MAX_PARTY_INFO) throw new InvalidArgumentError(`JWE ${m} is longer than ${MAX_PARTY_INFO} bytes`);
+      if (v.length > MAX_PARTY_INFO) throw new ProtocolError(`JWE ${m} is longer than ${MAX_PARTY_INFO} bytes`);
       input[m] = v;
     }
   } else {
     for (const m of ['epk', 'apu', 'apv']) {
-      if (m in h) throw new InvalidArgumentError(`JWE protected header member "${m}" does not belong with ${alg}`);
+      if (m in h) throw new ProtocolError(`JWE protected header member "${m}" does not belong with ${alg}`);
     }
   }
   return input;
@@ -171,7 +176,7 @@ function nativeInput(kind: EphemeralKeyKind, jwe: FlattenedJwe): NativeJweInput 
 /**
  * Opens a data-key JWE (KBS resource) with the session's ephemeral key: the data key goes into a
  * new native key handle, and the manifest bytes come back. A JWE that does not open (made for
- * another key, or altered anywhere) is an IntegrityError; a malformed one an InvalidArgumentError.
+ * another key, or altered anywhere) is an IntegrityError; a malformed one a ProtocolError.
  * Nothing is kept on failure.
  */
 export function unwrapDataKey(eph: EphemeralKey, jwe: FlattenedJwe): UnwrappedDataKey {

@@ -90,7 +90,7 @@ function failsClean(fn: () => unknown): string {
   return code;
 }
 
-const REFUSED = ['ERR_INTEGRITY', 'ERR_INVALID_ARGUMENT'];
+const REFUSED = ['ERR_INTEGRITY', 'ERR_INVALID_ARGUMENT', 'ERR_PROTOCOL'];
 
 let ec: EphemeralKey;
 let rsa: EphemeralKey;
@@ -197,7 +197,7 @@ describe('unwrapDataKey: interop with jose', () => {
     const r = unwrapDataKey(ec, await makeJwe(ec.publicJwk, plain));
     expect(r.manifest.length).toBe(0);
     r.key.release();
-    expect(failsClean(() => unwrapDataKey(ec, null as never))).toBe('ERR_INVALID_ARGUMENT');
+    expect(failsClean(() => unwrapDataKey(ec, null as never))).toBe('ERR_PROTOCOL');
     const short = await makeJwe(ec.publicJwk, plain.subarray(0, 35));
     expect(failsClean(() => unwrapDataKey(ec, short))).toBe('ERR_INVALID_ARGUMENT');
   });
@@ -249,18 +249,18 @@ describe('unwrapDataKey: tampering', () => {
           { ...h, zip: 'DEF' },
           { ...h, crit: ['exp'], exp: 1 },
         ];
-        for (const c of cases) expect(failsClean(() => unwrapDataKey(eph, withHeader(jwe, c))), JSON.stringify(c)).toBe('ERR_INVALID_ARGUMENT');
+        for (const c of cases) expect(failsClean(() => unwrapDataKey(eph, withHeader(jwe, c))), JSON.stringify(c)).toBe('ERR_PROTOCOL');
         for (const extra of [{ aad: 'AAAA' }, { header: { kid: 'x' } }, { unprotected: {} }]) {
-          expect(failsClean(() => unwrapDataKey(eph, { ...jwe, ...extra } as FlattenedJwe)), JSON.stringify(extra)).toBe('ERR_INVALID_ARGUMENT');
+          expect(failsClean(() => unwrapDataKey(eph, { ...jwe, ...extra } as FlattenedJwe)), JSON.stringify(extra)).toBe('ERR_PROTOCOL');
         }
         for (const p of ['', 'e30', enc64(Buffer.from('[]')), enc64(Buffer.from('{"alg":')), 'AAAA=', 'ab+/', 'A']) {
-          expect(failsClean(() => unwrapDataKey(eph, { ...jwe, protected: p })), p).toBe('ERR_INVALID_ARGUMENT');
+          expect(failsClean(() => unwrapDataKey(eph, { ...jwe, protected: p })), p).toBe('ERR_PROTOCOL');
         }
       });
 
       it('wrong sizes are refused as arguments; a JWE for another key as an integrity failure', async () => {
         for (const [field, len] of [['iv', 11], ['iv', 16], ['tag', 15], ['tag', 12], ['encrypted_key', kind === 'ec-p256' ? 32 : 256]] as const) {
-          expect(failsClean(() => unwrapDataKey(eph, { ...jwe, [field]: enc64(randomBytes(len)) })), `${field} ${len}`).toBe('ERR_INVALID_ARGUMENT');
+          expect(failsClean(() => unwrapDataKey(eph, { ...jwe, [field]: enc64(randomBytes(len)) })), `${field} ${len}`).toBe('ERR_PROTOCOL');
         }
         expect(failsClean(() => unwrapDataKey(eph, { ...jwe, ciphertext: jwe.ciphertext + 'AAAA' }))).toBe('ERR_INTEGRITY');
         const other = generateEphemeralKey(kind === 'ec-p256' ? 'ec-p256' : 'rsa-3072');
@@ -348,12 +348,12 @@ describe('unwrapDataKey: tampering', () => {
       'not a jwk',
       null,
     ]) {
-      expect(failsClean(() => unwrapDataKey(ec, withHeader(jwe, { ...h, epk }))), JSON.stringify(epk)).toBe('ERR_INVALID_ARGUMENT');
+      expect(failsClean(() => unwrapDataKey(ec, withHeader(jwe, { ...h, epk }))), JSON.stringify(epk)).toBe('ERR_PROTOCOL');
     }
     const { epk: _drop, ...noEpk } = h;
-    expect(failsClean(() => unwrapDataKey(ec, withHeader(jwe, noEpk)))).toBe('ERR_INVALID_ARGUMENT');
+    expect(failsClean(() => unwrapDataKey(ec, withHeader(jwe, noEpk)))).toBe('ERR_PROTOCOL');
     const r = await makeJwe(rsa.publicJwk, resource());
-    expect(failsClean(() => unwrapDataKey(rsa, withHeader(r, { ...headerOf(r), epk: h.epk })))).toBe('ERR_INVALID_ARGUMENT');
+    expect(failsClean(() => unwrapDataKey(rsa, withHeader(r, { ...headerOf(r), epk: h.epk })))).toBe('ERR_PROTOCOL');
   });
 
   it('the addon itself checks its arguments (what the wrapper would have refused)', async () => {

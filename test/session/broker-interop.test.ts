@@ -9,7 +9,9 @@ import { startBroker, type RunningBroker } from '../../src/broker/server.js';
 import { EnclaveSession } from '../../src/session/enclave-session.js';
 import { MemoryAudit, MemoryKeystore, MemoryPolicies } from '../broker/memory.js';
 import { signingKey, testCertificates, SIM_MEASUREMENT } from '../broker/fixture.js';
-import { handles, made } from './ephemeral-double.js';
+import { handles, made } from './ephemeral-recorder.js';
+
+vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-recorder.js'));
 import { lockedBytes, sealedSharded } from './setup.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 

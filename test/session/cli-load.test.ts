@@ -4,7 +4,9 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { writeNewKeyFile } from '../../src/keys/key-file.js';
 import { FakeKbs, json, type FakeKey } from './fake-kbs.js';
-import { handles, made } from './ephemeral-double.js';
+import { handles, made } from './ephemeral-recorder.js';
+
+vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-recorder.js'));
 import { makePki, type TestPki } from './tls.js';
 import { lockedBytes, sealedFile, sealedSharded } from './setup.js';
 import { runCli } from '../helpers/cli.js';

@@ -20,7 +20,9 @@ import { decodeTeeEvidence } from '../../src/protocol/evidence.js';
 import type { ProgressEvent } from '../../src/session/session-model.js';
 import type { ServerResponse } from 'node:http';
 import { FakeKbs, json, type FakeKey } from './fake-kbs.js';
-import { handles, made } from './ephemeral-double.js';
+import { handles, made } from './ephemeral-recorder.js';
+
+vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-recorder.js'));
 import { bindingOf, lockedBytes, sealedFile, sealedSharded } from './setup.js';
 import { OTHER_KEY, TEST_KEY, tempDir } from '../helpers/tmp.js';
 

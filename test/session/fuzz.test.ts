@@ -7,7 +7,9 @@ import { SealedTensorsError } from '../../src/errors.js';
 import { SimulatedTee } from '../../src/attestation/providers/simulated.js';
 import { EnclaveSession } from '../../src/session/enclave-session.js';
 import { FakeKbs, json } from './fake-kbs.js';
-import { handles, made } from './ephemeral-double.js';
+import { handles, made } from './ephemeral-recorder.js';
+
+vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-recorder.js'));
 import { lockedBytes, sealedFile } from './setup.js';
 import { fuzzRuns } from '../helpers/fuzz.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
