@@ -28,6 +28,9 @@ export { nativeStatus, requireHardened, type NativeStatus } from './native/addon
 export { SecureBuffer } from './native/secure-buffer.js';
 export type { SecureTensor, LoadedTensors, NativeTensorCheck } from './reader/native-file.js';
 
+// Where sealed bytes come from (no decryption here): a local file, or an HTTP(S) URL read with range requests.
+export { sealedSource, FileSealedSource, HttpRangeSource, type HttpSourceOptions, type SealedSource, type OpenedSource } from './sources/index.js';
+
 // Attestation. The verifiers parse X.509 and ASN.1 with @peculiar/x509 (and reflect-metadata),
 // which take about half a second to load and which sealing, `verify` and loading never use: here
 // they load on first call, behind async wrappers, so importing this package stays fast; so does

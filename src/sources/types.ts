@@ -1,0 +1,34 @@
+/**
+ * Where sealed bytes come from. A source only delivers ciphertext (and the public header): it is
+ * never trusted. The readers authenticate every byte they use, so a source that lies, changes or
+ * stops ends in a typed error, never in wrong plaintext.
+ */
+
+/** A sealed file somewhere: a local path, a URL. */
+export interface SealedSource {
+  /** For messages: a path, or a URL without its query string or credentials. */
+  readonly description: string;
+  /** The file's name (a path's base name, a URL's last path segment): what a model's index calls it. */
+  readonly name: string;
+  /** Opens it for reading. Its size is fixed from here on: a source whose size then changes is an error. */
+  open(): Promise<OpenedSource>;
+  /** The sealed file `fileName` (a plain file name, from an authenticated index table) next to this one. */
+  sibling(fileName: string): SealedSource;
+}
+
+/** An opened source: random access to exactly `size` bytes, and contiguous spans streamed in pieces. */
+export interface OpenedSource {
+  readonly description: string;
+  readonly size: number;
+  /** Exactly `length` bytes at `offset`, or a typed error (TruncatedError when past the end). */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Bytes [offset, offset + length) in order, in pieces, fetched as they are consumed (bounded memory).
+   * Ends only after exactly `length` bytes; a source cut short, stalled or changed throws a typed error.
+   * Leaving the iteration early releases what it held.
+   */
+  stream(offset: number, length: number, signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  /** Bytes received from the source so far (headers not counted). */
+  readonly bytesFetched: number;
+  close(): Promise<void>;
+}
