@@ -203,14 +203,18 @@ class OpenedHttp implements OpenedSource {
 
   async *stream(offset: number, length: number, signal?: AbortSignal): AsyncIterable<Uint8Array> {
     this.#checkSpan(offset, length);
-    if (length === 0) return;
-    if (offset + length <= this.#head.length) {
-      yield this.#head.slice(offset, offset + length);
-      return;
+    const end = offset + length;
+    let at = offset;
+    // What the first request brought is not fetched again.
+    if (at < this.#head.length) {
+      const stop = Math.min(end, this.#head.length);
+      yield this.#head.slice(at, stop);
+      at = stop;
     }
-    const res = await this.#get(offset, length, signal);
-    this.#checkPartial(res, offset, length);
-    yield* this.#body(res, length, signal);
+    if (at === end) return;
+    const res = await this.#get(at, end - at, signal);
+    this.#checkPartial(res, at, end - at);
+    yield* this.#body(res, end - at, signal);
   }
 
   async close(): Promise<void> {
