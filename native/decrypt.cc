@@ -515,6 +515,17 @@ class FeedJob : public PromiseWorker {
         from_(from),
         to_(to),
         input_{run_->state.baton().file.get(), run_->window.data(), offset, run_->window.size()} {}
+  // JS thread, once the promise is settled and before JS can see it: the run takes its next feed
+  // only now, so "one at a time" holds until the caller has the answer. An abort() that came after
+  // the job's end but before this discards the run here.
+  ~FeedJob() override {
+    std::lock_guard<std::mutex> lock(run_->mutex);
+    run_->busy = false;
+    if (run_->discard && !run_->done) {
+      run_->state.Discard();
+      run_->done = true;
+    }
+  }
 
  protected:
   void Run() override {
@@ -534,7 +545,6 @@ class FeedJob : public PromiseWorker {
  private:
   void End(bool ok) {
     std::lock_guard<std::mutex> lock(run_->mutex);
-    run_->busy = false;
     if (ok) run_->fed = to_;
     if (!ok || run_->discard) {
       run_->state.Discard();  // every secure byte of the run wiped, here, off the JS thread

@@ -10,7 +10,7 @@ import { NativeSealedFileReader } from '../../src/reader/native-file.js';
 import { HttpRangeSource } from '../../src/sources/http.js';
 import { PROBE_BYTES } from '../../src/sources/http.js';
 import { importKey, type NativeKeyHandle } from '../../src/native/key.js';
-import { loadAddon } from '../../src/native/addon.js';
+import { vmLckBytes } from '../native/helpers.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 import { INDEX_NAME, SHARDS, sealFixtures, shardName, tensorChunkRange } from './models.js';
 import { nginxBinary, startNginx, type LogEntry, type Nginx } from './nginx.js';
@@ -174,9 +174,9 @@ describe.skipIf(!binary)('HTTP range source against nginx', () => {
     try {
       const later = new Date(Date.now() + 60_000);
       utimesSync(join(www, 'replaced.sealed'), later, later); // nginx's ETag is mtime-size
-      const locked = loadAddon().secureLockedBytes();
+      const locked = vmLckBytes();
       await expect(model.loadAll()).rejects.toMatchObject({ code: 'ERR_INTEGRITY' });
-      expect(loadAddon().secureLockedBytes()).toBe(locked); // the run's buffer is gone
+      expect(vmLckBytes()).toBe(locked); // the run's buffers are gone
     } finally {
       model.close();
     }
