@@ -13,6 +13,7 @@ import { importKey, type NativeKeyHandle } from '../../src/native/key.js';
 import { vmLckBytes } from '../native/helpers.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 import { INDEX_NAME, SHARDS, sealFixtures, shardName, tensorChunkRange } from './models.js';
+import { makeServerPki } from './pki.js';
 import { nginxBinary, startNginx, type LogEntry, type Nginx } from './nginx.js';
 
 const binary = nginxBinary();
@@ -179,6 +180,43 @@ describe.skipIf(!binary)('HTTP range source against nginx', () => {
       expect(vmLckBytes()).toBe(locked); // the run's buffers are gone
     } finally {
       model.close();
+    }
+  });
+});
+
+describe.skipIf(!binary)('HTTPS range source against nginx', () => {
+  const dir = tempDir('st-nginx-tls-');
+  let nginx: Nginx;
+  let data: Map<string, Uint8Array>;
+  let caPem: string;
+
+  beforeAll(async () => {
+    chmodSync(dir, 0o711);
+    let www: string;
+    ({ data, www } = await sealFixtures(dir));
+    const pki = await makeServerPki();
+    caPem = pki.caPem;
+    const state = join(dir, 'nginx');
+    mkdirSync(state);
+    nginx = await startNginx(binary!, www, state, pki);
+  });
+  afterAll(async () => {
+    await nginx?.stop();
+  });
+
+  it('a sharded model over HTTPS with the server\'s CA as the only trust anchor; without it, ERR_IO', async () => {
+    const key = importKey(new Uint8Array(TEST_KEY));
+    try {
+      const url = new URL('sharded/' + INDEX_NAME, nginx.url);
+      const model = await NativeSealedModelReader.open(new HttpRangeSource(url, { ca: caPem }), key, { only: ['lm_head', 'model.norm'] });
+      const all = await model.loadAll();
+      for (const [name, t] of all.tensors) expect(Buffer.from(t.bytes).equals(Buffer.from(data.get(name)!)), name).toBe(true);
+      expect([...all.tensors.keys()].sort()).toEqual(['lm_head', 'model.norm']);
+      all.release();
+      model.close();
+      await expect(NativeSealedModelReader.open(new HttpRangeSource(url), key)).rejects.toMatchObject({ code: 'ERR_IO', message: expect.stringMatching(/not trusted/) });
+    } finally {
+      key.release();
     }
   });
 });

@@ -27,7 +27,7 @@ export interface LogEntry {
 }
 
 export interface Nginx {
-  /** http://127.0.0.1:PORT/ */
+  /** http(s)://127.0.0.1:PORT/ */
   url: string;
   /** The access log's entries so far, in the order nginx wrote them. */
   log(): LogEntry[];
@@ -59,7 +59,7 @@ function workerGroup(): string {
  * they reach `root` through the tests' temp root (mode 0711) and read it (0755/0644); as another
  * user the `user` directive is ignored and the workers run as that user.
  */
-export async function startNginx(binary: string, root: string, state: string): Promise<Nginx> {
+export async function startNginx(binary: string, root: string, state: string, tls?: { certPem: string; keyPem: string }): Promise<Nginx> {
   chmodSync(root, 0o755);
   for (const f of readdirRecursive(root)) chmodSync(f.path, f.dir ? 0o755 : 0o644);
   for (let attempt = 0; ; attempt++) {
@@ -68,6 +68,11 @@ export async function startNginx(binary: string, root: string, state: string): P
     const logPath = join(state, 'access.log');
     for (const d of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(state, d), { recursive: true });
     const asRoot = process.getuid?.() === 0;
+    if (tls) {
+      writeFileSync(join(state, 'server.pem'), tls.certPem);
+      writeFileSync(join(state, 'server.key'), tls.keyPem, { mode: 0o600 }); // read by the master before it drops privileges
+    }
+    const ssl = tls ? ` ssl;\n    ssl_certificate ${join(state, 'server.pem')};\n    ssl_certificate_key ${join(state, 'server.key')}` : '';
     writeFileSync(
       conf,
       `${asRoot ? `user nobody ${workerGroup()};\n` : ''}daemon off;
@@ -88,7 +93,7 @@ http {
   sendfile on;
   keepalive_timeout 30s;
   server {
-    listen 127.0.0.1:${port};
+    listen 127.0.0.1:${port}${ssl};
     root ${root};
     location / { }
   }
@@ -100,14 +105,14 @@ http {
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     const up = await waitUntilListening(port, exited);
-    if (up) return fixture(child, exited, port, logPath);
+    if (up) return fixture(child, exited, port, logPath, tls ? 'https' : 'http');
     const errors = existsSync(join(state, 'error.log')) ? readFileSync(join(state, 'error.log'), 'utf8') : '';
     if (attempt < 2 && /Address already in use/.test(errors + stderr)) continue; // the free port was taken meanwhile
     throw new Error(`nginx did not start: ${stderr}${errors}`);
   }
 }
 
-function fixture(child: ChildProcess, exited: Promise<number | null>, port: number, logPath: string): Nginx {
+function fixture(child: ChildProcess, exited: Promise<number | null>, port: number, logPath: string, scheme: string): Nginx {
   const log = (): LogEntry[] => {
     if (!existsSync(logPath)) return [];
     return readFileSync(logPath, 'utf8')
@@ -119,7 +124,7 @@ function fixture(child: ChildProcess, exited: Promise<number | null>, port: numb
       });
   };
   return {
-    url: `http://127.0.0.1:${port}/`,
+    url: `${scheme}://127.0.0.1:${port}/`,
     log,
     async waitForLog(n: number): Promise<LogEntry[]> {
       // nginx writes a request's line once it has sent the answer, which may be just after the client read it.
