@@ -133,8 +133,12 @@ class RunState {
   // A chunk failed with stopOnFailure, or Stop() was called: the remaining chunks are skipped.
   bool stopped() const { return abort_.load(); }
   void Stop() { StopAll(); }
-  // Wipes and unmaps the destination (a lent one too). Never while Process runs.
-  void Discard() { owned_.reset(); }
+  // Wipes and unmaps the destination (a lent one too), and lets go of the file (its payload key goes
+  // with the file's last reference). Never while Process runs; the run is over after it.
+  void Discard() {
+    owned_.reset();
+    b_->file.reset();
+  }
 
   // Worker thread: decrypts and digests b.chunks[from, to) from `in` on up to b.threads threads.
   // False on a fatal error (fatal() says which), with the destination already wiped and unmapped.
@@ -594,7 +598,6 @@ class RunObject : public Napi::ObjectWrap<RunObject> {
   Napi::Value Feed(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     FedRun& r = *run_;
-    const FileState& f = *r.state.baton().file;
     const std::vector<uint64_t>& chunks = r.state.baton().chunks;
     if (!info[0].IsNumber()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "feed() takes a file offset");
     const double offset_d = info[0].As<Napi::Number>().DoubleValue();
@@ -619,6 +622,7 @@ class RunObject : public Napi::ObjectWrap<RunObject> {
       d.Resolve(Napi::Boolean::New(env, false));
       return d.Promise();
     }
+    const FileState& f = *r.state.baton().file;  // live until the run is done
     if (!(offset_d >= 0 && offset_d <= static_cast<double>(f.file_size)) || offset_d != static_cast<double>(static_cast<uint64_t>(offset_d)) ||
         static_cast<uint64_t>(offset_d) != f.ChunkFileOffset(chunks[r.fed])) {
       throw MakeError(env, "ERR_INVALID_ARGUMENT", "feed() must start at the file offset of chunk " + std::to_string(chunks[r.fed]) +
@@ -659,9 +663,9 @@ class RunObject : public Napi::ObjectWrap<RunObject> {
     const std::vector<uint64_t>& chunks = r.state.baton().chunks;
     r.done = true;
     if (r.fed < chunks.size() && !r.state.stopped()) {
+      const std::string message = r.state.baton().file->path + ": the source ended before chunk " + std::to_string(chunks[r.fed]) + " was read";
       r.state.Discard();  // nothing half-done: a run cut short hands out nothing
-      throw MakeError(env, "ERR_TRUNCATED", r.state.baton().file->path + ": the source ended before chunk " +
-                                                std::to_string(chunks[r.fed]) + " was read");
+      throw MakeError(env, "ERR_TRUNCATED", message);
     }
     try {
       r.state.Complete();
@@ -669,7 +673,9 @@ class RunObject : public Napi::ObjectWrap<RunObject> {
       r.state.Discard();
       throw MakeError(env, e);
     }
-    return r.state.Result(env);
+    Napi::Object result = r.state.Result(env);
+    r.state.Discard();  // the destination now belongs to the result; the file is let go
+    return result;
   }
 
   // abort(): wipes and frees the run's secure memory now, or (while a window is processed) as that job ends.

@@ -137,6 +137,19 @@ describe('fed runs', () => {
     fed.file.close();
   });
 
+  it('a finished run lets go of the file: closing it frees its payload key while the run object lives on', async () => {
+    const before = vmLckBytes();
+    const fed = await openFed();
+    const run = fed.file.begin(wholeRun());
+    expect(await run.feed(chunkFileOffset(layout, 0), [bytes.subarray(chunkFileOffset(layout, 0))])).toBe(false);
+    const result = run.finish();
+    addon.secureRelease(result.dest!);
+    expect(vmLckBytes()).toBeGreaterThan(before); // the payload key, until the file is closed
+    fed.file.close();
+    expect(vmLckBytes()).toBe(before);
+    expect(code(() => run.finish())).toBe('ERR_RELEASED'); // `run` is still referenced here
+  });
+
   it('a tampered chunk with stopOnFailure: the feed says stop, finish() reports it and hands out no buffer', async () => {
     const fed = await openFed();
     const bad = new Uint8Array(bytes);
