@@ -53,42 +53,37 @@ export interface FeedOptions {
   signal?: AbortSignal;
 }
 
-/** Runs `run` to its end on bytes from `source`: its result, or a typed error with the run aborted (wiped). */
+/**
+ * Runs `run` to its end on bytes from `source`: its result, or a typed error with the run aborted
+ * (wiped). One window buffer is reused: the addon copies each window as it is fed, so the next one
+ * is read into the same buffer while the previous one is decrypted.
+ */
 export async function feedRun(run: NativeSealedRun, source: OpenedSource, layout: Layout, options: FeedOptions): Promise<NativeRunResult> {
   let pending: Promise<boolean> | undefined;
   try {
-    outer: for (const span of planSpans(run.chunks, layout, options.windowBytes)) {
-      let w = 0;
-      let at = span.offset; // file offset of the window being filled
-      let pieces: Uint8Array[] = [];
-      let filled = 0;
-      for await (const received of source.stream(span.offset, span.length, options.signal)) {
-        let piece = received;
-        while (piece.length > 0) {
-          const need = span.ends[w]! - (at + filled);
-          if (piece.length < need) {
-            pieces.push(piece);
-            filled += piece.length;
-            break;
-          }
-          pieces.push(piece.subarray(0, need));
-          filled += need;
-          piece = piece.subarray(need);
-          // One window in the addon at a time: the next is filled while the previous is decrypted.
+    const spans = planSpans(run.chunks, layout, options.windowBytes);
+    let largest = 0;
+    for (const s of spans) s.ends.forEach((e, i) => (largest = Math.max(largest, e - (i === 0 ? s.offset : s.ends[i - 1]!))));
+    const window = new Uint8Array(largest);
+    outer: for (const span of spans) {
+      const reader = await source.readSpan(span.offset, span.length, options.signal);
+      try {
+        let at = span.offset;
+        for (const end of span.ends) {
+          const bytes = window.subarray(0, end - at);
+          await reader.readFully(bytes);
           if (pending) {
             const more = await pending;
             pending = undefined;
             if (!more) break outer; // a chunk failed: the run stops, nothing more is fetched
           }
-          const window = pieces;
           const from = at;
-          pieces = [];
-          at += filled;
-          filled = 0;
-          w++;
-          pending = awaitNative(callNative(() => run.feed(from, window)));
+          pending = awaitNative(callNative(() => run.feed(from, [bytes]))); // copied before feed returns
           pending.catch(() => {}); // awaited below; until then a rejection must not count as unhandled
+          at = end;
         }
+      } finally {
+        reader.close();
       }
     }
     if (pending) {

@@ -8,10 +8,7 @@ import { basename, dirname, join } from 'node:path';
 import { InvalidArgumentError, TruncatedError } from '../errors.js';
 import { isPlainFileName } from '../format/table.js';
 import { openRegularFile } from '../regular-file.js';
-import type { OpenedSource, SealedSource } from './types.js';
-
-/** Pieces `stream` yields from a file. */
-const STREAM_PIECE = 1 << 20;
+import type { OpenedSource, SealedSource, SpanReader } from './types.js';
 
 export class FileSealedSource implements SealedSource {
   readonly description: string;
@@ -55,13 +52,18 @@ class OpenedFile implements OpenedSource {
     return buf;
   }
 
-  async *stream(offset: number, length: number, signal?: AbortSignal): AsyncIterable<Uint8Array> {
-    for (let at = offset; at < offset + length; at += STREAM_PIECE) {
-      signal?.throwIfAborted();
-      const piece = new Uint8Array(Math.min(STREAM_PIECE, offset + length - at));
-      await this.#fill(piece, at);
-      yield piece;
-    }
+  async readSpan(offset: number, length: number, signal?: AbortSignal): Promise<SpanReader> {
+    let at = offset;
+    const end = offset + length;
+    return {
+      readFully: async (into: Uint8Array): Promise<void> => {
+        signal?.throwIfAborted();
+        if (at + into.length > end) throw new InvalidArgumentError('read past the end of the span');
+        await this.#fill(into, at);
+        at += into.length;
+      },
+      close: () => {},
+    };
   }
 
   async #fill(buf: Uint8Array, offset: number): Promise<void> {

@@ -8,16 +8,16 @@
  * for, with the same complete length on every answer (and the same strong ETag, sent back as
  * If-Match), no content coding, no more bytes than asked, no redirects. A 200 (the server ignores
  * ranges) is accepted only on the first request and only for a small file, which is then held whole.
- * Timeouts bound the wait for an answer and every silence inside a body.
+ * Timeouts bound the wait for an answer and every silence inside a body. Each request has a
+ * connection of its own (http1.ts), whose body is read straight into the reader's buffers.
  */
-import http from 'node:http';
-import https from 'node:https';
 import { isIP } from 'node:net';
 import { X509Certificate } from 'node:crypto';
-import { FormatError, IntegrityError, InvalidArgumentError, SealedTensorsError, SourceError, TruncatedError } from '../errors.js';
+import { FormatError, IntegrityError, InvalidArgumentError, SourceError, TruncatedError } from '../errors.js';
 import { isPlainFileName } from '../format/table.js';
 import { parseContentRange, rangeHeader, rangeMatches } from './content-range.js';
-import type { OpenedSource, SealedSource } from './types.js';
+import { exchange, type Exchange } from './http1.js';
+import type { OpenedSource, SealedSource, SpanReader } from './types.js';
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 /** A file served whole (200 to a range request) is accepted up to this size by default. */
@@ -119,6 +119,7 @@ function resolveOptions(o: HttpSourceOptions): Resolved {
   if (o === null || typeof o !== 'object') throw new InvalidArgumentError('options must be an object');
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(o.headers ?? {})) {
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k)) throw new InvalidArgumentError(`header name ${JSON.stringify(k)} is not an HTTP token`);
     if (RESERVED_HEADERS.has(k.toLowerCase())) throw new InvalidArgumentError(`header ${k} is set by the range source itself`);
     if (typeof v !== 'string' || /[\r\n\0]/.test(v)) throw new InvalidArgumentError(`header ${k} must be a string without CR, LF or NUL`);
     headers[k.toLowerCase()] = v;
@@ -140,19 +141,13 @@ class OpenedHttp implements OpenedSource {
   #whole = false;
   #etag: string | undefined;
   #fetched = 0;
-  readonly #agent: http.Agent;
-  readonly #transport: typeof http | typeof https;
+  readonly #open = new Set<Exchange>();
 
   constructor(
     private readonly url: URL,
     readonly description: string,
     private readonly o: Resolved,
-  ) {
-    this.#transport = url.protocol === 'https:' ? https : http;
-    // A few kept-alive connections: windows of one file are fetched one after another.
-    this.#agent =
-      this.#transport === https ? new https.Agent({ keepAlive: true, maxSockets: 2, ...(o.ca ? { ca: o.ca } : {}) }) : new http.Agent({ keepAlive: true, maxSockets: 2 });
-  }
+  ) {}
 
   get bytesFetched(): number {
     return this.#fetched;
@@ -160,65 +155,114 @@ class OpenedHttp implements OpenedSource {
 
   /** The first request: the size (from Content-Range), the ETag, and the file's first bytes. */
   async probe(): Promise<void> {
-    const res = await this.#get(0, PROBE_BYTES, undefined);
-    let expected: number;
-    if (res.statusCode === 206) {
-      const range = parseContentRange(header(res, 'content-range'));
-      if (!range || range.first !== 0 || range.last !== Math.min(PROBE_BYTES, range.complete) - 1) {
-        res.destroy();
-        throw new SourceError(`${this.description} answered 206 with Content-Range ${JSON.stringify(header(res, 'content-range') ?? null)} to a request for ${rangeHeader(0, PROBE_BYTES)}`, { status: 206 });
+    const ex = await this.#get(0, PROBE_BYTES, undefined);
+    try {
+      const fields = ex.head.fields;
+      let expected: number;
+      if (ex.head.status === 206) {
+        const range = parseContentRange(fields.get('content-range'));
+        if (!range || range.first !== 0 || range.last !== Math.min(PROBE_BYTES, range.complete) - 1) {
+          throw new SourceError(`${this.description} answered 206 with Content-Range ${JSON.stringify(fields.get('content-range') ?? null)} to a request for ${rangeHeader(0, PROBE_BYTES)}`, { status: 206 });
+        }
+        this.size = range.complete;
+        expected = range.last + 1;
+      } else if (ex.head.status === 200) {
+        // The server ignores ranges: acceptable only for a file small enough to hold whole.
+        const declared = ex.bodyLength;
+        if (declared === undefined || declared > this.o.maxWholeBytes) {
+          throw new SourceError(
+            `${this.description}: the server ignores range requests (answered 200 with ${declared ?? 'an unknown number of'} bytes, more than the ${this.o.maxWholeBytes} accepted whole): serve it from a server that supports Range`,
+            { status: 200 },
+          );
+        }
+        this.#whole = true;
+        this.size = declared;
+        expected = declared;
+      } else if (ex.head.status === 416) {
+        throw new FormatError(`${this.description} is empty (the server could not satisfy bytes 0-): not a sealed-tensors file`);
+      } else {
+        throw statusError(ex.head.status, this.description);
       }
-      this.size = range.complete;
-      expected = range.last + 1;
-    } else if (res.statusCode === 200) {
-      // The server ignores ranges: acceptable only for a file small enough to hold whole.
-      const declared = contentLength(res);
-      if (declared === undefined || !Number.isSafeInteger(declared) || declared > this.o.maxWholeBytes) {
-        res.destroy();
-        throw new SourceError(
-          `${this.description}: the server ignores range requests (answered 200 with ${declared ?? 'an unknown number of'} bytes, more than the ${this.o.maxWholeBytes} accepted whole): serve it from a server that supports Range`,
-          { status: 200 },
-        );
-      }
-      this.#whole = true;
-      this.size = declared;
-      expected = declared;
-    } else if (res.statusCode === 416) {
-      res.destroy();
-      throw new FormatError(`${this.description} is empty (the server could not satisfy bytes 0-): not a sealed-tensors file`);
-    } else {
-      throw statusError(res, this.description);
+      const etag = fields.get('etag');
+      if (etag !== undefined && !etag.startsWith('W/')) this.#etag = etag; // only a strong ETag names exact bytes
+      this.#checkBody(ex, expected);
+      const head = new Uint8Array(expected);
+      await this.#readBody(ex, head);
+      this.#head = head;
+    } finally {
+      this.#close(ex);
     }
-    const etag = header(res, 'etag');
-    if (etag !== undefined && !etag.startsWith('W/')) this.#etag = etag; // only a strong ETag names exact bytes
-    this.checkBody(res, expected);
-    this.#head = await collect(this.#body(res, expected, undefined), expected);
   }
 
   async read(offset: number, length: number): Promise<Uint8Array> {
     this.#checkSpan(offset, length);
-    if (offset + length <= this.#head.length) return this.#head.slice(offset, offset + length);
-    return collect(this.stream(offset, length), length);
+    const out = new Uint8Array(length);
+    const span = await this.readSpan(offset, length);
+    try {
+      await span.readFully(out);
+    } finally {
+      span.close();
+    }
+    return out;
   }
 
-  async *stream(offset: number, length: number, signal?: AbortSignal): AsyncIterable<Uint8Array> {
+  async readSpan(offset: number, length: number, signal?: AbortSignal): Promise<SpanReader> {
     this.#checkSpan(offset, length);
     const end = offset + length;
     let at = offset;
-    // What the first request brought is not fetched again.
-    if (at < this.#head.length) {
-      const stop = Math.min(end, this.#head.length);
-      yield this.#head.slice(at, stop);
-      at = stop;
-    }
-    if (at === end) return;
-    const res = await this.#get(at, end - at, signal);
-    this.#checkPartial(res, at, end - at);
-    yield* this.#body(res, end - at, signal);
+    let ex: Exchange | undefined;
+    const fetchFrom = Math.max(offset, Math.min(end, this.#head.length)); // what the first request brought is not fetched again
+    let closed = false;
+    return {
+      readFully: async (into: Uint8Array): Promise<void> => {
+        if (closed) throw new SourceError(`${this.description}: the span was closed`);
+        if (at + into.length > end) throw new InvalidArgumentError('read past the end of the span');
+        let done = 0;
+        if (at < fetchFrom) {
+          const n = Math.min(into.length, fetchFrom - at);
+          into.set(this.#head.subarray(at, at + n));
+          done = n;
+          at += n;
+        }
+        if (done === into.length) return;
+        if (!ex) {
+          ex = await this.#get(fetchFrom, end - fetchFrom, signal);
+          try {
+            this.#checkPartial(ex, fetchFrom, end - fetchFrom);
+          } catch (err) {
+            this.#close(ex);
+            throw err;
+          }
+        }
+        await this.#readBody(ex, into.subarray(done));
+        at += into.length - done;
+      },
+      close: (): void => {
+        closed = true;
+        if (ex) this.#close(ex);
+      },
+    };
   }
 
   async close(): Promise<void> {
-    this.#agent.destroy();
+    for (const ex of this.#open) ex.close();
+    this.#open.clear();
+  }
+
+  #close(ex: Exchange): void {
+    ex.close();
+    this.#open.delete(ex);
+  }
+
+  /** Fills `into` from the body; a body that ends first is a source cut short. */
+  async #readBody(ex: Exchange, into: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < into.length) {
+      const n = await ex.read(into.subarray(done));
+      if (n === 0) throw new SourceError(`${this.description}: the answer ended ${into.length - done} bytes early`);
+      done += n;
+      this.#fetched += n;
+    }
   }
 
   #checkSpan(offset: number, length: number): void {
@@ -231,180 +275,63 @@ class OpenedHttp implements OpenedSource {
   }
 
   /** A later answer must be the exact range of the same file (size, ETag). */
-  #checkPartial(res: http.IncomingMessage, offset: number, length: number): void {
+  #checkPartial(ex: Exchange, offset: number, length: number): void {
     const where = `${this.description} (${rangeHeader(offset, length)})`;
-    const status = res.statusCode ?? 0;
+    const status = ex.head.status;
+    const fields = ex.head.fields;
     if (status === 412 || status === 416) {
-      res.destroy();
       throw new IntegrityError(`${where}: the server says the file changed while it was being read (${status}): open it again`);
     }
-    if (status === 200) {
-      res.destroy();
-      throw new SourceError(`${where}: the server answered 200 (the whole file) to a range request it honoured before`, { status });
-    }
-    if (status !== 206) throw statusError(res, where);
-    const raw = header(res, 'content-range');
+    if (status === 200) throw new SourceError(`${where}: the server answered 200 (the whole file) to a range request it honoured before`, { status });
+    if (status !== 206) throw statusError(status, where);
+    const raw = fields.get('content-range');
     const range = parseContentRange(raw);
     if (range && range.complete !== this.size) {
-      res.destroy();
       throw new IntegrityError(`${where}: the file changed while it was being read (it was ${this.size} bytes, the server now says ${range.complete}): open it again`);
     }
     if (!range || !rangeMatches(range, offset, length)) {
-      res.destroy();
       throw new SourceError(`${where}: the server answered with Content-Range ${JSON.stringify(raw ?? null)}, not the range asked for`, { status });
     }
-    const etag = header(res, 'etag');
-    if (this.#etag !== undefined && etag !== this.#etag) {
-      res.destroy();
+    if (this.#etag !== undefined && fields.get('etag') !== this.#etag) {
       throw new IntegrityError(`${where}: the file changed while it was being read (its ETag changed): open it again`);
     }
-    this.checkBody(res, length);
+    this.#checkBody(ex, length);
   }
 
-  checkBody(res: http.IncomingMessage, length: number): void {
-    const coding = header(res, 'content-encoding');
+  #checkBody(ex: Exchange, length: number): void {
+    const coding = ex.head.fields.get('content-encoding');
     if (coding !== undefined && coding.toLowerCase() !== 'identity') {
-      res.destroy();
       throw new SourceError(`${this.description}: the server applied a content coding (${coding}) to a range; serve the file as is`);
     }
-    const declared = contentLength(res);
-    if (declared !== undefined && declared !== length) {
-      res.destroy();
-      throw new SourceError(`${this.description}: the answer declares ${declared} bytes where ${length} were asked for`);
+    if (ex.bodyLength !== length) {
+      throw new SourceError(`${this.description}: the answer declares ${ex.bodyLength ?? 'no'} bytes where ${length} were asked for`);
     }
   }
 
-  /** Sends a GET for [offset, offset + length); resolves with the answer once its headers arrived. */
-  #get(offset: number, length: number, callerSignal: AbortSignal | undefined): Promise<http.IncomingMessage> {
-    const signal = anySignal(this.o.signal, callerSignal);
-    if (signal?.aborted) return Promise.reject(signal.reason);
-    const headers: http.OutgoingHttpHeaders = {
+  /** Sends a GET for [offset, offset + length) on a connection of its own; resolves once its answer's head arrived. */
+  async #get(offset: number, length: number, callerSignal: AbortSignal | undefined): Promise<Exchange> {
+    const headers: Record<string, string> = {
+      'user-agent': 'sealed-tensors',
       ...this.o.headers,
       range: rangeHeader(offset, length),
       'accept-encoding': 'identity',
-      'user-agent': this.o.headers['user-agent'] ?? 'sealed-tensors',
     };
     if (this.#etag !== undefined) headers['if-match'] = this.#etag;
-    // Plain HTTP to "localhost" goes to the loopback address itself, not wherever a resolver points it.
-    const literal = this.url.hostname.replace(/^\[|\]$/g, '');
-    const hostname = this.#transport === http && literal === 'localhost' ? '127.0.0.1' : literal;
     const where = `${this.description} (${rangeHeader(offset, length)})`;
-    return new Promise((resolve, reject) => {
-      let settled = false;
-      const finish = (err: unknown, res?: http.IncomingMessage): void => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        if (err !== undefined) {
-          req.destroy();
-          reject(err);
-        } else resolve(res!);
-      };
-      const onAbort = (): void => finish(signal!.reason);
-      const req = this.#transport.request({
-        protocol: this.url.protocol,
-        hostname,
-        port: this.url.port || undefined,
-        servername: isIP(hostname) ? undefined : hostname,
-        method: 'GET',
-        path: `${this.url.pathname}${this.url.search}`,
-        headers,
-        agent: this.#agent,
-      });
-      const timer = setTimeout(() => finish(new SourceError(`${where}: no answer within ${this.o.timeoutMs} ms`)), this.o.timeoutMs);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      req.on('error', (err: NodeJS.ErrnoException) => finish(err instanceof SealedTensorsError ? err : new SourceError(describeNetworkError(err, where), { cause: err })));
-      req.on('response', (res) => {
-        const status = res.statusCode ?? 0;
-        if (status >= 300 && status < 400) {
-          res.destroy();
-          finish(new SourceError(`${where}: the server redirects (${status}); redirects are not followed: give the file's own URL`, { status }));
-          return;
-        }
-        if (settled) {
-          res.destroy();
-          return;
-        }
-        finish(undefined, res);
-      });
-      req.end();
+    const ex = await exchange(this.url, `${this.url.pathname}${this.url.search}`, headers, {
+      ca: this.o.ca,
+      timeoutMs: this.o.timeoutMs,
+      signal: anySignal(this.o.signal, callerSignal),
+      where,
     });
-  }
-
-  /**
-   * The body of an answer, exactly `length` bytes, in the pieces the socket delivers. A silence longer
-   * than the timeout, a connection cut short, or bytes beyond `length` end it with a typed error; leaving
-   * the iteration early destroys the answer (and its connection).
-   */
-  async *#body(res: http.IncomingMessage, length: number, callerSignal: AbortSignal | undefined): AsyncGenerator<Uint8Array> {
-    const signal = anySignal(this.o.signal, callerSignal);
-    const it = res[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-    let got = 0;
-    let complete = false;
-    try {
-      for (;;) {
-        const next = await nextWithin(it, this.o.timeoutMs, signal, () =>
-          new SourceError(`${this.description}: the answer stalled after ${got} of ${length} bytes (nothing for ${this.o.timeoutMs} ms)`),
-        ).catch((err: unknown) => {
-          if (err instanceof SealedTensorsError || err === signal?.reason) throw err;
-          throw new SourceError(`${this.description}: the answer was cut short after ${got} of ${length} bytes (${(err as Error).message})`, { cause: err });
-        });
-        if (next.done) break;
-        const piece = next.value;
-        got += piece.length;
-        this.#fetched += piece.length;
-        if (got > length) throw new SourceError(`${this.description}: the answer holds more than the ${length} bytes asked for`);
-        if (piece.length > 0) yield new Uint8Array(piece.buffer, piece.byteOffset, piece.length);
-      }
-      if (got < length || !res.complete) {
-        throw new SourceError(`${this.description}: the answer was cut short after ${got} of ${length} bytes`);
-      }
-      complete = true;
-    } finally {
-      if (!complete) res.destroy();
+    const status = ex.head.status;
+    if (status >= 300 && status < 400) {
+      ex.close();
+      throw new SourceError(`${where}: the server redirects (${status}); redirects are not followed: give the file's own URL`, { status });
     }
+    this.#open.add(ex);
+    return ex;
   }
-}
-
-/** it.next(), or a typed error when nothing comes within `ms` or the signal aborts (the caller destroys the stream). */
-function nextWithin<T>(it: AsyncIterator<T>, ms: number, signal: AbortSignal | undefined, stalled: () => Error): Promise<IteratorResult<T>> {
-  if (signal?.aborted) return Promise.reject(signal.reason);
-  return new Promise((resolve, reject) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-    };
-    const onAbort = (): void => {
-      done();
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      done();
-      reject(stalled());
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-    it.next().then(
-      (v) => {
-        done();
-        resolve(v);
-      },
-      (e) => {
-        done();
-        reject(e);
-      },
-    );
-  });
-}
-
-async function collect(pieces: AsyncIterable<Uint8Array>, length: number): Promise<Uint8Array> {
-  const out = new Uint8Array(length);
-  let at = 0;
-  for await (const p of pieces) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 function anySignal(a: AbortSignal | undefined, b: AbortSignal | undefined): AbortSignal | undefined {
@@ -413,20 +340,9 @@ function anySignal(a: AbortSignal | undefined, b: AbortSignal | undefined): Abor
   return AbortSignal.any([a, b]);
 }
 
-function header(res: http.IncomingMessage, name: string): string | undefined {
-  const v = res.headers[name];
-  return Array.isArray(v) ? v.join(', ') : v;
-}
 
-function contentLength(res: http.IncomingMessage): number | undefined {
-  const raw = header(res, 'content-length');
-  if (raw === undefined) return undefined;
-  return /^[0-9]{1,15}$/.test(raw) ? Number(raw) : Number.NaN;
-}
 
-function statusError(res: http.IncomingMessage, where: string): SourceError {
-  const status = res.statusCode ?? 0;
-  res.destroy();
+function statusError(status: number, where: string): SourceError {
   const why =
     status === 401 || status === 403
       ? 'access refused: check the credentials (headers) or the URL signature'
@@ -472,14 +388,3 @@ function safeDecode(segment: string): string {
   }
 }
 
-function describeNetworkError(err: NodeJS.ErrnoException, where: string): string {
-  const code = err.code ?? '';
-  if (code === 'ECONNREFUSED') return `${where}: the server refused the connection (is it running?)`;
-  if (code === 'ECONNRESET' || code === 'EPIPE') return `${where}: the server closed the connection`;
-  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `${where}: the host name does not resolve`;
-  if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return `${where}: the server is unreachable`;
-  if (/CERT|SELF_SIGNED|UNABLE_TO|ALTNAME|ERR_TLS|SSL/i.test(code) || /certificate/i.test(err.message)) {
-    return `${where}: the server is not trusted: its TLS certificate does not verify (${code || err.message}); pass the CA that issued it (ca)`;
-  }
-  return `${where}: the request failed (${code || err.message})`;
-}

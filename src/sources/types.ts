@@ -23,12 +23,19 @@ export interface OpenedSource {
   /** Exactly `length` bytes at `offset`, or a typed error (TruncatedError when past the end). */
   read(offset: number, length: number): Promise<Uint8Array>;
   /**
-   * Bytes [offset, offset + length) in order, in pieces, fetched as they are consumed (bounded memory).
-   * Ends only after exactly `length` bytes; a source cut short, stalled or changed throws a typed error.
-   * Leaving the iteration early releases what it held.
+   * Bytes [offset, offset + length) for reading in order (bounded memory: fetched as they are read).
+   * A source cut short, stalled or changed makes a read throw a typed error. Close it when done.
    */
-  stream(offset: number, length: number, signal?: AbortSignal): AsyncIterable<Uint8Array>;
+  readSpan(offset: number, length: number, signal?: AbortSignal): Promise<SpanReader>;
   /** Bytes received from the source so far (headers not counted). */
   readonly bytesFetched: number;
   close(): Promise<void>;
+}
+
+/** A span being read in order. */
+export interface SpanReader {
+  /** The span's next `into.length` bytes, into `into` (never more than the span has left). */
+  readFully(into: Uint8Array): Promise<void>;
+  /** Lets go of what the span holds (a connection); idempotent. */
+  close(): void;
 }

@@ -192,6 +192,8 @@ describe('HttpRangeSource arguments', () => {
     expect(() => new HttpRangeSource('ftp://example.com/m.sealed')).toThrow(/https/);
     expect(() => new HttpRangeSource('https://user:pw@example.com/m.sealed')).toThrow(/credentials/);
     expect(() => new HttpRangeSource('https://example.com/m.sealed', { headers: { Range: 'bytes=0-1' } })).toThrow(/range source itself/);
+    expect(() => new HttpRangeSource('https://example.com/m.sealed', { headers: { 'x-a\r\nInjected': 'v' } })).toThrow(/not an HTTP token/);
+    expect(() => new HttpRangeSource('https://example.com/m.sealed', { headers: { 'x-a': 'v\r\nInjected: 1' } })).toThrow(/CR, LF/);
     expect(() => new HttpRangeSource('https://example.com/m.sealed', { ca: 'not a pem' })).toThrow(/PEM/);
     expect(new HttpRangeSource('http://localhost:1/a', { allowHttp: true }).url.hostname).toBe('localhost');
     expect(new HttpRangeSource('http://[::1]:1/a', { allowHttp: true }).description).toBe('http://[::1]:1/a');
