@@ -162,11 +162,10 @@ export function exchange(url: URL, path: string, headers: Record<string, string>
       new SourceError(`${o.where}: the answer stalled after ${received} of ${bodyLength} bytes (nothing for ${o.timeoutMs} ms)`);
 
     /** Body bytes from the socket: into the pending read, the rest kept for the next one. */
-    const onBody = (bytes: Uint8Array): boolean => {
-      if (received + bytes.length > (bodyLength ?? 0)) {
-        fail(new SourceError(`${o.where}: the answer holds more than the ${bodyLength ?? 0} bytes it declared`));
-        return false;
-      }
+    const onBody = (all: Uint8Array): boolean => {
+      // The body is exactly Content-Length bytes; anything after it is no part of this answer (and
+      // the connection is not reused), so it is never taken.
+      const bytes = all.subarray(0, Math.max(0, (bodyLength ?? 0) - received));
       received += bytes.length;
       let used = 0;
       if (target) {
@@ -215,10 +214,29 @@ export function exchange(url: URL, path: string, headers: Record<string, string>
       return headBuf.subarray(parsed.length, headLen);
     };
 
+    // Node asks for the next read's buffer right after each callback: while a read is pending, that is
+    // the rest of the caller's buffer itself (no copy); otherwise (the head, a paused answer) readBuf.
     const onread = {
-      buffer: readBuf,
-      callback: (n: number): boolean => {
+      buffer: (): Uint8Array => {
+        if (head && target && failure === null) {
+          const room = Math.min(target.length - filled, (bodyLength ?? 0) - received);
+          if (room > 0) return target.subarray(filled, filled + room);
+        }
+        return readBuf;
+      },
+      callback: (n: number, buf: Uint8Array): boolean => {
         if (failure !== null) return false;
+        if (buf !== readBuf) {
+          // Read straight into the pending read's buffer, never past the body's declared end.
+          received += n;
+          filled += n;
+          if (filled === target!.length || received === bodyLength) {
+            settleRead();
+            return false;
+          }
+          timer?.refresh();
+          return true;
+        }
         if (head) return onBody(readBuf.subarray(0, n));
         const take = Math.min(n, MAX_HEAD_BYTES - headLen);
         readBuf.copy(headBuf, headLen, 0, take);

@@ -143,9 +143,10 @@ describe('exchange', () => {
     }
   };
 
-  it('refuses bodies cut short, longer than declared, chunked or without a length; 101; a head too long', async () => {
+  it('refuses bodies cut short, chunked or without a length, a 101, a head too long; ignores bytes after the body', async () => {
     expect(await failure((s) => s.end(Buffer.concat([Buffer.from(ok), payload.subarray(0, 1000)])))).toMatch(/cut short after 1000 of 300000/);
-    expect(await failure((s) => s.end(Buffer.concat([Buffer.from(ok), payload, Buffer.from('extra')])))).toMatch(/more than the 300000 bytes/);
+    // Bytes after the declared body are no part of the answer: never taken (the connection is not reused).
+    expect(await failure((s) => s.end(Buffer.concat([Buffer.from(ok), payload, Buffer.from('extra')])))).toBe('ok');
     expect(await failure((s) => s.end('HTTP/1.1 206 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'))).toMatch(/Transfer-Encoding/);
     expect(await failure((s) => s.end('HTTP/1.1 200 OK\r\n\r\nhello'))).toMatch(/no Content-Length/);
     expect(await failure((s) => s.end('HTTP/1.1 206 OK\r\nContent-Length: -1\r\n\r\n'))).toMatch(/not a byte count/);
