@@ -62,8 +62,7 @@ Napi::Value KeyImport(const Napi::CallbackInfo& info) {
   }
   std::memcpy(region->data(), src.Data(), kDataKeyBytes);
   OPENSSL_cleanse(src.Data(), kDataKeyBytes);
-  Napi::External<std::shared_ptr<SecureRegion>> ext = Napi::External<std::shared_ptr<SecureRegion>>::New(env, &region);
-  return Constructor(env, "NativeKeyHandle").New({ext});
+  return NewKeyHandle(env, std::move(region));
 }
 
 void Init(Napi::Env env, Napi::Object exports) {
@@ -74,6 +73,11 @@ void Init(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace
+
+Napi::Object NewKeyHandle(Napi::Env env, std::shared_ptr<SecureRegion> key) {
+  Napi::External<std::shared_ptr<SecureRegion>> ext = Napi::External<std::shared_ptr<SecureRegion>>::New(env, &key);
+  return Constructor(env, "NativeKeyHandle").New({ext});
+}
 
 std::shared_ptr<SecureRegion> KeyFromHandle(Napi::Env env, Napi::Value handle) {
   if (!handle.IsObject() || !handle.As<Napi::Object>().CheckTypeTag(&kKeyTag)) {

@@ -15,3 +15,10 @@ constexpr size_t kDataKeyBytes = 32;
 std::shared_ptr<SecureRegion> KeyFromHandle(Napi::Env env, Napi::Value handle);
 
 }  // namespace sealed
+
+namespace sealed {
+
+// A new NativeKeyHandle (the kind keyImport makes) owning `key` (kDataKeyBytes in a SecureRegion).
+Napi::Object NewKeyHandle(Napi::Env env, std::shared_ptr<SecureRegion> key);
+
+}  // namespace sealed

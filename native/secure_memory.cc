@@ -24,6 +24,7 @@
 #include "js_region.h"
 #include "module.h"
 #include "promise_worker.h"
+#include "secure_heap.h"
 
 namespace sealed {
 
@@ -380,6 +381,18 @@ Napi::Value Hardening(const Napi::CallbackInfo& info) {
   o.Set("notDumpable", s.not_dumpable);
   o.Set("noCore", s.no_core);
   o.Set("dumpable", Napi::Number::New(info.Env(), prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)));
+  // OpenSSL's secure heap (ephemeral private keys): set up on the first ephemeral key, not here.
+  SecureHeapState h = GetOpensslSecureHeapState();
+  o.Set("opensslSecureHeap", h.initialized && h.locked && h.dont_dump);
+  Napi::Object d = Napi::Object::New(info.Env());
+  d.Set("initialized", h.initialized);
+  d.Set("locked", h.locked);
+  d.Set("dontDump", h.dont_dump);
+  d.Set("initializedBy", h.by.empty() ? info.Env().Null() : Napi::String::New(info.Env(), h.by));
+  d.Set("initResult", h.init_result);
+  d.Set("size", static_cast<double>(h.size));
+  d.Set("used", static_cast<double>(h.used));
+  o.Set("opensslSecureHeapDetail", d);
   return o;
 }
 

@@ -31,6 +31,19 @@ export type { SecureTensor, LoadedTensors, NativeTensorCheck } from './reader/na
 // Where sealed bytes come from (no decryption here): a local file, or an HTTP(S) URL read with range requests.
 export { sealedSource, FileSealedSource, HttpRangeSource, type HttpSourceOptions, type SealedSource, type OpenedSource } from './sources/index.js';
 
+// Attested key release: the loading API for inference. A session proves its TEE to a key broker
+// (KBS attestation protocol), receives data keys wrapped to its ephemeral key, and opens only the
+// sealed models the release names; keys and plaintext stay in native secure memory.
+export {
+  EnclaveSession,
+  type EnclaveSessionOptions,
+  type SessionOpenOptions,
+  type SessionInfo,
+  type SessionVerdict,
+  type SessionKeyInfo,
+} from './session/enclave-session.js';
+export { SessionModel, type TensorSelection, type ProgressEvent, type SessionTensorInfo, type SessionModelInfo } from './session/session-model.js';
+
 // Attestation. The verifiers parse X.509 and ASN.1 with @peculiar/x509 (and reflect-metadata),
 // which take about half a second to load and which sealing, `verify` and loading never use: here
 // they load on first call, behind async wrappers, so importing this package stays fast; so does

@@ -3,7 +3,7 @@ import { constants } from 'node:fs';
 import { open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { InvalidArgumentError, IoError, NoTeeError, NotFoundError, SealedTensorsError } from '../errors.js';
+import { EvidenceFormatError, InvalidArgumentError, IoError, NoTeeError, NotFoundError, SealedTensorsError } from '../errors.js';
 import { MIN_NONCE_BYTES, reportDataMatches } from '../attestation/policy/evaluate.js';
 import {
   ConfigfsTsmProvider,
@@ -22,6 +22,7 @@ import {
   type TdxCollateral,
   type TeeType,
 } from '../attestation/index.js';
+import { KBS_TEES, KBS_TEE_VERIFIER, decodePrimaryEvidence, decodeTeeEvidence, type KbsTee } from '../protocol/evidence.js';
 import type { CommandContext } from './main.js';
 import { ExitCode, writeJson } from './io.js';
 
@@ -116,6 +117,7 @@ interface ReportOptions {
 
 interface VerifyOptions {
   type: string;
+  format?: string;
   certs?: string[];
   collateral?: string[];
   policy?: string;
@@ -211,7 +213,8 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
     .command('verify')
     .description('Verify evidence (signatures, certificate chains to pinned roots) and judge it against a policy.')
     .argument('<FILE>', 'evidence file')
-    .requiredOption('--type <TYPE>', `evidence type: ${TEE_TYPES.join('|')}`)
+    .requiredOption('--type <TYPE>', `evidence type: ${TEE_TYPES.join('|')}; with --format kbs: ${KBS_TEES.join('|')}`)
+    .option('--format <FORMAT>', "raw: this library's evidence bytes (default); kbs: Trustee's tee-evidence JSON ({primary_evidence, additional_evidence}, or the primary evidence alone)", 'raw')
     .option('--certs <PATH>', 'certificate file or folder, PEM or DER (VCEK/VLEK, ASK/ARK/ASVK, GPU chain); repeatable', collect)
     .option('--collateral <FILE>', 'Intel PCS collateral for TDX (QuoteCollateralV3 JSON, tcbInfo/qeIdentity JSON, CRLs, issuer chains); repeatable', collect)
     .option('--policy <POLICY>', 'policy JSON file; exit 0 only if it allows the evidence (needs --report-data: the nonce you sent)')
@@ -222,10 +225,15 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
     .option('--json', 'print one JSON object: { tee, verified, claims, verdict } (with --crypto-only: { tee, verified, claims, policy, reportData? })')
     .exitOverride()
     .action(async (file: string, opts: VerifyOptions) => {
-      if (!(TEE_TYPES as readonly string[]).includes(opts.type)) {
+      if (opts.format !== 'raw' && opts.format !== 'kbs') throw new InvalidArgumentError(`--format must be raw or kbs, got "${opts.format}"`);
+      const kbs = opts.format === 'kbs';
+      if (kbs && !(KBS_TEES as readonly string[]).includes(opts.type)) {
+        throw new InvalidArgumentError(`--type with --format kbs must be one of ${KBS_TEES.join(', ')} (the KBS protocol's tee names), got "${opts.type}"`);
+      }
+      if (!kbs && !(TEE_TYPES as readonly string[]).includes(opts.type)) {
         throw new InvalidArgumentError(`--type must be one of ${TEE_TYPES.join(', ')}, got "${opts.type}"`);
       }
-      const type = opts.type as TeeType;
+      const type: TeeType = kbs ? KBS_TEE_VERIFIER[opts.type as KbsTee] : (opts.type as TeeType);
       if (opts.collateral && type !== 'tdx') throw new InvalidArgumentError('--collateral applies to --type tdx only');
       if (opts.simulatedRoot && type !== 'simulated') throw new InvalidArgumentError('--simulated-root applies to --type simulated only');
       // No implicit policy: either one is named, or the caller asks for the cryptographic checks alone.
@@ -243,8 +251,20 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
         );
       }
       const policy: Policy | undefined = opts.policy ? parsePolicy(Buffer.from(await readInput(opts.policy, 'policy')).toString('utf8'), opts.policy) : undefined;
-      const evidence = await readInput(file, 'evidence');
+      let evidence = await readInput(file, 'evidence');
       const certificates = await loadCertificates(opts.certs ?? []);
+      // Trustee's JSON decoded into our bytes; a decoding failure is reported like any evidence that does not verify.
+      let decodeError: SealedTensorsError | undefined;
+      if (kbs) {
+        try {
+          const d = decodeKbsFile(evidence, opts.type as KbsTee, file);
+          evidence = d.evidence;
+          certificates.push(...(d.certificates ?? []).flatMap((der, i) => parseCertificates(der, `${file} certificate ${i}`)));
+        } catch (err) {
+          if (!(err instanceof SealedTensorsError) || !EVIDENCE_CODES.includes(err.code)) throw err;
+          decodeError = err;
+        }
+      }
       let collateral: TdxCollateral | undefined;
       if (opts.collateral) {
         const files = [];
@@ -259,10 +279,12 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
         ...(type === 'simulated' ? { trustedRoots: opts.simulatedRoot ?? [] } : {}),
       };
       if (!policy) {
-        await cryptoOnly(ctx, type, evidence, verifyOpts, now, expectedReportData, opts.json === true);
+        await cryptoOnly(ctx, type, evidence, verifyOpts, now, expectedReportData, opts.json === true, decodeError);
         return;
       }
-      const a = await appraiseEvidence(type, evidence, { ...verifyOpts, policy, expectedReportData: expectedReportData as Uint8Array });
+      const a = decodeError
+        ? failedAppraisal(type, decodeError)
+        : await appraiseEvidence(type, evidence, { ...verifyOpts, policy, expectedReportData: expectedReportData as Uint8Array });
       const verdict = a.verdict;
       if (opts.json) {
         writeJson(ctx.io, { tee: a.tee, verified: a.verified, claims: a.claims ? claimsJson(a.claims) : null, verdict: { allowed: verdict.allowed, reasons: verdict.reasons } });
@@ -288,6 +310,35 @@ export function registerAttest(program: Command, ctx: CommandContext): void {
     });
 }
 
+const EVIDENCE_CODES: readonly string[] = ['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN'];
+/** Trustee's JSON files: at most this many bytes (a tee-evidence with a TDX event log stays well below). */
+const MAX_KBS_FILE = 8 << 20;
+
+/** --format kbs: the file holds Trustee's tee-evidence (wrapped) or the primary evidence alone (as Trustee's test data does). */
+function decodeKbsFile(bytes: Uint8Array, tee: KbsTee, file: string) {
+  if (bytes.length > MAX_KBS_FILE) throw new EvidenceFormatError(`${file} is ${bytes.length} bytes, over the ${MAX_KBS_FILE}-byte limit for tee-evidence JSON`);
+  let doc: unknown;
+  try {
+    doc = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (err) {
+    throw new EvidenceFormatError(`${file} is not UTF-8 JSON; --format kbs reads Trustee's tee-evidence JSON`, { cause: err });
+  }
+  const wrapped = typeof doc === 'object' && doc !== null && Object.hasOwn(doc, 'primary_evidence');
+  return wrapped ? decodeTeeEvidence(tee, doc) : decodePrimaryEvidence(tee, doc);
+}
+
+/** The shape appraiseEvidence gives for evidence that does not verify, for evidence that did not even decode. */
+function failedAppraisal(type: TeeType, err: SealedTensorsError) {
+  const reason = `${err.code}: ${err.message}`;
+  return {
+    tee: type,
+    verified: false,
+    claims: null,
+    verdict: { allowed: false, reasons: [reason], checks: [{ check: 'evidence', ok: false, detail: reason }] },
+    error: { code: err.code, message: err.message },
+  };
+}
+
 const CRYPTO_ONLY_NOTE = 'not evaluated (--crypto-only): signatures, certificate chains, collateral and validity times only; measurements, TCB, debug and freshness were not judged';
 
 /** attest verify --crypto-only: the verifier's checks alone, plus --report-data when given. */
@@ -299,12 +350,14 @@ async function cryptoOnly(
   now: Date,
   expected: Uint8Array | undefined,
   json: boolean,
+  decodeError?: SealedTensorsError,
 ): Promise<void> {
   let verified;
   try {
+    if (decodeError) throw decodeError;
     verified = await verifyEvidence(type, evidence, verifyOpts);
   } catch (err) {
-    if (!(err instanceof SealedTensorsError) || !['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN'].includes(err.code)) throw err;
+    if (!(err instanceof SealedTensorsError) || !EVIDENCE_CODES.includes(err.code)) throw err;
     if (json) writeJson(ctx.io, { tee: type, verified: false, claims: null, policy: CRYPTO_ONLY_NOTE, error: `${err.code}: ${err.message}` });
     ctx.io.stderr(`error ${err.code}: ${err.message}\n`);
     ctx.exitCode = ExitCode.REJECTED;

@@ -13,6 +13,7 @@ const COMMANDS: readonly { name: string; usage: string; description: string; loa
   { name: 'seal', usage: '[options] <IN>', description: 'Seal a .safetensors file (OUT: a sealed file) or a sharded model folder (OUT: a folder of sealed shards and a sealed index).', load: async () => (await import('./seal.js')).registerSeal },
   { name: 'inspect', usage: '[options] <SEALED>', description: "Show a sealed file's public header (no key needed, no tensor names), or with --key its full tensor table.", load: async () => (await import('./inspect.js')).registerInspect },
   { name: 'verify', usage: '[options] <SEALED>', description: 'Decrypt a sealed model in memory and check every chunk and every tensor digest; exit 0 only if all is good.', load: async () => (await import('./verify.js')).registerVerify },
+  { name: 'load', usage: '[options] <SEALED>', description: 'Attest this TEE to a key broker, fetch the model\'s key, and load the sealed model in secure memory; prints a summary, never tensor contents.', load: async () => (await import('./load.js')).registerLoad },
   { name: 'demo', usage: '[options]', description: 'Seal a generated model, show what an outsider sees, verify it, and watch a one-bit change get rejected.', load: async () => (await import('./demo.js')).registerDemo },
   { name: 'attest', usage: '', description: 'Gather attestation evidence in a TEE, or verify evidence against a policy.', load: async () => (await import('./attest.js')).registerAttest },
 ];

@@ -35,6 +35,49 @@ export interface NativeHardening {
   noCore: boolean;
   /** prctl(PR_GET_DUMPABLE) right now: 0 once hardened. */
   dumpable: number;
+  /**
+   * OpenSSL's secure heap (where it keeps ephemeral private keys) exists and the kernel reports its
+   * mapping locked and excluded from core dumps. False until the first ephemeral key sets it up.
+   */
+  opensslSecureHeap: boolean;
+  opensslSecureHeapDetail: {
+    initialized: boolean;
+    /** VmFlags "lo" on the heap's mapping. False when RLIMIT_MEMLOCK had no room: then it is swappable. */
+    locked: boolean;
+    /** VmFlags "dd". */
+    dontDump: boolean;
+    /** Who set it up: this addon, or Node (`node --secure-heap=N`). */
+    initializedBy: 'addon' | 'node' | null;
+    /** CRYPTO_secure_malloc_init's result when the addon called it: 1 locked, 2 not locked, 0 failed; -1 not called. */
+    initResult: number;
+    /** The heap's mapping size in bytes (0 when unknown). */
+    size: number;
+    /** CRYPTO_secure_used(): bytes allocated in it now (Node's own keys too). */
+    used: number;
+  };
+}
+
+/** The session's ephemeral key pair; the private half never leaves the addon. */
+export interface NativeEphemeralKey {
+  release(): boolean;
+  readonly released: boolean;
+  readonly kind: 'ec-p256' | 'rsa-3072';
+}
+
+/** A flattened JWE's members, decoded, as `jweUnwrapDataKey` takes them. */
+export interface NativeJweInput {
+  /** The `protected` member exactly as received: its ASCII bytes are the AAD. */
+  protectedB64: string;
+  alg: 'ECDH-ES+A256KW' | 'RSA-OAEP-256';
+  /** ECDH-ES only: the sender's ephemeral P-256 point (32 bytes each). */
+  epk?: { x: Uint8Array; y: Uint8Array };
+  /** ECDH-ES only, optional: Concat KDF PartyUInfo / PartyVInfo. */
+  apu?: Uint8Array;
+  apv?: Uint8Array;
+  encryptedKey: Uint8Array;
+  iv: Uint8Array;
+  ciphertext: Uint8Array;
+  tag: Uint8Array;
 }
 
 /** What `sealedOpen` resolves to: the file stays open natively, keys derived into secure memory. */
@@ -124,6 +167,13 @@ export interface NativeAddon {
   secureLockedBytes(): number;
   hardening(): NativeHardening;
   keyImport(bytes: Uint8Array): NativeKeyHandle;
+  /** A key pair made in the addon; only the public JWK (JSON text) comes back. Synchronous (RSA takes up to seconds). */
+  ephemeralKeyGenerate(kind?: 'ec-p256' | 'rsa-3072'): { handle: NativeEphemeralKey; jwk: string };
+  /**
+   * Opens a data-key JWE with the ephemeral key: plaintext "STK1" || key || manifest. The key goes into
+   * a new handle; the manifest (public JSON) is copied out. ERR_INTEGRITY for any failure to open it.
+   */
+  jweUnwrapDataKey(ephemeral: NativeEphemeralKey, jwe: NativeJweInput): { key: NativeKeyHandle; manifest: Uint8Array };
   /** Opens a sealed file whose public header the caller already validated (`header`: those bytes). */
   sealedOpen(path: string, key: NativeKeyHandle, header: Uint8Array): Promise<NativeOpenResult>;
   /**
@@ -136,6 +186,10 @@ export interface NativeAddon {
     releaseProbe(): { releases: number; bytesScanned: number; nonzeroBytes: number };
     /** The next secure ArrayBuffer the addon makes fails to be created, as napi may refuse one. */
     failNextArrayBuffer(): void;
+    /** The ephemeral key's private parts in native byte order, in a secure buffer (EC: 32 bytes; RSA: d, p, q, dP, dQ, qInv). */
+    ephemeralPrivate(handle: NativeEphemeralKey): ArrayBuffer;
+    /** CRYPTO_secure_used(), 0 before the heap exists. */
+    opensslSecureUsed(): number;
   };
 }
 

@@ -30,6 +30,8 @@ const B64URL = /^[A-Za-z0-9_-]+$/;
 /** RSA moduli below this are refused (NIST SP 800-131A); above 8192 bits is not a session key. */
 export const MIN_RSA_BITS = 2048;
 export const MAX_RSA_BITS = 8192;
+/** A key id names a key; it is not a place to carry data (it is hashed, signed into tokens and kept per session). */
+export const MAX_KID_CHARS = 256;
 
 function b64url(value: unknown, name: string, bytes?: number): string {
   if (typeof value !== 'string' || !B64URL.test(value)) {
@@ -41,12 +43,25 @@ function b64url(value: unknown, name: string, bytes?: number): string {
   return value;
 }
 
+/** A value from the request, as an error message shows it: short, and never a whole object. */
+function show(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.length > 64 ? `${v.slice(0, 64)}…` : v);
+  return v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v;
+}
+
 function onlyMembers(obj: Record<string, unknown>, allowed: readonly string[]): void {
   for (const k of Object.keys(obj)) {
     if (!allowed.includes(k)) {
-      throw new ProtocolError(`tee-pubkey has member "${k}", which a public ${String(obj['kty'])} key must not have (allowed: ${allowed.join(', ')})`);
+      throw new ProtocolError(`tee-pubkey has member ${show(k)}, which a public ${String(obj['kty'])} key must not have (allowed: ${allowed.join(', ')})`);
     }
   }
+  // The binding hashes the JWK as received (RFC 8785), and the token and the session carry it: the
+  // optional members must be what RFC 7517 says they are, short, and hashable (no lone surrogates).
+  const kid = obj['kid'];
+  if (kid !== undefined && (typeof kid !== 'string' || kid.length > MAX_KID_CHARS || /\p{Cs}/u.test(kid))) {
+    throw new ProtocolError(`tee-pubkey member "kid" must be a string of at most ${MAX_KID_CHARS} characters (well-formed UTF-16), got ${show(kid)}`);
+  }
+  if (obj['use'] !== undefined && obj['use'] !== 'enc') throw new ProtocolError(`tee-pubkey member "use" must be "enc" when present, got ${show(obj['use'])}`);
 }
 
 /**
@@ -62,15 +77,15 @@ export function parsePublicJwk(value: unknown): PublicJwk {
   let jwk: PublicJwk;
   if (obj['kty'] === 'EC') {
     onlyMembers(obj, ['kty', 'crv', 'alg', 'x', 'y', 'use', 'kid']);
-    if (obj['crv'] !== 'P-256') throw new ProtocolError(`tee-pubkey curve must be P-256, got ${JSON.stringify(obj['crv'])}`);
+    if (obj['crv'] !== 'P-256') throw new ProtocolError(`tee-pubkey curve must be P-256, got ${show(obj['crv'])}`);
     if (obj['alg'] !== undefined && obj['alg'] !== 'ECDH-ES+A256KW') {
-      throw new ProtocolError(`an EC tee-pubkey's alg must be ECDH-ES+A256KW, got ${JSON.stringify(obj['alg'])}`);
+      throw new ProtocolError(`an EC tee-pubkey's alg must be ECDH-ES+A256KW, got ${show(obj['alg'])}`);
     }
     jwk = { kty: 'EC', crv: 'P-256', alg: 'ECDH-ES+A256KW', x: b64url(obj['x'], 'x', 32), y: b64url(obj['y'], 'y', 32) };
   } else if (obj['kty'] === 'RSA') {
     onlyMembers(obj, ['kty', 'alg', 'n', 'e', 'use', 'kid']);
     if (obj['alg'] !== undefined && obj['alg'] !== 'RSA-OAEP-256') {
-      throw new ProtocolError(`an RSA tee-pubkey's alg must be RSA-OAEP-256 (RSA1_5 is not accepted), got ${JSON.stringify(obj['alg'])}`);
+      throw new ProtocolError(`an RSA tee-pubkey's alg must be RSA-OAEP-256 (RSA1_5 is not accepted), got ${show(obj['alg'])}`);
     }
     const n = b64url(obj['n'], 'n');
     const e = b64url(obj['e'], 'e');
@@ -83,7 +98,7 @@ export function parsePublicJwk(value: unknown): PublicJwk {
     if (e !== 'AQAB') throw new ProtocolError('an RSA tee-pubkey must have e = 65537 ("AQAB")');
     jwk = { kty: 'RSA', alg: 'RSA-OAEP-256', n, e };
   } else {
-    throw new ProtocolError(`tee-pubkey kty must be "EC" or "RSA", got ${JSON.stringify(obj['kty'])}`);
+    throw new ProtocolError(`tee-pubkey kty must be "EC" or "RSA", got ${show(obj['kty'])}`);
   }
   publicKeyFromJwk(jwk); // the point must be on the curve, the modulus must parse
   return jwk;

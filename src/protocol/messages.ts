@@ -74,7 +74,8 @@ function object(value: unknown, what: string): Record<string, unknown> {
 
 function only(obj: Record<string, unknown>, allowed: readonly string[], what: string): void {
   for (const k of Object.keys(obj)) {
-    if (!allowed.includes(k)) throw new ProtocolError(`${what} has an unknown member "${k}" (expected ${allowed.join(', ')})`);
+    // The name is the client's: shown cut short, so a refusal never echoes (or logs) a megabyte.
+    if (!allowed.includes(k)) throw new ProtocolError(`${what} has an unknown member ${JSON.stringify(k.length > 64 ? `${k.slice(0, 64)}…` : k)} (expected ${allowed.join(', ')})`);
   }
 }
 
@@ -114,7 +115,14 @@ export function parseAuthRequest(value: unknown): AuthRequest {
   const tee = string(obj['tee'], 'tee', 32);
   if (!TEE_NAME.test(tee)) throw new ProtocolError('tee must be a TEE name such as "snp", "tdx", "az-snp-vtpm", "nitro" or "simulated"');
   const extra = obj['extra-params'] ?? '';
-  if (JSON.stringify(extra).length > 4096) throw new ProtocolError('extra-params is too large');
+  let extraText: string;
+  try {
+    extraText = JSON.stringify(extra);
+  } catch (cause) {
+    // Nesting deeper than the stack: the engine's RangeError says nothing to the client.
+    throw new ProtocolError('extra-params is nested too deeply', { cause });
+  }
+  if (extraText.length > 4096) throw new ProtocolError('extra-params is too large');
   return { version, tee, 'extra-params': extra };
 }
 

@@ -60,7 +60,7 @@ describe('the top-level help, written without loading the commands', () => {
       return out;
     };
     const top = (await run('--help')).replace(/\s+/g, ' ');
-    for (const name of ['keygen', 'seal', 'inspect', 'verify', 'demo', 'attest']) {
+    for (const name of ['keygen', 'seal', 'inspect', 'verify', 'load', 'demo', 'attest']) {
       const own = await run(name, '--help');
       // "seal [options] <IN>"; a command with subcommands and no options of its own is listed bare.
       const term = /^Usage: sealed-tensors (.*)$/m.exec(own)![1]!.replace(/ \[options\] \[command\]$/, '');

@@ -5,34 +5,16 @@
 // This runs in a child process that knows the key only as two separate halves, so that its own
 // search needle is never a whole copy: a hit is a real copy. The child runs the library's sources,
 // transpiled as they are (not dist/, which may be stale).
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { dirname, join, relative } from 'node:path';
-import ts from 'typescript';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { tempDir } from '../helpers/tmp.js';
-import { addonPath, repoRoot } from '../native/helpers.js';
+import { transpile } from '../helpers/transpile.js';
+import { addonPath } from '../native/helpers.js';
 
 const dir = tempDir('st-keyheap-');
-
-/** Transpiles `entry` and every module it imports relatively into `out`, keeping the layout. */
-function transpile(entries: string[], out: string): void {
-  const seen = new Set<string>();
-  const queue = entries.map((e) => join(repoRoot, e));
-  while (queue.length > 0) {
-    const file = queue.pop()!;
-    if (seen.has(file)) continue;
-    seen.add(file);
-    const source = readFileSync(file, 'utf8');
-    const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } }).outputText;
-    const dest = join(out, relative(repoRoot, file)).replace(/\.ts$/, '.js');
-    mkdirSync(dirname(dest), { recursive: true });
-    writeFileSync(dest, js);
-    for (const m of source.matchAll(/from '(\.\.?\/[^']+)\.js'/g)) queue.push(join(dirname(file), m[1]! + '.ts'));
-  }
-  writeFileSync(join(out, 'package.json'), '{"type":"module"}');
-}
 
 const CHILD = `
 import fs from 'node:fs';

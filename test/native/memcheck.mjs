@@ -11,6 +11,9 @@ const { NativeSealedModelReader } = await import('../../dist/reader/native-model
 const { importKey } = await import('../../dist/native/key.js');
 const { SecureBuffer } = await import('../../dist/native/secure-buffer.js');
 const { loadAddon } = await import('../../dist/native/addon.js');
+const { generateEphemeralKey, unwrapDataKey } = await import('../../dist/native/ephemeral.js');
+const { encodeDataKeyResource } = await import('../../dist/protocol/resource.js');
+const { FlattenedEncrypt, importJWK } = await import('jose');
 const { FileSealedSource } = await import('../../dist/sources/file.js');
 
 // A source that is not a FileSealedSource: the readers fetch its bytes and feed them to fed runs.
@@ -121,6 +124,33 @@ async function check(suite) {
 
 await check(1);
 await check(2);
+
+// Ephemeral keys and the data-key JWE: both algorithms, a good and a tampered JWE, release, finalizer.
+{
+  const manifest = { v: 1, keyId: 'memcheck', models: [], notAfter: '2030-01-01T00:00:00Z' };
+  for (const kind of ['ec-p256', 'rsa-3072']) {
+    const eph = generateEphemeralKey(kind);
+    const jwk = eph.publicJwk;
+    const jwe = await new FlattenedEncrypt(encodeDataKeyResource(new Uint8Array(KEY), manifest))
+      .setProtectedHeader({ alg: jwk.alg, enc: 'A256GCM' })
+      .encrypt(await importJWK({ ...jwk }, jwk.alg));
+    const { key, manifest: bytes } = unwrapDataKey(eph, jwe);
+    assert.equal(JSON.parse(Buffer.from(bytes).toString()).keyId, 'memcheck');
+    // The released key opens the model sealed above (its last chunk was tampered with; 'a' is intact).
+    const m = await NativeSealedModelReader.open(join(dir, 'm0.sealed'), key, { threads: 1 });
+    const a = await m.readTensor('a');
+    assert.equal(a.bytes.length, 5000);
+    a.release();
+    m.close();
+    key.release();
+    const bad = { ...jwe, tag: jwe.tag.slice(0, -2) + (jwe.tag.at(-2) === 'A' ? 'B' : 'A') + jwe.tag.at(-1) };
+    assert.throws(() => unwrapDataKey(eph, bad), { code: 'ERR_INTEGRITY' });
+    eph.release();
+    assert.throws(() => unwrapDataKey(eph, jwe), { code: 'ERR_RELEASED' });
+  }
+  generateEphemeralKey(); // dropped: freed by the finalizer (gc below)
+  assert.equal(typeof loadAddon().hardening().opensslSecureHeap, 'boolean');
+}
 
 // Secure buffers: release, double release, finalizer path.
 const addon = loadAddon();

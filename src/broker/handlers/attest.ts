@@ -1,0 +1,176 @@
+/**
+ * POST /kbs/v0/attest: the session's evidence for its challenge. The challenge is taken out of the
+ * table first (single use, whatever follows); the evidence must verify (signature, chain, pinned
+ * roots) and its report data must be the binding of this challenge's nonce and this tee-pubkey.
+ * No key policy is evaluated here: that is per key, at /resource. Success makes the cookie an
+ * attested session and answers with a token for the same.
+ */
+import { createHash, type X509Certificate } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { calculateJwkThumbprint } from 'jose';
+import { constantTimeEqual } from '../../bytes.js';
+import { SealedTensorsError, type ErrorCode } from '../../errors.js';
+import { reportDataMatches } from '../../attestation/policy/evaluate.js';
+import type { Check, Claims, VerifiedEvidence } from '../../attestation/types.js';
+import type { VerifyEvidenceOptions } from '../../attestation/verify.js';
+import { kbsReportData } from '../../protocol/binding.js';
+import { parseAttestRequest, SESSION_COOKIE, type AttestRequest } from '../../protocol/messages.js';
+import { cookieValues, HttpProblem, readJsonBody, sendJson } from '../http.js';
+import { decodePrimaryEvidence, type DecodedEvidence } from '../../protocol/evidence.js';
+import { issueToken } from '../tokens.js';
+import type { AttestedSession } from '../sessions.js';
+import { sessionCookie, type BrokerState, type RequestContext } from './context.js';
+
+const EVIDENCE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN']);
+
+// The verifiers pull in X.509 and ASN.1 parsing: loaded on the first /attest, not at start.
+let verifier: Promise<typeof import('../../attestation/verify.js')> | undefined;
+function loadVerifier(): Promise<typeof import('../../attestation/verify.js')> {
+  return (verifier ??= import('../../attestation/verify.js'));
+}
+
+function denied(status: 401 | 403, reasons: string[], detail?: string): HttpProblem {
+  return new HttpProblem(status, 'ERR_DENIED', detail ?? (status === 401 ? 'no valid challenge for this session' : 'the evidence was not accepted'), { reasons });
+}
+
+/** The one pending challenge this request's cookie names, taken out of the table. */
+function takeChallenge(state: BrokerState, req: IncomingMessage, ctx: RequestContext) {
+  const ids = cookieValues(req, SESSION_COOKIE);
+  if (ids.length === 0) throw denied(401, [`session: no ${SESSION_COOKIE} cookie (request /auth first)`]);
+  if (ids.length > 1) throw denied(401, [`session: ${ids.length} ${SESSION_COOKIE} cookies sent; send exactly one`]);
+  const taken = state.challenges.take(ids[0]!, state.opts.nowMs());
+  if (!taken.ok) throw denied(401, [`session: ${taken.reason}`]);
+  ctx.audit.tee = taken.challenge.tee;
+  ctx.audit.detail = { ...ctx.audit.detail, session: taken.challenge.sessionRef };
+  return { sessionId: ids[0]!, challenge: taken.challenge };
+}
+
+/** Short, secret-free summary of the claims for the audit log. */
+export function claimsSummary(c: Claims): Record<string, unknown> {
+  return {
+    tee: c.tee,
+    simulated: c.simulated,
+    measurement: c.measurement,
+    debug: c.debug,
+    tcb: c.tcb,
+    ...(c.vmpl !== undefined ? { vmpl: c.vmpl } : {}),
+    platform: c.platform,
+    ...(c.issuedAt !== undefined ? { issuedAt: c.issuedAt } : {}),
+  };
+}
+
+function verifyOptionsFor(state: BrokerState, decoded: DecodedEvidence, nowMs: number): VerifyEvidenceOptions {
+  const v = state.opts.verifyOptions;
+  const certificates: X509Certificate[] = [...(v.certificates ?? [])];
+  for (const [i, der] of (decoded.certificates ?? []).entries()) {
+    try {
+      certificates.push(state.certificates.get(der));
+    } catch (cause) {
+      throw new HttpProblem(403, 'ERR_DENIED', 'the evidence was not accepted', { reasons: [`ERR_EVIDENCE_FORMAT: certificate ${i} sent with the evidence is not X.509 DER`], cause });
+    }
+  }
+  const roots: readonly string[] | undefined = decoded.type === 'simulated' ? [...state.opts.simulatedRoots, ...(v.trustedRoots?.simulated ?? [])] : v.trustedRoots?.[decoded.type];
+  return {
+    now: new Date(nowMs),
+    certificates,
+    ...(roots !== undefined ? { trustedRoots: roots } : {}),
+    ...(v.crls !== undefined ? { crls: v.crls } : {}),
+    ...(v.collateral !== undefined ? { collateral: v.collateral } : {}),
+  };
+}
+
+export async function handleAttest(state: BrokerState, req: IncomingMessage, res: ServerResponse, ctx: RequestContext): Promise<void> {
+  // The challenge is consumed first, so a request that fails later (even for its body) still used it.
+  const { sessionId, challenge } = takeChallenge(state, req, ctx);
+  const body = await readJsonBody(req, state.opts.maxRequestBytes);
+
+  let request: AttestRequest;
+  try {
+    request = parseAttestRequest(body);
+  } catch (err) {
+    throw new HttpProblem(400, 'ERR_PROTOCOL', (err as Error).message, { reasons: [(err as Error).message], cause: err });
+  }
+  const { nonce, teePubkey, teePubkeyRaw } = request.runtimeData;
+  const thumbprint = await calculateJwkThumbprint(teePubkey, 'sha256');
+  ctx.audit.teePubkeyThumbprint = thumbprint;
+  // Both are canonical base64 of 32 bytes (parseAttestRequest checked), so the lengths match.
+  if (!constantTimeEqual(Buffer.from(nonce, 'latin1'), Buffer.from(challenge.nonce, 'latin1'))) {
+    throw denied(401, ['session: runtime-data.nonce is not the nonce of this session\'s challenge']);
+  }
+
+  // The binding hashes the request as received: what cannot be hashed is the client's error (400),
+  // found before any evidence is verified, never a failure of the broker's after it.
+  let binding: Uint8Array;
+  try {
+    binding = kbsReportData(nonce, teePubkeyRaw, request.additionalEvidence);
+  } catch (err) {
+    if (!(err instanceof SealedTensorsError)) throw err;
+    throw new HttpProblem(400, 'ERR_PROTOCOL', `runtime-data cannot be bound: ${err.message}`, { reasons: [`runtime-data.tee-pubkey: ${err.message}`], cause: err });
+  }
+
+  let decoded: DecodedEvidence;
+  try {
+    // parseAttestRequest has already taken primary_evidence and additional_evidence apart.
+    decoded = decodePrimaryEvidence(challenge.tee, request.primaryEvidence, request.additionalEvidence, 'tee-evidence.primary_evidence');
+  } catch (err) {
+    if (!(err instanceof SealedTensorsError)) throw err;
+    throw new HttpProblem(400, 'ERR_PROTOCOL', `the evidence does not decode: ${err.message}`, { reasons: [`${err.code}: ${err.message}`], cause: err });
+  }
+  const evidenceDigest = createHash('sha256').update(decoded.evidence).digest('hex');
+  ctx.audit.evidenceDigest = evidenceDigest;
+  ctx.audit.detail = { ...ctx.audit.detail, evidenceType: decoded.type, evidenceForm: decoded.form };
+
+  if (decoded.type === 'simulated' && !state.opts.allowSimulated) {
+    throw denied(403, ['broker.simulated: evidence is SIMULATED (software only) and this broker does not allow simulated evidence']);
+  }
+  if (decoded.additionalEvidence !== '') {
+    throw denied(403, ['broker.additionalEvidence: additional (device) evidence is not verified by this broker yet; send none']);
+  }
+
+  const nowMs = state.opts.nowMs();
+  let verified: VerifiedEvidence;
+  try {
+    const { verifyEvidence } = await loadVerifier();
+    verified = await verifyEvidence(decoded.type, decoded.evidence, verifyOptionsFor(state, decoded, nowMs));
+  } catch (err) {
+    if (err instanceof HttpProblem) throw err;
+    if (err instanceof SealedTensorsError && EVIDENCE_CODES.has(err.code)) throw denied(403, [`${err.code}: ${err.message}`]);
+    throw err;
+  }
+  const claims = verified.claims;
+  ctx.audit.evidenceSummary = claimsSummary(claims);
+
+  const checks: Check[] = [...verified.checks];
+  const sameType = claims.tee === decoded.type;
+  checks.push({ check: 'broker.tee', ok: sameType, detail: sameType ? `evidence is "${claims.tee}" as announced` : `evidence is "${claims.tee}", not the announced "${decoded.type}"` });
+  if (claims.simulated) {
+    checks.push({ check: 'broker.simulated', ok: state.opts.allowSimulated, detail: state.opts.allowSimulated ? 'simulated evidence allowed by this broker (each key\'s policy must allow it too)' : 'evidence is SIMULATED and this broker does not allow it' });
+  }
+  const bound = reportDataMatches(claims.reportData, binding);
+  checks.push({
+    check: 'broker.reportData',
+    ok: bound,
+    detail: bound
+      ? 'report data is SHA-384(JCS({additional-evidence, nonce, tee-pubkey})) of this challenge and key'
+      : 'report data is not SHA-384(JCS({additional-evidence, nonce, tee-pubkey})) of this challenge and key: the evidence is not bound to this session (stale, replayed, or for another key)',
+  });
+  ctx.audit.detail = { ...ctx.audit.detail, checks };
+  const failed = checks.filter((c) => !c.ok).map((c) => `${c.check}: ${c.detail}`);
+  if (failed.length > 0) throw denied(403, failed);
+
+  const session: AttestedSession = {
+    tee: challenge.tee,
+    claims,
+    teePubkey,
+    teePubkeyRaw,
+    teePubkeyThumbprint: thumbprint,
+    binding,
+    evidenceDigest,
+    expiresAt: nowMs + state.opts.tokenTtlSeconds * 1000,
+    sessionRef: challenge.sessionRef,
+  };
+  const token = await issueToken(state.signer, state.opts.issuer, session, nonce, nowMs);
+  await state.opts.audit.append({ ...ctx.audit, verdict: 'allow', reasons: [], detail: { ...ctx.audit.detail, expiresAt: new Date(session.expiresAt).toISOString() } });
+  state.sessions.put(sessionId, session, nowMs);
+  sendJson(res, 200, { token }, { 'set-cookie': sessionCookie(state, sessionId, state.opts.tokenTtlSeconds) });
+}

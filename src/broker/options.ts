@@ -1,0 +1,173 @@
+/**
+ * What startBroker takes, checked once and with defaults filled in, so the handlers read plain
+ * numbers and never a missing option.
+ */
+import { isIP } from 'node:net';
+import type { X509Certificate } from 'node:crypto';
+import type { JWK, KeyObject, CryptoKey } from 'jose';
+import { InvalidArgumentError } from '../errors.js';
+import type { TeeType } from '../attestation/types.js';
+import type { TdxCollateral } from '../attestation/verifiers/tdx-collateral.js';
+import { MAX_REQUEST_BYTES } from '../protocol/messages.js';
+import type { AuditSink, Keystore, PolicyStore } from './types.js';
+import type { RateLimitOptions } from './rate-limit.js';
+
+export interface BrokerSigningKey {
+  /** P-256 private key for ES256 (tokens and receipts). */
+  privateKey: CryptoKey | KeyObject | JWK;
+  /** Its public JWK: put in token headers, and what tokens are verified with. */
+  publicJwk: JWK;
+  kid: string;
+}
+
+export interface BrokerVerifyOptions {
+  /** Trusted root fingerprints per evidence type (default: the pinned roots; simulated: simulatedRoots). */
+  trustedRoots?: Partial<Record<TeeType, readonly string[]>>;
+  /** AMD ARK/ASK CRLs (DER) for snp and azure-snp. */
+  crls?: readonly Uint8Array[];
+  /** Intel PCS collateral for TDX. */
+  collateral?: TdxCollateral;
+  /** Extra issuers (e.g. AMD's ASK/ARK) added to the certificates that come with the evidence. */
+  certificates?: readonly X509Certificate[];
+}
+
+export interface BrokerOptions {
+  keystore: Keystore;
+  policies: PolicyStore;
+  audit: AuditSink;
+  signingKey: BrokerSigningKey;
+  /** PEM certificate chain and key; required unless plain HTTP on loopback is allowed. */
+  tls?: { cert: string | Uint8Array; key: string | Uint8Array };
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** Plain HTTP, only when `host` is a loopback address and this is true (development, tests). */
+  allowPlainHttpOnLoopback?: boolean;
+  /** Whether simulated (software) evidence may be accepted at all; each key's policy must allow it too. */
+  allowSimulated: boolean;
+  /** SHA-256 fingerprints of the simulated-TEE roots this broker trusts. */
+  simulatedRoots?: readonly string[];
+  /** The `iss` of tokens. Default "sealed-tensors-broker". */
+  issuer?: string;
+  tokenTtlSeconds?: number;
+  challengeTtlSeconds?: number;
+  maxPendingChallenges?: number;
+  /** Attested sessions kept for cookie access (the oldest is dropped beyond it). Default 10_000. */
+  maxSessions?: number;
+  rateLimit?: RateLimitOptions;
+  maxRequestBytes?: number;
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
+  keepAliveTimeoutMs?: number;
+  /** How long close() lets in-flight requests finish before cutting connections. Default 10 s. */
+  closeTimeoutMs?: number;
+  /** Open connections at most; more are dropped on arrival. Default 1024. */
+  maxConnections?: number;
+  /**
+   * Open connections per client address at most, so one address (slow or idle connections, which
+   * the request rate limit never sees) cannot hold every slot. Default maxConnections / 8.
+   */
+  maxConnectionsPerClient?: number;
+  /** Clock for expiries and evidence checks (tests). */
+  now?: () => Date;
+  verifyOptions?: BrokerVerifyOptions;
+  /** Where internal errors go (never to clients). Default: one line on stderr. */
+  onError?: (err: unknown) => void;
+}
+
+export interface ResolvedOptions {
+  keystore: Keystore;
+  policies: PolicyStore;
+  audit: AuditSink;
+  signingKey: BrokerSigningKey;
+  tls: { cert: string | Uint8Array; key: string | Uint8Array } | undefined;
+  host: string;
+  port: number;
+  allowSimulated: boolean;
+  simulatedRoots: readonly string[];
+  issuer: string;
+  tokenTtlSeconds: number;
+  challengeTtlSeconds: number;
+  maxPendingChallenges: number;
+  maxSessions: number;
+  rateLimit: RateLimitOptions;
+  maxRequestBytes: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  closeTimeoutMs: number;
+  maxConnections: number;
+  maxConnectionsPerClient: number;
+  nowMs: () => number;
+  verifyOptions: BrokerVerifyOptions;
+  onError: (err: unknown) => void;
+}
+
+export const DEFAULT_ISSUER = 'sealed-tensors-broker';
+
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  if (isIP(h) === 6) return h === '::1' || /^::ffff:127\./i.test(h);
+  return false;
+}
+
+function int(value: number | undefined, name: string, dflt: number, min: number, max: number): number {
+  const v = value ?? dflt;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new InvalidArgumentError(`broker option ${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+  return v;
+}
+
+export function resolveOptions(o: BrokerOptions): ResolvedOptions {
+  if (typeof o !== 'object' || o === null) throw new InvalidArgumentError('startBroker needs an options object');
+  for (const k of ['keystore', 'policies', 'audit', 'signingKey'] as const) {
+    if (typeof o[k] !== 'object' || o[k] === null) throw new InvalidArgumentError(`broker option ${k} is required`);
+  }
+  if (typeof o.host !== 'string' || o.host.length === 0) throw new InvalidArgumentError('broker option host must be a host name or address');
+  if (typeof o.allowSimulated !== 'boolean') throw new InvalidArgumentError('broker option allowSimulated must be true or false, said explicitly');
+  if (o.tls === undefined) {
+    if (o.allowPlainHttpOnLoopback !== true || !isLoopback(o.host)) {
+      throw new InvalidArgumentError(`the broker serves HTTPS: pass tls {cert, key} (broker init writes server.pem/server.key); plain HTTP is allowed only on a loopback host with allowPlainHttpOnLoopback (host was ${JSON.stringify(o.host)})`);
+    }
+  }
+  const simulatedRoots = o.simulatedRoots ?? [];
+  if (!Array.isArray(simulatedRoots) || !simulatedRoots.every((r) => typeof r === 'string' && /^[0-9a-fA-F]{64}$/.test(r))) {
+    throw new InvalidArgumentError('broker option simulatedRoots must be a list of SHA-256 fingerprints (64 hex digits)');
+  }
+  const now = o.now;
+  if (now !== undefined && typeof now !== 'function') throw new InvalidArgumentError('broker option now must be a function returning a Date');
+  return {
+    keystore: o.keystore,
+    policies: o.policies,
+    audit: o.audit,
+    signingKey: o.signingKey,
+    tls: o.tls,
+    host: o.host,
+    port: int(o.port, 'port', 0, 0, 65535),
+    allowSimulated: o.allowSimulated,
+    simulatedRoots,
+    issuer: o.issuer ?? DEFAULT_ISSUER,
+    tokenTtlSeconds: int(o.tokenTtlSeconds, 'tokenTtlSeconds', 300, 1, 86_400),
+    challengeTtlSeconds: int(o.challengeTtlSeconds, 'challengeTtlSeconds', 60, 1, 3600),
+    maxPendingChallenges: int(o.maxPendingChallenges, 'maxPendingChallenges', 10_000, 1, 10_000_000),
+    maxSessions: int(o.maxSessions, 'maxSessions', 10_000, 1, 10_000_000),
+    rateLimit: o.rateLimit ?? {},
+    maxRequestBytes: int(o.maxRequestBytes, 'maxRequestBytes', MAX_REQUEST_BYTES, 1024, MAX_REQUEST_BYTES),
+    headersTimeoutMs: int(o.headersTimeoutMs, 'headersTimeoutMs', 10_000, 100, 600_000),
+    requestTimeoutMs: int(o.requestTimeoutMs, 'requestTimeoutMs', 30_000, 100, 600_000),
+    keepAliveTimeoutMs: int(o.keepAliveTimeoutMs, 'keepAliveTimeoutMs', 5_000, 100, 600_000),
+    closeTimeoutMs: int(o.closeTimeoutMs, 'closeTimeoutMs', 10_000, 0, 600_000),
+    maxConnections: int(o.maxConnections, 'maxConnections', 1024, 1, 1_000_000),
+    maxConnectionsPerClient: int(o.maxConnectionsPerClient, 'maxConnectionsPerClient', Math.max(1, Math.floor((o.maxConnections ?? 1024) / 8)), 1, 1_000_000),
+    nowMs: now === undefined ? () => Date.now() : () => {
+      const d = now();
+      if (!(d instanceof Date) || Number.isNaN(d.getTime())) throw new InvalidArgumentError('broker option now() must return a valid Date');
+      return d.getTime();
+    },
+    verifyOptions: o.verifyOptions ?? {},
+    onError: o.onError ?? ((err) => process.stderr.write(`sealed-tensors broker: internal error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)),
+  };
+}

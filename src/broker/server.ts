@@ -1,0 +1,181 @@
+/**
+ * The broker's HTTPS front: the KBS attestation protocol (Trustee 0.4.0) on node:https, with
+ * per-client rate limits, bounded bodies, timeouts and a graceful close. It reaches keys, policies
+ * and the audit log only through the interfaces of ./types.ts; every refusal on a KBS endpoint is
+ * audited and answered with a ProblemBody, and nothing is released on any error path.
+ */
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { AddressInfo, Socket } from 'node:net';
+import { KBS_PATH_PREFIX } from '../protocol/messages.js';
+import { CertificateCache } from './cert-cache.js';
+import { ChallengeTable } from './challenges.js';
+import { clientOf, HttpProblem, sendProblem } from './http.js';
+import { handleAttest } from './handlers/attest.js';
+import { handleAuth } from './handlers/auth.js';
+import type { BrokerState, RequestContext } from './handlers/context.js';
+import { handleResource, RESOURCE_PREFIX } from './handlers/resource.js';
+import { resolveOptions, type BrokerOptions } from './options.js';
+import { RateLimiter } from './rate-limit.js';
+import { SessionTable } from './sessions.js';
+import { prepareSigner } from './signer.js';
+import type { AuditEvent } from './types.js';
+
+export type { BrokerOptions, BrokerSigningKey, BrokerVerifyOptions } from './options.js';
+
+export interface RunningBroker {
+  /** https://HOST:PORT (http:// only in the loopback development mode). */
+  url: string;
+  /** Stops accepting, lets in-flight requests finish (up to closeTimeoutMs), then resolves. */
+  close(): Promise<void>;
+  server: HttpServer | HttpsServer;
+}
+
+/** Node's default request header limit is 16 KiB; ours is the same, stated. */
+const MAX_HEADER_BYTES = 16 * 1024;
+
+const pem = (v: string | Uint8Array): string | Buffer => (typeof v === 'string' ? v : Buffer.from(v));
+
+type Route = { event: AuditEvent; method: 'GET' | 'POST'; handle: (state: BrokerState, req: IncomingMessage, res: ServerResponse, ctx: RequestContext, path: string) => Promise<void> };
+
+function route(path: string): Route | undefined {
+  if (path === `${KBS_PATH_PREFIX}/auth`) return { event: 'auth', method: 'POST', handle: handleAuth };
+  if (path === `${KBS_PATH_PREFIX}/attest`) return { event: 'attest', method: 'POST', handle: handleAttest };
+  if (path.startsWith(RESOURCE_PREFIX)) return { event: 'deny', method: 'GET', handle: handleResource };
+  return undefined;
+}
+
+export async function startBroker(options: BrokerOptions): Promise<RunningBroker> {
+  const opts = resolveOptions(options);
+  const signer = await prepareSigner(opts.signingKey);
+  const state: BrokerState = {
+    opts,
+    signer,
+    challenges: new ChallengeTable(opts.challengeTtlSeconds * 1000, opts.maxPendingChallenges),
+    sessions: new SessionTable(opts.maxSessions),
+    certificates: new CertificateCache(),
+    secure: opts.tls !== undefined,
+  };
+  const limiter = new RateLimiter(opts.rateLimit);
+  let closing = false;
+
+  /** Logs a refusal; an audit sink that fails is reported, and the refusal stands. */
+  const auditDenial = async (ctx: RequestContext, p: HttpProblem): Promise<void> => {
+    try {
+      await opts.audit.append({ ...ctx.audit, verdict: 'deny', reasons: [...p.reasons], detail: { ...ctx.audit.detail, status: p.status } });
+    } catch (err) {
+      opts.onError(err);
+    }
+  };
+
+  const onRequest = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (closing) res.setHeader('connection', 'close');
+    const client = clientOf(req);
+    const ctx: RequestContext = { client, audit: { event: 'deny', client: client.label } };
+    const decision = limiter.take(client.ip);
+    if (!decision.allowed) {
+      const p = new HttpProblem(429, 'ERR_RESOURCE_LIMIT', `too many requests from ${client.ip}; retry after ${decision.retryAfterSeconds} s`, {
+        reasons: [`rate: more than ${limiter.burst} requests at once or ${limiter.perSecond}/s from this address`],
+        headers: { 'retry-after': String(decision.retryAfterSeconds) },
+      });
+      // One entry per episode, not per refused request: a flood must not flood the log.
+      if (decision.firstRefusal) await auditDenial({ ...ctx, audit: { ...ctx.audit, detail: { path: (req.url ?? '').slice(0, 256) } } }, p);
+      sendProblem(res, p);
+      return;
+    }
+    const url = req.url ?? '/';
+    const path = url.split('?', 1)[0]!;
+    const r = route(path);
+    if (r === undefined) {
+      sendProblem(res, new HttpProblem(404, 'ERR_NOT_FOUND', `no such endpoint; this broker serves ${KBS_PATH_PREFIX}/auth, /attest and /resource/<repository>/<type>/<tag>`));
+      return;
+    }
+    ctx.audit.event = r.event;
+    try {
+      if (req.method !== r.method) {
+        throw new HttpProblem(405, 'ERR_PROTOCOL', `${path.startsWith(RESOURCE_PREFIX) ? 'resources' : path} take ${r.method} only`, { reasons: [`method: ${String(req.method).slice(0, 16)} is not allowed`], headers: { allow: r.method } });
+      }
+      await r.handle(state, req, res, ctx, path);
+    } catch (err) {
+      let p: HttpProblem;
+      if (err instanceof HttpProblem) p = err;
+      else {
+        opts.onError(err);
+        p = new HttpProblem(500, 'ERR_BROKER', 'the broker failed to handle this request; nothing was released (the operator has the details)', { reasons: ['internal error'] });
+      }
+      await auditDenial(ctx, p);
+      sendProblem(res, p);
+    }
+  };
+
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
+    // A connection whose request finishes after close() began is idle now: close it too.
+    res.once('finish', () => {
+      if (closing) setImmediate(() => server.closeIdleConnections());
+    });
+    onRequest(req, res).catch((err: unknown) => {
+      opts.onError(err);
+      if (!res.headersSent) sendProblem(res, new HttpProblem(500, 'ERR_BROKER', 'the broker failed to handle this request; nothing was released'));
+      else res.destroy();
+    });
+  };
+
+  // Node sweeps for expired header/request timeouts every 30 s by default, which lets a 10 s header
+  // timeout last 40 s; sweep at a tenth of the shortest timeout (at most every second).
+  const connectionsCheckingInterval = Math.max(10, Math.min(1000, Math.floor(Math.min(opts.headersTimeoutMs, opts.requestTimeoutMs) / 10)));
+  const server: HttpServer | HttpsServer =
+    opts.tls !== undefined
+      ? createHttpsServer({ cert: pem(opts.tls.cert), key: pem(opts.tls.key), minVersion: 'TLSv1.2', maxHeaderSize: MAX_HEADER_BYTES, handshakeTimeout: opts.headersTimeoutMs, connectionsCheckingInterval }, handler)
+      : createHttpServer({ maxHeaderSize: MAX_HEADER_BYTES, connectionsCheckingInterval }, handler);
+  server.headersTimeout = opts.headersTimeoutMs;
+  server.requestTimeout = opts.requestTimeoutMs;
+  server.keepAliveTimeout = opts.keepAliveTimeoutMs;
+  server.maxConnections = opts.maxConnections;
+
+  // Connections per client address: a slow or idle connection is never a request, so the rate
+  // limiter cannot stop one address from taking every slot of maxConnections; this does.
+  const perClient = new Map<string, number>();
+  server.on('connection', (socket: Socket) => {
+    const ip = socket.remoteAddress ?? 'unknown';
+    const n = (perClient.get(ip) ?? 0) + 1;
+    if (n > opts.maxConnectionsPerClient) {
+      socket.destroy();
+      return;
+    }
+    perClient.set(ip, n);
+    socket.once('close', () => {
+      const left = (perClient.get(ip) ?? 1) - 1;
+      if (left <= 0) perClient.delete(ip);
+      else perClient.set(ip, left);
+    });
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => reject(err);
+    server.once('error', onError);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  server.on('error', (err) => opts.onError(err));
+  const port = (server.address() as AddressInfo).port;
+  const host = opts.host.includes(':') && !opts.host.startsWith('[') ? `[${opts.host}]` : opts.host;
+  const url = `${state.secure ? 'https' : 'http'}://${host}:${port}`;
+
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closed ??= new Promise<void>((resolve) => {
+      closing = true;
+      const hard = setTimeout(() => server.closeAllConnections(), opts.closeTimeoutMs);
+      hard.unref();
+      server.close(() => {
+        clearTimeout(hard);
+        resolve();
+      });
+      server.closeIdleConnections();
+    });
+    return closed;
+  };
+  return { url, close, server };
+}

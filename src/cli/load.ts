@@ -1,0 +1,163 @@
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { DeniedError, InvalidArgumentError, IoError, NoTeeError, SealedTensorsError } from '../errors.js';
+import { SUITE_NAMES } from '../format/constants.js';
+import type { EvidenceProvider } from '../attestation/providers/types.js';
+import { SimulatedTee } from '../attestation/providers/simulated.js';
+import { resolveSealedModelPath } from '../reader/model-binding.js';
+import { readPublicHeader } from '../reader/sealed-file.js';
+import { FileSource } from '../reader/source.js';
+import { EnclaveSession } from '../session/enclave-session.js';
+import type { CommandContext } from './main.js';
+import { formatBytes, parseThreads } from './options.js';
+import { ExitCode, exitCodeFor, formatError, writeJson } from './io.js';
+import { explainNotSealed } from './not-sealed.js';
+
+interface LoadOptions {
+  broker: string;
+  ca?: string;
+  simulated?: boolean;
+  simulatedKey?: string;
+  only?: string[];
+  threads?: number;
+  json?: boolean;
+  timeout?: number;
+}
+
+function parseTimeout(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1 || n > 3600) throw new InvalidArgumentError(`--timeout must be whole seconds from 1 to 3600, got "${text}"`);
+  return n;
+}
+
+function parseOnly(text: string): string[] {
+  const names = text.split(',').map((s) => s.trim());
+  if (names.some((n) => n.length === 0)) throw new InvalidArgumentError('--only takes tensor names separated by commas, e.g. --only lm_head,model.norm');
+  return names;
+}
+
+async function readOption(path: string, what: string): Promise<Uint8Array> {
+  try {
+    return new Uint8Array(await readFile(path));
+  } catch (err) {
+    throw new IoError(`cannot read ${what} ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+async function provider(opts: LoadOptions, ctx: CommandContext): Promise<EvidenceProvider> {
+  if (opts.simulated) {
+    if (!opts.simulatedKey) {
+      const tee = new SimulatedTee();
+      ctx.io.stderr(`SIMULATED TEE with a fresh root key (fingerprint ${tee.rootFingerprint}): a broker releases keys to it only if it trusts that fingerprint; pass --simulated-key FILE to use a registered one\n`);
+      return tee;
+    }
+    return new SimulatedTee({ rootKey: SimulatedTee.keyFrom(await readOption(opts.simulatedKey, '--simulated-key')) });
+  }
+  if (opts.simulatedKey) throw new InvalidArgumentError('--simulated-key needs --simulated');
+  const { defaultProvider } = await import('../attestation/providers/detect.js');
+  try {
+    return await defaultProvider();
+  } catch (err) {
+    if (err instanceof NoTeeError) throw new NoTeeError(`${err.message} (load --simulated uses the simulated TEE, for development)`, { cause: err });
+    throw err;
+  }
+}
+
+export function registerLoad(program: Command, ctx: CommandContext): void {
+  program
+    .command('load')
+    .description("Attest this TEE to a key broker, fetch the model's key, and load the sealed model in secure memory; prints a summary, never tensor contents.")
+    .argument('<SEALED>', 'sealed file, sealed index, or sealed model folder')
+    .requiredOption('--broker <URL>', 'key broker URL (https://host:port)')
+    .option('--ca <FILE>', "the broker's CA certificate (PEM; `broker init` writes DIR/ca.pem): the only certificate trusted for the broker")
+    .option('--simulated', 'attest with the simulated TEE (software only; a broker must allow it explicitly)')
+    .option('--simulated-key <FILE>', "the simulated TEE's Ed25519 root key, whose fingerprint the broker trusts")
+    .option('--only <NAMES>', 'load only these tensors (comma-separated names): only their chunks are read', parseOnly)
+    .option('--threads <N>', 'decryption threads (default: all cores)', parseThreads)
+    .option('--timeout <SECONDS>', 'deadline for attestation and key release (default 60)', parseTimeout)
+    .option('--json', "print one JSON object listing every tensor's name, dtype, shape and plain SHA-256 (the shape of verify --json)")
+    .action(async (path: string, opts: LoadOptions) => {
+      const started = performance.now();
+      let session: EnclaveSession | null = null;
+      try {
+        // The public header names the key to ask for (no key needed to read it).
+        const top = await resolveSealedModelPath(path);
+        const source = await FileSource.open(top);
+        let header;
+        try {
+          ({ header } = await readPublicHeader(source));
+        } finally {
+          await source.close();
+        }
+        const ca = opts.ca !== undefined ? await readOption(opts.ca, '--ca') : undefined;
+        session = await EnclaveSession.establish({
+          broker: opts.broker,
+          ...(ca ? { ca } : {}),
+          provider: await provider(opts, ctx),
+          keys: [header.keyId],
+          ...(opts.timeout ? { timeoutMs: opts.timeout * 1000 } : {}),
+        });
+        const attested = performance.now();
+        const model = await session.open(path, { ...(opts.only ? { only: opts.only } : {}), ...(opts.threads ? { threads: opts.threads } : {}) });
+        const tensors: { name: string; dtype: string; shape: number[]; byteLength: number; digest: string; sha256?: string; file?: string }[] = [];
+        const files = new Map(model.list().map((t) => [t.name, t.file]));
+        for await (const t of model.tensors()) {
+          const { name, dtype, shape, byteLength, digest } = t.info;
+          const entry: (typeof tensors)[number] = { name, dtype, shape: [...shape], byteLength, digest };
+          if (opts.json) entry.sha256 = createHash('sha256').update(t.bytes).digest('hex');
+          if (model.info.sharded) entry.file = files.get(name)!;
+          tensors.push(entry);
+          t.release(); // a summary needs no tensor kept
+        }
+        const bytes = tensors.reduce((n, t) => n + t.byteLength, 0);
+        const info = session.info;
+        const loadSeconds = (performance.now() - attested) / 1000;
+        const seconds = (performance.now() - started) / 1000;
+        if (opts.json) {
+          writeJson(ctx.io, {
+            verified: true,
+            path,
+            keyId: header.keyId,
+            suite: SUITE_NAMES[header.suite],
+            sharded: model.info.sharded,
+            tensorCount: tensors.length,
+            byteLength: bytes,
+            tensors,
+            session: {
+              broker: info.broker,
+              tee: info.tee,
+              hardened: info.hardened,
+              verdict: info.verdict.status,
+              expiresAt: info.expiresAt.toISOString(),
+              receipts: info.receipts.length,
+            },
+          });
+        } else {
+          ctx.io.stdout(
+            [
+              `ok: ${tensors.length} tensors, ${formatBytes(bytes)} loaded; ${tensors.length} digests verified, every chunk authenticated`,
+              `    ${loadSeconds.toFixed(2)} s loading (${(bytes / 1e6 / Math.max(loadSeconds, 1e-9)).toFixed(0)} MB/s), ${seconds.toFixed(2)} s in all`,
+              `    TEE: ${info.tee}${info.tee === 'simulated' ? ' (SIMULATED: not hardware)' : ''}; hardened: ${info.hardened ? 'yes' : 'NO (development)'}`,
+              `    key "${header.keyId}" released by ${info.broker} (verdict ${info.verdict.status}${info.receipts.length ? ', receipt kept' : ''}); session expires ${info.expiresAt.toISOString()}`,
+            ].join('\n') + '\n',
+          );
+        }
+      } catch (caught) {
+        const err = await explainNotSealed(path, caught);
+        // A denial by the broker, or the session's own refusal of an unregistered model, is a
+        // rejection (exit 1), not a bad policy file (which io.ts maps ERR_POLICY to).
+        const code = err instanceof SealedTensorsError && (err.code === 'ERR_DENIED' || err.code === 'ERR_POLICY') ? ExitCode.REJECTED : exitCodeFor(err);
+        if (!(err instanceof SealedTensorsError)) throw err;
+        const reasons = err instanceof DeniedError ? err.reasons : [];
+        if (opts.json) writeJson(ctx.io, { verified: false, path, error: { code: err.code, message: err.message, ...(reasons.length ? { reasons } : {}) } });
+        ctx.io.stderr(formatError(err));
+        for (const r of reasons) ctx.io.stderr(`  reason: ${r}\n`);
+        ctx.exitCode = code;
+        return;
+      } finally {
+        session?.close();
+      }
+      ctx.exitCode = ExitCode.OK;
+    });
+}

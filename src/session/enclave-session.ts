@@ -1,0 +1,484 @@
+/**
+ * EnclaveSession: the only way this package decrypts a sealed model for inference. It proves the
+ * TEE to a key broker over the KBS attestation protocol, receives each data key wrapped to an
+ * ephemeral key that lives in the addon's secure memory, opens it natively into a key handle, and
+ * opens only the sealed models the broker's release names (bundle id and header digest).
+ *
+ * Trust in the broker is TLS (the pinned CA). The attestation token is checked for what binds it to
+ * this session: a well-formed ES256 signature, an expiry, and our own tee-pubkey inside it.
+ */
+import { createHash } from 'node:crypto';
+import { toHex } from '../bytes.js';
+import {
+  BrokerError,
+  DeniedError,
+  FormatError,
+  InvalidArgumentError,
+  NativeUnavailableError,
+  NotFoundError,
+  PolicyError,
+  ProtocolError,
+  ReleasedError,
+  SealedTensorsError,
+} from '../errors.js';
+import type { TeeType } from '../attestation/types.js';
+import { FileKind } from '../format/constants.js';
+import type { EvidenceProvider } from '../attestation/providers/types.js';
+import { nativeStatus } from '../native/addon.js';
+import type { NativeKeyHandle } from '../native/key.js';
+import { kbsReportData } from '../protocol/binding.js';
+import { parsePublicJwk, type PublicJwk } from '../protocol/jwk.js';
+import { DATA_KEY_REPOSITORY, DATA_KEY_TYPE, type FlattenedJwe } from '../protocol/messages.js';
+import { manifestAllows, parseManifest, type DataKeyManifest, type ModelBinding } from '../protocol/resource.js';
+import { teePubkeyOfToken, TOKEN_ALG, type EarStatus } from '../protocol/token.js';
+import { NativeSealedModelReader } from '../reader/native-model.js';
+import { resolveSealedModelPath } from '../reader/model-binding.js';
+import { readPublicHeader } from '../reader/sealed-file.js';
+import { FileSource } from '../reader/source.js';
+import { generateEphemeralKey, unwrapDataKey, type EphemeralKey } from './ephemeral.js';
+import { RcarClient } from './rcar-client.js';
+import { SessionModel, type SessionTensorInfo, type TensorSelection } from './session-model.js';
+import { gatherTeeEvidence, sessionTeeName } from './tee-evidence.js';
+
+export const DEFAULT_ESTABLISH_TIMEOUT_MS = 60_000;
+/** A key id must also be a KBS resource tag. */
+const RESOURCE_TAG = /^[A-Za-z0-9._-]{1,128}$/;
+/** setTimeout's limit; an expiry further away is re-armed. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export interface EnclaveSessionOptions {
+  /** The key broker's URL (https://host:port). */
+  broker: string;
+  /** PEM of the broker's CA (`broker init` writes DIR/ca.pem): then the only trust anchor. */
+  ca?: string | Uint8Array;
+  /** Gathers this TEE's evidence (detectTee/defaultProvider, or a SimulatedTee for development). */
+  provider: EvidenceProvider;
+  /** The data keys to fetch, by key id (a sealed header's keyId). */
+  keys: readonly string[];
+  /** Cancels the establishment. */
+  signal?: AbortSignal;
+  /** Deadline for the whole establishment (evidence and every request); default 60 s. */
+  timeoutMs?: number;
+  /** Time to connect and longest silence per request (see RcarClientOptions). */
+  connectTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  /**
+   * Development only: run even when the process could not be hardened (core dumps and ptrace of
+   * secure memory not disabled). session.info.hardened says which it is.
+   */
+  allowUnhardened?: boolean;
+  /** Development only: accept http:// for a loopback broker. */
+  allowPlainHttpOnLoopback?: boolean;
+}
+
+export interface SessionOpenOptions {
+  /** Read only these tensors (names, each must exist; or a predicate): only their chunks are read. */
+  only?: TensorSelection;
+  /** Decryption threads (default: every core). */
+  threads?: number;
+  /** Aborts reads: a load aborted midway closes the model and wipes what it decrypted. */
+  signal?: AbortSignal;
+}
+
+export interface SessionVerdict {
+  /** The broker's appraisal (EAR status) as its token states it. */
+  status: EarStatus | 'unknown';
+  /** The tee the broker appraised, as the token names it. */
+  tee?: string;
+  /** The claims the broker verified, as the token states them. */
+  claims?: Record<string, unknown>;
+  /** The token's id (jti), to find this appraisal in the broker's audit log. */
+  tokenId?: string;
+}
+
+export interface SessionKeyInfo {
+  keyId: string;
+  /** The sealed models this release may open. */
+  models: ModelBinding[];
+  /** The release is void after this. */
+  notAfter: Date;
+}
+
+export interface SessionInfo {
+  /** The TEE this session attested as. */
+  tee: TeeType;
+  broker: string;
+  verdict: SessionVerdict;
+  /** The broker's signed receipts (compact JWS), one per released key that came with one. */
+  receipts: { keyId: string; receipt: string }[];
+  /** The first receipt, for the common one-key case. */
+  receipt?: string;
+  /** False when the process runs without its hardening (allowUnhardened). */
+  hardened: boolean;
+  /** The session ends with the broker's token. */
+  expiresAt: Date;
+  keys: SessionKeyInfo[];
+}
+
+interface HeldKey {
+  handle: NativeKeyHandle;
+  manifest: DataKeyManifest;
+  notAfter: Date;
+}
+
+export class EnclaveSession {
+  readonly #keys: Map<string, HeldKey>;
+  readonly #models = new Set<SessionModel>();
+  readonly #info: SessionInfo;
+  #timer: NodeJS.Timeout | null = null;
+  #closed = false;
+
+  private constructor(keys: Map<string, HeldKey>, info: SessionInfo) {
+    this.#keys = keys;
+    this.#info = info;
+    this.#armExpiry();
+  }
+
+  /**
+   * Attests this TEE to the broker and fetches the data keys. All or nothing: on any failure
+   * every key handle and the ephemeral key are released before the error is thrown.
+   */
+  static async establish(options: EnclaveSessionOptions): Promise<EnclaveSession> {
+    const keyIds = checkOptions(options);
+    const status = nativeStatus();
+    if (!status.available) {
+      throw new NativeUnavailableError(`an EnclaveSession needs the native addon (keys never enter the JS heap): ${status.reason ?? 'not available'}`);
+    }
+    if (!status.hardened && !options.allowUnhardened) {
+      throw new NativeUnavailableError(
+        'this process could not be hardened (core dumps of secure memory not disabled); pass allowUnhardened for development only',
+      );
+    }
+
+    const timeoutMs = options.timeoutMs ?? DEFAULT_ESTABLISH_TIMEOUT_MS;
+    const deadline = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, deadline.signal]) : deadline.signal;
+    const client = new RcarClient({
+      broker: options.broker,
+      ...(options.ca !== undefined ? { ca: options.ca } : {}),
+      ...(options.allowPlainHttpOnLoopback ? { allowPlainHttpOnLoopback: true } : {}),
+      ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
+      ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+      requestTimeoutMs: timeoutMs,
+      signal,
+    });
+    // Armed only once nothing before it can throw: the finally below clears it.
+    const timer = setTimeout(
+      () => deadline.abort(new BrokerError(`the key release from ${client.origin} did not complete within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const held = new Map<string, HeldKey>();
+    let eph: EphemeralKey | null = null;
+    try {
+      eph = generateEphemeralKey('ec-p256');
+      const publicJwk = eph.publicJwk;
+      const teeName = sessionTeeName(options.provider.tee);
+      const challenge = await client.auth(teeName);
+      checkHashSelection(challenge['extra-params']);
+      const reportData = kbsReportData(challenge.nonce, publicJwk, '');
+      const teeEvidence = await raceSignal(gatherTeeEvidence(options.provider, reportData), signal);
+      const token = await client.attest({ 'runtime-data': { nonce: challenge.nonce, 'tee-pubkey': publicJwk }, 'tee-evidence': teeEvidence });
+      const checked = await checkToken(token, publicJwk);
+      const receipts: { keyId: string; receipt: string }[] = [];
+      for (const keyId of keyIds) {
+        const released = await client.resource(DATA_KEY_REPOSITORY, DATA_KEY_TYPE, keyId);
+        signal.throwIfAborted();
+        const { key, manifest: manifestBytes } = openRelease(eph, released.jwe, keyId);
+        try {
+          const manifest = parseManifest(manifestBytes);
+          if (manifest.keyId !== keyId) {
+            throw new ProtocolError(`the broker released key "${manifest.keyId}" when "${keyId}" was asked for`);
+          }
+          const notAfter = new Date(Math.min(Date.parse(manifest.notAfter), checked.expiresAt.getTime()));
+          if (notAfter.getTime() <= Date.now()) {
+            throw new DeniedError(`the release of key "${keyId}" expired at ${manifest.notAfter} before it arrived: check the clocks, then establish again`, {
+              status: 401,
+              reasons: ['release expired'],
+            });
+          }
+          held.set(keyId, { handle: key, manifest, notAfter });
+        } catch (err) {
+          key.release();
+          throw err;
+        }
+        if (released.receipt !== undefined) receipts.push({ keyId, receipt: released.receipt });
+      }
+      const info: SessionInfo = {
+        tee: options.provider.tee,
+        broker: client.origin,
+        verdict: checked.verdict,
+        receipts,
+        ...(receipts[0] ? { receipt: receipts[0].receipt } : {}),
+        hardened: status.hardened,
+        expiresAt: checked.expiresAt,
+        keys: [...held].map(([keyId, k]) => ({ keyId, models: k.manifest.models.map((m) => ({ ...m })), notAfter: k.notAfter })),
+      };
+      return new EnclaveSession(held, info);
+    } catch (err) {
+      for (const k of held.values()) k.handle.release();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+      eph?.release(); // only needed to open the releases
+      client.close();
+    }
+  }
+
+  /** What this session is: TEE, the broker's verdict and receipts, hardening, expiry, keys and the models each may open. */
+  get info(): SessionInfo {
+    return {
+      ...this.#info,
+      verdict: { ...this.#info.verdict },
+      expiresAt: new Date(this.#info.expiresAt),
+      receipts: this.#info.receipts.map((r) => ({ ...r })),
+      keys: this.#info.keys.map((k) => ({ ...k, notAfter: new Date(k.notAfter), models: k.models.map((m) => ({ ...m })) })),
+    };
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** True once the broker's token (or every key's release) has run out. */
+  get expired(): boolean {
+    return Date.now() >= this.#info.expiresAt.getTime();
+  }
+
+  /**
+   * Opens a sealed model (file, sealed index, or folder holding one) with the key its header names,
+   * if the broker's release lists this exact model (bundle id and header digest of its top-level
+   * file): else PolicyError. Tensors are read on the hardened native path only.
+   */
+  async open(source: string, options: SessionOpenOptions = {}): Promise<SessionModel> {
+    this.#checkLive();
+    if (typeof source !== 'string' || source.length === 0) throw new InvalidArgumentError('source must be the path of a sealed model file, sealed index or folder');
+    const only = options.only;
+    if (only !== undefined && typeof only !== 'function' && !(Array.isArray(only) && only.every((n) => typeof n === 'string'))) {
+      throw new InvalidArgumentError('only must be a list of tensor names or a predicate (name) => boolean');
+    }
+    if (options.threads !== undefined && (!Number.isSafeInteger(options.threads) || options.threads < 1 || options.threads > 256)) {
+      throw new InvalidArgumentError(`threads must be an integer from 1 to 256, got ${String(options.threads)}`);
+    }
+    options.signal?.throwIfAborted();
+    const path = await resolveSealedModelPath(source);
+
+    // The public header first (no key used): which key, and is this model on the release?
+    const file = await FileSource.open(path);
+    let pre: { keyId: string; bundleId: string; headerDigest: string };
+    try {
+      const { header, headerBytes } = await readPublicHeader(file);
+      if (header.kind === FileKind.SHARD) {
+        throw new FormatError(`${path} is one shard of a sharded model: open the model's sealed index (or its folder) instead`);
+      }
+      pre = { keyId: header.keyId, bundleId: toHex(header.bundleId), headerDigest: createHash('sha256').update(headerBytes).digest('hex') };
+    } finally {
+      await file.close();
+    }
+    const key = this.#keyFor(pre.keyId);
+    this.#checkBinding(path, key.manifest, pre);
+
+    const reader = await NativeSealedModelReader.open(path, key.handle, options.threads !== undefined ? { threads: options.threads } : {});
+    let model: SessionModel;
+    try {
+      // The same check on what the reader itself read and authenticated: the file may have been
+      // replaced between the two reads.
+      const top = reader.index ?? reader.files[0]!;
+      const opened = { keyId: top.header.keyId, bundleId: toHex(top.header.bundleId), headerDigest: toHex(top.headerDigest) };
+      if (opened.keyId !== pre.keyId) throw new PolicyError(`${path} changed while it was being opened (another key id): open it again`);
+      this.#checkBinding(path, key.manifest, opened);
+      if (this.#closed) throw new ReleasedError('the session was closed while the model was being opened');
+      const selected = select(reader.tensors(), only);
+      model = new SessionModel(reader, selected, { path, ...opened, sharded: reader.sharded }, options.signal, (m) => this.#models.delete(m));
+    } catch (err) {
+      reader.close();
+      throw err;
+    }
+    this.#models.add(model);
+    return model;
+  }
+
+  /** Releases every key handle and closes every model it opened (wiping every tensor they handed out). Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    const errors: unknown[] = [];
+    for (const m of [...this.#models]) {
+      try {
+        m.close();
+      } catch (err) {
+        errors.push(err);
+      }
+    }
+    this.#models.clear();
+    this.#releaseKeys();
+    if (errors.length > 0) throw errors[0];
+  }
+
+  #releaseKeys(): void {
+    for (const k of this.#keys.values()) k.handle.release();
+  }
+
+  #checkLive(): void {
+    if (this.#closed) throw new ReleasedError('this session was closed: establish a new one');
+    if (this.expired) {
+      this.#releaseKeys();
+      throw new DeniedError(`this session expired at ${this.#info.expiresAt.toISOString()} (the broker's token ran out): establish a new session`, {
+        status: 401,
+        reasons: ['session expired'],
+      });
+    }
+  }
+
+  #keyFor(keyId: string): HeldKey {
+    const key = this.#keys.get(keyId);
+    if (!key) {
+      throw new NotFoundError(
+        `this model is sealed under key "${keyId}", which this session did not fetch (it holds ${[...this.#keys.keys()].map((k) => `"${k}"`).join(', ')}): establish the session with keys: ["${keyId}"]`,
+      );
+    }
+    if (key.handle.released || key.notAfter.getTime() <= Date.now()) {
+      key.handle.release();
+      throw new DeniedError(`the release of key "${keyId}" expired at ${key.notAfter.toISOString()}: establish a new session`, { status: 401, reasons: ['release expired'] });
+    }
+    return key;
+  }
+
+  #checkBinding(path: string, manifest: DataKeyManifest, model: { bundleId: string; headerDigest: string }): void {
+    if (!manifestAllows(manifest, model)) {
+      throw new PolicyError(
+        `${path} (bundle ${model.bundleId}, header digest ${model.headerDigest}) is not registered for this key at the broker: key "${manifest.keyId}" may open only the ${manifest.models.length} model version(s) registered with it (another model, or an older or newer version of it, is refused); ask the broker's operator to register it`,
+      );
+    }
+  }
+
+  /** Releases the keys when the token runs out, so an idle expired session holds nothing. */
+  #armExpiry(): void {
+    const at = Math.min(this.#info.expiresAt.getTime(), ...[...this.#keys.values()].map((k) => k.notAfter.getTime()));
+    const arm = (): void => {
+      const wait = at - Date.now();
+      if (wait <= 0) {
+        // Each key's own expiry is checked at open; the token's ends everything.
+        if (this.expired) this.#releaseKeys();
+        else for (const k of this.#keys.values()) if (k.notAfter.getTime() <= Date.now()) k.handle.release();
+        this.#timer = null;
+        return;
+      }
+      this.#timer = setTimeout(arm, Math.min(wait, MAX_TIMER_MS));
+      this.#timer.unref();
+    };
+    arm();
+  }
+}
+
+/**
+ * The binding hashes with SHA-384 (what Trustee uses for SNP and TDX, and we for every type). A
+ * broker that announces another hash in the challenge would compute another report data: refuse.
+ */
+function checkHashSelection(extra: unknown): void {
+  if (typeof extra !== 'object' || extra === null) return;
+  const selected = (extra as Record<string, unknown>)['selected-hash-algorithm'];
+  if (selected !== undefined && selected !== 'sha384') {
+    throw new ProtocolError(`the broker selected the ${JSON.stringify(selected)} hash for the report-data binding; this session binds with sha384`);
+  }
+}
+
+/** The addon opens the JWE into a key handle; anything but a library error from it is still a bad release. */
+function openRelease(eph: EphemeralKey, jwe: FlattenedJwe, keyId: string): { key: NativeKeyHandle; manifest: Uint8Array } {
+  try {
+    return unwrapDataKey(eph, jwe);
+  } catch (cause) {
+    if (cause instanceof SealedTensorsError) throw cause;
+    throw new ProtocolError(`the broker's release of key "${keyId}" could not be opened (${(cause as Error)?.message ?? String(cause)})`, { cause });
+  }
+}
+
+function checkOptions(options: EnclaveSessionOptions): string[] {
+  if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('EnclaveSession.establish needs an options object');
+  if (typeof options.broker !== 'string') throw new InvalidArgumentError('broker must be the key broker URL (https://host:port)');
+  const provider = options.provider as Partial<EvidenceProvider> | undefined;
+  if (!provider || typeof provider.getEvidence !== 'function' || typeof provider.tee !== 'string') {
+    throw new InvalidArgumentError('provider must be an EvidenceProvider (defaultProvider() inside a TEE, or a SimulatedTee for development)');
+  }
+  if (!Array.isArray(options.keys) || options.keys.length === 0) throw new InvalidArgumentError('keys must list at least one key id');
+  const ids = new Set<string>();
+  for (const k of options.keys) {
+    if (typeof k !== 'string' || !RESOURCE_TAG.test(k)) {
+      throw new InvalidArgumentError(`key id ${JSON.stringify(k)} cannot be fetched from a KBS (a resource tag: letters, digits, . _ -, at most 128)`);
+    }
+    ids.add(k);
+  }
+  if (options.timeoutMs !== undefined && (!Number.isSafeInteger(options.timeoutMs) || options.timeoutMs < 1)) {
+    throw new InvalidArgumentError(`timeoutMs must be a positive integer, got ${String(options.timeoutMs)}`);
+  }
+  return [...ids];
+}
+
+/** The token's signature (with its own header key: a well-formedness check), expiry and binding to our key. */
+async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: Date; verdict: SessionVerdict }> {
+  // jose loads on first use: importing the package stays cheap for commands that never attest.
+  const { decodeProtectedHeader, EmbeddedJWK, errors: joseErrors, jwtVerify } = await import('jose');
+  let payload: Record<string, unknown>;
+  try {
+    const header = decodeProtectedHeader(token);
+    if (header.alg !== TOKEN_ALG || typeof header.jwk !== 'object') throw new ProtocolError(`the attestation token must be ${TOKEN_ALG} with its key in the header (jwk)`);
+    ({ payload } = await jwtVerify(token, EmbeddedJWK, { algorithms: [TOKEN_ALG], requiredClaims: ['exp'] }));
+  } catch (cause) {
+    if (cause instanceof SealedTensorsError) throw cause;
+    if (cause instanceof joseErrors.JWTExpired) {
+      throw new ProtocolError('the broker sent an attestation token that has already expired: check this machine\'s clock and the broker\'s', { cause });
+    }
+    throw new ProtocolError(`the broker's attestation token does not verify (${(cause as Error).message})`, { cause });
+  }
+  const bound = parsePublicJwk(teePubkeyOfToken(payload));
+  if (!sameKey(bound, ours)) {
+    throw new ProtocolError("the broker's attestation token names another session key (tee-pubkey): it was not issued for this session");
+  }
+  const exp = payload['exp'] as number;
+  const cpu0 = ((payload['submods'] as Record<string, unknown> | undefined)?.['cpu0'] ?? {}) as Record<string, unknown>;
+  const annotated = (cpu0['ear.veraison.annotated-evidence'] ?? {}) as Record<string, unknown>;
+  const status = cpu0['ear.status'];
+  const verdict: SessionVerdict = {
+    status: status === 'affirming' || status === 'warning' || status === 'contraindicated' || status === 'none' ? status : 'unknown',
+    ...(typeof annotated['tee'] === 'string' ? { tee: annotated['tee'] } : {}),
+    ...(typeof annotated['claims'] === 'object' && annotated['claims'] !== null ? { claims: annotated['claims'] as Record<string, unknown> } : {}),
+    ...(typeof payload['jti'] === 'string' ? { tokenId: payload['jti'] } : {}),
+  };
+  return { expiresAt: new Date(exp * 1000), verdict };
+}
+
+function sameKey(a: PublicJwk, b: PublicJwk): boolean {
+  if (a.kty === 'EC' && b.kty === 'EC') return a.x === b.x && a.y === b.y && a.crv === b.crv;
+  if (a.kty === 'RSA' && b.kty === 'RSA') return a.n === b.n && a.e === b.e;
+  return false;
+}
+
+function select(all: SessionTensorInfo[], only: TensorSelection | undefined): SessionTensorInfo[] {
+  if (only === undefined) return all;
+  if (typeof only === 'function') return all.filter((t) => only(t.name));
+  const known = new Set(all.map((t) => t.name));
+  const missing = only.filter((n) => !known.has(n));
+  if (missing.length > 0) throw new NotFoundError(`the model has no tensor named ${missing.map((n) => JSON.stringify(n)).join(', ')}`);
+  const wanted = new Set(only);
+  return all.filter((t) => wanted.has(t.name));
+}
+
+/** Resolves with `promise`, or rejects with the signal's reason as soon as it aborts. */
+function raceSignal<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
