@@ -4,6 +4,10 @@
 // L2: pread the sub-block's ciphertext, decrypt it in place, hash the leaf bytes it holds, and (when
 // loading through scratch) copy them out, so every byte is touched while hot. Chunks that lie wholly
 // inside a destination secure buffer are read and decrypted directly in place there.
+//
+// The ciphertext comes from the file (pread), or from windows of the file's bytes that the caller
+// fetched elsewhere (an HTTP range source) and feeds to a run object one window at a time: the same
+// chunk code copies them into secure memory and decrypts, authenticates and digests them there.
 #include "decrypt.h"
 
 #include <openssl/crypto.h>
@@ -23,6 +27,7 @@
 #include "crypto.h"
 #include "errors.h"
 #include "js_region.h"
+#include "module.h"
 #include "promise_worker.h"
 
 namespace sealed {
@@ -36,7 +41,7 @@ constexpr size_t kPiece = 32 * 1024;
 constexpr size_t kMaxBufferedChunk = 32u << 20;
 
 // preadv of [buf, n) followed by the 16-byte tag: one syscall for the common case.
-void ReadWithTag(int fd, uint8_t* buf, size_t n, uint8_t* tag, uint64_t off, const std::string& path) {
+void PreadWithTag(int fd, uint8_t* buf, size_t n, uint8_t* tag, uint64_t off, const std::string& path) {
   struct iovec iov[2] = {{buf, n}, {tag, kTagBytes}};
   ssize_t r;
   do {
@@ -52,6 +57,35 @@ void ReadWithTag(int fd, uint8_t* buf, size_t n, uint8_t* tag, uint64_t off, con
   }
   PreadFull(fd, tag + (got - n), kTagBytes - (got - n), off + got, path);
 }
+
+// Where a job's ciphertext comes from: the file itself (pread), or one window of the file's bytes that
+// the caller fetched (ciphertext is not secret). Either way it is copied into secure memory before
+// it is decrypted there, so the bytes authenticated are the bytes decrypted.
+struct CipherInput {
+  const FileState* file = nullptr;
+  const uint8_t* window = nullptr;  // file bytes [window_off, window_off + window_len); null: pread
+  uint64_t window_off = 0;
+  size_t window_len = 0;
+
+  void Read(uint8_t* buf, size_t n, uint64_t off) const {
+    if (!window) return PreadFull(file->fd, buf, n, off, file->path);
+    std::memcpy(buf, At(off, n), n);
+  }
+  void ReadWithTag(uint8_t* buf, size_t n, uint8_t* tag, uint64_t off) const {
+    if (!window) return PreadWithTag(file->fd, buf, n, tag, off, file->path);
+    std::memcpy(buf, At(off, n + kTagBytes), n);
+    std::memcpy(tag, At(off + n, kTagBytes), kTagBytes);
+  }
+
+ private:
+  // Feeds are checked to hold whole chunks before a job starts; this is the last line of defence.
+  const uint8_t* At(uint64_t off, size_t n) const {
+    if (off < window_off || off - window_off > window_len || n > window_len - (off - window_off)) {
+      throw SealedError("ERR_INVALID_ARGUMENT", "a chunk lies outside the bytes fed to the run");
+    }
+    return window + (off - window_off);
+  }
+};
 
 struct RunBaton {
   std::shared_ptr<FileState> file;
@@ -79,34 +113,42 @@ struct RunBaton {
   std::atomic<uint64_t> processed{0};
 };
 
-class RunJob : public PromiseWorker {
+// One run's state: its baton, destination and digests. A file job processes every chunk in one
+// go; a fed run (RunObject) processes them window by window, each window a job of its own.
+class RunState {
  public:
-  // dest_ab: the caller's secure buffer, lent to the job (detached) until Resolve hands it back.
-  RunJob(Napi::Env env, std::unique_ptr<RunBaton> baton, const Napi::ArrayBuffer* dest_ab)
-      : PromiseWorker(env, "sealed-tensors:decrypt"), b_(std::move(baton)), alg_(b_->file->suite) {
+  // dest_ab: the caller's secure buffer, lent to the run (detached) until Result hands it back.
+  // JS thread.
+  RunState(std::unique_ptr<RunBaton> baton, const Napi::ArrayBuffer* dest_ab) : b_(std::move(baton)), alg_(b_->file->suite) {
     if (dest_ab) {
       owned_ = TakeRegion(*dest_ab);
       lent_ = true;
-      // No JS may run between StartRun's lookup and here; check anyway rather than write through a stale pointer.
+      // No JS may run between the lookup and here; check anyway rather than write through a stale pointer.
       if (!owned_ || owned_->data() != b_->dest) throw SealedError("ERR_INVALID_ARGUMENT", "dest was released before the job could take it");
     }
   }
 
- protected:
-  void Run() override {
+  const RunBaton& baton() const { return *b_; }
+  const ErrorSlot& fatal() const { return fatal_; }
+  // A chunk failed with stopOnFailure, or Stop() was called: the remaining chunks are skipped.
+  bool stopped() const { return abort_.load(); }
+  void Stop() { StopAll(); }
+  // Wipes and unmaps the destination (a lent one too), and lets go of the file (its payload key goes
+  // with the file's last reference). Never while Process runs; the run is over after it.
+  void Discard() {
+    owned_.reset();
+    b_->file.reset();
+  }
+
+  // Worker thread: decrypts and digests b.chunks[from, to) from `in` on up to b.threads threads.
+  // False on a fatal error (fatal() says which), with the destination already wiped and unmapped.
+  bool Process(size_t from, size_t to, const CipherInput& in) {
     RunBaton& b = *b_;
-    const unsigned n = static_cast<unsigned>(std::min<uint64_t>(b.threads, std::max<size_t>(1, b.chunks.size())));
-    if (b.plain_sha) {
-      plain_.resize(b.begin.size());
-      for (auto& p : plain_) {
-        p = std::make_unique<MdCtx>();
-        if (!p->ctx || EVP_DigestInit_ex2(p->ctx, alg_.sha256, nullptr) != 1) throw SealedError("ERR_UNSUPPORTED", "SHA-256 init");
-      }
-    }
-    if (b.allocate) {
-      owned_ = SecureRegion::Allocate(b.dest_size, /*populate_now=*/false);
-      b.dest = owned_->data();
-    }
+    Prepare();
+    input_ = &in;
+    next_ = from;
+    limit_ = to;
+    const unsigned n = static_cast<unsigned>(std::min<uint64_t>(b.threads, std::max<size_t>(1, to - from)));
     std::vector<std::thread> pool;
     pool.reserve(n - 1);
     for (unsigned i = 1; i < n; ++i) {
@@ -120,13 +162,20 @@ class RunJob : public PromiseWorker {
     }
     Worker();
     for (auto& t : pool) t.join();
+    input_ = nullptr;
     if (fatal_.set()) {
-      error_ = fatal_;  // PromiseWorker rejects with this code and message
-      owned_.reset();   // wiped and unmapped here, off the JS thread (a lent buffer too)
-      return;
+      owned_.reset();  // wiped and unmapped here, off the JS thread (a lent buffer too)
+      return false;
     }
-    // A buffer is handed out only whole: after a failed chunk, wipe it here, off the JS thread. A lent
-    // one goes back to its owner wiped (every byte, as a failed load leaves it).
+    return true;
+  }
+
+  // After the last Process: wipes the destination if a chunk failed, and computes the digests.
+  void Complete() {
+    RunBaton& b = *b_;
+    Prepare();  // a run with no chunk to process still hands out its (empty) destination
+    // A buffer is handed out only whole: after a failed chunk, wipe it. A lent one goes back to its
+    // owner wiped (every byte, as a failed load leaves it).
     if (owned_ && !b.failed.empty()) {
       if (lent_) {
         OPENSSL_cleanse(owned_->data(), owned_->size());
@@ -137,7 +186,8 @@ class RunJob : public PromiseWorker {
     Roots();
   }
 
-  Napi::Value Resolve(Napi::Env env) override {
+  // JS thread, once, after Complete.
+  Napi::Object Result(Napi::Env env) {
     RunBaton& b = *b_;
     Napi::Object out = Napi::Object::New(env);
     out.Set("digests", Napi::Buffer<uint8_t>::Copy(env, b.digests.data(), b.digests.size()));
@@ -152,6 +202,23 @@ class RunJob : public PromiseWorker {
   }
 
  private:
+  // Once per run, on the first thread that needs it: plain hash contexts and the destination.
+  void Prepare() {
+    if (prepared_) return;
+    RunBaton& b = *b_;
+    if (b.plain_sha) {
+      plain_.resize(b.begin.size());
+      for (auto& p : plain_) {
+        p = std::make_unique<MdCtx>();
+        if (!p->ctx || EVP_DigestInit_ex2(p->ctx, alg_.sha256, nullptr) != 1) throw SealedError("ERR_UNSUPPORTED", "SHA-256 init");
+      }
+    }
+    if (b.allocate) {
+      owned_ = SecureRegion::Allocate(b.dest_size, /*populate_now=*/false);
+      b.dest = owned_->data();
+    }
+    prepared_ = true;
+  }
 
   void Worker() {
     try {
@@ -195,7 +262,7 @@ class RunJob : public PromiseWorker {
     if (!scratch) scratch = SecureRegion::Allocate(std::min<size_t>(b.sub_block, f.chunk_size));
     while (!abort_.load(std::memory_order_relaxed)) {
       const size_t idx = next_.fetch_add(1);
-      if (idx >= b.chunks.size()) break;
+      if (idx >= limit_) break;
       ProcessChunk(idx, b.chunks[idx], cipher.ctx, md.ctx, scratch->data(), buffered);
     }
   }
@@ -230,14 +297,15 @@ class RunJob : public PromiseWorker {
     if (plain_inline && !AwaitTurn(idx)) return;
     uint8_t tag[kTagBytes];
     size_t cursor = r_lo;
-    if (len == 0) PreadFull(f.fd, tag, kTagBytes, file_off, f.path);
+    const CipherInput& in = *input_;
+    if (len == 0) in.Read(tag, kTagBytes, file_off);
     for (uint64_t off = 0; off < len; off += b.sub_block) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(b.sub_block, len - off));
       uint8_t* buf = target ? target + off : buffered ? scratch + off : scratch;
       if (off + n == len) {
-        ReadWithTag(f.fd, buf, n, tag, file_off + off, f.path);
+        in.ReadWithTag(buf, n, tag, file_off + off);
       } else {
-        PreadFull(f.fd, buf, n, file_off + off, f.path);
+        in.Read(buf, n, file_off + off);
       }
       // Decrypt and hash in L1-sized pieces: each piece is hashed right after it is decrypted.
       for (size_t p = 0; p < n; p += piece_) {
@@ -392,10 +460,13 @@ class RunJob : public PromiseWorker {
   }
 
   std::unique_ptr<RunBaton> b_;
-  std::unique_ptr<SecureRegion> owned_;  // dest when the job allocates it or is lent it; wiped if the job fails
+  std::unique_ptr<SecureRegion> owned_;  // dest when the run allocates it or is lent it; wiped if the run fails
   bool lent_ = false;                    // owned_ is the caller's buffer (already populated)
+  bool prepared_ = false;
   Algorithms alg_;  // fetched on the JS thread; shared read-only by the workers
+  const CipherInput* input_ = nullptr;  // the current Process call's ciphertext
   std::atomic<size_t> next_{0};
+  size_t limit_ = 0;  // Process claims b.chunks[next_, limit_)
   const size_t piece_ = kPiece;
   std::atomic<bool> abort_{false};
   std::mutex mutex_;
@@ -404,6 +475,225 @@ class RunJob : public PromiseWorker {
   std::condition_variable turn_cv_;
   size_t turn_ = 0;
   std::vector<std::unique_ptr<MdCtx>> plain_;
+};
+
+// file.run(): every chunk read from the file with pread, in one job.
+class RunJob : public PromiseWorker {
+ public:
+  RunJob(Napi::Env env, std::unique_ptr<RunBaton> baton, const Napi::ArrayBuffer* dest_ab)
+      : PromiseWorker(env, "sealed-tensors:decrypt"), state_(std::move(baton), dest_ab) {}
+
+ protected:
+  void Run() override {
+    const CipherInput in{state_.baton().file.get()};
+    if (!state_.Process(0, state_.baton().chunks.size(), in)) {
+      error_ = state_.fatal();  // PromiseWorker rejects with this code and message
+      return;
+    }
+    state_.Complete();
+  }
+  Napi::Value Resolve(Napi::Env env) override { return state_.Result(env); }
+
+ private:
+  RunState state_;
+};
+
+// file.begin(): a run whose ciphertext the caller feeds, window by window, in chunk order. The run
+// object (JS thread) and the window jobs (worker threads) share this; `mutex` guards the feed fields.
+struct FedRun {
+  FedRun(std::unique_ptr<RunBaton> baton, const Napi::ArrayBuffer* dest_ab) : state(std::move(baton), dest_ab) {}
+  RunState state;
+  std::vector<uint8_t> window;  // the current window's ciphertext, copied from the caller's pieces
+  std::mutex mutex;
+  bool busy = false;     // a window job is running
+  bool discard = false;  // abort() came while busy: the job discards the run as it ends
+  bool done = false;     // finished or discarded: nothing more is fed
+  size_t fed = 0;        // chunks[0, fed) are processed
+};
+
+class FeedJob : public PromiseWorker {
+ public:
+  FeedJob(Napi::Env env, std::shared_ptr<FedRun> run, size_t from, size_t to, uint64_t offset)
+      : PromiseWorker(env, "sealed-tensors:feed"),
+        run_(std::move(run)),
+        from_(from),
+        to_(to),
+        input_{run_->state.baton().file.get(), run_->window.data(), offset, run_->window.size()} {}
+  // JS thread, once the promise is settled and before JS can see it: the run takes its next feed
+  // only now, so "one at a time" holds until the caller has the answer. An abort() that came after
+  // the job's end but before this discards the run here.
+  ~FeedJob() override {
+    std::lock_guard<std::mutex> lock(run_->mutex);
+    run_->busy = false;
+    if (run_->discard && !run_->done) {
+      run_->state.Discard();
+      run_->done = true;
+    }
+  }
+
+ protected:
+  void Run() override {
+    bool ok = false;
+    try {
+      ok = run_->state.Process(from_, to_, input_);
+      if (!ok) error_ = run_->state.fatal();
+    } catch (...) {
+      End(false);
+      throw;
+    }
+    End(ok);
+  }
+  // True while the run wants more windows; false once a chunk failed (stopOnFailure) or it was aborted.
+  Napi::Value Resolve(Napi::Env env) override { return Napi::Boolean::New(env, more_); }
+
+ private:
+  void End(bool ok) {
+    std::lock_guard<std::mutex> lock(run_->mutex);
+    if (ok) run_->fed = to_;
+    if (!ok || run_->discard) {
+      run_->state.Discard();  // every secure byte of the run wiped, here, off the JS thread
+      run_->done = true;
+    }
+    more_ = ok && !run_->done && !run_->state.stopped() && run_->fed < run_->state.baton().chunks.size();
+  }
+
+  std::shared_ptr<FedRun> run_;
+  size_t from_, to_;
+  CipherInput input_;
+  bool more_ = false;
+};
+
+// Tags our run objects: methods check it on `this` (UnwrapTagged).
+constexpr napi_type_tag kRunTag = {0x5ea1ed5ea1ed2f0eULL, 0x6e61746976657275ULL};
+
+class RunObject : public Napi::ObjectWrap<RunObject> {
+ public:
+  static RunObject* Unwrap(Napi::Object self) { return UnwrapTagged<RunObject>(self, &kRunTag, "NativeSealedRun"); }
+
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeSealedRun",
+                       {InstanceMethod<&RunObject::Feed>("feed"), InstanceMethod<&RunObject::Finish>("finish"),
+                        InstanceMethod<&RunObject::Abort>("abort"), InstanceAccessor<&RunObject::Chunks>("chunks")});
+  }
+
+  explicit RunObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RunObject>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal()) {
+      throw MakeError(info.Env(), "ERR_INVALID_ARGUMENT", "use file.begin() to start a run");
+    }
+    run_ = *info[0].As<Napi::External<std::shared_ptr<FedRun>>>().Data();
+    info.This().As<Napi::Object>().TypeTag(&kRunTag);
+  }
+
+ private:
+  // The chunks this run needs, ascending: the caller fetches their ciphertext (file offsets from the layout).
+  Napi::Value Chunks(const Napi::CallbackInfo& info) {
+    const std::vector<uint64_t>& chunks = run_->state.baton().chunks;
+    Napi::Float64Array out = Napi::Float64Array::New(info.Env(), chunks.size());
+    for (size_t i = 0; i < chunks.size(); ++i) out[i] = static_cast<double>(chunks[i]);
+    return out;
+  }
+
+  // feed(fileOffset, pieces: Uint8Array[]) -> Promise<boolean>: the pieces, concatenated, are the file's
+  // bytes from fileOffset, holding exactly the next whole chunks this run needs (consecutive in the file).
+  Napi::Value Feed(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    FedRun& r = *run_;
+    const std::vector<uint64_t>& chunks = r.state.baton().chunks;
+    if (!info[0].IsNumber()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "feed() takes a file offset");
+    const double offset_d = info[0].As<Napi::Number>().DoubleValue();
+    if (!info[1].IsArray()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "feed() takes an array of Uint8Array pieces");
+    Napi::Array pieces = info[1].As<Napi::Array>();
+    std::vector<Napi::Uint8Array> views;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < pieces.Length(); ++i) {
+      Napi::Value v = pieces.Get(i);
+      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+        throw MakeError(env, "ERR_INVALID_ARGUMENT", "feed() pieces must be Uint8Arrays");
+      }
+      views.push_back(v.As<Napi::Uint8Array>());
+      total += views.back().ByteLength();
+    }
+    // Reading the pieces above ran no caller code that could feed or abort meanwhile (plain arrays of typed arrays).
+    std::lock_guard<std::mutex> lock(r.mutex);
+    if (r.done) throw MakeError(env, "ERR_RELEASED", "this run has ended (finished, aborted or failed): start another");
+    if (r.busy) throw MakeError(env, "ERR_INVALID_ARGUMENT", "a window is still being processed: await feed() before the next");
+    if (r.state.stopped() || r.fed >= chunks.size()) {
+      Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+      d.Resolve(Napi::Boolean::New(env, false));
+      return d.Promise();
+    }
+    const FileState& f = *r.state.baton().file;  // live until the run is done
+    if (!(offset_d >= 0 && offset_d <= static_cast<double>(f.file_size)) || offset_d != static_cast<double>(static_cast<uint64_t>(offset_d)) ||
+        static_cast<uint64_t>(offset_d) != f.ChunkFileOffset(chunks[r.fed])) {
+      throw MakeError(env, "ERR_INVALID_ARGUMENT", "feed() must start at the file offset of chunk " + std::to_string(chunks[r.fed]) +
+                                                       " (" + std::to_string(f.ChunkFileOffset(chunks[r.fed])) + ")");
+    }
+    const uint64_t offset = static_cast<uint64_t>(offset_d);
+    size_t to = r.fed;
+    uint64_t end = offset;
+    while (to < chunks.size() && (to == r.fed || chunks[to] == chunks[to - 1] + 1)) {
+      const uint64_t chunk_end = f.ChunkFileOffset(chunks[to]) + f.ChunkPlainLength(chunks[to]) + kTagBytes;
+      if (chunk_end - offset > total) break;
+      end = chunk_end;
+      ++to;
+    }
+    if (to == r.fed || end - offset != total) {
+      throw MakeError(env, "ERR_INVALID_ARGUMENT", "feed() must hold whole chunks of this run, consecutive in the file (" +
+                                                       std::to_string(total) + " bytes fed at offset " + std::to_string(offset) + ")");
+    }
+    // Copied here, on the JS thread: a job must not read memory the caller could free or detach under it.
+    r.window.resize(total);
+    size_t at = 0;
+    for (Napi::Uint8Array& v : views) {
+      if (v.ByteLength() > 0) std::memcpy(r.window.data() + at, v.Data(), v.ByteLength());
+      at += v.ByteLength();
+    }
+    auto* job = new FeedJob(env, run_, r.fed, to, offset);
+    r.busy = true;
+    return job->Start();
+  }
+
+  // finish() -> the same result as file.run(), once every chunk was fed (or a chunk failed with stopOnFailure).
+  Napi::Value Finish(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    FedRun& r = *run_;
+    std::lock_guard<std::mutex> lock(r.mutex);
+    if (r.done) throw MakeError(env, "ERR_RELEASED", "this run has ended (finished, aborted or failed): start another");
+    if (r.busy) throw MakeError(env, "ERR_INVALID_ARGUMENT", "a window is still being processed: await feed() before finish()");
+    const std::vector<uint64_t>& chunks = r.state.baton().chunks;
+    r.done = true;
+    if (r.fed < chunks.size() && !r.state.stopped()) {
+      const std::string message = r.state.baton().file->path + ": the source ended before chunk " + std::to_string(chunks[r.fed]) + " was read";
+      r.state.Discard();  // nothing half-done: a run cut short hands out nothing
+      throw MakeError(env, "ERR_TRUNCATED", message);
+    }
+    try {
+      r.state.Complete();
+    } catch (const SealedError& e) {
+      r.state.Discard();
+      throw MakeError(env, e);
+    }
+    Napi::Object result = r.state.Result(env);
+    r.state.Discard();  // the destination now belongs to the result; the file is let go
+    return result;
+  }
+
+  // abort(): wipes and frees the run's secure memory now, or (while a window is processed) as that job ends.
+  Napi::Value Abort(const Napi::CallbackInfo& info) {
+    FedRun& r = *run_;
+    std::lock_guard<std::mutex> lock(r.mutex);
+    if (r.done) return info.Env().Undefined();
+    if (r.busy) {
+      r.discard = true;
+      r.state.Stop();
+    } else {
+      r.state.Discard();
+      r.done = true;
+    }
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<FedRun> run_;
 };
 
 double NumberOption(Napi::Env env, Napi::Object o, const char* name, double dflt) {
@@ -431,7 +721,15 @@ std::vector<uint64_t> Offsets(Napi::Env env, Napi::Value v, const char* name, do
 
 }  // namespace
 
-Napi::Value StartRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> file) {
+namespace {
+
+struct ParsedRun {
+  std::unique_ptr<RunBaton> baton;
+  Napi::ArrayBuffer dest_ab;
+  JsRegion* region = nullptr;  // looked up here, taken by the run once every argument is valid
+};
+
+ParsedRun ParseRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> file) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "run() takes an options object");
   Napi::Object o = info[0].As<Napi::Object>();
@@ -461,8 +759,9 @@ Napi::Value StartRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> 
   }
   b->sub_block = static_cast<size_t>(sub);
 
-  Napi::ArrayBuffer dest_ab;
-  JsRegion* region = nullptr;  // looked up here, taken by the job once every argument is valid
+  ParsedRun out;
+  Napi::ArrayBuffer& dest_ab = out.dest_ab;
+  JsRegion*& region = out.region;
   Napi::Value dv = o.Get("dest");
   Napi::Value size_v = o.Get("destSize");
   // Every option is read before dest is looked up: a getter is caller code and could release dest
@@ -516,14 +815,40 @@ Napi::Value StartRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> 
     }
   }
   b->file = std::move(file);
+  out.baton = std::move(b);
+  return out;
+}
 
+void Init(Napi::Env env, Napi::Object) { SetConstructor(env, "NativeSealedRun", RunObject::Define(env)); }
+
+}  // namespace
+
+SEALED_REGISTER(fed_run, Init);
+
+Napi::Value StartRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> file) {
+  Napi::Env env = info.Env();
+  if (file->fd < 0) throw MakeError(env, "ERR_INVALID_ARGUMENT", file->path + " is read from a source, not a file: use begin()");
+  ParsedRun p = ParseRun(info, std::move(file));
   RunJob* job;
   try {
-    job = new RunJob(env, std::move(b), region ? &dest_ab : nullptr);
+    job = new RunJob(env, std::move(p.baton), p.region ? &p.dest_ab : nullptr);
   } catch (const SealedError& e) {
     throw MakeError(env, e);
   }
   return job->Start();
+}
+
+Napi::Value BeginRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> file) {
+  Napi::Env env = info.Env();
+  ParsedRun p = ParseRun(info, std::move(file));
+  std::shared_ptr<FedRun> run;
+  try {
+    run = std::make_shared<FedRun>(std::move(p.baton), p.region ? &p.dest_ab : nullptr);
+  } catch (const SealedError& e) {
+    throw MakeError(env, e);
+  }
+  auto ext = Napi::External<std::shared_ptr<FedRun>>::New(env, &run);
+  return Constructor(env, "NativeSealedRun").New({ext});
 }
 
 }  // namespace sealed

@@ -60,7 +60,8 @@ class SealedFileObject : public Napi::ObjectWrap<SealedFileObject> {
 
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "NativeSealedFile",
-                       {InstanceMethod<&SealedFileObject::Run>("run"), InstanceMethod<&SealedFileObject::Close>("close"),
+                       {InstanceMethod<&SealedFileObject::Run>("run"), InstanceMethod<&SealedFileObject::Begin>("begin"),
+                        InstanceMethod<&SealedFileObject::Close>("close"),
                         InstanceAccessor<&SealedFileObject::ChunkSize>("chunkSize"),
                         InstanceAccessor<&SealedFileObject::ChunkCount>("chunkCount"),
                         InstanceAccessor<&SealedFileObject::PayloadLength>("payloadLength")});
@@ -80,6 +81,7 @@ class SealedFileObject : public Napi::ObjectWrap<SealedFileObject> {
     return state_;
   }
   Napi::Value Run(const Napi::CallbackInfo& info) { return StartRun(info, Live(info.Env())); }
+  Napi::Value Begin(const Napi::CallbackInfo& info) { return BeginRun(info, Live(info.Env())); }
   // Running jobs keep their own reference: the descriptor and key go when the last one ends.
   Napi::Value Close(const Napi::CallbackInfo& info) {
     state_.reset();
@@ -98,6 +100,8 @@ class SealedFileObject : public Napi::ObjectWrap<SealedFileObject> {
 
 // Open job: header (must equal the bytes the TypeScript front validated), file length, key
 // commitment, table. Subkeys are derived into secure memory; only the payload key is kept.
+// From a path the job reads the file itself; from a source (HTTP) the caller passes the file's
+// first bytes (header and sealed table: ciphertext, not secret) and its size, and feeds the chunks later.
 class OpenJob : public PromiseWorker {
  public:
   OpenJob(Napi::Env env, std::string path, std::shared_ptr<SecureRegion> key, std::vector<uint8_t> expected_header)
@@ -105,11 +109,41 @@ class OpenJob : public PromiseWorker {
         path_(std::move(path)),
         key_(std::move(key)),
         expected_header_(std::move(expected_header)) {}
+  OpenJob(Napi::Env env, std::string description, std::shared_ptr<SecureRegion> key, std::vector<uint8_t> expected_header,
+          std::vector<uint8_t> prefix, uint64_t file_size)
+      : OpenJob(env, std::move(description), std::move(key), std::move(expected_header)) {
+    fed_ = true;
+    prefix_ = std::move(prefix);
+    fed_size_ = file_size;
+  }
 
  protected:
   void Run() override {
     auto st = std::make_shared<FileState>();
     st->path = path_;
+    if (fed_) {
+      OpenFed(*st);
+    } else {
+      OpenFile(*st);
+    }
+    state_ = std::move(st);
+  }
+
+  void OpenFed(FileState& st) {
+    st.file_size = fed_size_;
+    const size_t hl = expected_header_.size();
+    if (hl < kFixedHeader || prefix_.size() < hl) throw SealedError("ERR_TRUNCATED", path_ + " is shorter than its header");
+    st.header.assign(prefix_.begin(), prefix_.begin() + static_cast<std::ptrdiff_t>(hl));
+    Authenticate(st, [&](uint8_t* buf, size_t len, uint64_t off) {
+      if (off > prefix_.size() || len != prefix_.size() - off) {
+        throw SealedError("ERR_INVALID_ARGUMENT", path_ + ": pass exactly the header and the sealed table");
+      }
+      std::memcpy(buf, prefix_.data() + off, len);
+    });
+  }
+
+  void OpenFile(FileState& fs) {
+    auto* st = &fs;
     // O_NONBLOCK: a FIFO (or a tty, a device) at the path must not block this threadpool thread
     // in open(); it is refused below. Reads of a regular file ignore the flag.
     st->fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
@@ -128,6 +162,15 @@ class OpenJob : public PromiseWorker {
     if (hl < kFixedHeader || st->file_size < hl) throw SealedError("ERR_TRUNCATED", path_ + " is shorter than its header");
     st->header.resize(hl);
     PreadFull(st->fd, st->header.data(), hl, 0, path_);
+    const int fd = st->fd;
+    Authenticate(fs, [&](uint8_t* buf, size_t len, uint64_t off) { PreadFull(fd, buf, len, off, path_); });
+  }
+
+  // Header as validated, key commitment, subkeys, table; `read(buf, len, offset)` reads the file's bytes.
+  template <typename Read>
+  void Authenticate(FileState& fs, Read read) {
+    auto* st = &fs;
+    const size_t hl = st->header.size();
     if (st->header != expected_header_) {
       throw SealedError("ERR_INTEGRITY", path_ + ": the header changed while the file was being opened");
     }
@@ -152,7 +195,7 @@ class OpenJob : public PromiseWorker {
 
     Algorithms alg(st->suite);
     table_ = SecureRegion::Allocate(st->table_length);
-    PreadFull(st->fd, table_->data(), st->table_length, hl, path_);
+    read(table_->data(), st->table_length, hl);
     const uint8_t zero_nonce[kNonceBytes] = {};
     const size_t tlen = st->table_length - kTagBytes;
     if (!AeadOpenInPlace(alg, sub->data() + 32, zero_nonce, st->header_digest, kHashBytes, table_->data(), tlen,
@@ -163,7 +206,6 @@ class OpenJob : public PromiseWorker {
     table_plain_ = tlen;
     st->payload_key = SecureRegion::Allocate(32);
     std::memcpy(st->payload_key->data(), sub->data() + 64, 32);
-    state_ = std::move(st);
   }
 
   Napi::Value Resolve(Napi::Env env) override {
@@ -216,6 +258,9 @@ class OpenJob : public PromiseWorker {
   std::string path_;
   std::shared_ptr<SecureRegion> key_;
   std::vector<uint8_t> expected_header_;
+  bool fed_ = false;              // from a source: prefix_ holds the header and sealed table
+  std::vector<uint8_t> prefix_;
+  uint64_t fed_size_ = 0;         // the source's size, as it reported it
   std::shared_ptr<FileState> state_;
   std::unique_ptr<SecureRegion> table_;
   size_t table_plain_ = 0;
@@ -239,10 +284,39 @@ Napi::Value SealedOpen(const Napi::CallbackInfo& info) {
   return job->Start();
 }
 
+std::vector<uint8_t> BytesArg(Napi::Env env, Napi::Value v, const char* name) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw MakeError(env, "ERR_INVALID_ARGUMENT", std::string(name) + " must be a Uint8Array");
+  }
+  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+  return std::vector<uint8_t>(a.Data(), a.Data() + a.ByteLength());
+}
+
+// sealedOpenFed(description, keyHandle, headerBytes, prefix, fileSize) -> Promise<{ file, header, fileSize, table }>:
+// a sealed file read from a source other than a local file. `prefix`: the file's bytes from 0 up to the end of its
+// sealed table; `fileSize`: the source's size. The file's runs are then fed with begin(), never run().
+Napi::Value SealedOpenFed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "description must be a string");
+  std::shared_ptr<SecureRegion> key = KeyFromHandle(env, info[1]);
+  std::vector<uint8_t> expected = BytesArg(env, info[2], "header");
+  std::vector<uint8_t> prefix = BytesArg(env, info[3], "prefix");
+  if (!info[4].IsNumber()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "fileSize must be a number");
+  const double size = info[4].As<Napi::Number>().DoubleValue();
+  if (!(size >= 0 && size <= 9007199254740991.0) || size != static_cast<double>(static_cast<uint64_t>(size))) {
+    throw MakeError(env, "ERR_INVALID_ARGUMENT", "fileSize must be a byte count");
+  }
+  HardenProcess();
+  auto* job = new OpenJob(env, info[0].As<Napi::String>().Utf8Value(), std::move(key), std::move(expected), std::move(prefix),
+                          static_cast<uint64_t>(size));
+  return job->Start();
+}
+
 void Init(Napi::Env env, Napi::Object exports) {
   Napi::Function cls = SealedFileObject::Define(env);
   SetConstructor(env, "NativeSealedFile", cls);
   exports.Set("sealedOpen", Napi::Function::New(env, SealedOpen, "sealedOpen"));
+  exports.Set("sealedOpenFed", Napi::Function::New(env, SealedOpenFed, "sealedOpenFed"));
 }
 
 }  // namespace

@@ -14,8 +14,8 @@ constexpr size_t kHashBytes = 32;
 constexpr size_t kFixedHeader = 120;
 
 struct FileState {
-  int fd = -1;
-  std::string path;
+  int fd = -1;       // -1: read from a source, its chunks fed by the caller (begin())
+  std::string path;  // or the source's description (a URL), for messages
   uint64_t file_size = 0;
   std::vector<uint8_t> header;  // the public header bytes, as authenticated
   uint8_t header_digest[kHashBytes] = {};

@@ -133,6 +133,20 @@ export class IoError extends SealedTensorsError {
   }
 }
 
+/**
+ * A remote source of sealed bytes failed: unreachable, refused (`status`), redirected, answered
+ * something unusable, cut short or stalled. Code ERR_IO, like a local read that fails; a source whose
+ * bytes changed while they were read is an IntegrityError instead.
+ */
+export class SourceError extends IoError {
+  /** The HTTP status, when the server answered with one. */
+  readonly status: number | undefined;
+  constructor(message: string, options?: { cause?: unknown; status?: number }) {
+    super(message, options);
+    this.status = options?.status;
+  }
+}
+
 /** An input asks for more memory or work than this library allows for it. */
 export class ResourceLimitError extends SealedTensorsError {
   static readonly code = 'ERR_RESOURCE_LIMIT';

@@ -28,6 +28,9 @@ export { nativeStatus, requireHardened, type NativeStatus } from './native/addon
 export { SecureBuffer } from './native/secure-buffer.js';
 export type { SecureTensor, LoadedTensors, NativeTensorCheck } from './reader/native-file.js';
 
+// Where sealed bytes come from (no decryption here): a local file, or an HTTP(S) URL read with range requests.
+export { sealedSource, FileSealedSource, HttpRangeSource, type HttpSourceOptions, type SealedSource, type OpenedSource } from './sources/index.js';
+
 // Attested key release: the loading API for inference. A session proves its TEE to a key broker
 // (KBS attestation protocol), receives data keys wrapped to its ephemeral key, and opens only the
 // sealed models the release names; keys and plaintext stay in native secure memory.

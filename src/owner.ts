@@ -13,6 +13,7 @@ export { FileSource, MemorySource, type ByteSource } from './reader/source.js';
 export { nativeStatus, requireHardened, type NativeStatus } from './native/addon.js';
 export { SecureBuffer } from './native/secure-buffer.js';
 export { importKey, type NativeKeyHandle } from './native/key.js';
-export { NativeSealedFileReader, type NativeReaderOptions, type SecureTensor, type LoadedTensors, type NativeTensorCheck } from './reader/native-file.js';
+export { NativeSealedFileReader, type NativeReaderOptions, type SecureTensor, type LoadedTensors, type NativeTensorCheck, type TensorSelection } from './reader/native-file.js';
+export { sealedSource, FileSealedSource, HttpRangeSource, type HttpSourceOptions, type SealedSource, type OpenedSource } from './sources/index.js';
 export { NativeSealedModelReader, type NativeShardCheck } from './reader/native-model.js';
 export { openSealedModel, type OpenedModel, type OpenModelOptions } from './reader/native-open.js';

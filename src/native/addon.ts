@@ -128,8 +128,30 @@ export interface NativeRunResult {
   dest?: ArrayBuffer;
 }
 
+/**
+ * A run whose ciphertext the caller feeds (a file opened with sealedOpenFed): the same decryption,
+ * authentication and digests as `run`, window by window. Every secure byte of the run is wiped by
+ * `abort()`, by a failed window, by `finish()` before every chunk was fed, or when it is collected.
+ */
+export interface NativeSealedRun {
+  /** The chunks the run needs, ascending: feed their sealed bytes in this order. */
+  readonly chunks: Float64Array;
+  /**
+   * The file's bytes from `fileOffset` (that of the next chunk to feed), given as pieces: exactly the
+   * next whole chunks, consecutive in the file. Copied at once; resolves once they are processed, to
+   * true while the run wants more (false once a chunk failed with stopOnFailure). One at a time.
+   */
+  feed(fileOffset: number, pieces: Uint8Array[]): Promise<boolean>;
+  /** Once every chunk was fed (or one failed): the same result as `run`. */
+  finish(): NativeRunResult;
+  /** Wipes and frees the run's secure memory (after the window in flight, if any). Idempotent. */
+  abort(): void;
+}
+
 export interface NativeSealedFile {
+  /** Only for a file the addon opened itself (sealedOpen); fed files use `begin`. */
   run(options: NativeRunOptions): Promise<NativeRunResult>;
+  begin(options: NativeRunOptions): NativeSealedRun;
   close(): void;
   readonly chunkSize: number;
   readonly chunkCount: number;
@@ -154,6 +176,11 @@ export interface NativeAddon {
   jweUnwrapDataKey(ephemeral: NativeEphemeralKey, jwe: NativeJweInput): { key: NativeKeyHandle; manifest: Uint8Array };
   /** Opens a sealed file whose public header the caller already validated (`header`: those bytes). */
   sealedOpen(path: string, key: NativeKeyHandle, header: Uint8Array): Promise<NativeOpenResult>;
+  /**
+   * Opens a sealed file read from another source: `prefix` is its bytes from 0 to the end of the
+   * sealed table, `fileSize` its size as the source reports it. Its chunks are fed with `begin`.
+   */
+  sealedOpenFed(description: string, key: NativeKeyHandle, header: Uint8Array, prefix: Uint8Array, fileSize: number): Promise<NativeOpenResult>;
   _testing: {
     setReleaseProbe(enabled: boolean): void;
     releaseProbe(): { releases: number; bytesScanned: number; nonzeroBytes: number };

@@ -58,9 +58,13 @@ export function checkShardBinding(index: OpenedSealedFile, shard: OpenedSealedFi
   }
 }
 
-/** Every tensor the index's weight map names must be in the shard it names. */
-export function checkWeightMap(table: IndexTable, shards: readonly OpenedSealedFile[]): void {
-  for (const [name, source] of Object.entries(table.weightMap)) {
+/**
+ * Every tensor the index's weight map names must be in the shard it names. `shards` by position;
+ * `names`: check only these (a selection, whose shards alone were opened).
+ */
+export function checkWeightMap(table: IndexTable, shards: readonly (OpenedSealedFile | undefined)[], names?: readonly string[]): void {
+  const entries = names ? names.map((n) => [n, table.weightMap[n]!] as const) : Object.entries(table.weightMap);
+  for (const [name, source] of entries) {
     const i = table.shards.findIndex((s) => s.source === source);
     if (!shards[i]?.has(name)) throw new IntegrityError(`the sealed index places "${name}" in ${source}, whose sealed shard lacks it`);
   }

@@ -2,9 +2,12 @@
  * The hardened reader: the same format as SealedFileReader (its executable twin), but the data key
  * is an opaque native handle, and plaintext exists only in the addon's locked, non-dumpable memory.
  * Chunks are pread straight into secure memory, decrypted in place and digested in the same pass
- * on `threads` cores, off the JS thread.
+ * on `threads` cores, off the JS thread. From a source other than a local file (an HTTP range
+ * source), the reader fetches the sealed bytes of only the chunks it needs and feeds them to the
+ * same native code (native-feed.ts).
  */
 import { availableParallelism } from 'node:os';
+import { basename } from 'node:path';
 import { createHash } from 'node:crypto';
 import { constantTimeEqual, fromHex, toHex } from '../bytes.js';
 import { FormatError, IntegrityError, InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js';
@@ -13,17 +16,36 @@ import { TensorDigest } from '../crypto/digest.js';
 import type { PublicHeader } from '../format/header.js';
 import { chunkFileOffset, type Layout } from '../format/layout.js';
 import { parseSealedTable, type IndexTable, type TensorEntry, type TensorTable } from '../format/table.js';
-import { awaitNative, callNative, loadAddon, type NativeRunOptions, type NativeRunResult, type NativeSealedFile } from '../native/addon.js';
+import { awaitNative, callNative, loadAddon, type NativeOpenResult, type NativeRunOptions, type NativeRunResult, type NativeSealedFile } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
 import { SecureBuffer } from '../native/secure-buffer.js';
+import { FileSealedSource } from '../sources/file.js';
+import type { OpenedSource, SealedSource } from '../sources/types.js';
+import { DEFAULT_WINDOW_BYTES, feedRun } from './native-feed.js';
 import { FileSource } from './source.js';
 import { readPublicHeader, type TensorCheck, type TensorInfo } from './sealed-file.js';
+
+/** Which tensors to read: names (each must exist), or a predicate over names. */
+export type TensorSelection = readonly string[] | ((name: string) => boolean);
 
 export interface NativeReaderOptions {
   /** Decryption threads; default: every core (os.availableParallelism()). */
   threads?: number;
   /** Plaintext bytes per read-decrypt-hash step (tuning; multiple of 4096). */
   subBlock?: number;
+  /**
+   * Only these tensors: the others are not listed and their chunks never read. For a model or shard
+   * file; an index ignores it (NativeSealedModelReader applies it to the shards). `verify` then checks
+   * the selected tensors only (not the payload padding).
+   */
+  only?: TensorSelection;
+  /**
+   * From a source other than a local file: sealed bytes fetched and handed to the addon per step
+   * (default 16 MiB; always at least one chunk). About two windows of ciphertext are held at a time.
+   */
+  windowBytes?: number;
+  /** Aborts reads from a source other than a local file: they reject with its reason, nothing handed out. */
+  signal?: AbortSignal;
 }
 
 /** One tensor in secure memory. `bytes` is valid until `release()`. */
@@ -55,13 +77,23 @@ export function defaultThreads(): number {
 
 export class NativeSealedFileReader {
   #file: NativeSealedFile | null;
+  /** Null for a local file (the addon preads it); else where the run's sealed bytes are fetched from. */
+  #input: OpenedSource | null;
+  /** The selected tensors, in file order; `#all` when that is every tensor. */
+  readonly #selected: readonly TensorEntry[];
+  readonly #all: boolean;
   readonly #byName: Map<string, TensorEntry>;
   readonly #threads: number;
   readonly #subBlock: number | undefined;
+  readonly #windowBytes: number;
+  readonly #signal: AbortSignal | undefined;
 
   private constructor(
     file: NativeSealedFile,
+    input: OpenedSource | null,
     readonly description: string,
+    /** The file's name (what an index calls it). */
+    readonly name: string,
     readonly header: PublicHeader,
     readonly headerDigest: Uint8Array,
     readonly layout: Layout,
@@ -70,33 +102,74 @@ export class NativeSealedFileReader {
     options: NativeReaderOptions,
   ) {
     this.#file = file;
-    this.#byName = new Map((tensorTable?.tensors ?? []).map((t) => [t.name, t]));
+    this.#input = input;
+    const entries = tensorTable?.tensors ?? [];
+    this.#selected = selectEntries(entries, tensorTable ? options.only : undefined, description);
+    this.#all = this.#selected.length === entries.length;
+    this.#byName = new Map(this.#selected.map((t) => [t.name, t]));
     this.#threads = options.threads ?? defaultThreads();
     this.#subBlock = options.subBlock;
+    this.#windowBytes = options.windowBytes ?? DEFAULT_WINDOW_BYTES;
+    this.#signal = options.signal;
   }
 
-  /** Checks header and length (the reference rules), then key commitment and table natively. */
-  static async open(path: string, key: NativeKeyHandle, options: NativeReaderOptions = {}): Promise<NativeSealedFileReader> {
+  /**
+   * Checks header and length (the reference rules), then key commitment and table natively.
+   * `source`: a path (the addon opens and preads the file itself), or any SealedSource (an
+   * HttpRangeSource): then only the header, the sealed table and later the chunks of the tensors
+   * read are fetched.
+   */
+  static async open(source: string | SealedSource, key: NativeKeyHandle, options: NativeReaderOptions = {}): Promise<NativeSealedFileReader> {
     const addon = loadAddon();
-    const source = await FileSource.open(path);
+    if (options.windowBytes !== undefined && (!Number.isSafeInteger(options.windowBytes) || options.windowBytes < 1)) {
+      throw new InvalidArgumentError(`windowBytes must be a positive integer, got ${String(options.windowBytes)}`);
+    }
+    const src = typeof source === 'string' ? new FileSealedSource(source) : source;
+    let opened: NativeOpenResult;
     let parsed: Awaited<ReturnType<typeof readPublicHeader>>;
-    try {
-      parsed = await readPublicHeader(source);
-    } finally {
-      await source.close();
+    let input: OpenedSource | null = null;
+    if (src instanceof FileSealedSource) {
+      const file = await FileSource.open(src.path);
+      try {
+        parsed = await readPublicHeader(file);
+      } finally {
+        await file.close();
+      }
+      const headerBytes = parsed.headerBytes;
+      opened = await awaitNative(callNative(() => addon.sealedOpen(src.path, key, headerBytes)));
+    } else {
+      input = await src.open();
+      try {
+        parsed = await readPublicHeader(input);
+        const { headerBytes, layout } = parsed;
+        // Header and sealed table: ciphertext and public bytes, authenticated by the addon.
+        const prefix = await input.read(0, layout.headerLength + layout.tableLength);
+        const size = input.size;
+        opened = await awaitNative(callNative(() => addon.sealedOpenFed(src.description, key, headerBytes, prefix, size)));
+      } catch (err) {
+        await input.close().catch(() => {});
+        throw err;
+      }
     }
     const { header, headerBytes, layout } = parsed;
-    const opened = await awaitNative(callNative(() => addon.sealedOpen(path, key, headerBytes)));
     try {
       const headerDigest = new Uint8Array(createHash('sha256').update(headerBytes).digest());
       const { tensorTable, indexTable } = parseSealedTable(opened.table, header);
-      const reader = new NativeSealedFileReader(opened.file, path, header, headerDigest, layout, tensorTable, indexTable, options);
-      // An index carries no tensor data, but its one empty chunk is authenticated all the same
-      // (as the reference reader does), so every byte of an index is checked before it is trusted.
-      if (indexTable) await reader.#authenticateEmptyPayload();
+      const name = src instanceof FileSealedSource ? basename(src.path) : src.name;
+      const reader = new NativeSealedFileReader(opened.file, input, src.description, name, header, headerDigest, layout, tensorTable, indexTable, options);
+      input = null; // the reader owns it now
+      try {
+        // An index carries no tensor data, but its one empty chunk is authenticated all the same
+        // (as the reference reader does), so every byte of an index is checked before it is trusted.
+        if (indexTable) await reader.#authenticateEmptyPayload();
+      } catch (err) {
+        reader.close();
+        throw err;
+      }
       return reader;
     } catch (err) {
       opened.file.close();
+      await input?.close().catch(() => {});
       throw err;
     } finally {
       opened.table.fill(0);
@@ -113,8 +186,9 @@ export class NativeSealedFileReader {
     return this.tensorTable?.metadata ?? null;
   }
 
+  /** The selected tensors (every tensor unless `only` was given), in file order. */
   tensors(): TensorInfo[] {
-    return (this.tensorTable?.tensors ?? []).map(toInfo);
+    return this.#selected.map(toInfo);
   }
 
   has(name: string): boolean {
@@ -155,8 +229,12 @@ export class NativeSealedFileReader {
    * `release()` during the load takes effect when the job ends.
    */
   async loadAll(options: { into?: SecureBuffer } = {}): Promise<LoadedTensors> {
-    const entries = this.tensorTable?.tensors ?? [];
-    const size = this.layout.payloadLength - (this.tensorTable?.payloadPadding ?? 0); // padding is not loaded
+    const entries = this.#selected;
+    // Every tensor: at their payload offsets (padding is not loaded). A selection: packed in file order.
+    const offsets = this.#all ? entries.map((e) => e.begin) : packedOffsets(entries);
+    const size = this.#all
+      ? this.layout.payloadLength - (this.tensorTable?.payloadPadding ?? 0)
+      : entries.reduce((n, e) => n + (e.end - e.begin), 0);
     const into = options.into;
     if (into !== undefined && !(into instanceof SecureBuffer)) {
       throw new InvalidArgumentError('into must be a SecureBuffer (SecureBuffer.allocate): plaintext goes only to secure memory');
@@ -164,8 +242,8 @@ export class NativeSealedFileReader {
     if (into && into.size < size) throw new InvalidArgumentError(`into holds ${into.size} bytes; this file's tensors need ${size}`);
     const opts = {
       ranges: rangesOf(entries),
-      destOffsets: Float64Array.from(entries, (e) => e.begin),
-      allChunks: true,
+      destOffsets: Float64Array.from(offsets),
+      allChunks: this.#all,
       stopOnFailure: true,
     };
     let result: NativeRunResult;
@@ -200,7 +278,7 @@ export class NativeSealedFileReader {
     }
     const tensors = new Map<string, SecureTensor>();
     const release = (): void => buffer.release();
-    for (const e of entries) tensors.set(e.name, secureTensor(toInfo(e), buffer, e.begin, e.end - e.begin, release));
+    entries.forEach((e, i) => tensors.set(e.name, secureTensor(toInfo(e), buffer, offsets[i]!, e.end - e.begin, release)));
     return { tensors, byteLength: size, release };
   }
 
@@ -209,8 +287,8 @@ export class NativeSealedFileReader {
    * digest checked. Never throws for a bad chunk or digest: each tensor gets a verdict.
    */
   async verify(options: { plainSha256?: boolean } = {}): Promise<NativeTensorCheck[]> {
-    const entries = this.tensorTable?.tensors ?? [];
-    const result = await this.#run({ ranges: this.#rangesWithPadding(entries), allChunks: true, stopOnFailure: false, plainSha256: options.plainSha256 ?? false });
+    const entries = this.#selected;
+    const result = await this.#run({ ranges: this.#rangesWithPadding(entries), allChunks: this.#all, stopOnFailure: false, plainSha256: options.plainSha256 ?? false });
     const failed = new Set(result.failedChunks);
     const checks = entries.map((e, i): NativeTensorCheck => {
       const base = checkFields(e);
@@ -226,7 +304,7 @@ export class NativeSealedFileReader {
     // The table's tensors cover the payload without holes, so only an empty payload's one chunk
     // and chunks of nothing but padding belong to no tensor: their failure is the whole file's.
     const dataEnd = this.layout.payloadLength - (this.tensorTable?.payloadPadding ?? 0);
-    const orphan = result.failedChunks.find((c) => this.layout.payloadLength === 0 || c * this.layout.chunkSize >= dataEnd);
+    const orphan = result.failedChunks.find((c) => this.layout.payloadLength === 0 || (this.#all && c * this.layout.chunkSize >= dataEnd));
     if (orphan !== undefined) throw new IntegrityError(this.#chunkProblem(orphan));
     this.#checkZeroPadding(result, entries.length);
     return checks;
@@ -234,8 +312,8 @@ export class NativeSealedFileReader {
 
   /** The reference reader's contract: the first bad chunk or digest throws (same messages), else every check. */
   async verifyOrThrow(options: { plainSha256?: boolean } = {}): Promise<TensorCheck[]> {
-    const entries = this.tensorTable?.tensors ?? [];
-    const result = await this.#run({ ranges: this.#rangesWithPadding(entries), allChunks: true, stopOnFailure: false, plainSha256: options.plainSha256 ?? false });
+    const entries = this.#selected;
+    const result = await this.#run({ ranges: this.#rangesWithPadding(entries), allChunks: this.#all, stopOnFailure: false, plainSha256: options.plainSha256 ?? false });
     this.#throwOnFailure(result, entries);
     this.#checkZeroPadding(result, entries.length);
     return entries.map((e, i) => ({
@@ -250,7 +328,7 @@ export class NativeSealedFileReader {
    * verify() checks the padding byte by byte. Nothing else ever reads padding.
    */
   #rangesWithPadding(entries: readonly TensorEntry[]): Float64Array {
-    const padding = this.tensorTable?.payloadPadding ?? 0;
+    const padding = this.#all ? (this.tensorTable?.payloadPadding ?? 0) : 0; // a selection checks its tensors only
     const ranges = rangesOf(entries);
     if (padding === 0) return ranges;
     const out = new Float64Array(ranges.length + 2);
@@ -261,7 +339,7 @@ export class NativeSealedFileReader {
   }
 
   #checkZeroPadding(result: NativeRunResult, paddingRange: number): void {
-    const padding = this.tensorTable?.payloadPadding ?? 0;
+    const padding = this.#all ? (this.tensorTable?.payloadPadding ?? 0) : 0;
     if (padding === 0) return;
     const expected = zeroTreeDigest(this.layout.payloadLength - padding, this.layout.payloadLength, this.layout.chunkSize);
     if (!constantTimeEqual(result.digests.subarray(32 * paddingRange, 32 * paddingRange + 32), expected)) {
@@ -269,9 +347,17 @@ export class NativeSealedFileReader {
     }
   }
 
+  /** Bytes fetched from a source other than a local file so far (0 for a local file: the addon preads it). */
+  get bytesFetched(): number {
+    return this.#input?.bytesFetched ?? 0;
+  }
+
   close(): void {
     this.#file?.close();
     this.#file = null;
+    const input = this.#input;
+    this.#input = null;
+    void input?.close().catch(() => {});
   }
 
   async #run(opts: Omit<NativeRunOptions, 'threads' | 'subBlock'>): Promise<NativeRunResult> {
@@ -283,7 +369,10 @@ export class NativeSealedFileReader {
     const file = this.#file;
     if (!file) throw new ReleasedError(`${this.description} was closed: open it again to read`);
     const run = { ...opts, threads: this.#threads, ...(this.#subBlock ? { subBlock: this.#subBlock } : {}) };
-    return callNative(() => file.run(run));
+    const input = this.#input;
+    if (!input) return callNative(() => file.run(run));
+    const fed = callNative(() => file.begin(run));
+    return feedRun(fed, input, this.layout, { windowBytes: this.#windowBytes, ...(this.#signal ? { signal: this.#signal } : {}) });
   }
 
   /** Same order and messages as the reference reader: the first bad chunk, else the first bad digest. */
@@ -327,6 +416,28 @@ function zeroTreeDigest(begin: number, end: number, chunkSize: number): Uint8Arr
     tree.addLeafHash(hash, length);
   }
   return tree.digest();
+}
+
+/** The tensors `only` selects, in file order; every tensor without it. */
+function selectEntries(entries: readonly TensorEntry[], only: TensorSelection | undefined, description: string): readonly TensorEntry[] {
+  if (only === undefined) return entries;
+  if (typeof only === 'function') return entries.filter((e) => only(e.name));
+  if (!Array.isArray(only) || !only.every((n) => typeof n === 'string')) {
+    throw new InvalidArgumentError('only must be an array of tensor names or a predicate');
+  }
+  const names = new Set(only);
+  const present = new Set(entries.map((e) => e.name));
+  for (const n of names) if (!present.has(n)) throw new NotFoundError(`no tensor named "${n}" in ${description}`);
+  return entries.filter((e) => names.has(e.name));
+}
+
+function packedOffsets(entries: readonly TensorEntry[]): number[] {
+  let at = 0;
+  return entries.map((e) => {
+    const offset = at;
+    at += e.end - e.begin;
+    return offset;
+  });
 }
 
 function rangesOf(entries: readonly TensorEntry[]): Float64Array {

@@ -1,16 +1,19 @@
 /**
  * A whole sealed model (single file or sharded) on the hardened native path: the twin of
  * SealedModelReader, with the same shard-binding checks (FORMAT.md section 7), a key handle
- * instead of raw key bytes, and plaintext only in secure memory.
+ * instead of raw key bytes, and plaintext only in secure memory. From a path or any SealedSource
+ * (an HTTP range source: shards are fetched next to the index); with `only`, just the shards that
+ * hold the selected tensors are opened, and just those tensors' chunks are ever read.
  */
-import { basename, dirname, join } from 'node:path';
-import { NotFoundError } from '../errors.js';
+import { InvalidArgumentError, NotFoundError } from '../errors.js';
 import { FileKind } from '../format/constants.js';
 import type { IndexTable } from '../format/table.js';
 import type { NativeKeyHandle } from '../native/key.js';
 import type { TensorCheck, TensorInfo } from './sealed-file.js';
+import { FileSealedSource } from '../sources/file.js';
+import type { SealedSource } from '../sources/types.js';
 import { checkShardBinding, checkWeightMap, refuseLoneShard, resolveSealedModelPath } from './model-binding.js';
-import { NativeSealedFileReader, type LoadedTensors, type NativeReaderOptions, type NativeTensorCheck, type SecureTensor } from './native-file.js';
+import { NativeSealedFileReader, type LoadedTensors, type NativeReaderOptions, type NativeTensorCheck, type SecureTensor, type TensorSelection } from './native-file.js';
 
 export interface NativeShardCheck {
   file: string;
@@ -31,23 +34,40 @@ export class NativeSealedModelReader {
     return this.index !== null;
   }
 
-  /** `path`: a sealed model file, a sealed index file, or a folder holding one sealed index. */
-  static async open(path: string, key: NativeKeyHandle, options: NativeReaderOptions = {}): Promise<NativeSealedModelReader> {
-    const file = await resolveSealedModelPath(path);
-    const first = await NativeSealedFileReader.open(file, key, options);
+  /**
+   * `source`: a path (a sealed model file, a sealed index file, or a folder holding one sealed index)
+   * or a SealedSource naming a model file or an index (its shards are its siblings).
+   * `options.only`: the tensors to read (names, each must exist; or a predicate): the model then lists
+   * only those, and opens only the shards that hold them.
+   */
+  static async open(source: string | SealedSource, key: NativeKeyHandle, options: NativeReaderOptions = {}): Promise<NativeSealedModelReader> {
+    const src =
+      typeof source === 'string'
+        ? new FileSealedSource(await resolveSealedModelPath(source))
+        : source instanceof FileSealedSource
+          ? new FileSealedSource(await resolveSealedModelPath(source.path))
+          : source;
+    const first = await NativeSealedFileReader.open(src, key, options);
     if (first.header.kind === FileKind.MODEL) return new NativeSealedModelReader(null, [first]);
     const shards: NativeSealedFileReader[] = [];
     try {
       refuseLoneShard(first);
       // (NativeSealedFileReader.open has authenticated the index's one empty chunk.)
       const table = first.indexTable as IndexTable;
+      const wanted = selectShards(table, options.only);
+      const byPosition: (NativeSealedFileReader | undefined)[] = [];
       for (let i = 0; i < table.shards.length; i++) {
         const entry = table.shards[i]!;
-        const shard = await NativeSealedFileReader.open(join(dirname(file), entry.file), key, options);
+        const names = wanted?.get(i);
+        if (wanted && !names) continue; // holds none of the selected tensors: never fetched
+        // A predicate, not the list: a shard lacking a name the index places in it is checkWeightMap's IntegrityError.
+        const only = names ? new Set(names) : undefined;
+        const shard = await NativeSealedFileReader.open(src.sibling(entry.file), key, { ...options, ...(only ? { only: (n: string) => only.has(n) } : {}) });
         shards.push(shard);
+        byPosition[i] = shard;
         checkShardBinding(first, shard, i, entry.headerDigest);
       }
-      checkWeightMap(table, shards);
+      checkWeightMap(table, byPosition, wanted ? [...wanted.values()].flat() : undefined);
       return new NativeSealedModelReader(first, shards);
     } catch (err) {
       first.close();
@@ -57,7 +77,7 @@ export class NativeSealedModelReader {
   }
 
   tensors(): (TensorInfo & { file: string })[] {
-    return this.files.flatMap((f) => f.tensors().map((t) => ({ ...t, file: basename(f.description) })));
+    return this.files.flatMap((f) => f.tensors().map((t) => ({ ...t, file: f.name })));
   }
 
   async readTensor(name: string): Promise<SecureTensor> {
@@ -87,14 +107,14 @@ export class NativeSealedModelReader {
   /** Per-tensor verdicts for every file (see NativeSealedFileReader.verify). */
   async verify(options: { plainSha256?: boolean } = {}): Promise<NativeShardCheck[]> {
     const out: NativeShardCheck[] = [];
-    for (const f of this.files) out.push({ file: basename(f.description), tensors: await f.verify(options) });
+    for (const f of this.files) out.push({ file: f.name, tensors: await f.verify(options) });
     return out;
   }
 
   /** The reference reader's contract: the first failure throws (same messages), else every check. */
   async verifyOrThrow(options: { plainSha256?: boolean } = {}): Promise<{ file: string; tensors: TensorCheck[] }[]> {
     const out: { file: string; tensors: TensorCheck[] }[] = [];
-    for (const f of this.files) out.push({ file: basename(f.description), tensors: await f.verifyOrThrow(options) });
+    for (const f of this.files) out.push({ file: f.name, tensors: await f.verifyOrThrow(options) });
     return out;
   }
 
@@ -102,4 +122,31 @@ export class NativeSealedModelReader {
     this.index?.close();
     for (const f of this.files) f.close();
   }
+}
+
+/**
+ * Shard position -> the selected tensors it holds, from the index's weight map; null without `only`.
+ * A name the weight map lacks is NotFoundError; a predicate selects among the weight map's names.
+ */
+function selectShards(table: IndexTable, only: TensorSelection | undefined): Map<number, string[]> | null {
+  if (only === undefined) return null;
+  let names: string[];
+  if (typeof only === 'function') {
+    names = Object.keys(table.weightMap).filter((n) => only(n));
+  } else {
+    if (!Array.isArray(only) || !only.every((n) => typeof n === 'string')) {
+      throw new InvalidArgumentError('only must be an array of tensor names or a predicate');
+    }
+    names = [...new Set(only)];
+    for (const n of names) if (!Object.hasOwn(table.weightMap, n)) throw new NotFoundError(`no tensor named "${n}" in this model`);
+  }
+  const out = new Map<number, string[]>();
+  for (const n of names) {
+    // A weight map entry naming no shard of the index is caught by checkWeightMap.
+    const i = table.shards.findIndex((s) => s.source === table.weightMap[n]);
+    const list = out.get(i) ?? [];
+    list.push(n);
+    out.set(i, list);
+  }
+  return out;
 }

@@ -9,6 +9,8 @@ import { importKey, type NativeKeyHandle } from '../native/key.js';
 import { SealedModelReader } from './sealed-model.js';
 import { NativeSealedModelReader } from './native-model.js';
 import type { NativeReaderOptions } from './native-file.js';
+import { FileSealedSource } from '../sources/file.js';
+import type { SealedSource } from '../sources/types.js';
 
 export type OpenedModel =
   | { hardened: true; reader: NativeSealedModelReader }
@@ -24,7 +26,7 @@ export interface OpenModelOptions extends NativeReaderOptions {
  * secure memory and wiped). Without the addon this throws NativeUnavailableError (with what was
  * tried and how to fix it) unless `allowUnhardened` is set.
  */
-export async function openSealedModel(path: string, key: NativeKeyHandle | Uint8Array, options: OpenModelOptions = {}): Promise<OpenedModel> {
+export async function openSealedModel(path: string | SealedSource, key: NativeKeyHandle | Uint8Array, options: OpenModelOptions = {}): Promise<OpenedModel> {
   let unavailable: NativeUnavailableError | null = null;
   try {
     loadAddon();
@@ -46,8 +48,11 @@ export async function openSealedModel(path: string, key: NativeKeyHandle | Uint8
   }
   if (!options.allowUnhardened) throw unavailable;
   if (!(key instanceof Uint8Array)) throw unavailable; // a handle without the addon cannot exist; be explicit anyway
+  // The reference reader reads local files only.
+  const local = typeof path === 'string' ? path : path instanceof FileSealedSource ? path.path : null;
+  if (local === null) throw unavailable;
   try {
-    return { hardened: false, reader: await SealedModelReader.open(path, key) };
+    return { hardened: false, reader: await SealedModelReader.open(local, key) };
   } finally {
     key.fill(0);
   }

@@ -14,6 +14,22 @@ const { loadAddon } = await import('../../dist/native/addon.js');
 const { generateEphemeralKey, unwrapDataKey } = await import('../../dist/native/ephemeral.js');
 const { encodeDataKeyResource } = await import('../../dist/protocol/resource.js');
 const { FlattenedEncrypt, importJWK } = await import('jose');
+const { FileSealedSource } = await import('../../dist/sources/file.js');
+
+// A source that is not a FileSealedSource: the readers fetch its bytes and feed them to fed runs.
+class FedSource {
+  constructor(path) {
+    this.inner = new FileSealedSource(path);
+    this.description = path;
+    this.name = this.inner.name;
+  }
+  open() {
+    return this.inner.open();
+  }
+  sibling(name) {
+    return new FedSource(this.inner.sibling(name).path);
+  }
+}
 
 const dir = mkdtempSync(join(tmpdir(), 'st-memcheck-'));
 const KEY = Uint8Array.from({ length: 32 }, (_, i) => i * 7);
@@ -59,6 +75,33 @@ async function check(suite) {
     const checks = (await m.verifyOrThrow({ plainSha256: true })).flatMap((s) => s.tensors);
     assert.equal(checks[0].sha256, createHash('sha256').update(parts[0]).digest('hex'));
     m.close();
+
+    // The same through fed runs: windows of whole chunks, a selection, a run aborted mid-window and one finished early.
+    const f = await NativeSealedModelReader.open(new FedSource(output), key, { threads, subBlock: 4096, windowBytes: 8192 });
+    const fedAll = await f.loadAll();
+    tensors.forEach(([name], i) => assert.ok(Buffer.from(fedAll.tensors.get(name).bytes).equals(parts[i])));
+    fedAll.release();
+    assert.equal((await f.verifyOrThrow({ plainSha256: true })).flatMap((s) => s.tensors)[0].sha256, checks[0].sha256);
+    f.close();
+    const only = await NativeSealedModelReader.open(new FedSource(output), key, { threads, only: ['c'] });
+    const c = await only.loadAll();
+    assert.ok(Buffer.from(c.tensors.get('c').bytes).equals(parts[3]));
+    c.release();
+    only.close();
+    const file = readFileSync(output);
+    const header = file.subarray(0, 120 + file[13]);
+    const tableLength = file.readUInt32LE(28);
+    const opened = await loadAddon().sealedOpenFed('memcheck', key, header, file.subarray(0, header.length + tableLength), file.length);
+    const opts = { ranges: Float64Array.of(0, 5000), destSize: 5000, destOffsets: Float64Array.of(0), allChunks: false, stopOnFailure: true, threads };
+    const start = header.length + tableLength;
+    const busy = opened.file.begin(opts);
+    const pending = busy.feed(start, [file.subarray(start, start + 2 * (4096 + 16))]);
+    busy.abort();
+    assert.equal(await pending, false);
+    const early = opened.file.begin(opts);
+    assert.equal(await early.feed(start, [file.subarray(start, start + 4096 + 16)]), true);
+    assert.throws(() => early.finish(), { code: 'ERR_TRUNCATED' });
+    opened.file.close();
     key.release();
   }
 

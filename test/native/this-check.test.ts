@@ -18,7 +18,8 @@ const a = JSON.parse(process.env.ST_ARGS);
   const secure = addon.secureAlloc(64);
   const wrong = [];
   const called = [];
-  for (const [cls, own, foreign] of [['NativeKeyHandle', key, file], ['NativeSealedFile', file, key]]) {
+  const run = file.begin({ ranges: new Float64Array(0), allChunks: true, stopOnFailure: true, threads: 1 });
+  for (const [cls, own, foreign] of [['NativeKeyHandle', key, file], ['NativeSealedFile', file, key], ['NativeSealedRun', run, file]]) {
     const proto = Object.getPrototypeOf(own);
     const selves = { foreign, plain: {}, 'same prototype': Object.create(proto), array: [], 'secure buffer': secure,
       function: () => {}, undefined: undefined, null: null, number: 7, string: 'x' };
@@ -40,6 +41,7 @@ const a = JSON.parse(process.env.ST_ARGS);
     }
   }
   // The real objects are untouched and still work.
+  run.abort();
   const r = await file.run({ ranges: Float64Array.of(0, a.tensors.at(-1).end), allChunks: true, stopOnFailure: false, threads: 1 });
   console.log(JSON.stringify({ wrong, called: called.sort(), keyLive: !key.released && !other.released,
     chunkSize: file.chunkSize, failed: r.failedChunks.length }));
@@ -47,7 +49,7 @@ const a = JSON.parse(process.env.ST_ARGS);
 `;
 
 describe('native classes check `this`', () => {
-  it('every method and accessor of NativeKeyHandle and NativeSealedFile throws a TypeError on a wrong this, no crash', async () => {
+  it('every method and accessor of NativeKeyHandle, NativeSealedFile and NativeSealedRun throws a TypeError on a wrong this, no crash', async () => {
     const sealed = await sealUnaligned(dir);
     const r = spawnNode(CHILD, { ST_ARGS: JSON.stringify({ ...sealed, key: toHex(TEST_KEY) }) });
     expect(r.signal, r.stderr).toBeNull();
@@ -56,11 +58,16 @@ describe('native classes check `this`', () => {
       called: [
         'NativeKeyHandle.release',
         'NativeKeyHandle.released',
+        'NativeSealedFile.begin',
         'NativeSealedFile.chunkCount',
         'NativeSealedFile.chunkSize',
         'NativeSealedFile.close',
         'NativeSealedFile.payloadLength',
         'NativeSealedFile.run',
+        'NativeSealedRun.abort',
+        'NativeSealedRun.chunks',
+        'NativeSealedRun.feed',
+        'NativeSealedRun.finish',
       ],
       keyLive: true,
       chunkSize: 4096,

@@ -112,6 +112,26 @@ async function workload() {
     for (const t of r.tensors()) jobs.push(r.readTensor(t.name).then((s) => s.release()));
     await Promise.all(jobs);
   }
+  // Fed runs (the path of non-file sources): parallel runs on one file, a run aborted while its window is decrypted.
+  const { FileSealedSource } = await import('../../dist/sources/file.js');
+  const fedSource = { description: file, name: 'm.sealed', open: () => new FileSealedSource(file).open(), sibling: () => { throw new Error('none'); } };
+  const f = await NativeSealedFileReader.open(fedSource, k, { threads: 4, subBlock: 16384, windowBytes: 3 * 65536 });
+  for (let round = 0; round < 2; round++) {
+    const jobs = [f.loadAll().then((a) => a.release()), f.verify({ plainSha256: true }), f.verifyOrThrow({ plainSha256: true })];
+    for (const t of f.tensors()) jobs.push(f.readTensor(t.name).then((s) => s.release()));
+    await Promise.all(jobs);
+  }
+  const { loadAddon } = await import('../../dist/native/addon.js');
+  const raw = readFileSync(file);
+  const hl = 120 + raw[13];
+  const tl = raw.readUInt32LE(28);
+  const opened = await loadAddon().sealedOpenFed('tsan', k, raw.subarray(0, hl), raw.subarray(0, hl + tl), raw.length);
+  const run = opened.file.begin({ ranges: Float64Array.of(0, 4 << 20), destSize: 4 << 20, destOffsets: Float64Array.of(0), allChunks: false, stopOnFailure: true, threads: 4 });
+  const busy = run.feed(hl + tl, [raw.subarray(hl + tl, hl + tl + 40 * (65536 + 16))]);
+  run.abort();
+  await busy;
+  opened.file.close();
+  f.close();
   const k2 = importKey(KEY());
   const r2 = await NativeSealedFileReader.open(file, k2, { threads: 3 });
   const pending = r2.loadAll();
