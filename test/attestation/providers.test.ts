@@ -83,7 +83,6 @@ describe('NSM messages', () => {
     const req = cborDecode(nsmAttestationRequest(new Uint8Array(64).fill(5))) as { Attestation: Record<string, unknown> };
     expect(req.Attestation.nonce).toEqual(new Uint8Array(64).fill(5));
     expect(req.Attestation.user_data).toBeNull();
-    expect(req.Attestation.nonce).toBeNull();
     expect(req.Attestation.public_key).toBeNull();
     expect(nsmAttestationDocument(cborEncode({ Attestation: { document: new Uint8Array([1, 2, 3]) } }))).toEqual(new Uint8Array([1, 2, 3]));
     await typedError(() => nsmAttestationDocument(cborEncode({ Error: 'InvalidArgument' })), ['ERR_IO']);
