@@ -107,6 +107,15 @@ describe('broker: a key whose policy requires an NVIDIA GPU', () => {
     expect(detail.checks.every((c) => c.ok)).toBe(true);
   });
 
+  it('by bearer token (which carries only the CPU evidence) it is denied, and the reason says to use the session cookie', async () => {
+    const f = await fixture(gpuPolicy());
+    const s = await session(f);
+    expect(s.reply.status).toBe(200);
+    const r = await resource(f, { token: s.token! });
+    expectReleaseDenied(f, r, /^policy\.requireDevices\.nvidia: /);
+    expect((r.json as { reasons: string[] }).reasons).toEqual(expect.arrayContaining([expect.stringMatching(/^token: a bearer token carries no device evidence/)]));
+  });
+
   it('the requirement may sit in the CPU section instead: same refusal without a GPU', async () => {
     const policy = validatePolicy({
       version: 1,

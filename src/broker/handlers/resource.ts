@@ -92,6 +92,10 @@ export async function handleResource(state: BrokerState, req: IncomingMessage, r
     throw err;
   }
   reasons.push(...verdict.reasons, ...deviceVerdict.reasons);
+  if (session.devices === undefined && req.headers.authorization !== undefined && deviceVerdict.reasons.some((r) => r.startsWith('policy.requireDevices.'))) {
+    // Device claims live with the attested session, not in the token (its EAR has only cpu0).
+    reasons.push('token: a bearer token carries no device evidence; for a key that requires devices, present the kbs-session-id cookie of the session that attested them');
+  }
   ctx.audit.detail = { ...ctx.audit.detail, policy: record.policy, checks: [...verdict.checks, ...deviceVerdict.checks] };
   if (reasons.length > 0) throw forbidden(reasons);
 
