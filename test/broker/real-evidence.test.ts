@@ -11,7 +11,9 @@ import { kbsReportData } from '../../src/protocol/binding.js';
 import { encodeNvidiaAdditionalEvidence } from '../../src/protocol/device-evidence.js';
 import { encodeTdxEvidence } from '../../src/protocol/evidence.js';
 import type { Reply } from './client.js';
-import { attest, auth, type Fixture, startFixture, teeKeyPair } from './fixture.js';
+import { attest, auth, type Fixture, resource, startFixture, teeKeyPair } from './fixture.js';
+import { validatePolicy } from '../../src/attestation/policy/policy.js';
+import { testNitro, TEST_NITRO_PCR0 } from './forged-nitro.js';
 
 vi.setConfig({ testTimeout: 60_000 });
 
@@ -37,19 +39,19 @@ type AuditCheck = { check: string; ok: boolean; detail: string };
  * A 403 whose reasons are exactly the binding checks named, with every other check in the audit
  * entry passed; returns the audit entry's checks.
  */
-function deniedForBindingAlone(f: Fixture, r: Reply, tee: string, binding: string[]): AuditCheck[] {
+function deniedForBindingAlone(f: Fixture, r: Reply, tee: string, binding: string[], releasedBefore = 0): AuditCheck[] {
   expect(r.status, r.text).toBe(403);
   const reasons = (r.json as { reasons: string[] }).reasons;
   expect(reasons.map((x) => x.slice(0, x.indexOf(':')))).toEqual(binding);
   for (const x of reasons) expect(x).toMatch(/is not SHA-384\(JCS\(\{[^}]*\}\)\)(?: \(zero-padded\))? of this challenge and key.*not bound to this session/);
   expect(r.headers['sealed-tensors-receipt']).toBeUndefined();
-  expect(f.keystore.handedOut).toHaveLength(0);
+  expect(f.keystore.handedOut).toHaveLength(releasedBefore);
   const entry = f.audit.entries.at(-1)!;
   expect(entry).toMatchObject({ event: 'attest', verdict: 'deny', tee });
   expect(entry.reasons).toEqual(reasons);
   const checks = (entry.detail as { checks: AuditCheck[] }).checks;
   expect(checks.filter((c) => !c.ok).map((c) => c.check)).toEqual(binding);
-  expect(f.audit.entries.some((e) => e.event === 'release')).toBe(false);
+  expect(f.audit.entries.filter((e) => e.event === 'release')).toHaveLength(releasedBefore);
   return checks;
 }
 
@@ -91,6 +93,26 @@ describe('broker: real TDX, Nitro, Azure and NVIDIA evidence through /attest is 
       expect(checks.at(-1)!.detail).toMatch(/^attestation document nonce is not/);
       expect(f.audit.entries.at(-1)!.evidenceSummary).toMatchObject({ tee: 'nitro', issuedAt: new Date(ts).toISOString() });
     }
+  });
+
+  it('Nitro (test root): a document whose nonce is the binding is granted through /resource; the same bytes only in user_data are denied for the binding', async () => {
+    const nitro = await testNitro();
+    const f = await fixture({ verifyOptions: { trustedRoots: { nitro: [nitro.rootFingerprint] } } });
+    f.policies.policies.set('default', validatePolicy({ version: 1, tees: { nitro: { measurements: { pcr0: [TEST_NITRO_PCR0] } } } }));
+    const ts = f.clock.ms - 1000;
+    const a = await auth(f, 'nitro');
+    const { jwk } = await teeKeyPair();
+    const doc = nitro.document({ timestampMs: ts, nonce: kbsReportData(a.nonce, jwk) });
+    const r = await attest(f, a.cookie, body(a.nonce, jwk, { evidence: Buffer.from(doc).toString('base64') }));
+    expect(r.status, r.text).toBe(200);
+    const granted = await resource(f, { cookie: a.cookie });
+    expect(granted.status, granted.text).toBe(200);
+    expect(f.audit.entries.at(-1)!.verdict).toBe('allow');
+
+    const b = await auth(f, 'nitro');
+    const inUserData = nitro.document({ timestampMs: ts, userData: kbsReportData(b.nonce, jwk) });
+    const checks = deniedForBindingAlone(f, await attest(f, b.cookie, body(b.nonce, jwk, { evidence: Buffer.from(inUserData).toString('base64') })), 'nitro', ['broker.reportData'], 1);
+    expect(checks.map((c) => c.check)).toEqual(['nitro.signature', 'nitro.chain', 'broker.tee', 'broker.reportData']);
   });
 
   it('Azure: Trustee\'s az-snp-vtpm v0, v1 and v2 (Milan) and the Genoa v0 file verify; the binding is the vTPM quote nonce (and v2 user-data)', async () => {
