@@ -1,0 +1,86 @@
+// Outside review of the session side (issue 8): each test names the attack it stands for.
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { DeniedError, SealedTensorsError } from '../../src/errors.js';
+import { SimulatedTee } from '../../src/attestation/providers/simulated.js';
+import { EnclaveSession, type EnclaveSessionOptions } from '../../src/session/enclave-session.js';
+import { FakeKbs, type FakeKey } from './fake-kbs.js';
+import { handles } from './ephemeral-recorder.js';
+
+vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-recorder.js'));
+import { lockedBytes, sealedFile } from './setup.js';
+import { TEST_KEY, tempDir } from '../helpers/tmp.js';
+
+const tee = new SimulatedTee();
+const servers: FakeKbs[] = [];
+afterEach(async () => {
+  vi.useRealTimers();
+  for (const s of servers.splice(0)) await s.close();
+});
+
+async function broker(keys: Record<string, FakeKey>, extra: Parameters<typeof FakeKbs.start>[0] = {}): Promise<FakeKbs> {
+  const k = await FakeKbs.start({ keys, ...extra });
+  servers.push(k);
+  return k;
+}
+
+function establish(kbs: FakeKbs, keys: string[], extra: Partial<EnclaveSessionOptions> = {}): Promise<EnclaveSession> {
+  return EnclaveSession.establish({ broker: kbs.url, allowPlainHttpOnLoopback: true, provider: tee, keys, ...extra });
+}
+
+async function failure(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+}
+
+describe('review: session expiry', () => {
+  // Attack: a caller (or a compromised component in the process) keeps a model opened before the
+  // broker's token ran out and goes on decrypting with it: the release is void, but the open
+  // reader holds its own reference to the key region, so releasing the session's key handle at
+  // expiry does not stop it.
+  it('a model opened before the token ran out hands out no tensor after it (ERR_DENIED), and is closed', async () => {
+    const dir = tempDir();
+    const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
+    const kbs = await broker({ k1: { key: TEST_KEY, models: [model.binding] } }, { tokenTtlSeconds: 120 });
+    const session = await establish(kbs, ['k1']);
+    try {
+      const m = await session.open(model.path);
+      const first = await m.tensor('embed.weight');
+      vi.useFakeTimers({ toFake: ['Date'] });
+      vi.setSystemTime(Date.now() + 121_000);
+      expect(session.expired).toBe(true);
+      const err = await failure(m.tensor('head'));
+      expect(err).toBeInstanceOf(DeniedError);
+      expect((err as DeniedError).reasons).toEqual(['session expired']);
+      // Nothing of the expired session stays readable.
+      expect(m.closed).toBe(true);
+      expect(() => first.bytes).toThrow(SealedTensorsError);
+      expect(handles.at(-1)!.released).toBe(true);
+    } finally {
+      session.close();
+    }
+  });
+
+  // Attack: a broker (misconfigured or hostile) issues a token whose exp lies past what a Date
+  // can hold. new Date(exp * 1000) is then Invalid Date, every "now >= expiresAt" is false, and
+  // Math.min(manifest.notAfter, NaN) is NaN: the session never expires, and a release whose own
+  // notAfter has already passed is accepted.
+  it('a token whose exp is not a representable time is refused; a stale release is not revived by it', async () => {
+    const dir = tempDir();
+    const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
+    const stale = new Date(Date.now() - 60_000).toISOString();
+    const kbs = await broker({ k1: { key: TEST_KEY, models: [model.binding], notAfter: stale } }, { tokenTtlSeconds: 1e300 });
+    const baseline = lockedBytes();
+    let established: EnclaveSession | null = null;
+    const err = await failure(establish(kbs, ['k1']).then((s) => (established = s)));
+    if (established !== null) {
+      (established as EnclaveSession).close();
+      throw new Error('a session was established from a release whose notAfter had passed, under a token with exp 1e300');
+    }
+    expect(err).toBeInstanceOf(SealedTensorsError);
+    expect(['ERR_PROTOCOL', 'ERR_DENIED']).toContain((err as SealedTensorsError).code);
+    expect(handles.every((h) => h.released)).toBe(true);
+    expect(lockedBytes()).toBe(baseline);
+  });
+});
