@@ -288,7 +288,17 @@ export class EnclaveSession {
       this.#checkBinding(path, key.manifest, opened);
       if (this.#closed) throw new ReleasedError('the session was closed while the model was being opened');
       const selected = select(reader.tensors(), only);
-      model = new SessionModel(reader, selected, { path, ...opened, sharded: reader.sharded }, options.signal, (m) => this.#models.delete(m));
+      model = new SessionModel(
+        reader,
+        selected,
+        { path, ...opened, sharded: reader.sharded },
+        options.signal,
+        (m) => this.#models.delete(m),
+        () => {
+          this.#checkLive();
+          this.#keyFor(opened.keyId);
+        },
+      );
     } catch (err) {
       reader.close();
       throw err;
@@ -320,10 +330,22 @@ export class EnclaveSession {
     for (const k of this.#keys.values()) k.handle.release();
   }
 
+  /** The token ran out: every key released and every model closed (what they handed out wiped). */
+  #expire(): void {
+    this.#releaseKeys();
+    for (const m of [...this.#models]) {
+      try {
+        m.close();
+      } catch {
+        // closing the rest matters more than one model's close error
+      }
+    }
+  }
+
   #checkLive(): void {
     if (this.#closed) throw new ReleasedError('this session was closed: establish a new one');
     if (this.expired) {
-      this.#releaseKeys();
+      this.#expire();
       throw new DeniedError(`this session expired at ${this.#info.expiresAt.toISOString()} (the broker's token ran out): establish a new session`, {
         status: 401,
         reasons: ['session expired'],
@@ -360,7 +382,7 @@ export class EnclaveSession {
       const wait = at - Date.now();
       if (wait <= 0) {
         // Each key's own expiry is checked at open; the token's ends everything.
-        if (this.expired) this.#releaseKeys();
+        if (this.expired) this.#expire();
         else for (const k of this.#keys.values()) if (k.notAfter.getTime() <= Date.now()) k.handle.release();
         this.#timer = null;
         return;
@@ -436,6 +458,11 @@ async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: 
     throw new ProtocolError("the broker's attestation token names another session key (tee-pubkey): it was not issued for this session");
   }
   const exp = payload['exp'] as number;
+  // jose accepts any finite number: one past what a Date holds would make every expiry check false.
+  const expiresAt = new Date(exp * 1000);
+  if (Number.isNaN(expiresAt.getTime())) {
+    throw new ProtocolError(`the broker's attestation token has an expiry (exp ${exp}) that is not a representable time`);
+  }
   const cpu0 = ((payload['submods'] as Record<string, unknown> | undefined)?.['cpu0'] ?? {}) as Record<string, unknown>;
   const annotated = (cpu0['ear.veraison.annotated-evidence'] ?? {}) as Record<string, unknown>;
   const status = cpu0['ear.status'];
@@ -445,7 +472,7 @@ async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: 
     ...(typeof annotated['claims'] === 'object' && annotated['claims'] !== null ? { claims: annotated['claims'] as Record<string, unknown> } : {}),
     ...(typeof payload['jti'] === 'string' ? { tokenId: payload['jti'] } : {}),
   };
-  return { expiresAt: new Date(exp * 1000), verdict };
+  return { expiresAt, verdict };
 }
 
 function sameKey(a: PublicJwk, b: PublicJwk): boolean {
