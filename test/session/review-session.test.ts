@@ -1,6 +1,7 @@
 // Outside review of the session side (issue 8): each test names the attack it stands for.
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { DeniedError, SealedTensorsError } from '../../src/errors.js';
+import { DeniedError, NativeUnavailableError, SealedTensorsError } from '../../src/errors.js';
+import { loadAddon } from '../../src/native/addon.js';
 import { SimulatedTee } from '../../src/attestation/providers/simulated.js';
 import { EnclaveSession, type EnclaveSessionOptions } from '../../src/session/enclave-session.js';
 import { FakeKbs, type FakeKey } from './fake-kbs.js';
@@ -82,5 +83,41 @@ describe('review: session expiry', () => {
     expect(['ERR_PROTOCOL', 'ERR_DENIED']).toContain((err as SealedTensorsError).code);
     expect(handles.every((h) => h.released)).toBe(true);
     expect(lockedBytes()).toBe(baseline);
+  });
+});
+
+describe('review: the ephemeral private key in unlocked memory', () => {
+  // Attack: a co-resident process or the host reads swap (or a crash dump): the session's ephemeral
+  // private key is generated in OpenSSL's secure heap, which the addon sets up on the first key; when
+  // that arena cannot be locked (RLIMIT_MEMLOCK too small for it, e.g. `prlimit --memlock=65536`, see
+  // test/native/jwe.test.ts), keys are still made in it, unlocked, and hardening() reports
+  // opensslSecureHeap: false. The session looked only at "not dumpable": it established with
+  // info.hardened true and no allowUnhardened. Here hardening() reports the unlocked heap.
+  it('refuses to establish (unless allowUnhardened) when the key was made in an unlocked OpenSSL heap, and says so in info.hardened', async () => {
+    const dir = tempDir();
+    const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
+    const kbs = await broker({ k1: { key: TEST_KEY, models: [model.binding] } });
+    const addon = loadAddon();
+    const real = addon.hardening.bind(addon);
+    const spy = vi.spyOn(addon, 'hardening').mockImplementation(() => {
+      const h = real();
+      return { ...h, opensslSecureHeap: false, opensslSecureHeapDetail: { ...h.opensslSecureHeapDetail, locked: false, initResult: 2 } };
+    });
+    try {
+      let established: EnclaveSession | null = null;
+      const err = await failure(establish(kbs, ['k1']).then((s) => (established = s)));
+      if (established !== null) {
+        const hardened = (established as EnclaveSession).info.hardened;
+        (established as EnclaveSession).close();
+        throw new Error(`established over an unlocked OpenSSL secure heap, info.hardened ${hardened}`);
+      }
+      expect(err).toBeInstanceOf(NativeUnavailableError);
+      expect(handles.every((h) => h.released)).toBe(true);
+      const dev = await establish(kbs, ['k1'], { allowUnhardened: true });
+      expect(dev.info.hardened).toBe(false);
+      dev.close();
+    } finally {
+      spy.mockRestore();
+    }
   });
 });
