@@ -24,7 +24,7 @@ import {
 import type { TeeType } from '../attestation/types.js';
 import { FileKind } from '../format/constants.js';
 import type { EvidenceProvider } from '../attestation/providers/types.js';
-import { nativeStatus } from '../native/addon.js';
+import { loadAddon, nativeStatus } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
 import { kbsReportData } from '../protocol/binding.js';
 import { parsePublicJwk, type PublicJwk } from '../protocol/jwk.js';
@@ -169,8 +169,18 @@ export class EnclaveSession {
     );
     const held = new Map<string, HeldKey>();
     let eph: EphemeralKey | null = null;
+    let hardened = status.hardened;
     try {
       eph = generateEphemeralKey('ec-p256');
+      // The addon sets up OpenSSL's secure heap with the first ephemeral key: only now does
+      // hardening() say whether the private key sits in locked, non-dumpable memory.
+      const heapLocked = loadAddon().hardening().opensslSecureHeap;
+      if (!heapLocked && !options.allowUnhardened) {
+        throw new NativeUnavailableError(
+          "OpenSSL's secure heap (where the session's ephemeral private key lives) could not be locked in memory: raise RLIMIT_MEMLOCK (ulimit -l) by at least 256 KiB, or pass allowUnhardened for development only",
+        );
+      }
+      hardened = status.hardened && heapLocked;
       const publicJwk = eph.publicJwk;
       const teeName = sessionTeeName(options.provider.tee);
       const challenge = await client.auth(teeName);
@@ -209,7 +219,7 @@ export class EnclaveSession {
         verdict: checked.verdict,
         receipts,
         ...(receipts[0] ? { receipt: receipts[0].receipt } : {}),
-        hardened: status.hardened,
+        hardened,
         expiresAt: checked.expiresAt,
         keys: [...held].map(([keyId, k]) => ({ keyId, models: k.manifest.models.map((m) => ({ ...m })), notAfter: k.notAfter })),
       };
