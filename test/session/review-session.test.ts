@@ -121,3 +121,51 @@ describe('review: the ephemeral private key in unlocked memory', () => {
     }
   });
 });
+
+describe('review: user callbacks and close during reads', () => {
+  // Attack (careless caller): a progress listener throws. The tensor just decrypted was already
+  // counted as handed out, but the caller never gets it: it sat in locked memory, unreachable,
+  // until the model closed, and a load (tensors()) that ended this way left the model open.
+  it('a progress listener that throws: the tensor it reported is wiped at once and a load closes the model', async () => {
+    const dir = tempDir();
+    const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
+    const kbs = await broker({ k1: { key: TEST_KEY, models: [model.binding] } });
+    const session = await establish(kbs, ['k1']);
+    try {
+      const m = await session.open(model.path);
+      const before = lockedBytes();
+      const boom = new Error('listener failed');
+      m.on('progress', () => {
+        throw boom;
+      });
+      expect(await failure(m.tensor('head'))).toBe(boom);
+      expect(lockedBytes()).toBe(before); // nothing unreachable left in secure memory
+      expect(m.closed).toBe(false); // a single read: the model stays usable
+      const load = failure(
+        (async () => {
+          for await (const t of m.tensors()) t.release();
+        })(),
+      );
+      expect(await load).toBe(boom);
+      expect(m.closed).toBe(true);
+    } finally {
+      session.close();
+    }
+  });
+
+  // (Coverage, passes on main) session.close() while a tensor is being decrypted: the read ends
+  // in ReleasedError and nothing stays locked.
+  it('session.close() during a read: ReleasedError, nothing left locked', async () => {
+    const dir = tempDir();
+    const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
+    const kbs = await broker({ k1: { key: TEST_KEY, models: [model.binding] } });
+    const baseline = lockedBytes();
+    const session = await establish(kbs, ['k1']);
+    const m = await session.open(model.path);
+    const reading = failure(m.tensor('head'));
+    session.close();
+    const err = await reading;
+    expect((err as SealedTensorsError).code).toBe('ERR_RELEASED');
+    expect(lockedBytes()).toBe(baseline);
+  });
+});
