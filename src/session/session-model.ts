@@ -212,13 +212,20 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     this.#bytes += info.byteLength;
     this.#tensors += 1;
     const seconds = (performance.now() - this.#startedAt) / 1000;
-    this.emit('progress', {
-      bytes: this.#bytes,
-      tensors: this.#tensors,
-      bytesPerSecond: seconds > 0 ? this.#bytes / seconds : 0,
-      totalBytes: this.#totalBytes,
-      totalTensors: this.#selected.length,
-    });
+    try {
+      this.emit('progress', {
+        bytes: this.#bytes,
+        tensors: this.#tensors,
+        bytesPerSecond: seconds > 0 ? this.#bytes / seconds : 0,
+        totalBytes: this.#totalBytes,
+        totalTensors: this.#selected.length,
+      });
+    } catch (err) {
+      // A listener threw: the caller never gets this tensor, so nothing may keep it; a load ends.
+      handed.release();
+      if (loading) this.close();
+      throw err;
+    }
     return handed;
   }
 }
