@@ -169,3 +169,17 @@ describe('review: user callbacks and close during reads', () => {
     expect(lockedBytes()).toBe(baseline);
   });
 });
+
+describe('review: timeouts past what a timer holds', () => {
+  // Careless caller: a "no deadline" timeout such as 2 ** 31 ms (or Number.MAX_SAFE_INTEGER) passes
+  // the positive-integer check, and Node's setTimeout turns any delay over 2^31 - 1 into 1 ms: the
+  // establishment then fails at once with a misleading "did not complete within 2147483648 ms".
+  it('a timeout past 2^31 - 1 ms is refused up front as InvalidArgumentError, before any request', async () => {
+    const kbs = await broker({});
+    for (const bad of [{ timeoutMs: 2 ** 31 }, { connectTimeoutMs: 2 ** 31 }, { idleTimeoutMs: Number.MAX_SAFE_INTEGER }]) {
+      const err = await failure(establish(kbs, ['k1'], bad));
+      expect([JSON.stringify(bad), (err as SealedTensorsError).code]).toEqual([JSON.stringify(bad), 'ERR_INVALID_ARGUMENT']);
+    }
+    expect(kbs.requests).toEqual([]);
+  });
+});
