@@ -441,8 +441,12 @@ function checkOptions(options: EnclaveSessionOptions): string[] {
     }
     ids.add(k);
   }
-  if (options.timeoutMs !== undefined && (!Number.isSafeInteger(options.timeoutMs) || options.timeoutMs < 1)) {
-    throw new InvalidArgumentError(`timeoutMs must be a positive integer, got ${String(options.timeoutMs)}`);
+  // Past 2^31 - 1 ms Node's timers fire at once.
+  for (const name of ['timeoutMs', 'connectTimeoutMs', 'idleTimeoutMs'] as const) {
+    const v = options[name];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < 1 || v > MAX_TIMER_MS)) {
+      throw new InvalidArgumentError(`${name} must be a positive integer of milliseconds, at most ${MAX_TIMER_MS}, got ${String(v)}`);
+    }
   }
   return [...ids];
 }

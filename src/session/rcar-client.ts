@@ -79,9 +79,14 @@ function isLoopback(hostname: string): boolean {
   return false;
 }
 
-function positive(value: number | undefined, name: string, fallback: number): number {
+/** setTimeout's limit: Node turns a longer delay into 1 ms. */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+function positive(value: number | undefined, name: string, fallback: number, max = MAX_TIMEOUT_MS): number {
   if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer of milliseconds, got ${String(value)}`);
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new InvalidArgumentError(`${name} must be a positive integer of at most ${max}, got ${String(value)}`);
+  }
   return value;
 }
 
@@ -144,7 +149,7 @@ export class RcarClient {
     this.#connectMs = positive(options.connectTimeoutMs, 'connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS);
     this.#idleMs = positive(options.idleTimeoutMs, 'idleTimeoutMs', DEFAULT_IDLE_TIMEOUT_MS);
     this.#requestMs = positive(options.requestTimeoutMs, 'requestTimeoutMs', DEFAULT_REQUEST_TIMEOUT_MS);
-    this.#maxBytes = positive(options.maxResponseBytes, 'maxResponseBytes', MAX_RESPONSE_BYTES);
+    this.#maxBytes = positive(options.maxResponseBytes, 'maxResponseBytes', MAX_RESPONSE_BYTES, Number.MAX_SAFE_INTEGER);
     this.#signal = options.signal;
     if (url.protocol === 'https:') {
       this.#transport = https;
