@@ -183,3 +183,28 @@ describe('review: timeouts past what a timer holds', () => {
     expect(kbs.requests).toEqual([]);
   });
 });
+
+describe('review: receipts as large as the broker signs them', () => {
+  // Interop/availability: the broker signs receipts up to 192 KiB (src/broker/receipt.ts
+  // MAX_RECEIPT_LENGTH: a receipt lists every model of the key), but the session read response
+  // heads with Node's default 16 KiB limit and refused receipts over 16 KiB: a key registered with
+  // a hundred or so models could never be released to a session.
+  it('a release whose receipt header is 60 KiB is accepted and kept', async () => {
+    const dir = tempDir();
+    const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
+    const kbs = await broker({ k1: { key: TEST_KEY, models: [model.binding] } });
+    const big = `${'a'.repeat(30_000)}.${'b'.repeat(30_000)}.${'c'.repeat(86)}`;
+    kbs.override.resource = (req, res, body) => {
+      const writeHead = res.writeHead.bind(res) as (status: number, headers: Record<string, unknown>) => unknown;
+      (res as unknown as { writeHead: unknown }).writeHead = (status: number, headers: Record<string, unknown>) =>
+        writeHead(status, { ...headers, 'sealed-tensors-receipt': big });
+      void kbs.standard('resource', req, res, body);
+    };
+    const session = await establish(kbs, ['k1']);
+    try {
+      expect(session.info.receipt).toBe(big);
+    } finally {
+      session.close();
+    }
+  });
+});
