@@ -30,7 +30,10 @@ import {
 
 /** The response header carrying the broker's signed receipt for a release (a compact JWS). */
 export const RECEIPT_HEADER = 'sealed-tensors-receipt';
-const MAX_RECEIPT_CHARS = 16 * 1024;
+/** The broker signs receipts up to 192 KiB (they list every model of the key: src/broker/receipt.ts). */
+const MAX_RECEIPT_CHARS = 192 * 1024;
+/** Room for that receipt in the response head (Node's default is 16 KiB). */
+const MAX_HEADER_BYTES = MAX_RECEIPT_CHARS + 16 * 1024;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 /** RFC 6265 cookie-octet, bounded. */
 const COOKIE_VALUE = /^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{1,512}$/;
@@ -282,6 +285,7 @@ export class RcarClient {
         path,
         headers,
         agent: this.#agent,
+        maxHeaderSize: MAX_HEADER_BYTES,
         // Socket inactivity, also while connecting: a stalled broker.
         timeout: this.#idleMs,
       });
