@@ -208,3 +208,31 @@ describe('review: receipts as large as the broker signs them', () => {
     }
   });
 });
+
+describe('review: session closed from inside open()', () => {
+  // Careless caller: the `only` predicate runs after open() checked that the session was live; a
+  // predicate that closes the session (or anything it calls that does) got a model anyway, outside
+  // the session's list (so close() never closed it), holding the key region through its reader
+  // (on main before the read-time check, it went on decrypting after session.close()).
+  it('an only-predicate that closes the session: open() rejects with ReleasedError and keeps nothing', async () => {
+    const dir = tempDir();
+    const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
+    const kbs = await broker({ k1: { key: TEST_KEY, models: [model.binding] } });
+    const baseline = lockedBytes();
+    const session = await establish(kbs, ['k1']);
+    let opened: { close(): void } | null = null;
+    const err = await failure(
+      session
+        .open(model.path, {
+          only: () => {
+            session.close();
+            return true;
+          },
+        })
+        .then((m) => (opened = m)),
+    );
+    if (opened !== null) (opened as { close(): void }).close();
+    expect((err as SealedTensorsError | null)?.code).toBe('ERR_RELEASED');
+    expect(lockedBytes()).toBe(baseline);
+  });
+});
