@@ -296,8 +296,9 @@ export class EnclaveSession {
       const opened = { keyId: top.header.keyId, bundleId: toHex(top.header.bundleId), headerDigest: toHex(top.headerDigest) };
       if (opened.keyId !== pre.keyId) throw new PolicyError(`${path} changed while it was being opened (another key id): open it again`);
       this.#checkBinding(path, key.manifest, opened);
-      if (this.#closed) throw new ReleasedError('the session was closed while the model was being opened');
       const selected = select(reader.tensors(), only);
+      // After the caller's predicate, which may itself have closed the session.
+      if (this.#closed) throw new ReleasedError('the session was closed while the model was being opened');
       model = new SessionModel(
         reader,
         selected,
