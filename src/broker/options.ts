@@ -3,7 +3,7 @@
  * numbers and never a missing option.
  */
 import { isIP } from 'node:net';
-import type { X509Certificate } from 'node:crypto';
+import { createHash, type X509Certificate } from 'node:crypto';
 import type { JWK, KeyObject, CryptoKey } from 'jose';
 import { InvalidArgumentError } from '../errors.js';
 import type { TeeType } from '../attestation/types.js';
@@ -47,7 +47,10 @@ export interface BrokerOptions {
   allowSimulated: boolean;
   /** SHA-256 fingerprints of the simulated-TEE roots this broker trusts. */
   simulatedRoots?: readonly string[];
-  /** The `iss` of tokens. Default "sealed-tensors-broker". */
+  /**
+   * The `iss` of tokens. Default "sealed-tensors-broker:<RFC 7638 thumbprint of the signing key>",
+   * so two brokers never accept each other's tokens by issuer. Tokens' `aud` is tokenAudience(iss).
+   */
   issuer?: string;
   tokenTtlSeconds?: number;
   challengeTtlSeconds?: number;
@@ -103,7 +106,18 @@ export interface ResolvedOptions {
   onError: (err: unknown) => void;
 }
 
-export const DEFAULT_ISSUER = 'sealed-tensors-broker';
+export const DEFAULT_ISSUER_PREFIX = 'sealed-tensors-broker';
+
+/** The `aud` of this broker's tokens: its own resource endpoint, named by its issuer. */
+export function tokenAudience(issuer: string): string {
+  return `${issuer}#kbs-resource`;
+}
+
+/** RFC 7638 SHA-256 thumbprint (base64url) of an EC public JWK; undefined when it is not one (prepareSigner says why). */
+function ecThumbprint(jwk: JWK): string | undefined {
+  if (typeof jwk !== 'object' || jwk === null || typeof jwk.crv !== 'string' || typeof jwk.x !== 'string' || typeof jwk.y !== 'string') return undefined;
+  return createHash('sha256').update(JSON.stringify({ crv: jwk.crv, kty: 'EC', x: jwk.x, y: jwk.y }), 'utf8').digest('base64url');
+}
 
 export function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
@@ -111,6 +125,15 @@ export function isLoopback(host: string): boolean {
   if (isIP(h) === 4) return h.startsWith('127.');
   if (isIP(h) === 6) return h === '::1' || /^::ffff:127\./i.test(h);
   return false;
+}
+
+function resolveIssuer(o: BrokerOptions): string {
+  if (o.issuer !== undefined) {
+    if (typeof o.issuer !== 'string' || o.issuer.length === 0 || o.issuer.length > 256) throw new InvalidArgumentError('broker option issuer must be a non-empty string of at most 256 characters');
+    return o.issuer;
+  }
+  const t = ecThumbprint(o.signingKey.publicJwk);
+  return t === undefined ? DEFAULT_ISSUER_PREFIX : `${DEFAULT_ISSUER_PREFIX}:${t}`;
 }
 
 function int(value: number | undefined, name: string, dflt: number, min: number, max: number): number {
@@ -149,7 +172,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     port: int(o.port, 'port', 0, 0, 65535),
     allowSimulated: o.allowSimulated,
     simulatedRoots,
-    issuer: o.issuer ?? DEFAULT_ISSUER,
+    issuer: resolveIssuer(o),
     tokenTtlSeconds: int(o.tokenTtlSeconds, 'tokenTtlSeconds', 300, 1, 86_400),
     challengeTtlSeconds: int(o.challengeTtlSeconds, 'challengeTtlSeconds', 60, 1, 3600),
     maxPendingChallenges: int(o.maxPendingChallenges, 'maxPendingChallenges', 10_000, 1, 10_000_000),
