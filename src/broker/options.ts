@@ -54,6 +54,11 @@ export interface BrokerOptions {
   issuer?: string;
   tokenTtlSeconds?: number;
   challengeTtlSeconds?: number;
+  /**
+   * Malformed requests not tied to a session are audited once per address per this many seconds,
+   * with the count of the rest. Default 60.
+   */
+  auditGroupWindowSeconds?: number;
   maxPendingChallenges?: number;
   /** Attested sessions kept for cookie access (the oldest is dropped beyond it). Default 10_000. */
   maxSessions?: number;
@@ -91,6 +96,7 @@ export interface ResolvedOptions {
   issuer: string;
   tokenTtlSeconds: number;
   challengeTtlSeconds: number;
+  auditGroupWindowSeconds: number;
   maxPendingChallenges: number;
   maxSessions: number;
   rateLimit: RateLimitOptions;
@@ -175,6 +181,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     issuer: resolveIssuer(o),
     tokenTtlSeconds: int(o.tokenTtlSeconds, 'tokenTtlSeconds', 300, 1, 86_400),
     challengeTtlSeconds: int(o.challengeTtlSeconds, 'challengeTtlSeconds', 60, 1, 3600),
+    auditGroupWindowSeconds: int(o.auditGroupWindowSeconds, 'auditGroupWindowSeconds', 60, 1, 86_400),
     maxPendingChallenges: int(o.maxPendingChallenges, 'maxPendingChallenges', 10_000, 1, 10_000_000),
     maxSessions: int(o.maxSessions, 'maxSessions', 10_000, 1, 10_000_000),
     rateLimit: o.rateLimit ?? {},
