@@ -124,7 +124,7 @@ describe('broker: transports and credentials', () => {
   });
 
   it('refuses plain HTTP off loopback or without the flag, and a signing key that does not match its public JWK', async () => {
-    const base = { keystore: new MemoryKeystore(), policies: new MemoryPolicies(), audit: new MemoryAudit(), signingKey: await signingKey(), port: 0, allowSimulated: false };
+    const base = { keystore: new MemoryKeystore(), policies: new MemoryPolicies(), audit: new MemoryAudit(), signingKey: await signingKey(), receiptKey: await signingKey('receipt'), port: 0, allowSimulated: false };
     await expect(startBroker({ ...base, host: '0.0.0.0', allowPlainHttpOnLoopback: true })).rejects.toThrow(/HTTPS/);
     await expect(startBroker({ ...base, host: '127.0.0.1' })).rejects.toThrow(/HTTPS/);
     const other = await signingKey();

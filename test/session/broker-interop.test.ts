@@ -38,6 +38,7 @@ describe('EnclaveSession with the real broker', () => {
       policies,
       audit,
       signingKey: await signingKey(),
+      receiptKey: await signingKey('receipt'),
       host: '127.0.0.1',
       port: 0,
       tls,
