@@ -13,7 +13,7 @@ import type { AuditSink, Keystore, PolicyStore } from './types.js';
 import type { RateLimitOptions } from './rate-limit.js';
 
 export interface BrokerSigningKey {
-  /** P-256 private key for ES256 (tokens and receipts). */
+  /** P-256 private key for ES256. */
   privateKey: CryptoKey | KeyObject | JWK;
   /** Its public JWK: put in token headers, and what tokens are verified with. */
   publicJwk: JWK;
@@ -35,7 +35,10 @@ export interface BrokerOptions {
   keystore: Keystore;
   policies: PolicyStore;
   audit: AuditSink;
+  /** Signs tokens (and nothing else). */
   signingKey: BrokerSigningKey;
+  /** Signs release receipts (and nothing else); must not be the signing key. */
+  receiptKey: BrokerSigningKey;
   /** PEM certificate chain and key; required unless plain HTTP on loopback is allowed. */
   tls?: { cert: string | Uint8Array; key: string | Uint8Array };
   host: string;
@@ -88,6 +91,7 @@ export interface ResolvedOptions {
   policies: PolicyStore;
   audit: AuditSink;
   signingKey: BrokerSigningKey;
+  receiptKey: BrokerSigningKey;
   tls: { cert: string | Uint8Array; key: string | Uint8Array } | undefined;
   host: string;
   port: number;
@@ -152,7 +156,7 @@ function int(value: number | undefined, name: string, dflt: number, min: number,
 
 export function resolveOptions(o: BrokerOptions): ResolvedOptions {
   if (typeof o !== 'object' || o === null) throw new InvalidArgumentError('startBroker needs an options object');
-  for (const k of ['keystore', 'policies', 'audit', 'signingKey'] as const) {
+  for (const k of ['keystore', 'policies', 'audit', 'signingKey', 'receiptKey'] as const) {
     if (typeof o[k] !== 'object' || o[k] === null) throw new InvalidArgumentError(`broker option ${k} is required`);
   }
   if (typeof o.host !== 'string' || o.host.length === 0) throw new InvalidArgumentError('broker option host must be a host name or address');
@@ -173,6 +177,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     policies: o.policies,
     audit: o.audit,
     signingKey: o.signingKey,
+    receiptKey: o.receiptKey,
     tls: o.tls,
     host: o.host,
     port: int(o.port, 'port', 0, 0, 65535),

@@ -60,7 +60,7 @@ function isUnboundMalformed(ctx: RequestContext, p: HttpProblem): boolean {
 
 export async function startBroker(options: BrokerOptions): Promise<RunningBroker> {
   const opts = resolveOptions(options);
-  const signer = await prepareSigner(opts.signingKey);
+  const signer = await prepareSigner(opts.signingKey, opts.receiptKey);
   const state: BrokerState = {
     opts,
     signer,

@@ -52,7 +52,7 @@ describe('tokens: ear.status says what kind of evidence verified', () => {
 
   it('debug evidence is warning, hardware evidence that is not debug is affirming', async () => {
     const m = await signingKey();
-    const signer = await prepareSigner(m);
+    const signer = await prepareSigner(m, await signingKey('receipt'));
     const now = Date.parse('2026-03-01T12:00:00Z');
     expect(statusOf(await issueToken(signer, 'iss', await session({ debug: true }), 'n', now))).toBe('warning');
     expect(statusOf(await issueToken(signer, 'iss', await session({ debug: false }), 'n', now))).toBe('affirming');
@@ -91,7 +91,7 @@ describe('tokens: issuer per broker and an audience', () => {
 
   it('verifyToken checks the audience it is given', async () => {
     const m = await signingKey();
-    const signer = await prepareSigner(m);
+    const signer = await prepareSigner(m, await signingKey('receipt'));
     const now = Date.parse('2026-03-01T12:00:00Z');
     const token = await issueToken(signer, 'iss-a', await session({}), 'n', now);
     await expect(verifyToken(signer, 'iss-a', token, now)).resolves.toBeDefined();
