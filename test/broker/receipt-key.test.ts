@@ -8,7 +8,7 @@ import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeProtectedHeader } from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AuditLog, verifyAuditLog } from '../../src/broker/audit.js';
+import { AuditLog, formatAuditLine, verifyAuditLog } from '../../src/broker/audit.js';
 import { loadBrokerConfig } from '../../src/broker/config.js';
 import { addReceiptKey } from '../../src/broker/init.js';
 import { startBroker } from '../../src/broker/server.js';
@@ -88,5 +88,39 @@ describe('receipts have their own key', () => {
     expect(c.receiptKey.kid).toBe(added.receiptKeyId);
     expect(statSync(join(dir, 'receipt.jwk')).mode & 0o777).toBe(0o600);
     await expect(addReceiptKey(dir)).rejects.toThrow(/already/);
+  });
+});
+
+describe('migrating a folder made before receipt keys', () => {
+  it('old receipts (token key) verify before receipt-key add; after it, only receipt-key receipts do', async () => {
+    const { dir } = await makeBroker();
+    const c0 = await loadBrokerConfig(dir);
+    // Rebuild the folder as an old broker left it: no receipt key anywhere, and an init entry naming none.
+    rmSync(join(dir, 'receipt.jwk'));
+    rmSync(join(dir, 'receipt.pub.jwk'));
+    const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+    delete cfg.receiptKeyId;
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
+    const init = JSON.parse(readFileSync(join(dir, 'audit.log'), 'utf8').split('\n')[0]!) as Record<string, unknown>;
+    const { seq: _s, time, prev, event: _e, receiptKeyId: _r, ...fields } = init;
+    writeFileSync(join(dir, 'audit.log'), Buffer.concat([formatAuditLine(0, String(time), String(prev), 'init', fields), Buffer.from('\n')]));
+    let log = await AuditLog.open(dir);
+    await log.appendRelease(release('old'), c0.signingKey);
+    await log.close();
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, receipts: 1 });
+
+    await addReceiptKey(dir);
+    const c = await loadBrokerConfig(dir);
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, receipts: 1 });
+    log = await AuditLog.open(dir);
+    await log.appendRelease(release('new'), c.receiptKey);
+    await log.close();
+    expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, receipts: 2 });
+    log = await AuditLog.open(dir);
+    await log.appendRelease(release('forged'), c.signingKey);
+    await log.close();
+    const v = await verifyAuditLog(dir);
+    expect(v.ok).toBe(false);
+    expect(v.firstBad?.reason).toMatch(/signed by the token key/);
   });
 });
