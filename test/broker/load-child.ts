@@ -4,7 +4,7 @@
  * driven over IPC. Run with --expose-gc and the TypeScript hooks (test/helpers/ts-hooks.mjs).
  *
  * Messages in: {type:'start', ...LoadBrokerConfig}, {type:'memory'}, {type:'stats'}, {type:'close'}.
- * Messages out: {type:'ready', url, signingJwk}, {type:'memory', ...}, {type:'stats', ...}, {type:'closed'}.
+ * Messages out: {type:'ready', url, signingJwk, receiptJwk}, {type:'memory', ...}, {type:'stats', ...}, {type:'closed'}.
  */
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -41,12 +41,13 @@ async function start(cfg: LoadBrokerConfig): Promise<void> {
   await keystore.add(DATA_KEY.map((b) => b ^ 0x55), { keyId: REVOKED_KEY_ID, models: MODELS, policy: 'default' });
   await keystore.revoke(REVOKED_KEY_ID, 'load test');
   const signing = await signingKey('broker-load-1');
+  const receiptKey = await signingKey('broker-load-receipt-1');
   broker = await startBroker({
     keystore,
     policies,
     audit,
     signingKey: signing,
-    receiptKey: await signingKey('broker-load-receipt-1'),
+    receiptKey,
     tls: cfg.tls,
     host: '127.0.0.1',
     port: 0,
@@ -55,7 +56,7 @@ async function start(cfg: LoadBrokerConfig): Promise<void> {
     rateLimit: cfg.rateLimit,
     onError: (err) => errors.push(err instanceof Error ? (err.stack ?? err.message) : String(err)),
   });
-  send({ type: 'ready', url: broker.url, signingJwk: signing.publicJwk, kid: signing.kid });
+  send({ type: 'ready', url: broker.url, signingJwk: signing.publicJwk, receiptJwk: receiptKey.publicJwk, kid: signing.kid });
 }
 
 /** Memory after full collections: a few rounds with a turn of the event loop between, so finalizers and freed sockets settle. */
