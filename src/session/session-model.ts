@@ -9,11 +9,11 @@ import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js';
 import { SecureBuffer } from '../native/secure-buffer.js';
 import type { NativeSealedModelReader } from '../reader/native-model.js';
-import type { SecureTensor } from '../reader/native-file.js';
+import type { SecureTensor, TensorSelection } from '../reader/native-file.js';
 import type { TensorInfo } from '../reader/sealed-file.js';
 
-/** Which tensors to read: a list of names (each must exist) or a predicate over names. */
-export type TensorSelection = readonly string[] | ((name: string) => boolean);
+/** Which tensors to read: the readers' own type (names, each must exist; or a predicate over names). */
+export type { TensorSelection };
 
 export interface ProgressEvent {
   /** Plaintext bytes read (authenticated and digest-checked) so far. */
@@ -31,7 +31,7 @@ export interface ProgressEvent {
 export type SessionTensorInfo = TensorInfo & { file: string };
 
 export interface SessionModelInfo {
-  /** The top-level file opened (model file or sealed index). */
+  /** The top-level file opened (model file or sealed index): a path, or a URL without query or credentials. */
   path: string;
   keyId: string;
   bundleId: string;
@@ -51,7 +51,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   readonly #signal: AbortSignal | undefined;
   readonly #onClose: (model: SessionModel) => void;
   readonly #totalBytes: number;
-  readonly #available: number;
+  readonly #isSelection: boolean;
   #bytes = 0;
   #tensors = 0;
   #startedAt: number | null = null;
@@ -59,19 +59,21 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   /** @internal EnclaveSession.open makes these. */
   constructor(
     reader: NativeSealedModelReader,
-    selected: SessionTensorInfo[],
+    isSelection: boolean,
     readonly info: SessionModelInfo,
     signal: AbortSignal | undefined,
     onClose: (model: SessionModel) => void,
   ) {
     super();
     this.#reader = reader;
+    // The reader was opened with the selection: it lists (and can read) only those tensors.
+    const selected = reader.tensors();
     this.#selected = selected;
     this.#byName = new Map(selected.map((t) => [t.name, t]));
     this.#signal = signal;
     this.#onClose = onClose;
     this.#totalBytes = selected.reduce((n, t) => n + t.byteLength, 0);
-    this.#available = reader.tensors().length;
+    this.#isSelection = isSelection;
   }
 
   get closed(): boolean {
@@ -146,7 +148,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
 
   #info(name: string): SessionTensorInfo {
     const info = this.#byName.get(name);
-    if (!info) throw new NotFoundError(`no tensor named "${name}" among this model's ${this.#selected.length < this.#available ? 'selected ' : ''}tensors`);
+    if (!info) throw new NotFoundError(`no tensor named "${name}" among this model's ${this.#isSelection ? 'selected ' : ''}tensors`);
     return info;
   }
 
