@@ -39,6 +39,13 @@ export interface SessionModelInfo {
   sharded: boolean;
 }
 
+/** Every selected tensor in secure memory (SessionModel.loadAll); valid until `release()` or the model's close(). */
+export interface LoadedModel {
+  tensors: Map<string, SecureTensor>;
+  byteLength: number;
+  release(): void;
+}
+
 export interface SessionModelEvents {
   progress: [ProgressEvent];
 }
@@ -47,7 +54,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   #reader: NativeSealedModelReader | null;
   readonly #selected: SessionTensorInfo[];
   readonly #byName: Map<string, SessionTensorInfo>;
-  readonly #handedOut = new Set<SecureTensor>();
+  readonly #handedOut = new Set<{ release(): void }>();
   readonly #signal: AbortSignal | undefined;
   readonly #onClose: (model: SessionModel) => void;
   readonly #totalBytes: number;
@@ -106,6 +113,46 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     }
   }
 
+  /**
+   * Every selected tensor at once, a few large native jobs (one per file) instead of one per tensor:
+   * each file's tensors land in one secure buffer, every chunk authenticated and every digest
+   * checked before anything is returned. `release()` wipes them all (as does the model's close()).
+   * A failure or an abort closes the model.
+   */
+  async loadAll(): Promise<LoadedModel> {
+    const reader = this.#live();
+    if (this.#signal?.aborted) {
+      this.close();
+      throw this.#signal.reason;
+    }
+    this.#startedAt ??= performance.now();
+    let loaded: Awaited<ReturnType<NativeSealedModelReader['loadAll']>>;
+    try {
+      loaded = await reader.loadAll();
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+    if (this.#reader === null || this.#signal?.aborted) {
+      loaded.release();
+      if (this.#reader === null) throw new ReleasedError('this model was closed (or its session ended) while it was being loaded');
+      this.close();
+      throw this.#signal!.reason;
+    }
+    let released = false;
+    const handed = {
+      release: (): void => {
+        if (released) return;
+        released = true;
+        this.#handedOut.delete(handed);
+        loaded.release();
+      },
+    };
+    this.#handedOut.add(handed);
+    this.#progress(loaded.byteLength, loaded.tensors.size);
+    return { tensors: loaded.tensors, byteLength: loaded.byteLength, release: handed.release };
+  }
+
   /** One selected tensor, authenticated and digest-checked. */
   async tensor(name: string): Promise<SecureTensor> {
     return this.#read(name, false);
@@ -152,9 +199,27 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     return info;
   }
 
-  async #read(name: string, loading: boolean): Promise<SecureTensor> {
+  #live(): NativeSealedModelReader {
     const reader = this.#reader;
     if (reader === null) throw new ReleasedError('this model was closed (or its session ended): open it again');
+    return reader;
+  }
+
+  #progress(bytes: number, tensors: number): void {
+    this.#bytes += bytes;
+    this.#tensors += tensors;
+    const seconds = (performance.now() - this.#startedAt!) / 1000;
+    this.emit('progress', {
+      bytes: this.#bytes,
+      tensors: this.#tensors,
+      bytesPerSecond: seconds > 0 ? this.#bytes / seconds : 0,
+      totalBytes: this.#totalBytes,
+      totalTensors: this.#selected.length,
+    });
+  }
+
+  async #read(name: string, loading: boolean): Promise<SecureTensor> {
+    const reader = this.#live();
     const info = this.#info(name);
     if (this.#signal?.aborted) {
       if (loading) this.close();
@@ -189,16 +254,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       },
     };
     this.#handedOut.add(handed);
-    this.#bytes += info.byteLength;
-    this.#tensors += 1;
-    const seconds = (performance.now() - this.#startedAt) / 1000;
-    this.emit('progress', {
-      bytes: this.#bytes,
-      tensors: this.#tensors,
-      bytesPerSecond: seconds > 0 ? this.#bytes / seconds : 0,
-      totalBytes: this.#totalBytes,
-      totalTensors: this.#selected.length,
-    });
+    this.#progress(info.byteLength, 1);
     return handed;
   }
 }
