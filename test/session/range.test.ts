@@ -111,6 +111,19 @@ describe('EnclaveSession over HTTP range requests', () => {
       });
       expect(names.sort()).toEqual(SHARDS.flat().map((t) => t.name).sort());
       expect(lockedBytes()).toBe(baseline);
+      // loadAll: one job per shard, the same bytes; released by release() or by close().
+      const model = await session.open(url('sharded/' + INDEX_NAME), { allowHttp: true, only: (n) => n !== 'flag' });
+      const progress: number[] = [];
+      model.on('progress', (p) => progress.push(p.tensors));
+      const all = await model.loadAll();
+      expect([...all.tensors.keys()].sort()).toEqual(model.names().sort());
+      expect(model.names()).not.toContain('flag');
+      for (const [n, t] of all.tensors) expect(Buffer.from(t.bytes).equals(Buffer.from(data.get(n)!)), n).toBe(true);
+      expect(progress).toEqual([model.names().length]);
+      expect(lockedBytes()).toBeGreaterThan(baseline);
+      model.close(); // wipes what loadAll handed out
+      expect(lockedBytes()).toBe(baseline);
+      all.release(); // idempotent after close
       // The index twice (the session's manifest check on its public header, then the reader), each shard opened once.
       const uris = entries.map((e) => e.uri);
       expect(uris.filter((u) => u === `/sharded/${INDEX_NAME}`)).toHaveLength(2);
@@ -174,8 +187,8 @@ describe('EnclaveSession over HTTP range requests', () => {
   it('a source cut short mid-load: ERR_IO, the model closed, every tensor it handed out wiped, locked memory back', async () => {
     const file = new Uint8Array(readFileSync(join(www, 'model.sealed')));
     const server: RangeServer = await startRangeServer(file);
-    // The manifest check's probe and the reader's go through; every read of tensor chunks is cut.
-    server.bend = (a, r) => (r.n >= 2 ? { ...a, stop: { after: Math.floor(a.body.length / 2), how: 'cut' } } : a);
+    // The probes (manifest check, reader: from byte 0) go through; every read of tensor chunks is cut halfway.
+    server.bend = (a, r) => (r.first > 0 ? { ...a, stop: { after: Math.floor(a.body.length / 2), how: 'cut' } } : a);
     const session = await establish();
     try {
       const baseline = lockedBytes();
@@ -188,6 +201,11 @@ describe('EnclaveSession over HTTP range requests', () => {
       expect(model.closed).toBe(true);
       expect(lockedBytes()).toBe(baseline);
       await expect(model.tensor('head')).rejects.toMatchObject({ code: 'ERR_RELEASED' });
+      // The batched path: the same.
+      const again = await session.open(new URL('model.sealed', server.url), { allowHttp: true });
+      await expect(again.loadAll()).rejects.toMatchObject({ code: 'ERR_IO' });
+      expect(again.closed).toBe(true);
+      expect(lockedBytes()).toBe(baseline);
     } finally {
       session.close();
       await server.close();
