@@ -118,17 +118,49 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
    * each file's tensors land in one secure buffer, every chunk authenticated and every digest
    * checked before anything is returned. `release()` wipes them all (as does the model's close()).
    * A failure or an abort closes the model.
+   *
+   * `into` (a single-file model): load into this secure buffer, already allocated and touched, instead
+   * of fresh memory (reloading a model of the same size: the first touch of fresh locked memory costs
+   * more than decrypting it). It is lent to the job and wiped whole if the load fails; `release()`
+   * and close() then wipe the loaded bytes and leave the buffer to its owner.
    */
-  async loadAll(): Promise<LoadedModel> {
+  async loadAll(options: { into?: SecureBuffer } = {}): Promise<LoadedModel> {
     const reader = this.#live();
+    const into = options.into;
+    if (into !== undefined) {
+      if (!(into instanceof SecureBuffer)) throw new InvalidArgumentError('into must be a SecureBuffer (SecureBuffer.allocate): plaintext goes only to secure memory');
+      if (reader.sharded) throw new InvalidArgumentError('into takes a single-file model: a sharded model loads one secure buffer per shard');
+    }
     if (this.#signal?.aborted) {
       this.close();
       throw this.#signal.reason;
     }
     this.#startedAt ??= performance.now();
-    let loaded: Awaited<ReturnType<NativeSealedModelReader['loadAll']>>;
+    let handedRelease = (): void => {};
+    let loaded: { tensors: Map<string, SecureTensor>; byteLength: number; release(): void };
     try {
-      loaded = await reader.loadAll();
+      if (into) {
+        const file = await reader.files[0]!.loadAll({ into });
+        // Its own release (and each tensor's, which is the same) would free the caller's buffer:
+        // wipe what was loaded instead.
+        const wipe = (): void => {
+          if (!into.released) into.bytes.fill(0, 0, file.byteLength);
+        };
+        const tensors = new Map<string, SecureTensor>();
+        for (const [name, t] of file.tensors) {
+          tensors.set(name, {
+            info: t.info,
+            get bytes() {
+              if (released) throw new ReleasedError(`tensor "${name}" was released (its bytes wiped)`);
+              return t.bytes;
+            },
+            release: () => handedRelease(),
+          });
+        }
+        loaded = { tensors, byteLength: file.byteLength, release: wipe };
+      } else {
+        loaded = await reader.loadAll();
+      }
     } catch (err) {
       this.close();
       throw err;
@@ -148,6 +180,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
         loaded.release();
       },
     };
+    handedRelease = handed.release;
     this.#handedOut.add(handed);
     this.#progress(loaded.byteLength, loaded.tensors.size);
     return { tensors: loaded.tensors, byteLength: loaded.byteLength, release: handed.release };

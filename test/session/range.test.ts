@@ -12,6 +12,7 @@ import { validatePolicy } from '../../src/attestation/policy/policy.js';
 import { startBroker, type RunningBroker } from '../../src/broker/server.js';
 import { sealModelDirectory } from '../../src/seal/seal-model.js';
 import { EnclaveSession } from '../../src/session/enclave-session.js';
+import { SecureBuffer } from '../../src/native/secure-buffer.js';
 import { PROBE_BYTES } from '../../src/sources/http.js';
 import { MemoryAudit, MemoryKeystore, MemoryPolicies } from '../broker/memory.js';
 import { signingKey, testCertificates, SIM_MEASUREMENT } from '../broker/fixture.js';
@@ -179,6 +180,36 @@ describe('EnclaveSession over HTTP range requests', () => {
       expect(entries).toEqual([{ uri: `/other/${INDEX_NAME}`, status: 206, range: `bytes=0-${PROBE_BYTES - 1}`, body: size('other/' + INDEX_NAME), sent: entries[0]!.sent }]);
       expect(after.filter((e) => e.uri.startsWith('/other/'))).toHaveLength(1);
       expect(lockedBytes()).toBe(before);
+    } finally {
+      session.close();
+    }
+  });
+
+  it.skipIf(!binary)('loadAll({ into }): a single-file model into a caller\'s secure buffer, wiped (not freed) on release; refused for a sharded model', async () => {
+    const session = await establish();
+    try {
+      const model = await session.open(url('model.sealed'), { allowHttp: true });
+      const into = SecureBuffer.allocate(model.byteLength + 10);
+      try {
+        into.bytes.fill(0xaa);
+        const all = await model.loadAll({ into });
+        for (const [n, t] of all.tensors) expect(Buffer.from(t.bytes).equals(Buffer.from(data.get(n)!)), n).toBe(true);
+        const one = all.tensors.get('head')!;
+        one.release(); // one tensor's release is the load's (one buffer)
+        expect(() => one.bytes).toThrow(/released/);
+        expect(into.released).toBe(false);
+        expect(into.bytes.subarray(0, all.byteLength).every((b) => b === 0)).toBe(true);
+        expect(into.bytes[all.byteLength]).toBe(0xaa);
+        model.close();
+        expect(into.released).toBe(false);
+      } finally {
+        into.release();
+      }
+      const sharded = await session.open(url('sharded/' + INDEX_NAME), { allowHttp: true });
+      const buf = SecureBuffer.allocate(sharded.byteLength);
+      await expect(sharded.loadAll({ into: buf })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+      buf.release();
+      sharded.close();
     } finally {
       session.close();
     }
