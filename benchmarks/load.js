@@ -4,16 +4,16 @@
 //   verify      NativeSealedModelReader.open(path) + verify(): every chunk authenticated, every
 //               digest checked, streamed through small reused secure buffers (nothing kept).
 //   load file   EnclaveSession.establish against a real broker (startBroker, in-memory stores,
-//               loopback HTTP) with a SimulatedTee, then session.open(path) and every tensor read
-//               into secure memory (kept until the end, as a loaded model is), then released.
+//               loopback HTTP) with a SimulatedTee, then session.open(path) and model.loadAll()
+//               (every tensor into fresh secure memory, one native job per file), then released.
 //   load http   the same, session.open(URL) from a web server on loopback: nginx when installed
 //               (`nginx` on PATH or /usr/sbin/nginx), else a small node:http range server (said so).
+//   load file, reused buffer   the same into one secure buffer allocated and touched before the runs
+//               (loadAll({ into }): a reload, without the first touch of fresh locked memory).
 // Establishment (attest + key release) is timed apart from open + load; the ratio is
 // (open + load) / verify, target <= 1.10 for the file. Figures, not tests: shared machines swing
 // them, so the load average is printed with them.
 // Options: --size 1 (GiB; fractions allowed)  --runs 3  --threads N (default: every core)
-//   load file, reused buffer   the same into one secure buffer allocated and touched before the runs
-//               (loadAll({ into }): a reload, without the first touch of fresh locked memory).
 //   --dir PATH (keep and reuse the model there)  --per-tensor (time model.tensors() too, the
 //   one-native-job-per-tensor path, next to model.loadAll())
 import { spawn, spawnSync } from 'node:child_process';
