@@ -481,6 +481,11 @@ async function resolveSource(source: string | URL | SealedSource, options: Sessi
     ...(options.signal ? { signal: options.signal } : {}),
   };
   const src = sealedSource(source, http);
+  const httpOptions = options.ca !== undefined || options.headers !== undefined || options.allowHttp === true;
+  if (httpOptions && !(typeof source === 'string' || source instanceof URL)) {
+    throw new InvalidArgumentError('ca, headers and allowHttp apply to an http(s) URL: give a SealedSource its options when you make it');
+  }
+  if (httpOptions && src instanceof FileSealedSource) throw new InvalidArgumentError('ca, headers and allowHttp apply to an http(s) URL, not to a path');
   // A folder resolves to its one sealed index, so the header checked is the one the reader opens.
   return src instanceof FileSealedSource ? new FileSealedSource(await resolveSealedModelPath(src.path)) : src;
 }

@@ -13,7 +13,7 @@ import { startBroker, type RunningBroker } from '../../src/broker/server.js';
 import { sealModelDirectory } from '../../src/seal/seal-model.js';
 import { EnclaveSession } from '../../src/session/enclave-session.js';
 import { SecureBuffer } from '../../src/native/secure-buffer.js';
-import { PROBE_BYTES } from '../../src/sources/http.js';
+import { HttpRangeSource, PROBE_BYTES } from '../../src/sources/http.js';
 import { MemoryAudit, MemoryKeystore, MemoryPolicies } from '../broker/memory.js';
 import { signingKey, testCertificates, SIM_MEASUREMENT } from '../broker/fixture.js';
 import { handles, made } from './ephemeral-recorder.js';
@@ -223,6 +223,10 @@ describe('EnclaveSession over HTTP range requests', () => {
     const session = await establish();
     try {
       const baseline = lockedBytes();
+      // HTTP options for a path, or for a source made elsewhere, would be silently ignored: refused.
+      await expect(session.open(join(www, 'model.sealed'), { allowHttp: true })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+      const given = new HttpRangeSource(new URL('model.sealed', server.url), { allowHttp: true });
+      await expect(session.open(given, { headers: { authorization: 'x' } })).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
       const model = await session.open(new URL('model.sealed', server.url), { allowHttp: true, windowBytes: 8192 });
       const handed: { release(): void }[] = [];
       const err = await (async () => {
