@@ -113,14 +113,20 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
         const attested = performance.now();
         const model = await session.open(src, { ...(opts.only ? { only: opts.only } : {}), ...(opts.threads ? { threads: opts.threads } : {}) });
         const tensors: { name: string; dtype: string; shape: number[]; byteLength: number; digest: string; sha256?: string; file?: string }[] = [];
-        const files = new Map(model.list().map((t) => [t.name, t.file]));
-        for await (const t of model.tensors()) {
-          const { name, dtype, shape, byteLength, digest } = t.info;
-          const entry: (typeof tensors)[number] = { name, dtype, shape: [...shape], byteLength, digest };
-          if (opts.json) entry.sha256 = createHash('sha256').update(t.bytes).digest('hex');
-          if (model.info.sharded) entry.file = files.get(name)!;
-          tensors.push(entry);
-          t.release(); // a summary needs no tensor kept
+        // One native job per file (not one per tensor): the whole selection lands in secure memory,
+        // every chunk authenticated and digest checked, then the summary is read off it.
+        const all = await model.loadAll();
+        try {
+          for (const info of model.list()) {
+            const t = all.tensors.get(info.name)!;
+            const { name, dtype, shape, byteLength, digest } = t.info;
+            const entry: (typeof tensors)[number] = { name, dtype, shape: [...shape], byteLength, digest };
+            if (opts.json) entry.sha256 = createHash('sha256').update(t.bytes).digest('hex');
+            if (model.info.sharded) entry.file = info.file;
+            tensors.push(entry);
+          }
+        } finally {
+          all.release(); // a summary needs no tensor kept
         }
         const bytes = tensors.reduce((n, t) => n + t.byteLength, 0);
         const info = session.info;
