@@ -237,6 +237,10 @@ async function startBrokerFor(binding, tee, dataKey) {
     policies,
     audit,
     signingKey: { privateKey, publicJwk: await exportJWK(publicKey), kid: 'bench' },
+    receiptKey: await (async () => {
+      const r = await generateKeyPair('ES256');
+      return { privateKey: r.privateKey, publicJwk: await exportJWK(r.publicKey), kid: 'bench-receipt' };
+    })(),
     allowPlainHttpOnLoopback: true,
     host: '127.0.0.1',
     port: 0,

@@ -98,6 +98,10 @@ async function brokerChild() {
     policies,
     audit,
     signingKey: { privateKey, publicJwk: await exportJWK(publicKey), kid: 'bench' },
+    receiptKey: await (async () => {
+      const r = await generateKeyPair('ES256');
+      return { privateKey: r.privateKey, publicJwk: await exportJWK(r.publicKey), kid: 'bench-receipt' };
+    })(),
     ...(cfg.tls ? { tls: cfg.tls } : { allowPlainHttpOnLoopback: true }),
     host: '127.0.0.1',
     port: 0,

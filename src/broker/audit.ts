@@ -22,6 +22,7 @@ import { open, readFile, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AuditLogError, BrokerConfigError, InvalidArgumentError, IoError, SealedTensorsError } from '../errors.js';
+import { decodeProtectedHeader } from 'jose';
 import { KEY_ID_PATTERN } from '../format/constants.js';
 import { BROKER_FILES, parseBrokerSettings, parsePublicSigningJwk, type BrokerSigningKey } from './config.js';
 import { openGuardedFile, readGuardedFile } from './files.js';
@@ -365,7 +366,7 @@ export class AuditLog implements AuditSink {
   }
 
   /**
-   * Appends a release entry with its receipt, signed with the broker's signing key over the
+   * Appends a release entry with its receipt, signed with the broker's receipt key (never the token key) over the
    * entry's fields and its place in the chain. Resolves with the receipt once the entry is on disk.
    */
   appendRelease(fields: ReleaseFields, signingKey: BrokerSigningKey): Promise<Required<AppendResult>> {
@@ -538,8 +539,9 @@ async function checkRelease(entry: AuditEntry, verifier: Awaited<ReturnType<type
 
 /**
  * Verifies an audit log offline: the chain from the genesis hash, every entry's form, and every
- * receipt against the public signing key. Stops at the first bad entry and names it. Needs only
- * config.json (for the genesis hash), signing.pub.jwk and audit.log: no secret.
+ * receipt against the receipt key (receipt.pub.jwk; the token key's signing.pub.jwk only for receipts
+ * written before the folder had a receipt key). Stops at the first bad entry and names it. Needs
+ * only config.json (for the genesis hash), the two public keys and audit.log: no secret.
  */
 export async function verifyAuditLog(dir: string, opts: { receipts?: readonly string[] } = {}): Promise<AuditVerification> {
   const read = async (name: string): Promise<string> => {
@@ -553,17 +555,43 @@ export async function verifyAuditLog(dir: string, opts: { receipts?: readonly st
     }
   };
   const settings = parseBrokerSettings(await read(BROKER_FILES.config));
-  const verifier = await receiptVerificationKey(parsePublicSigningJwk(await read(BROKER_FILES.signingPublicKey)));
-  if (verifier.kid !== undefined && verifier.kid !== settings.signingKeyId) {
-    throw new BrokerConfigError(`${BROKER_FILES.signingPublicKey} has kid ${verifier.kid}, but config.json names ${settings.signingKeyId}`);
+  const tokenKey = await receiptVerificationKey(parsePublicSigningJwk(await read(BROKER_FILES.signingPublicKey)));
+  if (tokenKey.kid !== undefined && tokenKey.kid !== settings.signingKeyId) {
+    throw new BrokerConfigError(`${BROKER_FILES.signingPublicKey} has kid ${tokenKey.kid}, but config.json names ${settings.signingKeyId}`);
   }
-  verifier.kid = settings.signingKeyId;
+  tokenKey.kid = settings.signingKeyId;
+  let receiptKey: Awaited<ReturnType<typeof receiptVerificationKey>> | undefined;
+  if (settings.receiptKeyId !== undefined) {
+    receiptKey = await receiptVerificationKey(parsePublicSigningJwk(await read(BROKER_FILES.receiptPublicKey), BROKER_FILES.receiptPublicKey));
+    if (receiptKey.kid !== undefined && receiptKey.kid !== settings.receiptKeyId) {
+      throw new BrokerConfigError(`${BROKER_FILES.receiptPublicKey} has kid ${receiptKey.kid}, but config.json names ${settings.receiptKeyId}`);
+    }
+    receiptKey.kid = settings.receiptKeyId;
+  }
+  // Receipts are the receipt key's. The token key signed them only in folders made before receipt
+  // keys, so it is accepted only before the first entry that names a receipt key (init, or
+  // receipt-key-add), and anywhere in a folder that has none.
+  let legacy = true;
+  const verifierFor = (jws: unknown): Awaited<ReturnType<typeof receiptVerificationKey>> | string => {
+    let kid: unknown;
+    try {
+      kid = decodeProtectedHeader(String(jws)).kid;
+    } catch {
+      return 'the receipt is not a compact JWS';
+    }
+    if (receiptKey !== undefined && kid === receiptKey.kid) return receiptKey;
+    if (legacy && kid === tokenKey.kid) return tokenKey;
+    if (kid === tokenKey.kid) return `the receipt is signed by the token key (${String(kid)}), not by the receipt key ${receiptKey?.kid ?? '(none)'}: receipts after the receipt key was added must be signed by it`;
+    return `the receipt names key ${JSON.stringify(kid)}, which is not this broker's receipt key ${receiptKey?.kid ?? '(none)'}`;
+  };
   // Receipts held outside the log: each must verify, then be found verbatim at its entry.
   const held = new Map<number, { jws: string; receiptId: string }[]>();
   const missing: NonNullable<AuditVerification['missingReceipts']> = [];
   for (const jws of opts.receipts ?? []) {
     let claims: ReceiptClaims;
     try {
+      const verifier = verifierFor(jws);
+      if (typeof verifier === 'string') throw new AuditLogError(verifier);
       claims = await verifyReceipt(jws, verifier);
     } catch (err) {
       missing.push({ auditSeq: -1, receiptId: '', reason: `a given receipt does not verify: ${(err as Error).message}` });
@@ -602,7 +630,8 @@ export async function verifyAuditLog(dir: string, opts: { receipts?: readonly st
         break;
       }
       if (r.entry.event === 'release') {
-        const reason = await checkRelease(r.entry, verifier);
+        const verifier = verifierFor(r.entry.receipt);
+        const reason = typeof verifier === 'string' ? verifier : await checkRelease(r.entry, verifier);
         if (reason !== undefined) {
           bad(reason);
           break;
@@ -613,6 +642,7 @@ export async function verifyAuditLog(dir: string, opts: { receipts?: readonly st
         if (h.jws !== r.entry.receipt) missing.push({ auditSeq: r.entry.seq, receiptId: h.receiptId, reason: `entry ${r.entry.seq} does not hold this receipt: the log was rewritten after it was issued` });
       }
       held.delete(r.entry.seq);
+      if (typeof (r.entry as Record<string, unknown>).receiptKeyId === 'string') legacy = false;
       absorb(state, r.entry, hashLine(item.line), item.line.length);
     }
     if (!firstBad) {

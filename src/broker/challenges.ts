@@ -2,9 +2,12 @@
  * Pending challenges: the nonce the broker sent with /auth, keyed by the session cookie. Each is
  * fresh (32 random bytes), single-use (taken out of the table by the first /attest that names its
  * cookie, whatever that request's fate) and short-lived; the table is capped so unauthenticated
- * clients cannot grow it without bound.
+ * clients cannot grow it without bound. The cap is shared fairly: when it is full, the address
+ * holding the most pending challenges gives up its oldest one, so a few addresses cannot make
+ * /auth refuse everyone (IPv6 is counted by /64: one host usually holds a whole /64).
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { NONCE_BYTES } from '../protocol/messages.js';
 
 /** Session ids: 32 random bytes, base64url (43 characters). */
@@ -18,6 +21,8 @@ export interface PendingChallenge {
   expiresAt: number;
   /** Short, non-secret handle of the session for the audit log. */
   sessionRef: string;
+  /** The client's address bucket (clientBucket). */
+  bucket: string;
 }
 
 export type TakeResult = { ok: true; challenge: PendingChallenge } | { ok: false; reason: string };
@@ -31,23 +36,81 @@ export function isSessionId(value: string): boolean {
   return SESSION_ID.test(value);
 }
 
+/** Expands an IPv6 address (no zone) to its eight 16-bit groups, or undefined. */
+function ipv6Groups(ip: string): number[] | undefined {
+  let text = ip;
+  // A trailing dotted quad (::ffff:1.2.3.4) is two groups.
+  const quad = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (quad) {
+    const b = quad[2]!.split('.').map(Number);
+    text = `${quad[1]}${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const part = (h: string): string[] => (h === '' ? [] : h.split(':'));
+  const head = part(halves[0]!);
+  const tail = halves.length === 2 ? part(halves[1]!) : [];
+  const fill = 8 - head.length - tail.length;
+  if (halves.length === 1 ? fill !== 0 : fill < 1) return undefined;
+  return [...head, ...Array<string>(halves.length === 2 ? fill : 0).fill('0'), ...tail].map((g) => parseInt(g, 16));
+}
+
+/**
+ * The unit a client's share of the cap is counted in: the IPv4 address, or the /64 of an IPv6
+ * address (IPv4-mapped IPv6 counts as its IPv4 address; a zone id is ignored).
+ */
+export function clientBucket(ip: string): string {
+  const addr = ip.split('%', 1)[0]!;
+  if (isIP(addr) !== 6) return addr;
+  const g = ipv6Groups(addr.toLowerCase());
+  if (g === undefined) return addr;
+  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return `${g[6]! >> 8}.${g[6]! & 0xff}.${g[7]! >> 8}.${g[7]! & 0xff}`;
+  return `${g.slice(0, 4).map((x) => x.toString(16)).join(':')}::/64`;
+}
+
 export class ChallengeTable {
   private readonly pending = new Map<string, PendingChallenge>();
+  /** Pending challenge keys per address bucket, oldest first. */
+  private readonly byBucket = new Map<string, Set<string>>();
 
   constructor(
     private readonly ttlMs: number,
     readonly max: number,
   ) {}
 
-  /** A new challenge, or undefined when `max` unexpired challenges are already pending. */
-  issue(tee: string, nowMs: number): { sessionId: string; challenge: PendingChallenge } | undefined {
+  /**
+   * A new challenge for a client at `clientIp`. When `max` unexpired challenges are pending, the
+   * address bucket holding the most gives up its oldest one; undefined (refused) when that bucket
+   * is the client's own, or ties with it: a client never pushes out its own challenges, nor takes
+   * a slot from one no heavier than itself.
+   */
+  issue(tee: string, nowMs: number, clientIp: string): { sessionId: string; challenge: PendingChallenge } | undefined {
     this.prune(nowMs);
-    if (this.pending.size >= this.max) return undefined;
+    const bucket = clientBucket(clientIp);
+    if (this.pending.size >= this.max) {
+      const own = this.byBucket.get(bucket)?.size ?? 0;
+      let heaviest: Set<string> | undefined;
+      for (const keys of this.byBucket.values()) if (heaviest === undefined || keys.size > heaviest.size) heaviest = keys;
+      if (heaviest === undefined || heaviest.size <= own) return undefined;
+      this.remove(heaviest.values().next().value as string);
+    }
     const sessionId = randomBytes(SESSION_ID_BYTES).toString('base64url');
     const key = sessionKey(sessionId);
-    const challenge: PendingChallenge = { nonce: randomBytes(NONCE_BYTES).toString('base64'), tee, expiresAt: nowMs + this.ttlMs, sessionRef: key.slice(0, 16) };
+    const challenge: PendingChallenge = { nonce: randomBytes(NONCE_BYTES).toString('base64'), tee, expiresAt: nowMs + this.ttlMs, sessionRef: key.slice(0, 16), bucket };
     this.pending.set(key, challenge);
+    let keys = this.byBucket.get(bucket);
+    if (keys === undefined) this.byBucket.set(bucket, (keys = new Set()));
+    keys.add(key);
     return { sessionId, challenge };
+  }
+
+  private remove(key: string): void {
+    const c = this.pending.get(key);
+    if (c === undefined) return;
+    this.pending.delete(key);
+    const keys = this.byBucket.get(c.bucket);
+    keys?.delete(key);
+    if (keys?.size === 0) this.byBucket.delete(c.bucket);
   }
 
   /** Removes and returns the challenge of this session id; a second call for it finds nothing. */
@@ -55,8 +118,8 @@ export class ChallengeTable {
     if (!isSessionId(sessionId)) return { ok: false, reason: 'the session cookie is not one this broker issues' };
     const key = sessionKey(sessionId);
     const c = this.pending.get(key);
-    if (c === undefined) return { ok: false, reason: 'no pending challenge for this session: unknown, already used, or expired (request /auth again)' };
-    this.pending.delete(key);
+    if (c === undefined) return { ok: false, reason: 'no pending challenge for this session: unknown, already used, expired, or given up for another client when the table was full (request /auth again)' };
+    this.remove(key);
     if (nowMs >= c.expiresAt) return { ok: false, reason: `the challenge expired at ${new Date(c.expiresAt).toISOString()} (request /auth again)` };
     return { ok: true, challenge: c };
   }
@@ -72,7 +135,7 @@ export class ChallengeTable {
   private prune(nowMs: number): void {
     for (const [k, c] of this.pending) {
       if (nowMs < c.expiresAt) break;
-      this.pending.delete(k);
+      this.remove(k);
     }
   }
 }

@@ -6,7 +6,8 @@
  *   keystore.json      data keys wrapped under the kek, their models and policies (0600)
  *   ca.pem, ca.key     the broker's own CA (ca.key 0600); clients pass ca.pem (--ca)
  *   server.pem, .key   the HTTPS certificate (localhost, 127.0.0.1, ::1 and --hostname names) and key (0600)
- *   signing.jwk        P-256 private JWK (0600) that signs tokens and receipts; signing.pub.jwk its public half
+ *   signing.jwk        P-256 private JWK (0600) that signs tokens; signing.pub.jwk its public half
+ *   receipt.jwk        P-256 private JWK (0600) that signs release receipts; receipt.pub.jwk its public half
  *   policies/          attestation policies by name (default.json, and sha256-<digest>.json from policy set)
  *   audit.log          hash-chained JSON lines
  *
@@ -32,6 +33,8 @@ export const BROKER_FILES = {
   serverKey: 'server.key',
   signingKey: 'signing.jwk',
   signingPublicKey: 'signing.pub.jwk',
+  receiptKey: 'receipt.jwk',
+  receiptPublicKey: 'receipt.pub.jwk',
   policies: 'policies',
   audit: 'audit.log',
 } as const;
@@ -70,8 +73,14 @@ export interface BrokerSettings {
   maxRequestBytes: number;
   /** Hex SHA-256 the first audit entry chains from (random per broker, recorded at init). */
   auditGenesis: string;
-  /** RFC 7638 thumbprint of the signing key: the `kid` of tokens and receipts. */
+  /** RFC 7638 thumbprint of the signing key: the `kid` of tokens. */
   signingKeyId: string;
+  /**
+   * RFC 7638 thumbprint of the receipt key: the `kid` of receipts. Absent only in folders made
+   * before receipts had a key of their own: loadBrokerConfig refuses those until
+   * `broker receipt-key add` gives them one.
+   */
+  receiptKeyId?: string;
   createdAt: string;
 }
 
@@ -133,7 +142,8 @@ export function parseBrokerSettings(text: string, source = BROKER_FILES.config):
   if (!isObject(json)) throw new BrokerConfigError(`${source} must be a JSON object`);
   const problems: string[] = [];
   const keys = ['kind', 'version', 'listen', 'hostnames', 'allowSimulated', 'simulatedRoots', ...Object.keys(NUMERIC), 'auditGenesis', 'signingKeyId', 'createdAt'];
-  for (const k of Object.keys(json)) if (!keys.includes(k)) problems.push(`${k}: unknown key (a typo would silently do nothing)`);
+  const optional = ['receiptKeyId'];
+  for (const k of Object.keys(json)) if (!keys.includes(k) && !optional.includes(k)) problems.push(`${k}: unknown key (a typo would silently do nothing)`);
   for (const k of keys) if (!Object.hasOwn(json, k)) problems.push(`${k}: missing`);
   const j = json as Record<string, unknown>;
   if (j.kind !== CONFIG_KIND) problems.push(`kind: must be "${CONFIG_KIND}"`);
@@ -161,12 +171,14 @@ export function parseBrokerSettings(text: string, source = BROKER_FILES.config):
   }
   if (typeof j.auditGenesis !== 'string' || !HEX64.test(j.auditGenesis)) problems.push('auditGenesis: must be 64 lower-case hex characters');
   if (typeof j.signingKeyId !== 'string' || !THUMBPRINT.test(j.signingKeyId)) problems.push('signingKeyId: must be a base64url SHA-256 JWK thumbprint');
+  if (j.receiptKeyId !== undefined && (typeof j.receiptKeyId !== 'string' || !THUMBPRINT.test(j.receiptKeyId))) problems.push('receiptKeyId: must be a base64url SHA-256 JWK thumbprint');
+  if (j.receiptKeyId !== undefined && j.receiptKeyId === j.signingKeyId) problems.push('receiptKeyId: must not be the signing key (tokens and receipts have separate keys)');
   if (typeof j.createdAt !== 'string' || Number.isNaN(Date.parse(j.createdAt))) problems.push('createdAt: must be an ISO 8601 time');
   if (problems.length) throw new BrokerConfigError(`${source} is invalid: ${problems.join('; ')}`);
   return json as unknown as BrokerSettings;
 }
 
-/** The key that signs tokens and receipts. */
+/** A broker ES256 key: the one that signs tokens, or the one that signs receipts. */
 export interface BrokerSigningKey {
   readonly alg: 'ES256';
   /** RFC 7638 thumbprint of the public key. */
@@ -202,41 +214,51 @@ function strictJwk(text: string, source: string, members: readonly string[], nee
   return jwk as JWK;
 }
 
+/** Which files a key is read from, and the config.json member that names it. */
+export interface KeyFiles {
+  privateFile: string;
+  publicFile: string;
+  idKey: 'signingKeyId' | 'receiptKeyId';
+}
+export const SIGNING_FILES: KeyFiles = Object.freeze({ privateFile: BROKER_FILES.signingKey, publicFile: BROKER_FILES.signingPublicKey, idKey: 'signingKeyId' });
+export const RECEIPT_FILES: KeyFiles = Object.freeze({ privateFile: BROKER_FILES.receiptKey, publicFile: BROKER_FILES.receiptPublicKey, idKey: 'receiptKeyId' });
+
 /**
- * Loads signing.jwk (private; checked against signing.pub.jwk and the expected thumbprint) into a
+ * Loads signing.jwk or receipt.jwk (private; checked against signing.pub.jwk and the expected thumbprint) into a
  * non-extractable CryptoKey for ES256.
  */
-export async function loadSigningKey(privateText: string, publicText: string, expectedKid?: string): Promise<BrokerSigningKey> {
-  const priv = strictJwk(privateText, BROKER_FILES.signingKey, PRIVATE_MEMBERS, true);
-  const pub = strictJwk(publicText, BROKER_FILES.signingPublicKey, PUBLIC_MEMBERS, false);
+export async function loadSigningKey(privateText: string, publicText: string, expectedKid?: string, files: KeyFiles = SIGNING_FILES): Promise<BrokerSigningKey> {
+  const { privateFile, publicFile, idKey } = files;
+  const priv = strictJwk(privateText, privateFile, PRIVATE_MEMBERS, true);
+  const pub = strictJwk(publicText, publicFile, PUBLIC_MEMBERS, false);
   // The private scalar must belong to the public point: derive the point from d and compare.
   let derived: JWK;
   try {
     derived = createPublicKey(createPrivateKey({ key: { kty: 'EC', crv: 'P-256', x: priv.x!, y: priv.y!, d: priv.d! }, format: 'jwk' })).export({ format: 'jwk' }) as JWK;
   } catch (cause) {
-    throw new BrokerConfigError(`${BROKER_FILES.signingKey} is not a valid P-256 private key`, { cause });
+    throw new BrokerConfigError(`${privateFile} is not a valid P-256 private key`, { cause });
   }
-  if (derived.x !== priv.x || derived.y !== priv.y) throw new BrokerConfigError(`${BROKER_FILES.signingKey}: the private key does not match its own public point (x, y)`);
-  if (pub.x !== priv.x || pub.y !== priv.y) throw new BrokerConfigError(`${BROKER_FILES.signingPublicKey} is not the public half of ${BROKER_FILES.signingKey}`);
+  if (derived.x !== priv.x || derived.y !== priv.y) throw new BrokerConfigError(`${privateFile}: the private key does not match its own public point (x, y)`);
+  if (pub.x !== priv.x || pub.y !== priv.y) throw new BrokerConfigError(`${publicFile} is not the public half of ${privateFile}`);
   const kid = await calculateJwkThumbprint({ kty: 'EC', crv: 'P-256', x: priv.x!, y: priv.y! }, 'sha256');
-  for (const [source, v] of [[BROKER_FILES.signingKey, priv.kid], [BROKER_FILES.signingPublicKey, pub.kid]] as const) {
+  for (const [source, v] of [[privateFile, priv.kid], [publicFile, pub.kid]] as const) {
     if (v !== undefined && v !== kid) throw new BrokerConfigError(`${source}: kid "${v}" is not the key's thumbprint ${kid}`);
   }
   if (expectedKid !== undefined && expectedKid !== kid) {
-    throw new BrokerConfigError(`the signing key's thumbprint ${kid} is not the signingKeyId ${expectedKid} in ${BROKER_FILES.config}: signing.jwk was replaced`);
+    throw new BrokerConfigError(`the thumbprint ${kid} of ${privateFile} is not the ${idKey} ${expectedKid} in ${BROKER_FILES.config}: ${privateFile} was replaced`);
   }
   let privateKey: CryptoKey;
   try {
     privateKey = (await importJWK({ kty: 'EC', crv: 'P-256', x: priv.x!, y: priv.y!, d: priv.d! }, 'ES256', { extractable: false })) as CryptoKey;
   } catch (cause) {
-    throw new BrokerConfigError(`${BROKER_FILES.signingKey} cannot be imported as an ES256 key`, { cause });
+    throw new BrokerConfigError(`${privateFile} cannot be imported as an ES256 key`, { cause });
   }
   return Object.freeze({ alg: 'ES256', kid, privateKey, publicJwk: Object.freeze({ kty: 'EC', crv: 'P-256', x: priv.x!, y: priv.y!, kid, alg: 'ES256', use: 'sig' }) });
 }
 
 /** Reads and checks signing.pub.jwk alone (offline audit verification needs no secret). */
-export function parsePublicSigningJwk(text: string): JWK & { kty: 'EC'; crv: 'P-256'; x: string; y: string } {
-  return strictJwk(text, BROKER_FILES.signingPublicKey, PUBLIC_MEMBERS, false) as JWK & { kty: 'EC'; crv: 'P-256'; x: string; y: string };
+export function parsePublicSigningJwk(text: string, source: string = BROKER_FILES.signingPublicKey): JWK & { kty: 'EC'; crv: 'P-256'; x: string; y: string } {
+  return strictJwk(text, source, PUBLIC_MEMBERS, false) as JWK & { kty: 'EC'; crv: 'P-256'; x: string; y: string };
 }
 
 export interface BrokerConfig extends Omit<BrokerSettings, 'kind' | 'version'> {
@@ -244,6 +266,9 @@ export interface BrokerConfig extends Omit<BrokerSettings, 'kind' | 'version'> {
   readonly dir: string;
   readonly paths: BrokerPaths;
   readonly signingKey: BrokerSigningKey;
+  /** Signs release receipts only (never tokens). */
+  readonly receiptKey: BrokerSigningKey;
+  readonly receiptKeyId: string;
   /** PEM text for node:https (cert: the server certificate; ca: the broker CA clients trust). */
   readonly tls: { readonly cert: string; readonly key: string; readonly ca: string };
   /** The key-encryption key, held by node:crypto (its bytes are wiped from the JS heap after loading). */
@@ -310,11 +335,23 @@ export async function loadBrokerConfig(dir: string): Promise<BrokerConfig> {
     await text(paths.signingPublicKey, BROKER_FILES.signingPublicKey),
     settings.signingKeyId,
   );
+  if (settings.receiptKeyId === undefined) {
+    throw new BrokerConfigError(
+      `${BROKER_FILES.config} names no receipt key: this folder was made before receipts had a key of their own (the token key signed them). ` +
+        `Add one with "sealed-tensors broker receipt-key add --dir ${dir}" (writes ${BROKER_FILES.receiptKey} and ${BROKER_FILES.receiptPublicKey}; give auditors the new ${BROKER_FILES.receiptPublicKey}), then start again`,
+    );
+  }
+  const receiptKey = await loadSigningKey(
+    await text(paths.receiptKey, BROKER_FILES.receiptKey, true),
+    await text(paths.receiptPublicKey, BROKER_FILES.receiptPublicKey),
+    settings.receiptKeyId,
+    RECEIPT_FILES,
+  );
   // Present and safe; their contents are checked by the keystore and the audit log when opened.
   await checkGuardedFile(paths.keystore, BROKER_FILES.keystore, { secret: true });
   await checkGuardedFile(paths.audit, BROKER_FILES.audit, {});
   await checkBrokerDir(paths.policies);
   const kek = await loadKek(paths.kek);
   const { kind: _kind, version: _version, ...rest } = settings;
-  return Object.freeze({ ...rest, dir: resolve(dir), paths, signingKey, tls: Object.freeze({ cert, key, ca }), kek });
+  return Object.freeze({ ...rest, receiptKeyId: settings.receiptKeyId, dir: resolve(dir), paths, signingKey, receiptKey, tls: Object.freeze({ cert, key, ca }), kek });
 }

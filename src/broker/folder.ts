@@ -50,6 +50,7 @@ export function brokerOptions(b: OpenedBrokerFolder, over: { listen?: string; al
     policies: b.policies,
     audit: b.audit,
     signingKey: c.signingKey,
+    receiptKey: c.receiptKey,
     ...(plain ? { allowPlainHttpOnLoopback: true } : { tls: { cert: c.tls.cert, key: c.tls.key } }),
     host,
     port,

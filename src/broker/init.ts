@@ -9,9 +9,10 @@ import { mkdir, mkdtemp, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { calculateJwkThumbprint } from 'jose';
 import { InvalidArgumentError, IoError } from '../errors.js';
-import { formatAuditLine } from './audit.js';
-import { BROKER_FILES, DEFAULT_SETTINGS, KEK_BYTES, checkHostname, parseListen, type BrokerSettings } from './config.js';
-import { fsyncDir, writeNewFile } from './files.js';
+import { AuditLog, formatAuditLine } from './audit.js';
+import { BROKER_FILES, DEFAULT_SETTINGS, KEK_BYTES, checkBrokerDir, checkHostname, parseBrokerSettings, parseListen, type BrokerSettings } from './config.js';
+import { fsyncDir, readGuardedFile, writeFileAtomic, writeNewFile } from './files.js';
+import { withBrokerLock } from './lock.js';
 import { emptyKeystoreBytes } from './keystore.js';
 import { DEFAULT_POLICY_NAME, defaultPolicyJson } from './policies.js';
 
@@ -32,6 +33,7 @@ export interface InitResult {
   dir: string;
   caPath: string;
   signingKeyId: string;
+  receiptKeyId: string;
   hostnames: string[];
   allowSimulated: boolean;
 }
@@ -46,6 +48,49 @@ async function refuseNonEmpty(dir: string): Promise<void> {
   }
   if (!st.isDirectory()) throw new InvalidArgumentError(`${dir} exists and is not a folder: broker init needs a new or empty folder`);
   if ((await readdir(dir)).length > 0) throw new InvalidArgumentError(`${dir} is not empty: broker init never writes into a folder holding anything (a broker folder is never overwritten)`);
+}
+
+/** A new P-256 key written as PRIVATE (0600) and PUBLIC (0644) JWK files; returns its thumbprint. */
+async function writeKeyPair(privatePath: string, publicPath: string): Promise<string> {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = privateKey.export({ format: 'jwk' }) as { kty: string; crv: string; x: string; y: string; d: string };
+  const kid = await calculateJwkThumbprint({ kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y }, 'sha256');
+  const pub = { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y, kid, alg: 'ES256', use: 'sig' };
+  await writeNewFile(privatePath, `${JSON.stringify({ ...pub, d: jwk.d }, null, 2)}\n`, 0o600);
+  jwk.d = '';
+  await writeNewFile(publicPath, `${JSON.stringify(pub, null, 2)}\n`, 0o644);
+  return kid;
+}
+
+/**
+ * `broker receipt-key add --dir DIR`: gives a folder made before receipts had their own key a
+ * receipt key (receipt.jwk 0600, receipt.pub.jwk), names it in config.json, and records that in the
+ * audit log. Receipts in the log from before it stay verifiable with signing.pub.jwk; from the
+ * audit entry that names the receipt key on, only receipt.pub.jwk verifies them.
+ */
+export async function addReceiptKey(dirArg: string): Promise<{ dir: string; receiptKeyId: string }> {
+  const dir = resolve(dirArg);
+  await checkBrokerDir(dir);
+  const configPath = join(dir, BROKER_FILES.config);
+  const kid = await withBrokerLock(dir, async () => {
+    const settings = parseBrokerSettings(Buffer.from(await readGuardedFile(configPath, BROKER_FILES.config, { maxBytes: 64 * 1024 })).toString('utf8'));
+    if (settings.receiptKeyId !== undefined) throw new InvalidArgumentError(`${dir} already has a receipt key (${settings.receiptKeyId}); nothing was changed`);
+    // Left over from an add cut short: config.json does not name them, so they never signed anything.
+    await rm(join(dir, BROKER_FILES.receiptKey), { force: true });
+    await rm(join(dir, BROKER_FILES.receiptPublicKey), { force: true });
+    const id = await writeKeyPair(join(dir, BROKER_FILES.receiptKey), join(dir, BROKER_FILES.receiptPublicKey));
+    await fsyncDir(dir);
+    const { createdAt, ...rest } = settings;
+    await writeFileAtomic(configPath, `${JSON.stringify({ ...rest, receiptKeyId: id, createdAt }, null, 2)}\n`, { mode: 0o644 });
+    return id;
+  });
+  const log = await AuditLog.open(dir);
+  try {
+    await log.append({ event: 'receipt-key-add', receiptKeyId: kid });
+  } finally {
+    await log.close();
+  }
+  return { dir, receiptKeyId: kid };
 }
 
 export async function initBroker(dirArg: string, opts: InitOptions = {}): Promise<InitResult> {
@@ -89,13 +134,9 @@ export async function initBroker(dirArg: string, opts: InitOptions = {}): Promis
       kekBytes.fill(0);
     }
 
-    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const jwk = privateKey.export({ format: 'jwk' }) as { kty: string; crv: string; x: string; y: string; d: string };
-    const kid = await calculateJwkThumbprint({ kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y }, 'sha256');
-    const pub = { kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y, kid, alg: 'ES256', use: 'sig' };
-    await writeNewFile(file(BROKER_FILES.signingKey), `${JSON.stringify({ ...pub, d: jwk.d }, null, 2)}\n`, 0o600);
-    jwk.d = '';
-    await writeNewFile(file(BROKER_FILES.signingPublicKey), `${JSON.stringify(pub, null, 2)}\n`, 0o644);
+    const kid = await writeKeyPair(file(BROKER_FILES.signingKey), file(BROKER_FILES.signingPublicKey));
+    // Receipts have a key of their own: whoever can mint tokens cannot mint receipts.
+    const receiptKid = await writeKeyPair(file(BROKER_FILES.receiptKey), file(BROKER_FILES.receiptPublicKey));
 
     await writeNewFile(file(BROKER_FILES.caCert), certs.caCert, 0o644);
     await writeNewFile(file(BROKER_FILES.caKey), certs.caKey, 0o600);
@@ -120,6 +161,7 @@ export async function initBroker(dirArg: string, opts: InitOptions = {}): Promis
       maxRequestBytes: DEFAULT_SETTINGS.maxRequestBytes,
       auditGenesis: genesis,
       signingKeyId: kid,
+      receiptKeyId: receiptKid,
       createdAt: now,
     };
     await writeNewFile(file(BROKER_FILES.config), `${JSON.stringify(settings, null, 2)}\n`, 0o644);
@@ -133,6 +175,7 @@ export async function initBroker(dirArg: string, opts: InitOptions = {}): Promis
     const init = formatAuditLine(0, now, genesis, 'init', {
       generation: 0,
       signingKeyId: kid,
+      receiptKeyId: receiptKid,
       allowSimulated,
       hostnames,
       defaultPolicyDigest: createHash('sha256').update(policy).digest('hex'),
@@ -149,7 +192,7 @@ export async function initBroker(dirArg: string, opts: InitOptions = {}): Promis
       throw new IoError(`cannot move the new broker folder into place at ${dir} (${code})`, { cause });
     }
     await fsyncDir(parent);
-    return { dir, caPath: join(dir, BROKER_FILES.caCert), signingKeyId: kid, hostnames, allowSimulated };
+    return { dir, caPath: join(dir, BROKER_FILES.caCert), signingKeyId: kid, receiptKeyId: receiptKid, hostnames, allowSimulated };
   } catch (err) {
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
     throw err;

@@ -3,7 +3,7 @@
  * numbers and never a missing option.
  */
 import { isIP } from 'node:net';
-import type { X509Certificate } from 'node:crypto';
+import { createHash, type X509Certificate } from 'node:crypto';
 import type { JWK, KeyObject, CryptoKey } from 'jose';
 import { InvalidArgumentError } from '../errors.js';
 import type { TeeType } from '../attestation/types.js';
@@ -13,7 +13,7 @@ import type { AuditSink, Keystore, PolicyStore } from './types.js';
 import type { RateLimitOptions } from './rate-limit.js';
 
 export interface BrokerSigningKey {
-  /** P-256 private key for ES256 (tokens and receipts). */
+  /** P-256 private key for ES256. */
   privateKey: CryptoKey | KeyObject | JWK;
   /** Its public JWK: put in token headers, and what tokens are verified with. */
   publicJwk: JWK;
@@ -35,7 +35,10 @@ export interface BrokerOptions {
   keystore: Keystore;
   policies: PolicyStore;
   audit: AuditSink;
+  /** Signs tokens (and nothing else). */
   signingKey: BrokerSigningKey;
+  /** Signs release receipts (and nothing else); must not be the signing key. */
+  receiptKey: BrokerSigningKey;
   /** PEM certificate chain and key; required unless plain HTTP on loopback is allowed. */
   tls?: { cert: string | Uint8Array; key: string | Uint8Array };
   host: string;
@@ -47,10 +50,18 @@ export interface BrokerOptions {
   allowSimulated: boolean;
   /** SHA-256 fingerprints of the simulated-TEE roots this broker trusts. */
   simulatedRoots?: readonly string[];
-  /** The `iss` of tokens. Default "sealed-tensors-broker". */
+  /**
+   * The `iss` of tokens. Default "sealed-tensors-broker:<RFC 7638 thumbprint of the signing key>",
+   * so two brokers never accept each other's tokens by issuer. Tokens' `aud` is tokenAudience(iss).
+   */
   issuer?: string;
   tokenTtlSeconds?: number;
   challengeTtlSeconds?: number;
+  /**
+   * Malformed requests not tied to a session are audited once per address per this many seconds,
+   * with the count of the rest. Default 60.
+   */
+  auditGroupWindowSeconds?: number;
   maxPendingChallenges?: number;
   /** Attested sessions kept for cookie access (the oldest is dropped beyond it). Default 10_000. */
   maxSessions?: number;
@@ -80,6 +91,7 @@ export interface ResolvedOptions {
   policies: PolicyStore;
   audit: AuditSink;
   signingKey: BrokerSigningKey;
+  receiptKey: BrokerSigningKey;
   tls: { cert: string | Uint8Array; key: string | Uint8Array } | undefined;
   host: string;
   port: number;
@@ -88,6 +100,7 @@ export interface ResolvedOptions {
   issuer: string;
   tokenTtlSeconds: number;
   challengeTtlSeconds: number;
+  auditGroupWindowSeconds: number;
   maxPendingChallenges: number;
   maxSessions: number;
   rateLimit: RateLimitOptions;
@@ -103,7 +116,18 @@ export interface ResolvedOptions {
   onError: (err: unknown) => void;
 }
 
-export const DEFAULT_ISSUER = 'sealed-tensors-broker';
+export const DEFAULT_ISSUER_PREFIX = 'sealed-tensors-broker';
+
+/** The `aud` of this broker's tokens: its own resource endpoint, named by its issuer. */
+export function tokenAudience(issuer: string): string {
+  return `${issuer}#kbs-resource`;
+}
+
+/** RFC 7638 SHA-256 thumbprint (base64url) of an EC public JWK; undefined when it is not one (prepareSigner says why). */
+function ecThumbprint(jwk: JWK): string | undefined {
+  if (typeof jwk !== 'object' || jwk === null || typeof jwk.crv !== 'string' || typeof jwk.x !== 'string' || typeof jwk.y !== 'string') return undefined;
+  return createHash('sha256').update(JSON.stringify({ crv: jwk.crv, kty: 'EC', x: jwk.x, y: jwk.y }), 'utf8').digest('base64url');
+}
 
 export function isLoopback(host: string): boolean {
   if (host === 'localhost') return true;
@@ -111,6 +135,15 @@ export function isLoopback(host: string): boolean {
   if (isIP(h) === 4) return h.startsWith('127.');
   if (isIP(h) === 6) return h === '::1' || /^::ffff:127\./i.test(h);
   return false;
+}
+
+function resolveIssuer(o: BrokerOptions): string {
+  if (o.issuer !== undefined) {
+    if (typeof o.issuer !== 'string' || o.issuer.length === 0 || o.issuer.length > 256) throw new InvalidArgumentError('broker option issuer must be a non-empty string of at most 256 characters');
+    return o.issuer;
+  }
+  const t = ecThumbprint(o.signingKey.publicJwk);
+  return t === undefined ? DEFAULT_ISSUER_PREFIX : `${DEFAULT_ISSUER_PREFIX}:${t}`;
 }
 
 function int(value: number | undefined, name: string, dflt: number, min: number, max: number): number {
@@ -123,7 +156,7 @@ function int(value: number | undefined, name: string, dflt: number, min: number,
 
 export function resolveOptions(o: BrokerOptions): ResolvedOptions {
   if (typeof o !== 'object' || o === null) throw new InvalidArgumentError('startBroker needs an options object');
-  for (const k of ['keystore', 'policies', 'audit', 'signingKey'] as const) {
+  for (const k of ['keystore', 'policies', 'audit', 'signingKey', 'receiptKey'] as const) {
     if (typeof o[k] !== 'object' || o[k] === null) throw new InvalidArgumentError(`broker option ${k} is required`);
   }
   if (typeof o.host !== 'string' || o.host.length === 0) throw new InvalidArgumentError('broker option host must be a host name or address');
@@ -144,14 +177,16 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
     policies: o.policies,
     audit: o.audit,
     signingKey: o.signingKey,
+    receiptKey: o.receiptKey,
     tls: o.tls,
     host: o.host,
     port: int(o.port, 'port', 0, 0, 65535),
     allowSimulated: o.allowSimulated,
     simulatedRoots,
-    issuer: o.issuer ?? DEFAULT_ISSUER,
+    issuer: resolveIssuer(o),
     tokenTtlSeconds: int(o.tokenTtlSeconds, 'tokenTtlSeconds', 300, 1, 86_400),
     challengeTtlSeconds: int(o.challengeTtlSeconds, 'challengeTtlSeconds', 60, 1, 3600),
+    auditGroupWindowSeconds: int(o.auditGroupWindowSeconds, 'auditGroupWindowSeconds', 60, 1, 86_400),
     maxPendingChallenges: int(o.maxPendingChallenges, 'maxPendingChallenges', 10_000, 1, 10_000_000),
     maxSessions: int(o.maxSessions, 'maxSessions', 10_000, 1, 10_000_000),
     rateLimit: o.rateLimit ?? {},

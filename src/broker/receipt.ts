@@ -57,7 +57,7 @@ export interface RecordedRelease {
   receiptId: string;
 }
 
-/** What signs receipts: the broker's ES256 key (config.ts BrokerSigningKey, signer.ts Signer). */
+/** What signs receipts: the broker's receipt key (config.ts receiptKey, signer.ts Signer.receipt), never the token key. */
 export interface ReceiptSigner {
   kid: string;
   privateKey: CryptoKey | KeyObject | Uint8Array;
@@ -86,7 +86,8 @@ export async function signReceipt(signer: ReceiptSigner, claims: ReceiptClaims):
  * Writes the release to the audit log and returns its receipt. `entry` is the request's audit
  * record (client, tee, evidence summary, checks); `fields` what the receipt states.
  */
-export async function recordRelease(audit: AuditSink, signer: ReceiptSigner & { publicJwk: JWK }, fields: ReleaseFields, entry: AuditEntryInput, nowMs: number): Promise<RecordedRelease> {
+export async function recordRelease(audit: AuditSink, keys: { receipt: ReceiptSigner & { publicJwk: JWK } }, fields: ReleaseFields, entry: AuditEntryInput, nowMs: number): Promise<RecordedRelease> {
+  const signer = keys.receipt;
   if (isRecorder(audit)) {
     return audit.appendRelease({ ...fields, tee: entry.tee, client: entry.client, detail: entry.detail }, { alg: SIGNING_ALG, kid: signer.kid, privateKey: signer.privateKey, publicJwk: { ...signer.publicJwk, kid: signer.kid } });
   }
@@ -129,11 +130,11 @@ export async function verifyReceipt(jws: unknown, verifier: { key: CryptoKey; ki
   try {
     result = await compactVerify(jws, verifier.key, { algorithms: ['ES256'] });
   } catch (cause) {
-    throw new AuditLogError(`the receipt's signature does not verify with signing.pub.jwk (${(cause as Error).message})`, { cause });
+    throw new AuditLogError(`the receipt's signature does not verify with the receipt key (${(cause as Error).message})`, { cause });
   }
   const h = result.protectedHeader;
   if (h.typ !== RECEIPT_TYP) throw new AuditLogError(`the receipt's typ is ${JSON.stringify(h.typ)}, not ${RECEIPT_TYP}`);
-  if (verifier.kid !== undefined && h.kid !== verifier.kid) throw new AuditLogError(`the receipt names signing key ${JSON.stringify(h.kid)}, not ${verifier.kid}`);
+  if (verifier.kid !== undefined && h.kid !== verifier.kid) throw new AuditLogError(`the receipt names key ${JSON.stringify(h.kid)}, not ${verifier.kid}`);
   let claims: unknown;
   try {
     claims = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(result.payload));

@@ -10,6 +10,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { KBS_PATH_PREFIX } from '../protocol/messages.js';
 import { CertificateCache } from './cert-cache.js';
 import { ChallengeTable } from './challenges.js';
+import { DenialGroups, type Group } from './denial-groups.js';
 import { clientOf, HttpProblem, sendProblem } from './http.js';
 import { handleAttest } from './handlers/attest.js';
 import { handleAuth } from './handlers/auth.js';
@@ -45,9 +46,21 @@ function route(path: string): Route | undefined {
   return undefined;
 }
 
+/** Statuses of a request refused for its form alone (not for who sent it or what it proved). */
+const MALFORMED_STATUSES = new Set([400, 405, 413, 415]);
+
+/**
+ * A malformed request not tied to a session, evidence or key: its denial is grouped per address
+ * (denial-groups.ts). Anything the handlers tied to a session or evidence stays one entry.
+ */
+function isUnboundMalformed(ctx: RequestContext, p: HttpProblem): boolean {
+  const a = ctx.audit;
+  return MALFORMED_STATUSES.has(p.status) && a.detail?.['session'] === undefined && a.evidenceDigest === undefined && a.teePubkeyThumbprint === undefined && a.keyIds === undefined;
+}
+
 export async function startBroker(options: BrokerOptions): Promise<RunningBroker> {
   const opts = resolveOptions(options);
-  const signer = await prepareSigner(opts.signingKey);
+  const signer = await prepareSigner(opts.signingKey, opts.receiptKey);
   const state: BrokerState = {
     opts,
     signer,
@@ -59,10 +72,33 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   const limiter = new RateLimiter(opts.rateLimit);
   let closing = false;
 
+  const malformed = new DenialGroups(opts.auditGroupWindowSeconds * 1000, opts.rateLimit.maxClients ?? 10_000);
+
   /** Logs a refusal; an audit sink that fails is reported, and the refusal stands. */
   const auditDenial = async (ctx: RequestContext, p: HttpProblem): Promise<void> => {
+    let extra: Record<string, unknown> = {};
+    if (isUnboundMalformed(ctx, p)) {
+      const d = malformed.note(ctx.client.ip, opts.nowMs(), (g) => void auditGroup(g));
+      if (!d.write) return;
+      extra = { grouped: 'malformed', ...(d.previous ? { previousWindow: { since: new Date(d.previous.since).toISOString(), count: d.previous.count } } : {}) };
+    }
     try {
-      await opts.audit.append({ ...ctx.audit, verdict: 'deny', reasons: [...p.reasons], detail: { ...ctx.audit.detail, status: p.status } });
+      await opts.audit.append({ ...ctx.audit, verdict: 'deny', reasons: [...p.reasons], detail: { ...ctx.audit.detail, status: p.status, ...extra } });
+    } catch (err) {
+      opts.onError(err);
+    }
+  };
+
+  /** The count of a window's malformed requests that were not written one by one. */
+  const auditGroup = async (g: Group): Promise<void> => {
+    try {
+      await opts.audit.append({
+        event: 'deny',
+        client: g.client,
+        verdict: 'deny',
+        reasons: [`malformed: ${g.count} more malformed request(s) from this address refused since ${new Date(g.since).toISOString()}, not logged one by one`],
+        detail: { grouped: 'malformed', since: new Date(g.since).toISOString(), count: g.count },
+      });
     } catch (err) {
       opts.onError(err);
     }
@@ -174,6 +210,9 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
         resolve();
       });
       server.closeIdleConnections();
+    }).then(async () => {
+      // Counts still held go to the log before close resolves.
+      for (const g of malformed.drain()) await auditGroup(g);
     });
     return closed;
   };

@@ -10,16 +10,26 @@ import type { Claims } from '../attestation/types.js';
 import { parsePublicJwk, type PublicJwk } from '../protocol/jwk.js';
 import { EAR_PROFILE, teePubkeyOfToken, type EarToken } from '../protocol/token.js';
 import { HttpProblem } from './http.js';
+import { tokenAudience } from './options.js';
 import { SIGNING_ALG, type Signer } from './signer.js';
 import type { AttestedSession } from './sessions.js';
 
 export const VERIFIER_ID = Object.freeze({ developer: 'https://sealed-tensors.dev', build: 'sealed-tensors-broker' });
 const MAX_TOKEN_CHARS = 64 * 1024;
 
-export async function issueToken(signer: Signer, issuer: string, s: AttestedSession, nonce: string, nowMs: number): Promise<string> {
+/**
+ * EAR status of verified evidence: `affirming` only for hardware evidence not in debug mode;
+ * debug (or debug state unknown) or simulated evidence verified but vouches for less: `warning`.
+ */
+export function earStatusOf(claims: Claims): 'affirming' | 'warning' {
+  return claims.simulated === false && claims.debug === false ? 'affirming' : 'warning';
+}
+
+export async function issueToken(signer: Signer, issuer: string, s: AttestedSession, nonce: string, nowMs: number, audience = tokenAudience(issuer)): Promise<string> {
   const iat = Math.floor(nowMs / 1000);
   const payload: EarToken = {
     iss: issuer,
+    aud: audience,
     iat,
     exp: Math.floor(s.expiresAt / 1000),
     jti: randomUUID(),
@@ -28,7 +38,7 @@ export async function issueToken(signer: Signer, issuer: string, s: AttestedSess
     submods: {
       cpu0: {
         // The evidence verified and binds this key; whether a key may go to it is each key's policy, at /resource.
-        'ear.status': 'affirming',
+        'ear.status': earStatusOf(s.claims),
         'ear.veraison.annotated-evidence': {
           tee: s.tee,
           claims: s.claims as unknown as Record<string, unknown>,
@@ -57,19 +67,22 @@ function unauthorized(detail: string, cause?: unknown): HttpProblem {
   return new HttpProblem(401, 'ERR_DENIED', detail, { reasons: [`token: ${detail}`], headers: { 'www-authenticate': 'Bearer' }, cause });
 }
 
-/** Verifies a bearer token: ES256 by our key only, our issuer, not expired, and the shape we issue. */
-export async function verifyToken(signer: Signer, issuer: string, token: string, nowMs: number): Promise<TokenSession> {
+/** Verifies a bearer token: ES256 by our key only, our issuer, for our audience (exactly), not expired, and the shape we issue. */
+export async function verifyToken(signer: Signer, issuer: string, token: string, nowMs: number, audience = tokenAudience(issuer)): Promise<TokenSession> {
   if (token.length > MAX_TOKEN_CHARS || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token)) throw unauthorized('not a compact JWS');
   let payload: JWTPayload;
   try {
     const r = await jwtVerify(token, signer.publicKey, {
       algorithms: [SIGNING_ALG],
       issuer,
+      audience,
       currentDate: new Date(nowMs),
-      requiredClaims: ['exp', 'iat', 'jti'],
+      requiredClaims: ['exp', 'iat', 'jti', 'aud'],
       typ: 'JWT',
     });
     if (r.protectedHeader.kid !== signer.kid) throw new Error(`kid ${JSON.stringify(r.protectedHeader.kid)} is not this broker's`);
+    // jose accepts an aud array that merely contains ours; we issue a single audience and take only that.
+    if (r.payload.aud !== audience) throw new Error('the audience is not exactly this broker');
     payload = r.payload;
   } catch (cause) {
     const code = (cause as { code?: unknown }).code;
@@ -79,7 +92,8 @@ export async function verifyToken(signer: Signer, issuer: string, token: string,
   try {
     const sub = (payload as unknown as EarToken).submods?.cpu0;
     const ae = sub?.['ear.veraison.annotated-evidence'];
-    if (sub?.['ear.status'] !== 'affirming' || typeof ae !== 'object' || ae === null) throw new Error('no affirming cpu0 submod');
+    const status = sub?.['ear.status'];
+    if ((status !== 'affirming' && status !== 'warning') || typeof ae !== 'object' || ae === null) throw new Error('no affirming or warning cpu0 submod');
     const claims = ae.claims as unknown as Claims;
     if (typeof claims !== 'object' || claims === null || typeof claims.reportData !== 'string' || !/^[0-9a-f]{128}$/.test(claims.reportData)) throw new Error('claims without report data');
     const teePubkey = parsePublicJwk(teePubkeyOfToken(payload));

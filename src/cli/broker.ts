@@ -103,7 +103,7 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
           [
             `created broker folder ${r.dir}`,
             `  clients trust ${r.caPath} (--ca); the certificate covers ${r.hostnames.join(', ')}`,
-            `  signing key ${r.signingKeyId} (tokens and receipts; auditors need signing.pub.jwk)`,
+            `  signing key ${r.signingKeyId} (tokens), receipt key ${r.receiptKeyId} (receipts; auditors need receipt.pub.jwk)`,
             `  policies/default.json denies every real TEE until it lists measurements: set a key's policy with`,
             `    sealed-tensors broker policy set --dir ${dir} KEYID POLICY.json`,
             ...(r.allowSimulated ? ['  SIMULATED TEEs allowed (--allow-simulated): for development only'] : []),
@@ -301,11 +301,25 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
     });
 
   broker
+    .command('receipt-key')
+    .description('The key that signs release receipts (separate from the token key).')
+    .command('add')
+    .description('Give a broker folder made before receipt keys its own receipt key (receipt.jwk 0600, receipt.pub.jwk), name it in config.json and record it in the audit log. Stop the broker first.')
+    .requiredOption('--dir <DIR>', 'broker folder')
+    .option('--json', 'print a JSON summary')
+    .action(async (opts: { dir: string; json?: boolean }) => {
+      const { addReceiptKey } = await import('../broker/init.js');
+      const r = await addReceiptKey(opts.dir);
+      if (opts.json) writeJson(ctx.io, r);
+      else ctx.io.stdout(`receipt key ${r.receiptKeyId} added to ${r.dir}; give auditors receipt.pub.jwk (older receipts still verify with signing.pub.jwk)\n`);
+    });
+
+  broker
     .command('audit')
     .description('Check the audit log.')
     .command('verify')
     .description('Verify the hash chain and every receipt; exit 0 only if all of it verifies, else name the first bad entry (exit 1).')
-    .argument('<DIR>', 'broker folder (or a copy holding config.json, signing.pub.jwk and audit.log)')
+    .argument('<DIR>', 'broker folder (or a copy holding config.json, receipt.pub.jwk, signing.pub.jwk and audit.log)')
     .option('--receipt <FILE>', 'a receipt held outside the broker (compact JWS): the log must hold it; repeatable', collect)
     .option('--json', 'print the verification as JSON')
     .action(async (dir: string, opts: { receipt?: string[]; json?: boolean }) => {

@@ -37,9 +37,13 @@ function b64url(value: unknown, name: string, bytes?: number): string {
   if (typeof value !== 'string' || !B64URL.test(value)) {
     throw new ProtocolError(`tee-pubkey member "${name}" must be base64url without padding`);
   }
-  if (bytes !== undefined && Buffer.from(value, 'base64url').length !== bytes) {
+  const decoded = Buffer.from(value, 'base64url');
+  if (bytes !== undefined && decoded.length !== bytes) {
     throw new ProtocolError(`tee-pubkey member "${name}" must encode ${bytes} bytes`);
   }
+  // Unused low bits of the last character must be zero: otherwise several strings name one key,
+  // and the binding (which hashes the JWK as sent) differs for the same key.
+  if (decoded.toString('base64url') !== value) throw new ProtocolError(`tee-pubkey member "${name}" is not canonical base64url (nonzero padding bits or a stray length)`);
   return value;
 }
 

@@ -27,6 +27,8 @@ export interface EarSubmod {
 
 export interface EarToken {
   iss: string;
+  /** The broker's own resource endpoint (src/broker/options.ts tokenAudience). */
+  aud?: string;
   iat: number;
   exp: number;
   jti: string;

@@ -57,6 +57,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   readonly #handedOut = new Set<{ release(): void }>();
   readonly #signal: AbortSignal | undefined;
   readonly #onClose: (model: SessionModel) => void;
+  readonly #checkLive: () => void;
   readonly #totalBytes: number;
   readonly #isSelection: boolean;
   #bytes = 0;
@@ -70,6 +71,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     readonly info: SessionModelInfo,
     signal: AbortSignal | undefined,
     onClose: (model: SessionModel) => void,
+    checkLive: () => void = () => {},
   ) {
     super();
     this.#reader = reader;
@@ -79,6 +81,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     this.#byName = new Map(selected.map((t) => [t.name, t]));
     this.#signal = signal;
     this.#onClose = onClose;
+    this.#checkLive = checkLive;
     this.#totalBytes = selected.reduce((n, t) => n + t.byteLength, 0);
     this.#isSelection = isSelection;
   }
@@ -125,7 +128,8 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
    * and close() then wipe the loaded bytes and leave the buffer to its owner.
    */
   async loadAll(options: { into?: SecureBuffer } = {}): Promise<LoadedModel> {
-    const reader = this.#live();
+    const reader = this.#openReader();
+    this.#sessionLive(); // as for every read: the session's release must still hold
     const into = options.into;
     if (into !== undefined) {
       if (!(into instanceof SecureBuffer)) throw new InvalidArgumentError('into must be a SecureBuffer (SecureBuffer.allocate): plaintext goes only to secure memory');
@@ -165,6 +169,12 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       this.close();
       throw err;
     }
+    try {
+      this.#sessionLive(); // the release may have run out while the load ran (this closes the model)
+    } catch (err) {
+      loaded.release();
+      throw err;
+    }
     if (this.#reader === null || this.#signal?.aborted) {
       loaded.release();
       if (this.#reader === null) throw new ReleasedError('this model was closed (or its session ended) while it was being loaded');
@@ -182,7 +192,14 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     };
     handedRelease = handed.release;
     this.#handedOut.add(handed);
-    this.#progress(loaded.byteLength, loaded.tensors.size);
+    try {
+      this.#progress(loaded.byteLength, loaded.tensors.size);
+    } catch (err) {
+      // A listener threw: the caller never gets the tensors; the load ends.
+      handed.release();
+      this.close();
+      throw err;
+    }
     return { tensors: loaded.tensors, byteLength: loaded.byteLength, release: handed.release };
   }
 
@@ -226,13 +243,23 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     }
   }
 
+  /** Throws (and closes this model, wiping what it handed out) once the session's release no longer holds. */
+  #sessionLive(): void {
+    try {
+      this.#checkLive();
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+  }
+
   #info(name: string): SessionTensorInfo {
     const info = this.#byName.get(name);
     if (!info) throw new NotFoundError(`no tensor named "${name}" among this model's ${this.#isSelection ? 'selected ' : ''}tensors`);
     return info;
   }
 
-  #live(): NativeSealedModelReader {
+  #openReader(): NativeSealedModelReader {
     const reader = this.#reader;
     if (reader === null) throw new ReleasedError('this model was closed (or its session ended): open it again');
     return reader;
@@ -252,8 +279,11 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   }
 
   async #read(name: string, loading: boolean): Promise<SecureTensor> {
-    const reader = this.#live();
+    const reader = this.#openReader();
     const info = this.#info(name);
+    // The session's release must still hold (token and key not expired, session not closed): the
+    // open reader holds its own reference to the key, so the session's check is what stops it.
+    this.#sessionLive();
     if (this.#signal?.aborted) {
       if (loading) this.close();
       throw this.#signal.reason;
@@ -271,6 +301,12 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       tensor.release(); // closed while the read ran
       throw new ReleasedError('this model was closed (or its session ended) while a tensor was being read');
     }
+    try {
+      this.#sessionLive();
+    } catch (err) {
+      tensor.release(); // the release ran out while this tensor was being read
+      throw err;
+    }
     if (this.#signal?.aborted) {
       tensor.release();
       if (loading) this.close();
@@ -287,7 +323,14 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       },
     };
     this.#handedOut.add(handed);
-    this.#progress(info.byteLength, 1);
+    try {
+      this.#progress(info.byteLength, 1);
+    } catch (err) {
+      // A listener threw: the caller never gets this tensor, so nothing may keep it; a load ends.
+      handed.release();
+      if (loading) this.close();
+      throw err;
+    }
     return handed;
   }
 }

@@ -28,7 +28,7 @@ async function brokerWithLog(): Promise<{ dir: string; receipt: string }> {
   await log.append({ event: 'auth', client: '127.0.0.1', tee: 'snp' });
   await log.append({ event: 'attest', client: '127.0.0.1', evidenceDigest: 'ab'.repeat(32) });
   await log.append({ event: 'deny', keyId: 'key-a', reasons: ['policy.measurements: no'] });
-  const r = await log.appendRelease(release(), config.signingKey);
+  const r = await log.appendRelease(release(), config.receiptKey);
   await log.append({ event: 'deny', keyId: 'key-b', reasons: ['unknown key'] });
   await log.close();
   return { dir, receipt: r.receipt };
@@ -42,7 +42,7 @@ describe('audit log', () => {
     expect(log.head.seq).toBe(0);
     const a = await log.append({ event: 'attest', client: '::1', nested: { list: [1, 'two', null], x: 1.5 } });
     expect(a.seq).toBe(1);
-    const r = await log.appendRelease(release(), config.signingKey);
+    const r = await log.appendRelease(release(), config.receiptKey);
     expect(r.seq).toBe(2);
     expect(log.head).toEqual({ seq: 2, hash: r.hash });
     await log.close();
@@ -55,12 +55,12 @@ describe('audit log', () => {
     expect(r.hash).toBe(createHash('sha256').update(ls[2]!).digest('hex'));
 
     // The receipt: signed by the broker's key, over the entry's fields and its place in the chain.
-    const claims = await verifyReceipt(r.receipt, await receiptVerificationKey(config.signingKey.publicJwk));
+    const claims = await verifyReceipt(r.receipt, await receiptVerificationKey(config.receiptKey.publicJwk));
     const entry = JSON.parse(ls[2]!);
     expect(entry.receipt).toBe(r.receipt);
     expect(claims).toMatchObject({ ...release(), receiptId: r.receiptId, auditSeq: 2, auditHash: entry.prev, auditTime: entry.time, iat: Math.floor(Date.parse(entry.time) / 1000) });
     const [h] = r.receipt.split('.');
-    expect(JSON.parse(Buffer.from(h!, 'base64url').toString())).toEqual({ alg: 'ES256', kid: config.signingKeyId, typ: RECEIPT_TYP });
+    expect(JSON.parse(Buffer.from(h!, 'base64url').toString())).toEqual({ alg: 'ES256', kid: config.receiptKeyId, typ: RECEIPT_TYP });
 
     expect(await verifyAuditLog(dir)).toEqual({ ok: true, entries: 3, receipts: 1, head: { seq: 2, hash: r.hash } });
     expect((await verifyAuditLog(dir, { receipts: [r.receipt] })).ok).toBe(true);
@@ -73,7 +73,7 @@ describe('audit log', () => {
     const two = await AuditLog.open(dir);
     const results = await Promise.all(
       Array.from({ length: 60 }, (_, i) =>
-        i % 10 === 0 ? (i % 20 === 0 ? one : two).appendRelease(release(`k${i}`), config.signingKey) : (i % 2 ? one : two).append({ event: 'attest', n: i }),
+        i % 10 === 0 ? (i % 20 === 0 ? one : two).appendRelease(release(`k${i}`), config.receiptKey) : (i % 2 ? one : two).append({ event: 'attest', n: i }),
       ),
     );
     const seqs = results.map((r) => r.seq).sort((a, b) => a - b);
@@ -96,14 +96,14 @@ describe('audit log', () => {
     // A release a verifier would refuse is refused at its own call, and does not fail its neighbours.
     const config = await loadBrokerConfig(dir);
     const [good, bad, alsoGood] = await Promise.allSettled([
-      log.appendRelease(release(), config.signingKey),
-      log.appendRelease({ ...release(), teePubkey: 'not a thumbprint' }, config.signingKey),
+      log.appendRelease(release(), config.receiptKey),
+      log.appendRelease({ ...release(), teePubkey: 'not a thumbprint' }, config.receiptKey),
       log.append({ event: 'attest' }),
     ]);
     expect(good.status).toBe('fulfilled');
     expect(bad).toMatchObject({ status: 'rejected', reason: { code: 'ERR_INVALID_ARGUMENT', message: expect.stringContaining('teePubkey') } });
     expect(alsoGood.status).toBe('fulfilled');
-    await expect(log.appendRelease({ ...release(), verdict: { allowed: false, reasons: [] } } as never, config.signingKey)).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+    await expect(log.appendRelease({ ...release(), verdict: { allowed: false, reasons: [] } } as never, config.receiptKey)).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
     await log.close();
     expect(await verifyAuditLog(dir)).toMatchObject({ ok: true, entries: 3, receipts: 1 });
   });

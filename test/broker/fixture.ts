@@ -42,6 +42,7 @@ export interface Fixture {
   audit: MemoryAudit;
   tee: SimulatedTee;
   signing: SigningMaterial;
+  receipt: SigningMaterial;
   clock: { ms: number };
   ca?: string;
   errors: unknown[];
@@ -56,6 +57,7 @@ export async function startFixture(over: Partial<BrokerOptions> & { https?: bool
   const audit = new MemoryAudit();
   const tee = new SimulatedTee({ now });
   const signing = await signingKey();
+  const receipt = await signingKey('broker-test-receipt-1');
   policies.policies.set('default', simulatedPolicy());
   await keystore.add(DATA_KEY, { keyId: KEY_ID, models: MODELS, policy: 'default' });
   const errors: unknown[] = [];
@@ -68,6 +70,7 @@ export async function startFixture(over: Partial<BrokerOptions> & { https?: bool
     policies,
     audit,
     signingKey: signing,
+    receiptKey: receipt,
     host: '127.0.0.1',
     port: 0,
     ...(tls ? { tls } : { allowPlainHttpOnLoopback: true }),
@@ -86,6 +89,7 @@ export async function startFixture(over: Partial<BrokerOptions> & { https?: bool
     audit,
     tee,
     signing,
+    receipt,
     clock,
     ...(ca ? { ca } : {}),
     errors,

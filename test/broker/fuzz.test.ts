@@ -116,6 +116,7 @@ describe('broker parsers never throw anything but SealedTensorsError', () => {
     const original = readFileSync(join(shared, 'audit.log'));
     writeFileSync(join(dir, 'config.json'), configText);
     writeFileSync(join(dir, 'signing.pub.jwk'), readFileSync(join(shared, 'signing.pub.jwk')));
+    writeFileSync(join(dir, 'receipt.pub.jwk'), readFileSync(join(shared, 'receipt.pub.jwk')));
     await fc.assert(
       fc.asyncProperty(
         fc.oneof(

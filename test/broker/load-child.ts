@@ -46,6 +46,7 @@ async function start(cfg: LoadBrokerConfig): Promise<void> {
     policies,
     audit,
     signingKey: signing,
+    receiptKey: await signingKey('broker-load-receipt-1'),
     tls: cfg.tls,
     host: '127.0.0.1',
     port: 0,

@@ -88,8 +88,8 @@ describe('broker: a full RCAR with the simulated TEE', () => {
     const release = f.audit.entries.at(-1)!;
     expect(release).toMatchObject({ event: 'release', verdict: 'allow', keyIds: [KEY_ID], models: MODELS, tee: 'simulated', teePubkeyThumbprint: attestEntry.teePubkeyThumbprint, evidenceDigest: attestEntry.evidenceDigest });
     const receipt = String(r.headers['sealed-tensors-receipt']);
-    const verified = await compactVerify(receipt, await importJWK(f.signing.publicJwk, 'ES256'));
-    expect(verified.protectedHeader).toMatchObject({ alg: 'ES256', kid: f.signing.kid });
+    const verified = await compactVerify(receipt, await importJWK(f.receipt.publicJwk, 'ES256'));
+    expect(verified.protectedHeader).toMatchObject({ alg: 'ES256', kid: f.receipt.kid });
     const claims = JSON.parse(Buffer.from(verified.payload).toString('utf8'));
     expect(claims).toMatchObject({ auditSeq: release.seq, auditHash: release.hash, keyId: KEY_ID, models: MODELS, tee: 'simulated', verdict: { allowed: true, reasons: [] }, evidenceDigest: release.evidenceDigest, teePubkey: release.teePubkeyThumbprint });
     expect(verified.protectedHeader.typ).toBe('sealed-tensors-receipt+jws');
@@ -124,7 +124,7 @@ describe('broker: transports and credentials', () => {
   });
 
   it('refuses plain HTTP off loopback or without the flag, and a signing key that does not match its public JWK', async () => {
-    const base = { keystore: new MemoryKeystore(), policies: new MemoryPolicies(), audit: new MemoryAudit(), signingKey: await signingKey(), port: 0, allowSimulated: false };
+    const base = { keystore: new MemoryKeystore(), policies: new MemoryPolicies(), audit: new MemoryAudit(), signingKey: await signingKey(), receiptKey: await signingKey('receipt'), port: 0, allowSimulated: false };
     await expect(startBroker({ ...base, host: '0.0.0.0', allowPlainHttpOnLoopback: true })).rejects.toThrow(/HTTPS/);
     await expect(startBroker({ ...base, host: '127.0.0.1' })).rejects.toThrow(/HTTPS/);
     const other = await signingKey();
@@ -289,9 +289,13 @@ describe('broker: each denial is refused with reasons, audited, and releases not
       }, reject);
     });
     expectDenied(f, streamed, 413, /larger than 1048576 bytes/);
+    f.clock.ms += 61_000; // malformed requests from one address are audited once per window: start a new one
     expectDenied(f, await f.send('/kbs/v0/auth', { headers: { 'content-type': 'application/json' }, body: '{"version":' }), 400, /not valid JSON/);
+    f.clock.ms += 61_000; // malformed requests from one address are audited once per window: start a new one
     expectDenied(f, await f.send('/kbs/v0/auth', { headers: { 'content-type': 'text/plain' }, body: '{}' }), 415, /must be JSON/);
+    f.clock.ms += 61_000; // malformed requests from one address are audited once per window: start a new one
     expectDenied(f, await f.send('/kbs/v0/auth', json({ version: '0.1.0', tee: 'simulated' })), 400, /version "0\.1\.0" is not supported/);
+    f.clock.ms += 61_000; // malformed requests from one address are audited once per window: start a new one
     const m = await f.send('/kbs/v0/auth', { method: 'GET' });
     expectDenied(f, m, 405, /^method: GET/);
     expect(m.headers.allow).toBe('POST');
@@ -403,9 +407,9 @@ describe('broker: release receipts through an audit sink that signs them into th
     const r = await resource(f, { cookie: s.cookie });
     expect(r.status, r.text).toBe(200);
     expect(calls).toHaveLength(1);
-    expect(calls[0]!.kid).toBe(f.signing.kid);
+    expect(calls[0]!.kid).toBe(f.receipt.kid);
     expect(calls[0]!.fields).toMatchObject({ keyId: KEY_ID, models: MODELS, teePubkey: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/), evidenceDigest: expect.stringMatching(/^[0-9a-f]{64}$/), verdict: { allowed: true, reasons: [] }, tee: 'simulated' });
-    const v = await compactVerify(String(r.headers['sealed-tensors-receipt']), await importJWK(f.signing.publicJwk, 'ES256'));
+    const v = await compactVerify(String(r.headers['sealed-tensors-receipt']), await importJWK(f.receipt.publicJwk, 'ES256'));
     expect(JSON.parse(Buffer.from(v.payload).toString('utf8'))).toMatchObject({ receiptId: 'r'.repeat(22), keyId: KEY_ID });
   });
 });

@@ -38,6 +38,7 @@ describe('EnclaveSession with the real broker', () => {
       policies,
       audit,
       signingKey: await signingKey(),
+      receiptKey: await signingKey('receipt'),
       host: '127.0.0.1',
       port: 0,
       tls,
@@ -50,7 +51,7 @@ describe('EnclaveSession with the real broker', () => {
     const baseline = lockedBytes();
     const session = await EnclaveSession.establish({ broker: broker.url, ca, provider: tee, keys: ['model-key'] });
     try {
-      expect(session.info.verdict.status).toBe('affirming');
+      expect(session.info.verdict.status).toBe('warning'); // simulated evidence
       expect(session.info.receipts.map((r) => r.keyId)).toEqual(['model-key']);
       expect(session.info.keys[0]!.models).toEqual([{ ...model.binding, label: 'sharded' }]);
       const m = await session.open(model.path);

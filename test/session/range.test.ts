@@ -65,6 +65,7 @@ describe('EnclaveSession over HTTP range requests', () => {
       policies,
       audit: new MemoryAudit(),
       signingKey: await signingKey(),
+      receiptKey: await signingKey('receipt'),
       host: '127.0.0.1',
       port: 0,
       tls,

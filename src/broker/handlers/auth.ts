@@ -1,6 +1,7 @@
 /**
  * POST /kbs/v0/auth: a fresh challenge (32-byte nonce) and the session cookie that names it.
- * Refused beyond the pending-challenge cap (429 with Retry-After, as docs/PROTOCOL.md says).
+ * Refused (429 with Retry-After) only when the pending-challenge cap is full and this address holds
+ * the most of it (challenges.ts; docs/PROTOCOL.md).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { KBS_TEES } from '../../protocol/evidence.js';
@@ -22,9 +23,9 @@ export async function handleAuth(state: BrokerState, req: IncomingMessage, res: 
     const why = `tee "${request.tee}" is not supported; supported: ${KBS_TEES.join(', ')}`;
     throw new HttpProblem(400, 'ERR_PROTOCOL', why, { reasons: [why] });
   }
-  const issued = state.challenges.issue(request.tee, state.opts.nowMs());
+  const issued = state.challenges.issue(request.tee, state.opts.nowMs(), ctx.client.ip);
   if (issued === undefined) {
-    const why = `${state.challenges.max} challenges are pending, the most this broker keeps; retry after ${state.opts.challengeTtlSeconds} s`;
+    const why = `${state.challenges.max} challenges are pending, the most this broker keeps, and this address holds the most of them; retry after ${state.opts.challengeTtlSeconds} s`;
     throw new HttpProblem(429, 'ERR_RESOURCE_LIMIT', why, { reasons: [`challenges: ${why}`], headers: { 'retry-after': String(state.opts.challengeTtlSeconds) } });
   }
   sendJson(res, 200, { nonce: issued.challenge.nonce, 'extra-params': '' }, { 'set-cookie': sessionCookie(state, issued.sessionId, state.opts.challengeTtlSeconds) });
