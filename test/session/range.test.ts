@@ -216,6 +216,28 @@ describe('EnclaveSession over HTTP range requests', () => {
     }
   });
 
+  it('loadAll keeps the session\'s rules: a throwing progress listener gets nothing kept; a closed session loads nothing', async () => {
+    const server = await startRangeServer(new Uint8Array(readFileSync(join(www, 'model.sealed'))));
+    const session = await establish();
+    try {
+      const baseline = lockedBytes();
+      const model = await session.open(new URL('model.sealed', server.url), { allowHttp: true });
+      model.on('progress', () => {
+        throw new Error('listener failed');
+      });
+      await expect(model.loadAll()).rejects.toThrow('listener failed');
+      expect(model.closed).toBe(true);
+      expect(lockedBytes()).toBe(baseline);
+      const later = await session.open(new URL('model.sealed', server.url), { allowHttp: true });
+      session.close();
+      await expect(later.loadAll()).rejects.toMatchObject({ code: 'ERR_RELEASED' });
+      expect(later.closed).toBe(true);
+    } finally {
+      session.close();
+      await server.close();
+    }
+  });
+
   it('a source cut short mid-load: ERR_IO, the model closed, every tensor it handed out wiped, locked memory back', async () => {
     const file = new Uint8Array(readFileSync(join(www, 'model.sealed')));
     const server: RangeServer = await startRangeServer(file);
