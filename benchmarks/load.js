@@ -116,7 +116,7 @@ try {
     const session = await EnclaveSession.establish({ broker: broker.url, provider: tee, keys: [KEY_ID], allowPlainHttpOnLoopback: true, allowUnhardened: true });
     const t1 = performance.now();
     try {
-      const m = await session.open(source, { threads, allowHttp: true });
+      const m = await session.open(source, { threads, ...(/^https?:/.test(source) ? { allowHttp: true } : {}) });
       // Timed until the model is loaded (usable); the release (a wipe, and an unmap for fresh memory) is not.
       let bytes = 0;
       let ms;
