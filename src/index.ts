@@ -42,7 +42,7 @@ export {
   type SessionVerdict,
   type SessionKeyInfo,
 } from './session/enclave-session.js';
-export { SessionModel, type TensorSelection, type ProgressEvent, type SessionTensorInfo, type SessionModelInfo } from './session/session-model.js';
+export { SessionModel, type TensorSelection, type LoadedModel, type ProgressEvent, type SessionTensorInfo, type SessionModelInfo } from './session/session-model.js';
 
 // Attestation. The verifiers parse X.509 and ASN.1 with @peculiar/x509 (and reflect-metadata),
 // which take about half a second to load and which sealing, `verify` and loading never use: here

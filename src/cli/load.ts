@@ -7,7 +7,9 @@ import type { EvidenceProvider } from '../attestation/providers/types.js';
 import { SimulatedTee } from '../attestation/providers/simulated.js';
 import { resolveSealedModelPath } from '../reader/model-binding.js';
 import { readPublicHeader } from '../reader/sealed-file.js';
-import { FileSource } from '../reader/source.js';
+import { FileSealedSource } from '../sources/file.js';
+import { sealedSource, type HttpSourceOptions } from '../sources/index.js';
+import type { SealedSource } from '../sources/types.js';
 import { EnclaveSession } from '../session/enclave-session.js';
 import type { CommandContext } from './main.js';
 import { formatBytes, parseThreads } from './options.js';
@@ -17,6 +19,8 @@ import { explainNotSealed } from './not-sealed.js';
 interface LoadOptions {
   broker: string;
   ca?: string;
+  sourceCa?: string;
+  allowHttp?: boolean;
   simulated?: boolean;
   simulatedKey?: string;
   only?: string[];
@@ -68,9 +72,11 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
   program
     .command('load')
     .description("Attest this TEE to a key broker, fetch the model's key, and load the sealed model in secure memory; prints a summary, never tensor contents.")
-    .argument('<SEALED>', 'sealed file, sealed index, or sealed model folder')
+    .argument('<SEALED>', 'sealed file, sealed index, or sealed model folder; or the http(s) URL of a sealed file or index (its shards next to it)')
     .requiredOption('--broker <URL>', 'key broker URL (https://host:port)')
     .option('--ca <FILE>', "the broker's CA certificate (PEM; `broker init` writes DIR/ca.pem): the only certificate trusted for the broker")
+    .option('--source-ca <FILE>', "an https:// SEALED: the file server's CA certificate (PEM), then the only certificate trusted for it")
+    .option('--allow-http', 'development only: accept an http:// SEALED on a loopback address')
     .option('--simulated', 'attest with the simulated TEE (software only; a broker must allow it explicitly)')
     .option('--simulated-key <FILE>', "the simulated TEE's Ed25519 root key, whose fingerprint the broker trusts")
     .option('--only <NAMES>', 'load only these tensors (comma-separated names): only their chunks are read', parseOnly)
@@ -81,14 +87,20 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
       const started = performance.now();
       let session: EnclaveSession | null = null;
       try {
-        // The public header names the key to ask for (no key needed to read it).
-        const top = await resolveSealedModelPath(path);
-        const source = await FileSource.open(top);
+        const sourceCa = opts.sourceCa !== undefined ? await readOption(opts.sourceCa, '--source-ca') : undefined;
+        const http: HttpSourceOptions = { ...(sourceCa ? { ca: sourceCa } : {}), ...(opts.allowHttp ? { allowHttp: true } : {}) };
+        let src: SealedSource = sealedSource(path, http);
+        if (src instanceof FileSealedSource) {
+          if (opts.sourceCa !== undefined || opts.allowHttp) throw new InvalidArgumentError('--source-ca and --allow-http apply to an http(s) URL SEALED, not to a path');
+          src = new FileSealedSource(await resolveSealedModelPath(src.path));
+        }
+        // The public header names the key to ask for (no key needed to read it; no tensor chunk fetched).
+        const opened = await src.open();
         let header;
         try {
-          ({ header } = await readPublicHeader(source));
+          ({ header } = await readPublicHeader(opened));
         } finally {
-          await source.close();
+          await opened.close();
         }
         const ca = opts.ca !== undefined ? await readOption(opts.ca, '--ca') : undefined;
         session = await EnclaveSession.establish({
@@ -99,16 +111,22 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
           ...(opts.timeout ? { timeoutMs: opts.timeout * 1000 } : {}),
         });
         const attested = performance.now();
-        const model = await session.open(path, { ...(opts.only ? { only: opts.only } : {}), ...(opts.threads ? { threads: opts.threads } : {}) });
+        const model = await session.open(src, { ...(opts.only ? { only: opts.only } : {}), ...(opts.threads ? { threads: opts.threads } : {}) });
         const tensors: { name: string; dtype: string; shape: number[]; byteLength: number; digest: string; sha256?: string; file?: string }[] = [];
-        const files = new Map(model.list().map((t) => [t.name, t.file]));
-        for await (const t of model.tensors()) {
-          const { name, dtype, shape, byteLength, digest } = t.info;
-          const entry: (typeof tensors)[number] = { name, dtype, shape: [...shape], byteLength, digest };
-          if (opts.json) entry.sha256 = createHash('sha256').update(t.bytes).digest('hex');
-          if (model.info.sharded) entry.file = files.get(name)!;
-          tensors.push(entry);
-          t.release(); // a summary needs no tensor kept
+        // One native job per file (not one per tensor): the whole selection lands in secure memory,
+        // every chunk authenticated and digest checked, then the summary is read off it.
+        const all = await model.loadAll();
+        try {
+          for (const info of model.list()) {
+            const t = all.tensors.get(info.name)!;
+            const { name, dtype, shape, byteLength, digest } = t.info;
+            const entry: (typeof tensors)[number] = { name, dtype, shape: [...shape], byteLength, digest };
+            if (opts.json) entry.sha256 = createHash('sha256').update(t.bytes).digest('hex');
+            if (model.info.sharded) entry.file = info.file;
+            tensors.push(entry);
+          }
+        } finally {
+          all.release(); // a summary needs no tensor kept
         }
         const bytes = tensors.reduce((n, t) => n + t.byteLength, 0);
         const info = session.info;

@@ -33,11 +33,14 @@ import { manifestAllows, parseManifest, type DataKeyManifest, type ModelBinding 
 import { teePubkeyOfToken, TOKEN_ALG, type EarStatus } from '../protocol/token.js';
 import { NativeSealedModelReader } from '../reader/native-model.js';
 import { resolveSealedModelPath } from '../reader/model-binding.js';
+import type { TensorSelection } from '../reader/native-file.js';
 import { readPublicHeader } from '../reader/sealed-file.js';
-import { FileSource } from '../reader/source.js';
+import { FileSealedSource } from '../sources/file.js';
+import { sealedSource, type HttpSourceOptions } from '../sources/index.js';
+import type { SealedSource } from '../sources/types.js';
 import { generateEphemeralKey, unwrapDataKey, type EphemeralKey } from './ephemeral.js';
 import { RcarClient } from './rcar-client.js';
-import { SessionModel, type SessionTensorInfo, type TensorSelection } from './session-model.js';
+import { SessionModel } from './session-model.js';
 import { gatherTeeEvidence, sessionTeeName } from './tee-evidence.js';
 
 export const DEFAULT_ESTABLISH_TIMEOUT_MS = 60_000;
@@ -78,6 +81,14 @@ export interface SessionOpenOptions {
   threads?: number;
   /** Aborts reads: a load aborted midway closes the model and wipes what it decrypted. */
   signal?: AbortSignal;
+  /** An https:// source: PEM of the CA that issued the file server's certificate (then the only trust anchor). */
+  ca?: string | Uint8Array;
+  /** An http(s) source: extra request headers (e.g. authorization). */
+  headers?: Record<string, string>;
+  /** Development and tests only: accept http:// for a loopback file server. */
+  allowHttp?: boolean;
+  /** An http(s) source: sealed bytes fetched per step (see NativeReaderOptions.windowBytes). */
+  windowBytes?: number;
 }
 
 export interface SessionVerdict {
@@ -259,9 +270,8 @@ export class EnclaveSession {
    * if the broker's release lists this exact model (bundle id and header digest of its top-level
    * file): else PolicyError. Tensors are read on the hardened native path only.
    */
-  async open(source: string, options: SessionOpenOptions = {}): Promise<SessionModel> {
+  async open(source: string | URL | SealedSource, options: SessionOpenOptions = {}): Promise<SessionModel> {
     this.#checkLive();
-    if (typeof source !== 'string' || source.length === 0) throw new InvalidArgumentError('source must be the path of a sealed model file, sealed index or folder');
     const only = options.only;
     if (only !== undefined && typeof only !== 'function' && !(Array.isArray(only) && only.every((n) => typeof n === 'string'))) {
       throw new InvalidArgumentError('only must be a list of tensor names or a predicate (name) => boolean');
@@ -270,39 +280,46 @@ export class EnclaveSession {
       throw new InvalidArgumentError(`threads must be an integer from 1 to 256, got ${String(options.threads)}`);
     }
     options.signal?.throwIfAborted();
-    const path = await resolveSealedModelPath(source);
+    const src = await resolveSource(source, options);
+    const where = src.description;
 
-    // The public header first (no key used): which key, and is this model on the release?
-    const file = await FileSource.open(path);
+    // The public header first, through the source (no key used, no tensor chunk fetched): which
+    // key, and is this model on the release?
     let pre: { keyId: string; bundleId: string; headerDigest: string };
+    const file = await src.open();
     try {
       const { header, headerBytes } = await readPublicHeader(file);
       if (header.kind === FileKind.SHARD) {
-        throw new FormatError(`${path} is one shard of a sharded model: open the model's sealed index (or its folder) instead`);
+        throw new FormatError(`${where} is one shard of a sharded model: open the model's sealed index (or its folder) instead`);
       }
       pre = { keyId: header.keyId, bundleId: toHex(header.bundleId), headerDigest: createHash('sha256').update(headerBytes).digest('hex') };
     } finally {
       await file.close();
     }
     const key = this.#keyFor(pre.keyId);
-    this.#checkBinding(path, key.manifest, pre);
+    this.#checkBinding(where, key.manifest, pre);
 
-    const reader = await NativeSealedModelReader.open(path, key.handle, options.threads !== undefined ? { threads: options.threads } : {});
+    // `only` goes to the reader: it opens only the shards, and reads only the chunks, of the selection.
+    const reader = await NativeSealedModelReader.open(src, key.handle, {
+      ...(only !== undefined ? { only } : {}),
+      ...(options.threads !== undefined ? { threads: options.threads } : {}),
+      ...(options.windowBytes !== undefined ? { windowBytes: options.windowBytes } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
     let model: SessionModel;
     try {
       // The same check on what the reader itself read and authenticated: the file may have been
       // replaced between the two reads.
       const top = reader.index ?? reader.files[0]!;
       const opened = { keyId: top.header.keyId, bundleId: toHex(top.header.bundleId), headerDigest: toHex(top.headerDigest) };
-      if (opened.keyId !== pre.keyId) throw new PolicyError(`${path} changed while it was being opened (another key id): open it again`);
-      this.#checkBinding(path, key.manifest, opened);
-      const selected = select(reader.tensors(), only);
-      // After the caller's predicate, which may itself have closed the session.
+      if (opened.keyId !== pre.keyId) throw new PolicyError(`${where} changed while it was being opened (another key id): open it again`);
+      this.#checkBinding(where, key.manifest, opened);
+      // After the reader ran the caller's predicate, which may itself have closed the session.
       if (this.#closed) throw new ReleasedError('the session was closed while the model was being opened');
       model = new SessionModel(
         reader,
-        selected,
-        { path, ...opened, sharded: reader.sharded },
+        only !== undefined,
+        { path: where, ...opened, sharded: reader.sharded },
         options.signal,
         (m) => this.#models.delete(m),
         () => {
@@ -496,14 +513,23 @@ function sameKey(a: PublicJwk, b: PublicJwk): boolean {
   return false;
 }
 
-function select(all: SessionTensorInfo[], only: TensorSelection | undefined): SessionTensorInfo[] {
-  if (only === undefined) return all;
-  if (typeof only === 'function') return all.filter((t) => only(t.name));
-  const known = new Set(all.map((t) => t.name));
-  const missing = only.filter((n) => !known.has(n));
-  if (missing.length > 0) throw new NotFoundError(`the model has no tensor named ${missing.map((n) => JSON.stringify(n)).join(', ')}`);
-  const wanted = new Set(only);
-  return all.filter((t) => wanted.has(t.name));
+/** A path (file, index, or folder holding one index), an http(s) URL, or a SealedSource as it is. */
+async function resolveSource(source: string | URL | SealedSource, options: SessionOpenOptions): Promise<SealedSource> {
+  if (typeof source === 'string' && source.length === 0) throw new InvalidArgumentError('source must be a sealed model path or an http(s) URL');
+  const http: HttpSourceOptions = {
+    ...(options.ca !== undefined ? { ca: options.ca } : {}),
+    ...(options.headers !== undefined ? { headers: options.headers } : {}),
+    ...(options.allowHttp ? { allowHttp: true } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+  };
+  const src = sealedSource(source, http);
+  const httpOptions = options.ca !== undefined || options.headers !== undefined || options.allowHttp === true;
+  if (httpOptions && !(typeof source === 'string' || source instanceof URL)) {
+    throw new InvalidArgumentError('ca, headers and allowHttp apply to an http(s) URL: give a SealedSource its options when you make it');
+  }
+  if (httpOptions && src instanceof FileSealedSource) throw new InvalidArgumentError('ca, headers and allowHttp apply to an http(s) URL, not to a path');
+  // A folder resolves to its one sealed index, so the header checked is the one the reader opens.
+  return src instanceof FileSealedSource ? new FileSealedSource(await resolveSealedModelPath(src.path)) : src;
 }
 
 /** Resolves with `promise`, or rejects with the signal's reason as soon as it aborts. */

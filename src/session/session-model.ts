@@ -9,11 +9,11 @@ import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js';
 import { SecureBuffer } from '../native/secure-buffer.js';
 import type { NativeSealedModelReader } from '../reader/native-model.js';
-import type { SecureTensor } from '../reader/native-file.js';
+import type { SecureTensor, TensorSelection } from '../reader/native-file.js';
 import type { TensorInfo } from '../reader/sealed-file.js';
 
-/** Which tensors to read: a list of names (each must exist) or a predicate over names. */
-export type TensorSelection = readonly string[] | ((name: string) => boolean);
+/** Which tensors to read: the readers' own type (names, each must exist; or a predicate over names). */
+export type { TensorSelection };
 
 export interface ProgressEvent {
   /** Plaintext bytes read (authenticated and digest-checked) so far. */
@@ -31,12 +31,19 @@ export interface ProgressEvent {
 export type SessionTensorInfo = TensorInfo & { file: string };
 
 export interface SessionModelInfo {
-  /** The top-level file opened (model file or sealed index). */
+  /** The top-level file opened (model file or sealed index): a path, or a URL without query or credentials. */
   path: string;
   keyId: string;
   bundleId: string;
   headerDigest: string;
   sharded: boolean;
+}
+
+/** Every selected tensor in secure memory (SessionModel.loadAll); valid until `release()` or the model's close(). */
+export interface LoadedModel {
+  tensors: Map<string, SecureTensor>;
+  byteLength: number;
+  release(): void;
 }
 
 export interface SessionModelEvents {
@@ -47,12 +54,12 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   #reader: NativeSealedModelReader | null;
   readonly #selected: SessionTensorInfo[];
   readonly #byName: Map<string, SessionTensorInfo>;
-  readonly #handedOut = new Set<SecureTensor>();
+  readonly #handedOut = new Set<{ release(): void }>();
   readonly #signal: AbortSignal | undefined;
   readonly #onClose: (model: SessionModel) => void;
   readonly #checkLive: () => void;
   readonly #totalBytes: number;
-  readonly #available: number;
+  readonly #isSelection: boolean;
   #bytes = 0;
   #tensors = 0;
   #startedAt: number | null = null;
@@ -60,7 +67,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   /** @internal EnclaveSession.open makes these. */
   constructor(
     reader: NativeSealedModelReader,
-    selected: SessionTensorInfo[],
+    isSelection: boolean,
     readonly info: SessionModelInfo,
     signal: AbortSignal | undefined,
     onClose: (model: SessionModel) => void,
@@ -68,13 +75,15 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   ) {
     super();
     this.#reader = reader;
+    // The reader was opened with the selection: it lists (and can read) only those tensors.
+    const selected = reader.tensors();
     this.#selected = selected;
     this.#byName = new Map(selected.map((t) => [t.name, t]));
     this.#signal = signal;
     this.#onClose = onClose;
     this.#checkLive = checkLive;
     this.#totalBytes = selected.reduce((n, t) => n + t.byteLength, 0);
-    this.#available = reader.tensors().length;
+    this.#isSelection = isSelection;
   }
 
   get closed(): boolean {
@@ -105,6 +114,93 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     for (const t of this.#selected) {
       yield await this.#read(t.name, true);
     }
+  }
+
+  /**
+   * Every selected tensor at once, a few large native jobs (one per file) instead of one per tensor:
+   * each file's tensors land in one secure buffer, every chunk authenticated and every digest
+   * checked before anything is returned. `release()` wipes them all (as does the model's close()).
+   * A failure or an abort closes the model.
+   *
+   * `into` (a single-file model): load into this secure buffer, already allocated and touched, instead
+   * of fresh memory (reloading a model of the same size: the first touch of fresh locked memory costs
+   * more than decrypting it). It is lent to the job and wiped whole if the load fails; `release()`
+   * and close() then wipe the loaded bytes and leave the buffer to its owner.
+   */
+  async loadAll(options: { into?: SecureBuffer } = {}): Promise<LoadedModel> {
+    const reader = this.#openReader();
+    this.#sessionLive(); // as for every read: the session's release must still hold
+    const into = options.into;
+    if (into !== undefined) {
+      if (!(into instanceof SecureBuffer)) throw new InvalidArgumentError('into must be a SecureBuffer (SecureBuffer.allocate): plaintext goes only to secure memory');
+      if (reader.sharded) throw new InvalidArgumentError('into takes a single-file model: a sharded model loads one secure buffer per shard');
+    }
+    if (this.#signal?.aborted) {
+      this.close();
+      throw this.#signal.reason;
+    }
+    this.#startedAt ??= performance.now();
+    let handedRelease = (): void => {};
+    let loaded: { tensors: Map<string, SecureTensor>; byteLength: number; release(): void };
+    try {
+      if (into) {
+        const file = await reader.files[0]!.loadAll({ into });
+        // Its own release (and each tensor's, which is the same) would free the caller's buffer:
+        // wipe what was loaded instead.
+        const wipe = (): void => {
+          if (!into.released) into.bytes.fill(0, 0, file.byteLength);
+        };
+        const tensors = new Map<string, SecureTensor>();
+        for (const [name, t] of file.tensors) {
+          tensors.set(name, {
+            info: t.info,
+            get bytes() {
+              if (released) throw new ReleasedError(`tensor "${name}" was released (its bytes wiped)`);
+              return t.bytes;
+            },
+            release: () => handedRelease(),
+          });
+        }
+        loaded = { tensors, byteLength: file.byteLength, release: wipe };
+      } else {
+        loaded = await reader.loadAll();
+      }
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+    try {
+      this.#sessionLive(); // the release may have run out while the load ran (this closes the model)
+    } catch (err) {
+      loaded.release();
+      throw err;
+    }
+    if (this.#reader === null || this.#signal?.aborted) {
+      loaded.release();
+      if (this.#reader === null) throw new ReleasedError('this model was closed (or its session ended) while it was being loaded');
+      this.close();
+      throw this.#signal!.reason;
+    }
+    let released = false;
+    const handed = {
+      release: (): void => {
+        if (released) return;
+        released = true;
+        this.#handedOut.delete(handed);
+        loaded.release();
+      },
+    };
+    handedRelease = handed.release;
+    this.#handedOut.add(handed);
+    try {
+      this.#progress(loaded.byteLength, loaded.tensors.size);
+    } catch (err) {
+      // A listener threw: the caller never gets the tensors; the load ends.
+      handed.release();
+      this.close();
+      throw err;
+    }
+    return { tensors: loaded.tensors, byteLength: loaded.byteLength, release: handed.release };
   }
 
   /** One selected tensor, authenticated and digest-checked. */
@@ -148,7 +244,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   }
 
   /** Throws (and closes this model, wiping what it handed out) once the session's release no longer holds. */
-  #live(): void {
+  #sessionLive(): void {
     try {
       this.#checkLive();
     } catch (err) {
@@ -159,17 +255,35 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
 
   #info(name: string): SessionTensorInfo {
     const info = this.#byName.get(name);
-    if (!info) throw new NotFoundError(`no tensor named "${name}" among this model's ${this.#selected.length < this.#available ? 'selected ' : ''}tensors`);
+    if (!info) throw new NotFoundError(`no tensor named "${name}" among this model's ${this.#isSelection ? 'selected ' : ''}tensors`);
     return info;
   }
 
-  async #read(name: string, loading: boolean): Promise<SecureTensor> {
+  #openReader(): NativeSealedModelReader {
     const reader = this.#reader;
     if (reader === null) throw new ReleasedError('this model was closed (or its session ended): open it again');
+    return reader;
+  }
+
+  #progress(bytes: number, tensors: number): void {
+    this.#bytes += bytes;
+    this.#tensors += tensors;
+    const seconds = (performance.now() - this.#startedAt!) / 1000;
+    this.emit('progress', {
+      bytes: this.#bytes,
+      tensors: this.#tensors,
+      bytesPerSecond: seconds > 0 ? this.#bytes / seconds : 0,
+      totalBytes: this.#totalBytes,
+      totalTensors: this.#selected.length,
+    });
+  }
+
+  async #read(name: string, loading: boolean): Promise<SecureTensor> {
+    const reader = this.#openReader();
     const info = this.#info(name);
     // The session's release must still hold (token and key not expired, session not closed): the
     // open reader holds its own reference to the key, so the session's check is what stops it.
-    this.#live();
+    this.#sessionLive();
     if (this.#signal?.aborted) {
       if (loading) this.close();
       throw this.#signal.reason;
@@ -188,7 +302,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       throw new ReleasedError('this model was closed (or its session ended) while a tensor was being read');
     }
     try {
-      this.#live();
+      this.#sessionLive();
     } catch (err) {
       tensor.release(); // the release ran out while this tensor was being read
       throw err;
@@ -209,17 +323,8 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       },
     };
     this.#handedOut.add(handed);
-    this.#bytes += info.byteLength;
-    this.#tensors += 1;
-    const seconds = (performance.now() - this.#startedAt) / 1000;
     try {
-      this.emit('progress', {
-        bytes: this.#bytes,
-        tensors: this.#tensors,
-        bytesPerSecond: seconds > 0 ? this.#bytes / seconds : 0,
-        totalBytes: this.#totalBytes,
-        totalTensors: this.#selected.length,
-      });
+      this.#progress(info.byteLength, 1);
     } catch (err) {
       // A listener threw: the caller never gets this tensor, so nothing may keep it; a load ends.
       handed.release();
