@@ -607,6 +607,7 @@ class RunObject : public Napi::ObjectWrap<RunObject> {
     if (!info[1].IsArray()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "feed() takes an array of Uint8Array pieces");
     Napi::Array pieces = info[1].As<Napi::Array>();
     std::vector<Napi::Uint8Array> views;
+    std::vector<size_t> lengths;  // as counted: a getter on a later index may resize an earlier piece
     uint64_t total = 0;
     for (uint32_t i = 0; i < pieces.Length(); ++i) {
       Napi::Value v = pieces.Get(i);
@@ -614,9 +615,24 @@ class RunObject : public Napi::ObjectWrap<RunObject> {
         throw MakeError(env, "ERR_INVALID_ARGUMENT", "feed() pieces must be Uint8Arrays");
       }
       views.push_back(v.As<Napi::Uint8Array>());
-      total += views.back().ByteLength();
+      lengths.push_back(views.back().ByteLength());
+      total += lengths.back();
     }
-    // Reading the pieces above ran no caller code that could feed or abort meanwhile (plain arrays of typed arrays).
+    // Reading the pieces may have run caller code (an index getter): it could have fed, aborted, or
+    // resized or detached a piece already counted (a length-tracking view of a resizable buffer).
+    // From here on no JavaScript runs; a piece whose length changed is refused before any copy.
+    // Napi::Uint8Array caches its data pointer and length when made: ask V8 again for each piece.
+    std::vector<const uint8_t*> data(views.size());
+    for (size_t i = 0; i < views.size(); ++i) {
+      napi_typedarray_type type;
+      size_t length = 0;
+      void* at = nullptr;
+      if (napi_get_typedarray_info(env, views[i], &type, &length, &at, nullptr, nullptr) != napi_ok || length != lengths[i] ||
+          (length > 0 && at == nullptr)) {
+        throw MakeError(env, "ERR_INVALID_ARGUMENT", "feed() pieces changed while they were read (a getter resized or detached one)");
+      }
+      data[i] = static_cast<const uint8_t*>(at);
+    }
     std::lock_guard<std::mutex> lock(r.mutex);
     if (r.done) throw MakeError(env, "ERR_RELEASED", "this run has ended (finished, aborted or failed): start another");
     if (r.busy) throw MakeError(env, "ERR_INVALID_ARGUMENT", "a window is still being processed: await feed() before the next");
@@ -647,9 +663,9 @@ class RunObject : public Napi::ObjectWrap<RunObject> {
     // Copied here, on the JS thread: a job must not read memory the caller could free or detach under it.
     r.window.resize(total);
     size_t at = 0;
-    for (Napi::Uint8Array& v : views) {
-      if (v.ByteLength() > 0) std::memcpy(r.window.data() + at, v.Data(), v.ByteLength());
-      at += v.ByteLength();
+    for (size_t i = 0; i < views.size(); ++i) {
+      if (lengths[i] > 0) std::memcpy(r.window.data() + at, data[i], lengths[i]);
+      at += lengths[i];
     }
     auto* job = new FeedJob(env, run_, r.fed, to, offset);
     r.busy = true;

@@ -6,6 +6,7 @@
 import type { Claims } from '../attestation/types.js';
 import type { PublicJwk } from '../protocol/jwk.js';
 import { isSessionId, sessionKey } from './challenges.js';
+import type { AttestedDevice } from './devices.js';
 
 export interface AttestedSession {
   tee: string;
@@ -14,9 +15,11 @@ export interface AttestedSession {
   teePubkeyRaw: object;
   /** RFC 7638 thumbprint of the tee-pubkey. */
   teePubkeyThumbprint: string;
-  /** The 64 report-data bytes the evidence was checked against. */
+  /** The binding the evidence's report data holds (64 bytes; Azure vTPM: the 48-byte digest in the quote's nonce). */
   binding: Uint8Array;
   evidenceDigest: string;
+  /** Additional (device) evidence that verified and binds this session, for the key policies. */
+  devices?: AttestedDevice[];
   /** ms since the epoch; the session (and its token) is void from then on. */
   expiresAt: number;
   sessionRef: string;

@@ -24,7 +24,7 @@ import {
 import type { TeeType } from '../attestation/types.js';
 import { FileKind } from '../format/constants.js';
 import type { EvidenceProvider } from '../attestation/providers/types.js';
-import { nativeStatus } from '../native/addon.js';
+import { loadAddon, nativeStatus } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
 import { kbsReportData } from '../protocol/binding.js';
 import { parsePublicJwk, type PublicJwk } from '../protocol/jwk.js';
@@ -169,8 +169,18 @@ export class EnclaveSession {
     );
     const held = new Map<string, HeldKey>();
     let eph: EphemeralKey | null = null;
+    let hardened = status.hardened;
     try {
       eph = generateEphemeralKey('ec-p256');
+      // The addon sets up OpenSSL's secure heap with the first ephemeral key: only now does
+      // hardening() say whether the private key sits in locked, non-dumpable memory.
+      const heapLocked = loadAddon().hardening().opensslSecureHeap;
+      if (!heapLocked && !options.allowUnhardened) {
+        throw new NativeUnavailableError(
+          "OpenSSL's secure heap (where the session's ephemeral private key lives) could not be locked in memory: raise RLIMIT_MEMLOCK (ulimit -l) by at least 256 KiB, or pass allowUnhardened for development only",
+        );
+      }
+      hardened = status.hardened && heapLocked;
       const publicJwk = eph.publicJwk;
       const teeName = sessionTeeName(options.provider.tee);
       const challenge = await client.auth(teeName);
@@ -209,7 +219,7 @@ export class EnclaveSession {
         verdict: checked.verdict,
         receipts,
         ...(receipts[0] ? { receipt: receipts[0].receipt } : {}),
-        hardened: status.hardened,
+        hardened,
         expiresAt: checked.expiresAt,
         keys: [...held].map(([keyId, k]) => ({ keyId, models: k.manifest.models.map((m) => ({ ...m })), notAfter: k.notAfter })),
       };
@@ -286,9 +296,20 @@ export class EnclaveSession {
       const opened = { keyId: top.header.keyId, bundleId: toHex(top.header.bundleId), headerDigest: toHex(top.headerDigest) };
       if (opened.keyId !== pre.keyId) throw new PolicyError(`${path} changed while it was being opened (another key id): open it again`);
       this.#checkBinding(path, key.manifest, opened);
-      if (this.#closed) throw new ReleasedError('the session was closed while the model was being opened');
       const selected = select(reader.tensors(), only);
-      model = new SessionModel(reader, selected, { path, ...opened, sharded: reader.sharded }, options.signal, (m) => this.#models.delete(m));
+      // After the caller's predicate, which may itself have closed the session.
+      if (this.#closed) throw new ReleasedError('the session was closed while the model was being opened');
+      model = new SessionModel(
+        reader,
+        selected,
+        { path, ...opened, sharded: reader.sharded },
+        options.signal,
+        (m) => this.#models.delete(m),
+        () => {
+          this.#checkLive();
+          this.#keyFor(opened.keyId);
+        },
+      );
     } catch (err) {
       reader.close();
       throw err;
@@ -320,10 +341,22 @@ export class EnclaveSession {
     for (const k of this.#keys.values()) k.handle.release();
   }
 
+  /** The token ran out: every key released and every model closed (what they handed out wiped). */
+  #expire(): void {
+    this.#releaseKeys();
+    for (const m of [...this.#models]) {
+      try {
+        m.close();
+      } catch {
+        // closing the rest matters more than one model's close error
+      }
+    }
+  }
+
   #checkLive(): void {
     if (this.#closed) throw new ReleasedError('this session was closed: establish a new one');
     if (this.expired) {
-      this.#releaseKeys();
+      this.#expire();
       throw new DeniedError(`this session expired at ${this.#info.expiresAt.toISOString()} (the broker's token ran out): establish a new session`, {
         status: 401,
         reasons: ['session expired'],
@@ -360,7 +393,7 @@ export class EnclaveSession {
       const wait = at - Date.now();
       if (wait <= 0) {
         // Each key's own expiry is checked at open; the token's ends everything.
-        if (this.expired) this.#releaseKeys();
+        if (this.expired) this.#expire();
         else for (const k of this.#keys.values()) if (k.notAfter.getTime() <= Date.now()) k.handle.release();
         this.#timer = null;
         return;
@@ -409,8 +442,12 @@ function checkOptions(options: EnclaveSessionOptions): string[] {
     }
     ids.add(k);
   }
-  if (options.timeoutMs !== undefined && (!Number.isSafeInteger(options.timeoutMs) || options.timeoutMs < 1)) {
-    throw new InvalidArgumentError(`timeoutMs must be a positive integer, got ${String(options.timeoutMs)}`);
+  // Past 2^31 - 1 ms Node's timers fire at once.
+  for (const name of ['timeoutMs', 'connectTimeoutMs', 'idleTimeoutMs'] as const) {
+    const v = options[name];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v < 1 || v > MAX_TIMER_MS)) {
+      throw new InvalidArgumentError(`${name} must be a positive integer of milliseconds, at most ${MAX_TIMER_MS}, got ${String(v)}`);
+    }
   }
   return [...ids];
 }
@@ -436,6 +473,11 @@ async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: 
     throw new ProtocolError("the broker's attestation token names another session key (tee-pubkey): it was not issued for this session");
   }
   const exp = payload['exp'] as number;
+  // jose accepts any finite number: one past what a Date holds would make every expiry check false.
+  const expiresAt = new Date(exp * 1000);
+  if (Number.isNaN(expiresAt.getTime())) {
+    throw new ProtocolError(`the broker's attestation token has an expiry (exp ${exp}) that is not a representable time`);
+  }
   const cpu0 = ((payload['submods'] as Record<string, unknown> | undefined)?.['cpu0'] ?? {}) as Record<string, unknown>;
   const annotated = (cpu0['ear.veraison.annotated-evidence'] ?? {}) as Record<string, unknown>;
   const status = cpu0['ear.status'];
@@ -445,7 +487,7 @@ async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: 
     ...(typeof annotated['claims'] === 'object' && annotated['claims'] !== null ? { claims: annotated['claims'] as Record<string, unknown> } : {}),
     ...(typeof payload['jti'] === 'string' ? { tokenId: payload['jti'] } : {}),
   };
-  return { expiresAt: new Date(exp * 1000), verdict };
+  return { expiresAt, verdict };
 }
 
 function sameKey(a: PublicJwk, b: PublicJwk): boolean {

@@ -30,7 +30,10 @@ import {
 
 /** The response header carrying the broker's signed receipt for a release (a compact JWS). */
 export const RECEIPT_HEADER = 'sealed-tensors-receipt';
-const MAX_RECEIPT_CHARS = 16 * 1024;
+/** The broker signs receipts up to 192 KiB (they list every model of the key: src/broker/receipt.ts). */
+const MAX_RECEIPT_CHARS = 192 * 1024;
+/** Room for that receipt in the response head (Node's default is 16 KiB). */
+const MAX_HEADER_BYTES = MAX_RECEIPT_CHARS + 16 * 1024;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 /** RFC 6265 cookie-octet, bounded. */
 const COOKIE_VALUE = /^[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]{1,512}$/;
@@ -79,9 +82,14 @@ function isLoopback(hostname: string): boolean {
   return false;
 }
 
-function positive(value: number | undefined, name: string, fallback: number): number {
+/** setTimeout's limit: Node turns a longer delay into 1 ms. */
+export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+function positive(value: number | undefined, name: string, fallback: number, max = MAX_TIMEOUT_MS): number {
   if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer of milliseconds, got ${String(value)}`);
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new InvalidArgumentError(`${name} must be a positive integer of at most ${max}, got ${String(value)}`);
+  }
   return value;
 }
 
@@ -144,7 +152,7 @@ export class RcarClient {
     this.#connectMs = positive(options.connectTimeoutMs, 'connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS);
     this.#idleMs = positive(options.idleTimeoutMs, 'idleTimeoutMs', DEFAULT_IDLE_TIMEOUT_MS);
     this.#requestMs = positive(options.requestTimeoutMs, 'requestTimeoutMs', DEFAULT_REQUEST_TIMEOUT_MS);
-    this.#maxBytes = positive(options.maxResponseBytes, 'maxResponseBytes', MAX_RESPONSE_BYTES);
+    this.#maxBytes = positive(options.maxResponseBytes, 'maxResponseBytes', MAX_RESPONSE_BYTES, Number.MAX_SAFE_INTEGER);
     this.#signal = options.signal;
     if (url.protocol === 'https:') {
       this.#transport = https;
@@ -277,6 +285,7 @@ export class RcarClient {
         path,
         headers,
         agent: this.#agent,
+        maxHeaderSize: MAX_HEADER_BYTES,
         // Socket inactivity, also while connecting: a stalled broker.
         timeout: this.#idleMs,
       });

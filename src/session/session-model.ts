@@ -50,6 +50,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   readonly #handedOut = new Set<SecureTensor>();
   readonly #signal: AbortSignal | undefined;
   readonly #onClose: (model: SessionModel) => void;
+  readonly #checkLive: () => void;
   readonly #totalBytes: number;
   readonly #available: number;
   #bytes = 0;
@@ -63,6 +64,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     readonly info: SessionModelInfo,
     signal: AbortSignal | undefined,
     onClose: (model: SessionModel) => void,
+    checkLive: () => void = () => {},
   ) {
     super();
     this.#reader = reader;
@@ -70,6 +72,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     this.#byName = new Map(selected.map((t) => [t.name, t]));
     this.#signal = signal;
     this.#onClose = onClose;
+    this.#checkLive = checkLive;
     this.#totalBytes = selected.reduce((n, t) => n + t.byteLength, 0);
     this.#available = reader.tensors().length;
   }
@@ -144,6 +147,16 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     }
   }
 
+  /** Throws (and closes this model, wiping what it handed out) once the session's release no longer holds. */
+  #live(): void {
+    try {
+      this.#checkLive();
+    } catch (err) {
+      this.close();
+      throw err;
+    }
+  }
+
   #info(name: string): SessionTensorInfo {
     const info = this.#byName.get(name);
     if (!info) throw new NotFoundError(`no tensor named "${name}" among this model's ${this.#selected.length < this.#available ? 'selected ' : ''}tensors`);
@@ -154,6 +167,9 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     const reader = this.#reader;
     if (reader === null) throw new ReleasedError('this model was closed (or its session ended): open it again');
     const info = this.#info(name);
+    // The session's release must still hold (token and key not expired, session not closed): the
+    // open reader holds its own reference to the key, so the session's check is what stops it.
+    this.#live();
     if (this.#signal?.aborted) {
       if (loading) this.close();
       throw this.#signal.reason;
@@ -170,6 +186,12 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     if (this.#reader === null) {
       tensor.release(); // closed while the read ran
       throw new ReleasedError('this model was closed (or its session ended) while a tensor was being read');
+    }
+    try {
+      this.#live();
+    } catch (err) {
+      tensor.release(); // the release ran out while this tensor was being read
+      throw err;
     }
     if (this.#signal?.aborted) {
       tensor.release();
@@ -190,13 +212,20 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     this.#bytes += info.byteLength;
     this.#tensors += 1;
     const seconds = (performance.now() - this.#startedAt) / 1000;
-    this.emit('progress', {
-      bytes: this.#bytes,
-      tensors: this.#tensors,
-      bytesPerSecond: seconds > 0 ? this.#bytes / seconds : 0,
-      totalBytes: this.#totalBytes,
-      totalTensors: this.#selected.length,
-    });
+    try {
+      this.emit('progress', {
+        bytes: this.#bytes,
+        tensors: this.#tensors,
+        bytesPerSecond: seconds > 0 ? this.#bytes / seconds : 0,
+        totalBytes: this.#totalBytes,
+        totalTensors: this.#selected.length,
+      });
+    } catch (err) {
+      // A listener threw: the caller never gets this tensor, so nothing may keep it; a load ends.
+      handed.release();
+      if (loading) this.close();
+      throw err;
+    }
     return handed;
   }
 }

@@ -127,7 +127,7 @@ function resolveOptions(o: HttpSourceOptions): Resolved {
   return {
     ca: o.ca === undefined ? undefined : checkCaPem(o.ca),
     headers,
-    timeoutMs: positive(o.timeoutMs, 'timeoutMs', DEFAULT_TIMEOUT_MS),
+    timeoutMs: positive(o.timeoutMs, 'timeoutMs', DEFAULT_TIMEOUT_MS, 2 ** 31 - 1), // setTimeout's limit: longer fires at once
     signal: o.signal,
     allowHttp: o.allowHttp === true,
     maxWholeBytes: positive(o.maxWholeBytes, 'maxWholeBytes', DEFAULT_MAX_WHOLE_BYTES),
@@ -363,9 +363,9 @@ export function isLoopback(hostname: string): boolean {
   return false;
 }
 
-function positive(value: number | undefined, name: string, fallback: number): number {
+function positive(value: number | undefined, name: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
-  if (!Number.isSafeInteger(value) || value < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got ${String(value)}`);
+  if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new InvalidArgumentError(`${name} must be a positive integer of at most ${max}, got ${String(value)}`);
   return value;
 }
 

@@ -79,10 +79,10 @@ describe('providers outside a TEE fail with typed errors', () => {
 });
 
 describe('NSM messages', () => {
-  it('asks for an attestation with the report data as user_data, and reads the document or the error', async () => {
+  it('asks for an attestation with the report data as the nonce, and reads the document or the error', async () => {
     const req = cborDecode(nsmAttestationRequest(new Uint8Array(64).fill(5))) as { Attestation: Record<string, unknown> };
-    expect(req.Attestation.user_data).toEqual(new Uint8Array(64).fill(5));
-    expect(req.Attestation.nonce).toBeNull();
+    expect(req.Attestation.nonce).toEqual(new Uint8Array(64).fill(5));
+    expect(req.Attestation.user_data).toBeNull();
     expect(req.Attestation.public_key).toBeNull();
     expect(nsmAttestationDocument(cborEncode({ Attestation: { document: new Uint8Array([1, 2, 3]) } }))).toEqual(new Uint8Array([1, 2, 3]));
     await typedError(() => nsmAttestationDocument(cborEncode({ Error: 'InvalidArgument' })), ['ERR_IO']);
@@ -241,12 +241,12 @@ describe('ioctl providers over fake ioctls', () => {
     await typedError(() => fw.getEvidence(new Uint8Array(64)), ['ERR_IO']);
   });
 
-  it('Nitro sends an Attestation request with user_data and returns the document; an NSM error is ERR_IO', async () => {
+  it('Nitro sends an Attestation request with the nonce and returns the document; an NSM error is ERR_IO', async () => {
     let sent: unknown;
     const doc = new Uint8Array([9, 9, 9]);
     const p = new NitroNsmProvider(fake({ teeNsmRequest: async (req) => ((sent = cborDecode(req)), cborEncode({ Attestation: { document: doc } })) }));
     expect(await p.getEvidence(new Uint8Array(64).fill(1))).toEqual(doc);
-    expect(sent).toEqual({ Attestation: { user_data: new Uint8Array(64).fill(1), nonce: null, public_key: null } });
+    expect(sent).toEqual({ Attestation: { user_data: null, nonce: new Uint8Array(64).fill(1), public_key: null } });
     const err = new NitroNsmProvider(fake({ teeNsmRequest: async () => cborEncode({ Error: 'InputTooLarge' }) }));
     expect((await typedError(() => err.getEvidence(new Uint8Array(64)), ['ERR_IO'])).message).toMatch(/InputTooLarge/);
     const gone = new NitroNsmProvider(fake({ teeNsmRequest: async () => Promise.reject(new Error('ENOENT: open /dev/nsm failed')) }));

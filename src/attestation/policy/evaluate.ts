@@ -3,6 +3,51 @@ import { InvalidArgumentError } from '../../errors.js';
 import type { Check, Claims, TeeType } from '../types.js';
 import { DEFAULT_CLOCK_SKEW_SECONDS, DEFAULT_MAX_AGE_SECONDS, DEFAULT_SNP_MIN_TCB, DEFAULT_TDX_TCB_STATUS, validatePolicy, type Policy } from './policy.js';
 
+/** One piece of device (additional) evidence that verified, and the binding its report data must hold. */
+export interface DeviceEvidenceInput {
+  /** How reasons name it, e.g. `nvidia[0]`. */
+  label: string;
+  claims: Claims;
+  /** The device binding (KBS: the 32-byte SPDM nonce), checked like expectedReportData. */
+  expectedReportData: Uint8Array;
+}
+
+const DEVICE_NAMES: Partial<Record<TeeType, string>> = { nvidia: 'NVIDIA GPU' };
+
+/** The devices a policy requires besides CPU evidence of `cpuTee`: the top level's and that section's. */
+export function requiredDevices(policyInput: Policy, cpuTee: TeeType): TeeType[] {
+  const policy = validatePolicy(policyInput);
+  const section = Object.hasOwn(policy.tees, cpuTee) ? policy.tees[cpuTee] : undefined;
+  return [...new Set([...(policy.requireDevices ?? []), ...(section?.requireDevices ?? [])])];
+}
+
+/**
+ * Composite evidence: the devices a policy requires must each be present, and every device the
+ * session presented is judged by its own section (measurements, debug, report data), like CPU
+ * evidence. A device without a section is refused, as any TEE the policy does not list.
+ */
+export function evaluateDevices(policyInput: Policy, cpuTee: TeeType, devices: readonly DeviceEvidenceInput[], opts: { now?: Date } = {}): Verdict {
+  const policy = validatePolicy(policyInput);
+  const checks: Check[] = [];
+  for (const t of requiredDevices(policy, cpuTee)) {
+    const n = devices.filter((d) => d.claims.tee === t).length;
+    const name = DEVICE_NAMES[t] ?? t;
+    checks.push({
+      check: `policy.requireDevices.${t}`,
+      ok: n > 0,
+      detail: n > 0
+        ? `${n} ${name} evidence(s) presented, as the policy requires`
+        : `the policy requires ${name} evidence (additional evidence bound to the same nonce) and the session presented none: the key goes only to a session with an attested ${name}`,
+    });
+  }
+  for (const d of devices) {
+    const v = evaluatePolicy(policy, d.claims, { expectedReportData: d.expectedReportData, ...(opts.now ? { now: opts.now } : {}) });
+    for (const c of v.checks) checks.push({ ...c, check: `${d.label}.${c.check}` });
+  }
+  const reasons = checks.filter((c) => !c.ok).map((c) => `${c.check}: ${c.detail}`);
+  return { allowed: reasons.length === 0, reasons, checks };
+}
+
 export interface Verdict {
   allowed: boolean;
   /** Why it was refused, one line per failed check; empty when allowed. */

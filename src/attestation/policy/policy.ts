@@ -24,13 +24,24 @@ export interface TeePolicy {
   maxAgeSeconds?: number;
   /** How far in the future an evidence timestamp may lie (clock skew); default 60. */
   clockSkewSeconds?: number;
+  /** Devices that must come with evidence of this TEE (added to the top level's list); CPU sections only. */
+  requireDevices?: TeeType[];
 }
 
 export interface Policy {
   version: 1;
   allowSimulated: boolean;
   tees: Partial<Record<TeeType, TeePolicy>>;
+  /**
+   * Device evidence every session must present besides its CPU evidence (composite evidence: e.g.
+   * ["nvidia"], an attested GPU bound to the same nonce); default none. Each device is judged by
+   * its own section under `tees`.
+   */
+  requireDevices?: TeeType[];
 }
+
+/** Evidence kinds that come as additional (device) evidence, never as a session's primary evidence. */
+export const DEVICE_TEE_TYPES: readonly TeeType[] = Object.freeze(['nvidia']);
 
 /** Evidence with a timestamp older than this is refused unless the section says otherwise. */
 export const DEFAULT_MAX_AGE_SECONDS = 300;
@@ -50,12 +61,12 @@ export const DEFAULT_SNP_MIN_TCB: Readonly<Record<string, Readonly<Record<string
   Genoa: Object.freeze({ snp: 23, microcode: 84 }),
 });
 
-const TOP_KEYS = ['version', 'allowSimulated', 'tees'];
+const TOP_KEYS = ['version', 'allowSimulated', 'tees', 'requireDevices'];
 /** Upper bounds: beyond them "fresh" and "not in the future" stop meaning anything. */
 export const MAX_CLOCK_SKEW_SECONDS = 600;
 export const MAX_AGE_SECONDS_LIMIT = 86_400;
 
-const TEE_KEYS = ['measurements', 'minTcb', 'tcbStatus', 'platform', 'allowDebug', 'requireReportData', 'maxAgeSeconds', 'clockSkewSeconds'];
+const TEE_KEYS = ['measurements', 'minTcb', 'tcbStatus', 'platform', 'allowDebug', 'requireReportData', 'maxAgeSeconds', 'clockSkewSeconds', 'requireDevices'];
 // A policy may accept any status but Revoked.
 const TCB_STATUSES = new Set<string>(TCB_STATUSES_BEST_FIRST.filter((x) => x !== 'Revoked'));
 const HEX = /^([0-9a-fA-F]{2})+$/;
@@ -76,6 +87,16 @@ function own(o: Record<string, unknown>, k: string): unknown {
 /** A map with no prototype: keys such as "__proto__" and "constructor" are plain entries. */
 function dict<T>(): Record<string, T> {
   return Object.create(null) as Record<string, T>;
+}
+
+/** A requireDevices list: non-empty, device kinds only, each once; undefined (with a problem noted) if not. */
+function deviceList(v: unknown, path: string, bad: (path: string, why: string) => void): TeeType[] | undefined {
+  const ok = Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'string' && DEVICE_TEE_TYPES.includes(x as TeeType)) && new Set(v).size === v.length;
+  if (!ok) {
+    bad(path, `must be a non-empty list of device kinds, each once (${DEVICE_TEE_TYPES.join(', ')})`);
+    return undefined;
+  }
+  return Object.freeze([...(v as TeeType[])]) as TeeType[];
 }
 
 /**
@@ -180,11 +201,24 @@ export function validatePolicy(input: unknown): Policy {
           bad(`${p}.${key}`, `must be an integer from ${min} to ${max} (seconds)${key === 'maxAgeSeconds' ? '; evidence older than a day is not fresh, rely on a nonce' : '; a larger skew accepts evidence dated ahead'}`);
         } else out[key] = v;
       }
+      const requireDevices = own(s, 'requireDevices');
+      if (requireDevices !== undefined) {
+        if (DEVICE_TEE_TYPES.includes(tee as TeeType)) bad(`${p}.requireDevices`, 'belongs in a CPU TEE section or at the top level, not in a device\'s own section');
+        else {
+          const list = deviceList(requireDevices, `${p}.requireDevices`, bad);
+          if (list) out.requireDevices = list;
+        }
+      }
       tees[tee as TeeType] = Object.freeze(out);
     }
   }
+  const requireDevicesIn = own(input, 'requireDevices');
+  const requireDevices = requireDevicesIn === undefined ? undefined : deviceList(requireDevicesIn, 'requireDevices', bad);
+  // A required device is judged by its own section: without one every session would be refused.
+  const required = new Set([...(requireDevices ?? []), ...Object.values(tees).flatMap((t) => t?.requireDevices ?? [])]);
+  for (const d of required) if (!Object.hasOwn(tees, d)) bad(`tees.${d}`, `is missing: requireDevices names "${d}", and its evidence is judged by this section (measurements to pin)`);
   if (problems.length) throw new PolicyError(`invalid policy: ${problems.join('; ')}; see docs/ATTESTATION.md for the schema`);
-  return Object.freeze({ version: 1, allowSimulated: allowSimulated === true, tees: Object.freeze(tees) });
+  return Object.freeze({ version: 1, allowSimulated: allowSimulated === true, tees: Object.freeze(tees), ...(requireDevices ? { requireDevices } : {}) });
 }
 
 /**

@@ -4,9 +4,12 @@ import { assertBytes } from '../../bytes.js';
 import type { EvidenceProvider } from './types.js';
 import { callIoctl, loadTeeIoctls, type IoctlLoader } from './native-ioctl.js';
 
-/** The NSM request for an attestation document carrying `userData` (our 64 report-data bytes). */
-export function nsmAttestationRequest(userData: Uint8Array): Uint8Array {
-  return cborEncode({ Attestation: { user_data: userData, nonce: null, public_key: null } });
+/**
+ * The NSM request for an attestation document whose `nonce` is our 64 report-data bytes (the KBS
+ * binding, docs/PROTOCOL.md: the broker reads it from the nonce, nowhere else).
+ */
+export function nsmAttestationRequest(reportData: Uint8Array): Uint8Array {
+  return cborEncode({ Attestation: { user_data: null, nonce: reportData, public_key: null } });
 }
 
 /** Pulls the document out of an NSM response: {"Attestation": {"document": bstr}} or {"Error": "..."}. */
@@ -24,7 +27,7 @@ export function nsmAttestationDocument(response: Uint8Array): Uint8Array {
   return doc;
 }
 
-/** Nitro Enclaves evidence through /dev/nsm. The 64 report-data bytes go in user_data. */
+/** Nitro Enclaves evidence through /dev/nsm. The 64 report-data bytes go in the document's nonce. */
 export class NitroNsmProvider implements EvidenceProvider {
   readonly tee = 'nitro' as const;
   constructor(private readonly load: IoctlLoader = loadTeeIoctls) {}

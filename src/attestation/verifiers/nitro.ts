@@ -157,8 +157,9 @@ export function nitroClaims(doc: NitroDocument): Claims {
     simulated: false,
     measurement: measurements.pcr0 ?? '',
     measurements,
-    // Our Nitro provider puts the 64 report-data bytes in user_data; other producers use the nonce.
-    reportData: doc.userData ? hex(doc.userData) : doc.nonce ? hex(doc.nonce) : '',
+    // The binding lives in the nonce (docs/PROTOCOL.md; our NSM provider puts it there); documents
+    // without one fall back to user_data, where older producers put it.
+    reportData: doc.nonce ? hex(doc.nonce) : doc.userData ? hex(doc.userData) : '',
     // Enclaves started in debug mode report PCR0..2 as zeros.
     debug: zero(0) && zero(1) && zero(2),
     tcb: {},

@@ -1,22 +1,25 @@
 /**
  * POST /kbs/v0/attest: the session's evidence for its challenge. The challenge is taken out of the
  * table first (single use, whatever follows); the evidence must verify (signature, chain, pinned
- * roots) and its report data must be the binding of this challenge's nonce and this tee-pubkey.
- * No key policy is evaluated here: that is per key, at /resource. Success makes the cookie an
- * attested session and answers with a token for the same.
+ * roots) and carry the binding of this challenge's nonce and this tee-pubkey where its kind carries
+ * it (evidence-binding.ts). Additional (device) evidence is verified and bound the same way, device
+ * by device (devices.ts). No key policy is evaluated here: that is per key, at /resource. Success
+ * makes the cookie an attested session and answers with a token for the same.
  */
 import { createHash, type X509Certificate } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { calculateJwkThumbprint } from 'jose';
 import { constantTimeEqual } from '../../bytes.js';
 import { SealedTensorsError, type ErrorCode } from '../../errors.js';
-import { reportDataMatches } from '../../attestation/policy/evaluate.js';
 import type { Check, Claims, VerifiedEvidence } from '../../attestation/types.js';
 import type { VerifyEvidenceOptions } from '../../attestation/verify.js';
 import { kbsReportData } from '../../protocol/binding.js';
 import { parseAttestRequest, SESSION_COOKIE, type AttestRequest } from '../../protocol/messages.js';
 import { cookieValues, HttpProblem, readJsonBody, sendJson } from '../http.js';
 import { decodePrimaryEvidence, type DecodedEvidence } from '../../protocol/evidence.js';
+import { decodeAdditionalEvidence, type DecodedDeviceEvidence } from '../../protocol/device-evidence.js';
+import { verifyDevices } from '../devices.js';
+import { checkPrimaryBinding } from '../evidence-binding.js';
 import { issueToken } from '../tokens.js';
 import type { AttestedSession } from '../sessions.js';
 import { sessionCookie, type BrokerState, type RequestContext } from './context.js';
@@ -109,9 +112,11 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
   }
 
   let decoded: DecodedEvidence;
+  let deviceEvidence: DecodedDeviceEvidence[];
   try {
     // parseAttestRequest has already taken primary_evidence and additional_evidence apart.
     decoded = decodePrimaryEvidence(challenge.tee, request.primaryEvidence, request.additionalEvidence, 'tee-evidence.primary_evidence');
+    deviceEvidence = decodeAdditionalEvidence(decoded.additionalEvidence);
   } catch (err) {
     if (!(err instanceof SealedTensorsError)) throw err;
     throw new HttpProblem(400, 'ERR_PROTOCOL', `the evidence does not decode: ${err.message}`, { reasons: [`${err.code}: ${err.message}`], cause: err });
@@ -123,8 +128,8 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
   if (decoded.type === 'simulated' && !state.opts.allowSimulated) {
     throw denied(403, ['broker.simulated: evidence is SIMULATED (software only) and this broker does not allow simulated evidence']);
   }
-  if (decoded.additionalEvidence !== '') {
-    throw denied(403, ['broker.additionalEvidence: additional (device) evidence is not verified by this broker yet; send none']);
+  if (deviceEvidence.length > 0) {
+    ctx.audit.detail = { ...ctx.audit.detail, devices: deviceEvidence.map((d) => ({ device: `${d.tee}[${d.index}]`, uuid: d.uuid, evidenceDigest: createHash('sha256').update(d.evidence).digest('hex') })) };
   }
 
   const nowMs = state.opts.nowMs();
@@ -146,16 +151,25 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
   if (claims.simulated) {
     checks.push({ check: 'broker.simulated', ok: state.opts.allowSimulated, detail: state.opts.allowSimulated ? 'simulated evidence allowed by this broker (each key\'s policy must allow it too)' : 'evidence is SIMULATED and this broker does not allow it' });
   }
-  const bound = reportDataMatches(claims.reportData, binding);
-  checks.push({
-    check: 'broker.reportData',
-    ok: bound,
-    detail: bound
-      ? 'report data is SHA-384(JCS({additional-evidence, nonce, tee-pubkey})) of this challenge and key'
-      : 'report data is not SHA-384(JCS({additional-evidence, nonce, tee-pubkey})) of this challenge and key: the evidence is not bound to this session (stale, replayed, or for another key)',
+  const bound = checkPrimaryBinding(decoded, claims, binding);
+  checks.push(...bound.checks);
+
+  // Devices are verified whatever the primary evidence's verdict, so a refusal names every failure.
+  const { verifyEvidence } = await loadVerifier();
+  const devices = await verifyDevices(deviceEvidence, {
+    nonce,
+    teePubkeyRaw,
+    now: new Date(nowMs),
+    verifyOptions: state.opts.verifyOptions,
+    certificate: (der) => state.certificates.get(der),
+    verify: verifyEvidence,
   });
+  checks.push(...devices.checks);
+  if (devices.devices.length > 0) {
+    ctx.audit.detail = { ...ctx.audit.detail, deviceSummaries: devices.devices.map((d) => ({ device: d.label, ...claimsSummary(d.claims) })) };
+  }
   ctx.audit.detail = { ...ctx.audit.detail, checks };
-  const failed = checks.filter((c) => !c.ok).map((c) => `${c.check}: ${c.detail}`);
+  const failed = [...devices.errors, ...checks.filter((c) => !c.ok).map((c) => `${c.check}: ${c.detail}`)];
   if (failed.length > 0) throw denied(403, failed);
 
   const session: AttestedSession = {
@@ -164,8 +178,9 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
     teePubkey,
     teePubkeyRaw,
     teePubkeyThumbprint: thumbprint,
-    binding,
+    binding: bound.expected,
     evidenceDigest,
+    ...(devices.devices.length > 0 ? { devices: devices.devices } : {}),
     expiresAt: nowMs + state.opts.tokenTtlSeconds * 1000,
     sessionRef: challenge.sessionRef,
   };

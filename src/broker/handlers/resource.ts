@@ -1,6 +1,7 @@
 /**
  * GET /kbs/v0/resource/<repository>/<type>/<tag>: a data key, to an attested session whose claims
- * the key's policy accepts, encrypted to the session's tee-pubkey. Refusals: 401 without a live
+ * the key's policy accepts (the CPU evidence, the devices it requires and every device the session
+ * presented), encrypted to the session's tee-pubkey. Refusals: 401 without a live
  * session or valid token, 404 for what is not a known key, 403 for a revoked key, a missing policy
  * or a policy that denies (every failed check named). A release is audited before it is answered,
  * and the answer carries a receipt signed over that audit entry.
@@ -8,7 +9,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { wipe } from '../../bytes.js';
 import { SealedTensorsError } from '../../errors.js';
-import { evaluatePolicy } from '../../attestation/policy/evaluate.js';
+import { evaluateDevices, evaluatePolicy } from '../../attestation/policy/evaluate.js';
 import { DATA_KEY_REPOSITORY, DATA_KEY_TYPE, KBS_PATH_PREFIX, parseResourcePath, SESSION_COOKIE, type FlattenedJwe } from '../../protocol/messages.js';
 import { encodeDataKeyResource } from '../../protocol/resource.js';
 import { calculateJwkThumbprint } from 'jose';
@@ -18,6 +19,7 @@ import { verifyToken, type TokenSession } from '../tokens.js';
 import { encryptToTeePubkey } from '../wrap.js';
 import type { BrokerState, RequestContext } from './context.js';
 import { claimsSummary } from './attest.js';
+import type { AttestedDevice } from '../devices.js';
 
 export const RESOURCE_PREFIX = `${KBS_PATH_PREFIX}/resource/`;
 
@@ -27,7 +29,7 @@ const forbidden = (reasons: string[]): HttpProblem => new HttpProblem(403, 'ERR_
 const notFound = (detail: string): HttpProblem => new HttpProblem(404, 'ERR_NOT_FOUND', detail, { reasons: [`resource: ${detail}`] });
 
 /** The session this request speaks for: a bearer token if one is sent (and then only it), else the cookie. */
-async function authenticate(state: BrokerState, req: IncomingMessage, nowMs: number): Promise<TokenSession & { thumbprint?: string; sessionRef?: string }> {
+async function authenticate(state: BrokerState, req: IncomingMessage, nowMs: number): Promise<TokenSession & { thumbprint?: string; sessionRef?: string; devices?: AttestedDevice[] }> {
   const authz = req.headers.authorization;
   if (authz !== undefined) {
     const m = /^Bearer ([^\s]+)$/i.exec(authz.trim());
@@ -77,16 +79,24 @@ export async function handleResource(state: BrokerState, req: IncomingMessage, r
   if ((session.claims.simulated || session.claims.tee === 'simulated') && !state.opts.allowSimulated) {
     reasons.push('broker.simulated: evidence is SIMULATED and this broker does not allow simulated evidence');
   }
+  const devices = session.devices ?? [];
+  if (devices.length > 0) ctx.audit.detail = { ...ctx.audit.detail, devices: devices.map((d) => ({ device: d.label, uuid: d.uuid, evidenceDigest: d.evidenceDigest })) };
   let verdict;
+  let deviceVerdict;
   try {
     verdict = evaluatePolicy(policy, session.claims, { expectedReportData: session.binding, now: new Date(nowMs) });
+    deviceVerdict = evaluateDevices(policy, session.claims.tee, devices.map((d) => ({ label: d.label, claims: d.claims, expectedReportData: d.binding })), { now: new Date(nowMs) });
   } catch (err) {
     // A policy store handing out an invalid policy denies; it never releases.
     if (err instanceof SealedTensorsError && err.code === 'ERR_POLICY') throw forbidden([`policy.invalid: policy "${record.policy}" is not valid: ${err.message}`]);
     throw err;
   }
-  reasons.push(...verdict.reasons);
-  ctx.audit.detail = { ...ctx.audit.detail, policy: record.policy, checks: verdict.checks };
+  reasons.push(...verdict.reasons, ...deviceVerdict.reasons);
+  if (session.devices === undefined && req.headers.authorization !== undefined && deviceVerdict.reasons.some((r) => r.startsWith('policy.requireDevices.'))) {
+    // Device claims live with the attested session, not in the token (its EAR has only cpu0).
+    reasons.push('token: a bearer token carries no device evidence; for a key that requires devices, present the kbs-session-id cookie of the session that attested them');
+  }
+  ctx.audit.detail = { ...ctx.audit.detail, policy: record.policy, checks: [...verdict.checks, ...deviceVerdict.checks] };
   if (reasons.length > 0) throw forbidden(reasons);
 
   const notAfter = new Date(session.expiresAt).toISOString();

@@ -1,0 +1,85 @@
+/**
+ * Additional (device) evidence at /attest: each device verified by our verifier (signature, chain to
+ * the pinned root, FWID) and bound to this run by its SPDM requester nonce, as Trustee binds it.
+ * What passes is kept with the session; each key's policy judges it at /resource.
+ */
+import { createHash, type X509Certificate } from 'node:crypto';
+import { SealedTensorsError, type ErrorCode } from '../errors.js';
+import type { Check, Claims, TeeType } from '../attestation/types.js';
+import type { VerifyEvidenceOptions } from '../attestation/verify.js';
+import { kbsDeviceNonce } from '../protocol/binding.js';
+import type { DecodedDeviceEvidence } from '../protocol/device-evidence.js';
+import type { BrokerVerifyOptions } from './options.js';
+import { checkDeviceBinding } from './evidence-binding.js';
+
+const EVIDENCE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN']);
+
+/** A device the session attested with: verified, bound, its claims for the key policies. */
+export interface AttestedDevice {
+  /** `nvidia[0]`: the kbs-types name and the position in its list. */
+  label: string;
+  tee: TeeType;
+  uuid: string;
+  claims: Claims;
+  /** The 32 bytes its requester nonce holds (kbsDeviceNonce): what a policy checks report data against. */
+  binding: Uint8Array;
+  evidenceDigest: string;
+}
+
+export interface DeviceVerification {
+  devices: AttestedDevice[];
+  checks: Check[];
+  /** Evidence errors (a device that did not verify), one reason each. */
+  errors: string[];
+}
+
+export interface DeviceVerifyContext {
+  nonce: string;
+  teePubkeyRaw: object;
+  now: Date;
+  verifyOptions: BrokerVerifyOptions;
+  /** DER -> X509Certificate (the broker's cache); throws on what is not a certificate. */
+  certificate: (der: Uint8Array) => X509Certificate;
+  verify: (type: TeeType, evidence: Uint8Array, opts: VerifyEvidenceOptions) => Promise<{ claims: Claims; checks: Check[] }>;
+}
+
+/** Verifies every device; a device that fails verification is an error, an unbound one a failed check. */
+export async function verifyDevices(decoded: readonly DecodedDeviceEvidence[], ctx: DeviceVerifyContext): Promise<DeviceVerification> {
+  const out: DeviceVerification = { devices: [], checks: [], errors: [] };
+  if (decoded.length === 0) return out;
+  const deviceNonce = kbsDeviceNonce(ctx.nonce, ctx.teePubkeyRaw);
+  for (const d of decoded) {
+    const label = `${d.tee}[${d.index}]`;
+    let certificates: X509Certificate[];
+    try {
+      certificates = d.certificates.map((der) => ctx.certificate(der));
+    } catch {
+      out.errors.push(`ERR_EVIDENCE_FORMAT: ${label}: a certificate in ${d.path}.certificate is not X.509`);
+      continue;
+    }
+    const roots = ctx.verifyOptions.trustedRoots?.[d.type];
+    let verified: { claims: Claims; checks: Check[] };
+    try {
+      verified = await ctx.verify(d.type, d.evidence, { now: ctx.now, certificates: [...certificates, ...(ctx.verifyOptions.certificates ?? [])], ...(roots !== undefined ? { trustedRoots: roots } : {}) });
+    } catch (err) {
+      if (err instanceof SealedTensorsError && EVIDENCE_CODES.has(err.code)) {
+        out.errors.push(`${err.code}: ${label}: ${err.message}`);
+        continue;
+      }
+      throw err;
+    }
+    for (const c of verified.checks) out.checks.push({ ...c, check: `${label}.${c.check}` });
+    const sameType = verified.claims.tee === d.type;
+    out.checks.push({ check: `broker.${label}.tee`, ok: sameType, detail: sameType ? `${label} evidence is "${d.type}"` : `${label} evidence is "${verified.claims.tee}", not "${d.type}"` });
+    out.checks.push(checkDeviceBinding(verified.claims, deviceNonce, label));
+    out.devices.push({
+      label,
+      tee: d.type,
+      uuid: d.uuid,
+      claims: verified.claims,
+      binding: deviceNonce,
+      evidenceDigest: createHash('sha256').update(d.evidence).digest('hex'),
+    });
+  }
+  return out;
+}
