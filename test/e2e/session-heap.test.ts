@@ -86,11 +86,22 @@ for (const m of maps) {
       const c = count(n, a, b);
       hits[name] += c;
       // Where a secret was found: which mapping (a thread's stack is 8 MiB, no name), how far below its top.
-      if (c && name !== 'canary') where.push({ name, map: m.name, perms: m.perms, flags: m.flags.join(' '), size: m.end - m.start, fromTop: m.end - (at + buf.indexOf(a)), count: c });
+      if (c && name !== 'canary') where.push({ start: m.start, end: m.end, name, map: m.name, perms: m.perms, flags: m.flags.join(' '), size: m.end - m.start, fromTop: m.end - (at + buf.indexOf(a)), count: c });
     }
   }
 }
 fs.closeSync(mem);
+// For a hit: which live thread's stack pointer (blocked, from /proc/self/task/*/syscall) is in that mapping.
+const tasks = fs.readdirSync('/proc/self/task').map((t) => {
+  let f = [];
+  try { f = fs.readFileSync('/proc/self/task/' + t + '/syscall', 'utf8').trim().split(' '); } catch {}
+  return { comm: fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim(), sp: f.length > 7 ? parseInt(f[f.length - 2], 16) : 0 };
+});
+for (const w of where) {
+  w.threads = tasks.filter((x) => x.sp >= w.start && x.sp < w.end).map((x) => x.comm + ' sp ' + (w.end - x.sp) + ' below top');
+  delete w.start;
+  delete w.end;
+}
 v8.writeHeapSnapshot(snapshotPath);
 const info = session.info;
 for (const t of held) t.release();
