@@ -228,6 +228,7 @@ class RunState {
     } catch (const std::exception& e) {
       Abort("ERR_RESOURCE_LIMIT", e.what());
     }
+    WipeStackBelow();  // the loop's frames (OpenSSL's among them) held plaintext
   }
 
   void Abort(const char* code, const std::string& msg) {
@@ -238,7 +239,9 @@ class RunState {
     StopAll();
   }
 
-  void WorkerLoop() {
+  // Not inlined into Worker: its frames (and OpenSSL's below them) must all lie below the stack
+  // WipeStackBelow zeroes.
+  __attribute__((noinline)) void WorkerLoop() {
     RunBaton& b = *b_;
     const FileState& f = *b.file;
     CipherCtx cipher;

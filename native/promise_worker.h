@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include "errors.h"
+#include "secure_memory.h"
 
 namespace sealed {
 
@@ -35,6 +36,9 @@ class PromiseWorker : public Napi::AsyncWorker {
       error_.Set("ERR_IO", e.what());
     }
     if (error_.set()) SetError(error_.message);
+    // Run()'s frames, and OpenSSL's below them, may have held keys or plaintext: this libuv thread
+    // goes back to the pool with them zeroed (test/e2e/session-heap).
+    WipeStackBelow();
   }
   void OnOK() override {
     Napi::Env env = Env();

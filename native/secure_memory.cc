@@ -219,6 +219,14 @@ void SecureRegion::WipeResident() {
   }
 }
 
+// Deeper than any OpenSSL cipher/digest call chain below a worker's loop; far less than a thread's stack.
+constexpr size_t kStackWipeBytes = 64 * 1024;
+
+__attribute__((noinline)) void WipeStackBelow() {
+  unsigned char below[kStackWipeBytes];
+  OPENSSL_cleanse(below, sizeof below);  // not optimised away, unlike memset on a dead buffer
+}
+
 void WipeAllRegions() {
   std::lock_guard<std::mutex> lock(LiveMutex());
   for (SecureRegion* r : LiveRegions()) r->WipeResident();

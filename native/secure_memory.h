@@ -52,6 +52,12 @@ class SecureRegion {
 // Zeroize every live region (for exit). Regions stay mapped and usable.
 void WipeAllRegions();
 
+// Plaintext passes through the stack frames of OpenSSL's cipher and hash block functions, on
+// worker threads whose stacks are ordinary (swappable, dumpable) memory: a worker calls this when
+// it is done, from its outermost frame, to zero the stack below it (test/e2e/session-heap found
+// tensor bytes left there).
+void WipeStackBelow();
+
 // Test-only probe: when enabled, every release scans the wiped pages just before munmap and
 // records how many bytes were not zero, and (from mincore, after the wipe but before the scan
 // faults everything in) how many bytes were resident. Off by default (the scan costs a pass over the memory).

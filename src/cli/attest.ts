@@ -1,6 +1,6 @@
-import { generateKeyPairSync, randomBytes, type X509Certificate } from 'node:crypto';
+import { randomBytes, type X509Certificate } from 'node:crypto';
 import { constants } from 'node:fs';
-import { open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { open, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { EvidenceFormatError, InvalidArgumentError, IoError, NoTeeError, NotFoundError, SealedTensorsError } from '../errors.js';
@@ -25,6 +25,7 @@ import {
 import { KBS_TEES, KBS_TEE_VERIFIER, decodePrimaryEvidence, decodeTeeEvidence, type KbsTee } from '../protocol/evidence.js';
 import type { CommandContext } from './main.js';
 import { ExitCode, writeJson } from './io.js';
+import { simulatedRootKey } from './simulated-key.js';
 
 async function readInput(path: string, what: string): Promise<Uint8Array> {
   let handle;
@@ -130,20 +131,10 @@ interface VerifyOptions {
 
 async function simulatedProvider(keyPath: string | undefined, io: CommandContext['io']): Promise<SimulatedTee> {
   if (!keyPath) return new SimulatedTee();
-  let pem: Uint8Array | undefined;
-  try {
-    pem = new Uint8Array(await readFile(keyPath));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new IoError(`cannot read --simulated-key ${keyPath}: ${(err as Error).message}`, { cause: err });
-  }
-  if (!pem) {
-    // First use: create the local root key, readable by this user only.
-    const key = generateKeyPairSync('ed25519').privateKey;
-    await writeFile(keyPath, key.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600, flag: 'wx' });
-    io.stderr(`created simulated root key ${keyPath}\n`);
-    return new SimulatedTee({ rootKey: key });
-  }
-  return new SimulatedTee({ rootKey: SimulatedTee.keyFrom(pem) });
+  // First use creates the local root key, readable by this user only.
+  const { key, created } = await simulatedRootKey(keyPath, '--simulated-key');
+  if (created) io.stderr(`created simulated root key ${keyPath}\n`);
+  return new SimulatedTee({ rootKey: key });
 }
 
 export function registerAttest(program: Command, ctx: CommandContext): void {

@@ -92,12 +92,30 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
     .option('--allow-simulated', 'let key policies accept the simulated TEE (development only: it proves nothing)')
     .option('--hostname <NAME>', 'another DNS name or IP address for the server certificate (besides localhost, 127.0.0.1, ::1); repeatable', collect)
     .option('--simulated-root <SHA256>', 'trust this simulated TEE root key fingerprint (with --allow-simulated); repeatable', collect)
+    .option('--simulated-key <FILE>', 'trust the simulated TEE root key in FILE, created (0600) if missing; "load --simulated --simulated-key FILE" uses it (with --allow-simulated; development only)')
     .option('--listen <HOST:PORT>', 'default address for "broker serve"', '127.0.0.1:8443')
     .option('--json', 'print a JSON summary')
-    .action(async (dir: string, opts: { allowSimulated?: boolean; hostname?: string[]; simulatedRoot?: string[]; listen: string; json?: boolean }) => {
+    .action(async (dir: string, opts: { allowSimulated?: boolean; hostname?: string[]; simulatedRoot?: string[]; simulatedKey?: string; listen: string; json?: boolean }) => {
       const { initBroker } = await import('../broker/init.js');
-      const r = await initBroker(dir, { allowSimulated: opts.allowSimulated === true, hostnames: opts.hostname ?? [], simulatedRoots: opts.simulatedRoot ?? [], listen: opts.listen });
-      if (opts.json) writeJson(ctx.io, r);
+      const roots = [...(opts.simulatedRoot ?? [])];
+      let simKey: { path: string; fingerprint: string; created: boolean } | undefined;
+      if (opts.simulatedKey !== undefined) {
+        if (opts.allowSimulated !== true) throw new InvalidArgumentError('--simulated-key needs --allow-simulated');
+        const { simulatedRootKey } = await import('./simulated-key.js');
+        const { SimulatedTee } = await import('../attestation/providers/simulated.js');
+        const { key, created } = await simulatedRootKey(opts.simulatedKey, '--simulated-key');
+        simKey = { path: opts.simulatedKey, fingerprint: new SimulatedTee({ rootKey: key }).rootFingerprint, created };
+        roots.push(simKey.fingerprint);
+      }
+      let r;
+      try {
+        r = await initBroker(dir, { allowSimulated: opts.allowSimulated === true, hostnames: opts.hostname ?? [], simulatedRoots: roots, listen: opts.listen });
+      } catch (err) {
+        // Nothing half-done: a root key made for a broker that was not made goes too.
+        if (simKey?.created) await (await import('node:fs/promises')).rm(simKey.path, { force: true });
+        throw err;
+      }
+      if (opts.json) writeJson(ctx.io, { ...r, ...(simKey ? { simulatedKey: simKey } : {}) });
       else {
         ctx.io.stdout(
           [
@@ -107,6 +125,9 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
             `  policies/default.json denies every real TEE until it lists measurements: set a key's policy with`,
             `    sealed-tensors broker policy set --dir ${dir} KEYID POLICY.json`,
             ...(r.allowSimulated ? ['  SIMULATED TEEs allowed (--allow-simulated): for development only'] : []),
+            ...(simKey
+              ? [`  trusts the simulated TEE root key ${simKey.path}${simKey.created ? ' (created)' : ''}, fingerprint ${simKey.fingerprint}: load --simulated --simulated-key ${simKey.path}`]
+              : []),
             '',
           ].join('\n'),
         );
