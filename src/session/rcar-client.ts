@@ -8,9 +8,9 @@
  * it refused (401, 403, 404): DeniedError with its reasons; a message of the wrong shape:
  * ProtocolError; the caller's signal: its reason (an AbortError unless the caller chose another).
  */
-import http from 'node:http';
-import https from 'node:https';
-import { isIP } from 'node:net';
+import type http from 'node:http';
+import type https from 'node:https';
+import { isIP, nodeHttp, nodeHttps } from '../net-builtins.js';
 import { X509Certificate } from 'node:crypto';
 import { BrokerError, DeniedError, InvalidArgumentError, ProtocolError, SealedTensorsError } from '../errors.js';
 import {
@@ -155,8 +155,8 @@ export class RcarClient {
     this.#maxBytes = positive(options.maxResponseBytes, 'maxResponseBytes', MAX_RESPONSE_BYTES, Number.MAX_SAFE_INTEGER);
     this.#signal = options.signal;
     if (url.protocol === 'https:') {
-      this.#transport = https;
-      this.#agent = new https.Agent({
+      this.#transport = nodeHttps();
+      this.#agent = new (nodeHttps().Agent)({
         keepAlive: true,
         maxSockets: 4,
         minVersion: 'TLSv1.2',
@@ -164,8 +164,8 @@ export class RcarClient {
         ...(options.ca !== undefined ? { ca: checkCaPem(options.ca) } : {}),
       });
     } else {
-      this.#transport = http;
-      this.#agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+      this.#transport = nodeHttp();
+      this.#agent = new (nodeHttp().Agent)({ keepAlive: true, maxSockets: 4 });
     }
   }
 
@@ -260,7 +260,7 @@ export class RcarClient {
     if (this.#token !== null && endpoint.startsWith('/resource/')) headers['authorization'] = `Bearer ${this.#token}`;
     // Plain HTTP to "localhost" goes to the loopback address itself, not wherever a resolver points it.
     const literal = this.#base.hostname.replace(/^\[|\]$/g, '');
-    const hostname = this.#transport === http && literal === 'localhost' ? '127.0.0.1' : literal;
+    const hostname = this.#transport === nodeHttp() && literal === 'localhost' ? '127.0.0.1' : literal;
 
     return new Promise<RawResponse>((resolve, reject) => {
       let settled = false;
@@ -297,7 +297,7 @@ export class RcarClient {
         if (!socket.connecting) return;
         const t = setTimeout(() => finish(new BrokerError(`could not connect to the broker at ${this.origin} within ${this.#connectMs} ms`)), this.#connectMs);
         timers.push(t);
-        socket.once(this.#transport === https ? 'secureConnect' : 'connect', () => clearTimeout(t));
+        socket.once(this.#transport === nodeHttps() ? 'secureConnect' : 'connect', () => clearTimeout(t));
       });
       req.on('timeout', () => finish(new BrokerError(`the broker at ${where} stalled: nothing received for ${this.#idleMs} ms`)));
       req.on('error', (err: NodeJS.ErrnoException) => finish(err instanceof SealedTensorsError ? err : new BrokerError(describeNetworkError(err, where), { cause: err })));

@@ -5,7 +5,6 @@
  * aborted during a load closes the model: nothing it decrypted stays behind.
  */
 import { EventEmitter } from 'node:events';
-import { performance } from 'node:perf_hooks';
 import { InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js';
 import { SecureBuffer } from '../native/secure-buffer.js';
 import type { NativeSealedModelReader } from '../reader/native-model.js';

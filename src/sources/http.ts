@@ -11,7 +11,7 @@
  * Timeouts bound the wait for an answer and every silence inside a body. Each request has a
  * connection of its own (http1.ts), whose body is read straight into the reader's buffers.
  */
-import { isIP } from 'node:net';
+import { isIP } from '../net-builtins.js';
 import { X509Certificate } from 'node:crypto';
 import { FormatError, IntegrityError, InvalidArgumentError, SourceError, TruncatedError } from '../errors.js';
 import { isPlainFileName } from '../format/table.js';

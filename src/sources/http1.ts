@@ -12,9 +12,9 @@
  * whole-file answer always has one; Transfer-Encoding is refused), interim 1xx answers skipped,
  * everything else about the head checked strictly and bounded (16 KiB, 100 fields).
  */
-import net from 'node:net';
-import tls from 'node:tls';
-import { isIP } from 'node:net';
+import type net from 'node:net';
+import type tls from 'node:tls';
+import { isIP, nodeNet, nodeTls } from '../net-builtins.js';
 import { SealedTensorsError, SourceError } from '../errors.js';
 
 export const MAX_HEAD_BYTES = 16 * 1024;
@@ -300,8 +300,8 @@ export function exchange(url: URL, path: string, headers: Record<string, string>
 
     const socket: net.Socket = secure
       ? // onread is a documented tls.connect option that @types/node lacks.
-        tls.connect({ host, port, servername: isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'], onread, ...(o.ca ? { ca: o.ca } : {}) } as tls.ConnectionOptions)
-      : net.connect({ host, port, onread });
+        nodeTls().connect({ host, port, servername: isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'], onread, ...(o.ca ? { ca: o.ca } : {}) } as tls.ConnectionOptions)
+      : nodeNet().connect({ host, port, onread });
     arm(() => new SourceError(`${o.where}: no answer within ${o.timeoutMs} ms`));
     signal?.addEventListener('abort', onAbort, { once: true });
     socket.once(secure ? 'secureConnect' : 'connect', () => socket.write(request));
