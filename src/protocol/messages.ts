@@ -146,7 +146,8 @@ export function duplicateMember(text: string): string | undefined {
 /** Checks a nonce as the broker issued it: base64 of exactly NONCE_BYTES bytes. */
 export function checkNonce(nonce: unknown, what = 'nonce'): string {
   const s = string(nonce, what, 128);
-  if (!B64.test(s) || Buffer.from(s, 'base64').length !== NONCE_BYTES || Buffer.from(s, 'base64').toString('base64') !== s) {
+  const bytes = B64.test(s) ? Buffer.from(s, 'base64') : undefined;
+  if (bytes === undefined || bytes.length !== NONCE_BYTES || bytes.toString('base64') !== s) {
     throw new ProtocolError(`${what} must be canonical base64 of ${NONCE_BYTES} bytes`);
   }
   return s;
