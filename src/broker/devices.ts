@@ -12,7 +12,8 @@ import type { DecodedDeviceEvidence } from '../protocol/device-evidence.js';
 import type { BrokerVerifyOptions } from './options.js';
 import { checkDeviceBinding } from './evidence-binding.js';
 
-const EVIDENCE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN']);
+/** Errors that mean the evidence is bad (a denial), not that the broker failed; attest.ts uses them too. */
+export const EVIDENCE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN']);
 
 /** A device the session attested with: verified, bound, its claims for the key policies. */
 export interface AttestedDevice {

@@ -10,7 +10,7 @@ import { createHash, type X509Certificate } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { calculateJwkThumbprint } from 'jose';
 import { constantTimeEqual } from '../../bytes.js';
-import { SealedTensorsError, type ErrorCode } from '../../errors.js';
+import { SealedTensorsError } from '../../errors.js';
 import type { Check, Claims, VerifiedEvidence } from '../../attestation/types.js';
 import type { VerifyEvidenceOptions } from '../../attestation/verify.js';
 import { kbsReportData } from '../../protocol/binding.js';
@@ -18,13 +18,11 @@ import { parseAttestRequest, SESSION_COOKIE, type AttestRequest } from '../../pr
 import { cookieValues, HttpProblem, readJsonBody, sendJson } from '../http.js';
 import { decodePrimaryEvidence, type DecodedEvidence } from '../../protocol/evidence.js';
 import { decodeAdditionalEvidence, type DecodedDeviceEvidence } from '../../protocol/device-evidence.js';
-import { verifyDevices } from '../devices.js';
+import { EVIDENCE_CODES, verifyDevices } from '../devices.js';
 import { checkPrimaryBinding } from '../evidence-binding.js';
 import { issueToken } from '../tokens.js';
 import type { AttestedSession } from '../sessions.js';
 import { sessionCookie, type BrokerState, type RequestContext } from './context.js';
-
-const EVIDENCE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN']);
 
 // The verifiers pull in X.509 and ASN.1 parsing: loaded on the first /attest, not at start.
 let verifier: Promise<typeof import('../../attestation/verify.js')> | undefined;
