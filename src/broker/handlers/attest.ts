@@ -131,9 +131,9 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
   }
 
   const nowMs = state.opts.nowMs();
+  const { verifyEvidence } = await loadVerifier();
   let verified: VerifiedEvidence;
   try {
-    const { verifyEvidence } = await loadVerifier();
     verified = await verifyEvidence(decoded.type, decoded.evidence, verifyOptionsFor(state, decoded, nowMs));
   } catch (err) {
     if (err instanceof HttpProblem) throw err;
@@ -153,7 +153,6 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
   checks.push(...bound.checks);
 
   // Devices are verified whatever the primary evidence's verdict, so a refusal names every failure.
-  const { verifyEvidence } = await loadVerifier();
   const devices = await verifyDevices(deviceEvidence, {
     nonce,
     teePubkeyRaw,
