@@ -223,6 +223,13 @@ describe('broker: each denial is refused with reasons, audited, and releases not
     expectDenied(f, await resource(f, { cookie: s.cookie }), 403, /^key\.revoked: .*model retired/);
   });
 
+  it('a key bound to no sealed model is 403 and never released (no model list denies by default)', async () => {
+    const f = await fixture();
+    const s = await attested(f);
+    await f.keystore.setModels(KEY_ID, []);
+    expectDenied(f, await resource(f, { cookie: s.cookie }), 403, /^key\.models: key "model-key-1" is bound to no sealed model/);
+  });
+
   it('a policy that denies (measurement) is 403 naming the failed check; a missing policy denies by default', async () => {
     const f = await fixture();
     const s = await attested(f);

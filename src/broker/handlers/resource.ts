@@ -72,6 +72,8 @@ export async function handleResource(state: BrokerState, req: IncomingMessage, r
   if (record.state !== 'active') {
     throw forbidden([`key.revoked: key "${keyId}" was revoked${record.revokedAt ? ` at ${record.revokedAt}` : ''}${record.revocationReason ? `: ${record.revocationReason}` : ''}; it is never released again`]);
   }
+  // A release names the models it may open; with none, no session could use the key, and sending it anyway would put a key on the wire for nothing.
+  if (record.models.length === 0) throw forbidden([`key.models: key "${keyId}" is bound to no sealed model (broker key bind); denied by default`]);
   const policy = await state.opts.policies.get(record.policy);
   if (policy === undefined) throw forbidden([`policy.missing: key "${keyId}" names policy "${record.policy}", which does not exist; denied by default`]);
 
