@@ -25,13 +25,11 @@ import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeModel } from './fixture.js';
+import { benchSigningKeys, memoryKeystore, optionReader } from './lib/broker.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+const opt = optionReader(args);
 if (!existsSync(join(root, 'dist', 'session', 'enclave-session.js'))) {
   console.error('benchmarks need the built library: run `npm run build` and `npm run build:native` first');
   process.exit(2);
@@ -57,7 +55,6 @@ const { readPublicHeader } = await import('../dist/reader/sealed-file.js');
 const { FileSource } = await import('../dist/reader/source.js');
 const { loadAddon } = await import('../dist/native/addon.js');
 const { SecureBuffer } = await import('../dist/native/secure-buffer.js');
-const { exportJWK, generateKeyPair } = await import('jose');
 
 const KEY_ID = 'bench';
 const DATA_KEY = randomBytes(32);
@@ -208,39 +205,17 @@ async function bindingOf(path) {
 
 async function startBrokerFor(binding, tee, dataKey) {
   const record = { keyId: KEY_ID, state: 'active', models: [binding], policy: 'sim', createdAt: new Date().toISOString() };
-  const keystore = {
-    list: async () => [structuredClone(record)],
-    get: async (id) => (id === KEY_ID ? structuredClone(record) : undefined),
-    async withDataKey(id, fn) {
-      const copy = new Uint8Array(dataKey);
-      try {
-        return await fn(copy);
-      } finally {
-        copy.fill(0);
-      }
-    },
-    add: async () => {
-      throw new Error('read-only');
-    },
-    revoke: async () => {},
-    setPolicy: async () => {},
-    setModels: async () => {},
-  };
+  const keystore = memoryKeystore(record, dataKey);
   const measurement = createHash('sha384').update('sealed-tensors simulated TEE').digest('hex');
   const policy = validatePolicy({ version: 1, allowSimulated: true, tees: { simulated: { measurements: { measurement: [measurement] } } } });
   const policies = { get: async (name) => (name === 'sim' ? policy : undefined) };
   let seq = 0;
   const audit = { append: async () => ({ seq: ++seq, hash: '0'.repeat(64) }) };
-  const { privateKey, publicKey } = await generateKeyPair('ES256');
   return startBroker({
     keystore,
     policies,
     audit,
-    signingKey: { privateKey, publicJwk: await exportJWK(publicKey), kid: 'bench' },
-    receiptKey: await (async () => {
-      const r = await generateKeyPair('ES256');
-      return { privateKey: r.privateKey, publicJwk: await exportJWK(r.publicKey), kid: 'bench-receipt' };
-    })(),
+    ...(await benchSigningKeys()),
     allowPlainHttpOnLoopback: true,
     host: '127.0.0.1',
     port: 0,

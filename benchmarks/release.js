@@ -26,14 +26,12 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { availableParallelism, cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchSigningKeys, memoryKeystore, optionReader } from './lib/broker.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const here = fileURLToPath(import.meta.url);
 const args = process.argv.slice(2);
-const opt = (name, dflt) => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 ? args[i + 1] : dflt;
-};
+const opt = optionReader(args);
 if (!existsSync(join(root, 'dist', 'broker', 'server.js'))) {
   console.error('benchmarks need the built library: run `npm run build` first');
   process.exit(2);
@@ -52,31 +50,12 @@ const TCB = { bl: 4, tee: 0, snp: 24, ucode: 219 };
 async function brokerChild() {
   const { startBroker } = await import('../dist/broker/server.js');
   const { validatePolicy } = await import('../dist/attestation/policy/policy.js');
-  const { exportJWK, generateKeyPair } = await import('jose');
   const cfg = await new Promise((resolve) => process.once('message', resolve));
 
   const record = { keyId: KEY_ID, state: 'active', models: MODELS, policy: 'snp', createdAt: new Date().toISOString() };
   const dataKey = Buffer.from(cfg.dataKey, 'hex');
   let releases = 0;
-  const keystore = {
-    list: async () => [structuredClone(record)],
-    get: async (id) => (id === KEY_ID ? structuredClone(record) : undefined),
-    async withDataKey(id, fn) {
-      const copy = new Uint8Array(dataKey);
-      try {
-        return await fn(copy);
-      } finally {
-        copy.fill(0);
-        releases++;
-      }
-    },
-    add: async () => {
-      throw new Error('read-only');
-    },
-    revoke: async () => {},
-    setPolicy: async () => {},
-    setModels: async () => {},
-  };
+  const keystore = memoryKeystore(record, dataKey, () => releases++);
   const policy = validatePolicy({ version: 1, tees: { snp: { measurements: { measurement: [cfg.measurement] } } } });
   const policies = { get: async (name) => (name === 'snp' ? policy : undefined) };
   // Hash-chained like the real log, but only the head is kept.
@@ -91,17 +70,12 @@ async function brokerChild() {
       return { seq, hash: head };
     },
   };
-  const { privateKey, publicKey } = await generateKeyPair('ES256');
   const errors = [];
   const broker = await startBroker({
     keystore,
     policies,
     audit,
-    signingKey: { privateKey, publicJwk: await exportJWK(publicKey), kid: 'bench' },
-    receiptKey: await (async () => {
-      const r = await generateKeyPair('ES256');
-      return { privateKey: r.privateKey, publicJwk: await exportJWK(r.publicKey), kid: 'bench-receipt' };
-    })(),
+    ...(await benchSigningKeys()),
     ...(cfg.tls ? { tls: cfg.tls } : { allowPlainHttpOnLoopback: true }),
     host: '127.0.0.1',
     port: 0,

@@ -5,19 +5,10 @@
  * lands in the address's next entry, or in one entry per address when the broker closes. Denials
  * tied to a session or evidence stay one entry each.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import { attest, attestBody, auth, type Fixture, startFixture, teeKeyPair } from './fixture.js';
+import { describe, expect, it } from 'vitest';
+import { attest, attestBody, auth, type Fixture, teeKeyPair, useFixtures } from './fixture.js';
 
-let fixtures: Fixture[] = [];
-afterEach(async () => {
-  await Promise.all(fixtures.map((f) => f.broker.close()));
-  fixtures = [];
-});
-async function fixture(): Promise<Fixture> {
-  const f = await startFixture();
-  fixtures.push(f);
-  return f;
-}
+const fixture = useFixtures();
 
 const junk = (f: Fixture) => f.send('/kbs/v0/auth', { headers: { 'content-type': 'application/json' }, body: '{"version":' });
 const denials = (f: Fixture) => f.audit.entries.filter((e) => e.verdict === 'deny');

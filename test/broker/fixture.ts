@@ -12,6 +12,7 @@ import { validatePolicy, type Policy } from '../../src/attestation/policy/policy
 import { kbsReportData } from '../../src/protocol/binding.js';
 import { startBroker, type BrokerOptions, type RunningBroker } from '../../src/broker/server.js';
 import { MemoryAudit, MemoryKeystore, MemoryPolicies } from './memory.js';
+import { afterEach } from 'vitest';
 import { json, send, sessionCookieOf, type Reply, type SendOptions } from './client.js';
 
 export const KEY_ID = 'model-key-1';
@@ -170,4 +171,21 @@ export async function attested(f: Fixture, kind: 'ec' | 'rsa' = 'ec'): Promise<{
   const r = await attest(f, cookie, await attestBody(f, nonce, jwk));
   if (r.status !== 200) throw new Error(`attest failed: ${r.status} ${r.text}`);
   return { cookie, token: (r.json as { token: string }).token, privateKey, jwk };
+}
+
+/**
+ * A `fixture()` that starts a broker and closes it after each test, so a failed test leaves no
+ * listening socket behind. Call once at the top level of a test file.
+ */
+export function useFixtures(): (over?: Parameters<typeof startFixture>[0]) => Promise<Fixture> {
+  let started: Fixture[] = [];
+  afterEach(async () => {
+    await Promise.all(started.map((f) => f.broker.close()));
+    started = [];
+  });
+  return async (over = {}) => {
+    const f = await startFixture(over);
+    started.push(f);
+    return f;
+  };
 }

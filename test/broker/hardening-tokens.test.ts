@@ -4,24 +4,15 @@
  * both checked when the token comes back as a Bearer).
  */
 import { calculateJwkThumbprint, decodeJwt, SignJWT, type JWTPayload } from 'jose';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Claims } from '../../src/attestation/types.js';
 import { DEFAULT_ISSUER_PREFIX, tokenAudience } from '../../src/broker/options.js';
 import { prepareSigner } from '../../src/broker/signer.js';
 import { issueToken, verifyToken } from '../../src/broker/tokens.js';
 import type { AttestedSession } from '../../src/broker/sessions.js';
-import { attested, type Fixture, resource, signingKey, startFixture, teeKeyPair } from './fixture.js';
+import { attested, resource, signingKey, teeKeyPair, useFixtures } from './fixture.js';
 
-let fixtures: Fixture[] = [];
-afterEach(async () => {
-  await Promise.all(fixtures.map((f) => f.broker.close()));
-  fixtures = [];
-});
-async function fixture(over: Parameters<typeof startFixture>[0] = {}): Promise<Fixture> {
-  const f = await startFixture(over);
-  fixtures.push(f);
-  return f;
-}
+const fixture = useFixtures();
 
 type Cpu0 = { 'ear.status': string };
 const statusOf = (token: string): string => (decodeJwt(token) as unknown as { submods: { cpu0: Cpu0 } }).submods.cpu0['ear.status'];

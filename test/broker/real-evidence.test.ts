@@ -4,29 +4,20 @@
  * pass every verifier check and then be denied for the binding alone: the reasons and the audit
  * entry say exactly that.
  */
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { certs, vec } from '../attestation/helpers.js';
 import { parseTdxCollateral } from '../../src/attestation/verifiers/tdx-collateral.js';
 import { kbsReportData } from '../../src/protocol/binding.js';
 import { encodeNvidiaAdditionalEvidence } from '../../src/protocol/device-evidence.js';
 import { encodeTdxEvidence } from '../../src/protocol/evidence.js';
 import type { Reply } from './client.js';
-import { attest, auth, type Fixture, resource, startFixture, teeKeyPair } from './fixture.js';
+import { attest, auth, type Fixture, resource, teeKeyPair, useFixtures } from './fixture.js';
 import { validatePolicy } from '../../src/attestation/policy/policy.js';
 import { testNitro, TEST_NITRO_PCR0 } from './forged-nitro.js';
 
 vi.setConfig({ testTimeout: 60_000 });
 
-let fixtures: Fixture[] = [];
-afterEach(async () => {
-  await Promise.all(fixtures.map((f) => f.broker.close()));
-  fixtures = [];
-});
-async function fixture(over: Parameters<typeof startFixture>[0] = {}): Promise<Fixture> {
-  const f = await startFixture(over);
-  fixtures.push(f);
-  return f;
-}
+const fixture = useFixtures();
 
 const body = (nonce: string, jwk: object, primary: unknown, additional = '') => ({
   'runtime-data': { nonce, 'tee-pubkey': jwk },

@@ -3,20 +3,11 @@
  * client's fault (400) but reach code paths that fail as the broker's (500), and refusals whose
  * reasons carry unbounded attacker text into the response and the audit log.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { json, type Reply } from './client.js';
-import { attest, attestBody, auth, type Fixture, startFixture, teeKeyPair } from './fixture.js';
+import { attest, attestBody, auth, type Fixture, teeKeyPair, useFixtures } from './fixture.js';
 
-let fixtures: Fixture[] = [];
-afterEach(async () => {
-  await Promise.all(fixtures.map((f) => f.broker.close()));
-  fixtures = [];
-});
-async function fixture(over: Parameters<typeof startFixture>[0] = {}): Promise<Fixture> {
-  const f = await startFixture(over);
-  fixtures.push(f);
-  return f;
-}
+const fixture = useFixtures();
 
 /** A refusal that is the client's fault: 400, audited, nothing reported as an internal error. */
 function expectBadRequest(f: Fixture, r: Reply, reason: RegExp): void {

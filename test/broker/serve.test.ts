@@ -21,6 +21,7 @@ const hasBuild = (() => {
     return false;
   }
 })();
+if (!hasBuild) console.warn('SKIPPED test/broker/serve.test.ts: dist/ is not built (npm run build)');
 
 describe('a broker served from its folder (file keystore, policies, audit log)', () => {
   it('releases a key to an attested simulated session, denies it once revoked by another process, and the audit log verifies with the receipt', async () => {

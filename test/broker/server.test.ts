@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { compactVerify, decodeJwt, decodeProtectedHeader, flattenedDecrypt, importJWK, SignJWT, type CryptoKey } from 'jose';
 import { parseFlattenedJwe, problemType } from '../../src/protocol/messages.js';
 import { parseManifest, RESOURCE_MAGIC } from '../../src/protocol/resource.js';
@@ -6,19 +6,10 @@ import { TEE_PUBKEY_CLAIM_PATH, teePubkeyOfToken } from '../../src/protocol/toke
 import { startBroker } from '../../src/broker/server.js';
 import { SimulatedTee } from '../../src/attestation/providers/simulated.js';
 import { json, send, type Reply } from './client.js';
-import { attest, attestBody, attested, auth, DATA_KEY, type Fixture, KEY_ID, MODELS, resource, signingKey, simulatedPolicy, startFixture, teeKeyPair } from './fixture.js';
+import { attest, attestBody, attested, auth, DATA_KEY, type Fixture, KEY_ID, MODELS, resource, signingKey, simulatedPolicy, teeKeyPair, useFixtures } from './fixture.js';
 import { MemoryAudit, MemoryKeystore, MemoryPolicies } from './memory.js';
 
-let fixtures: Fixture[] = [];
-afterEach(async () => {
-  await Promise.all(fixtures.map((f) => f.broker.close()));
-  fixtures = [];
-});
-async function fixture(over: Parameters<typeof startFixture>[0] = {}): Promise<Fixture> {
-  const f = await startFixture(over);
-  fixtures.push(f);
-  return f;
-}
+const fixture = useFixtures();
 
 /** Opens a released JWE as the session would (here with jose; the product opens it natively). */
 async function openRelease(reply: Reply, privateKey: CryptoKey) {

@@ -496,6 +496,7 @@ describe('OpenSSL secure heap under memory-lock limits', () => {
     try { addon.jweUnwrapDataKey(handle, { protectedB64: 'eyJ9', alg: 'ECDH-ES+A256KW', epk: { x: new Uint8Array(32), y: new Uint8Array(32) }, encryptedKey: new Uint8Array(40), iv: new Uint8Array(12), ciphertext: new Uint8Array(40), tag: new Uint8Array(16) }); }
     catch (e) { unwrap = e.code; }
     console.log(JSON.stringify({ heap: h.opensslSecureHeap, detail: h.opensslSecureHeapDetail, caps, vmlck: Number(vmlck), unwrap }));`;
+  if (!which('prlimit')) console.warn('SKIPPED test/native/jwe.test.ts secure-heap limits: no prlimit (util-linux)');
 
   it.skipIf(!which('prlimit'))('with the common unprivileged 8 MiB limit: locked', () => {
     const r = runChild(CHILD, { prefix: lim(8 << 20) });
@@ -533,6 +534,7 @@ describe('OpenSSL secure heap under memory-lock limits', () => {
   });
 
   const asRoot = process.getuid?.() === 0;
+  if (!asRoot || !which('setpriv')) console.warn('SKIPPED test/native/jwe.test.ts unprivileged secure heap: needs root and setpriv to drop to uid 65534');
   it.skipIf(!asRoot || !which('setpriv') || !which('prlimit'))('as an unprivileged user (uid 65534) with 8 MiB: locked', () => {
     const shared = mkdtempSync(join(dir, 'nobody-'));
     chmodSync(dir, 0o711);

@@ -1,7 +1,7 @@
 import { openSync, readFileSync, truncateSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   BrokerError,
   DeniedError,
@@ -12,43 +12,25 @@ import {
   ReleasedError,
   SealedTensorsError,
 } from '../../src/errors.js';
-import { SimulatedTee } from '../../src/attestation/providers/simulated.js';
 import { SecureBuffer } from '../../src/native/secure-buffer.js';
 import { EnclaveSession, type EnclaveSessionOptions } from '../../src/session/enclave-session.js';
 import { gatherTeeEvidence, kbsTeeName } from '../../src/session/tee-evidence.js';
 import { decodeTeeEvidence } from '../../src/protocol/evidence.js';
 import type { ProgressEvent } from '../../src/session/session-model.js';
 import type { ServerResponse } from 'node:http';
-import { FakeKbs, json, type FakeKey } from './fake-kbs.js';
+import { json } from './fake-kbs.js';
 import { handles, made } from './ephemeral-recorder.js';
 
 vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-recorder.js'));
 import { bindingOf, lockedBytes, sealedFile, sealedSharded } from './setup.js';
+import { establish, rejectionOf, tee, useFakeKbs } from './harness.js';
 import { OTHER_KEY, TEST_KEY, tempDir } from '../helpers/tmp.js';
 
 
-const tee = new SimulatedTee();
-const servers: FakeKbs[] = [];
-afterEach(async () => {
-  vi.useRealTimers();
-  for (const s of servers.splice(0)) await s.close();
-});
-
-async function broker(keys: Record<string, FakeKey> = {}, extra: Parameters<typeof FakeKbs.start>[0] = {}): Promise<FakeKbs> {
-  const k = await FakeKbs.start({ keys, ...extra });
-  servers.push(k);
-  return k;
-}
-
-function establish(kbs: FakeKbs, keys: string[], extra: Partial<EnclaveSessionOptions> = {}): Promise<EnclaveSession> {
-  return EnclaveSession.establish({ broker: kbs.url, allowPlainHttpOnLoopback: true, provider: tee, keys, ...extra });
-}
+const broker = useFakeKbs();
 
 async function failure(p: Promise<unknown>): Promise<SealedTensorsError> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
+  const err = await rejectionOf(p);
   expect(err).toBeInstanceOf(SealedTensorsError);
   return err as SealedTensorsError;
 }

@@ -1,39 +1,17 @@
 // Outside review of the session side (issue 8): each test names the attack it stands for.
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { DeniedError, NativeUnavailableError, SealedTensorsError } from '../../src/errors.js';
 import { loadAddon } from '../../src/native/addon.js';
-import { SimulatedTee } from '../../src/attestation/providers/simulated.js';
-import { EnclaveSession, type EnclaveSessionOptions } from '../../src/session/enclave-session.js';
-import { FakeKbs, type FakeKey } from './fake-kbs.js';
+import { EnclaveSession } from '../../src/session/enclave-session.js';
 import { handles } from './ephemeral-recorder.js';
 
 vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-recorder.js'));
 import { lockedBytes, sealedFile } from './setup.js';
+import { establish, rejectionOf, useFakeKbs } from './harness.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 
-const tee = new SimulatedTee();
-const servers: FakeKbs[] = [];
-afterEach(async () => {
-  vi.useRealTimers();
-  for (const s of servers.splice(0)) await s.close();
-});
-
-async function broker(keys: Record<string, FakeKey>, extra: Parameters<typeof FakeKbs.start>[0] = {}): Promise<FakeKbs> {
-  const k = await FakeKbs.start({ keys, ...extra });
-  servers.push(k);
-  return k;
-}
-
-function establish(kbs: FakeKbs, keys: string[], extra: Partial<EnclaveSessionOptions> = {}): Promise<EnclaveSession> {
-  return EnclaveSession.establish({ broker: kbs.url, allowPlainHttpOnLoopback: true, provider: tee, keys, ...extra });
-}
-
-async function failure(p: Promise<unknown>): Promise<unknown> {
-  return p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-}
+const broker = useFakeKbs();
+const failure = rejectionOf;
 
 describe('review: session expiry', () => {
   // Attack: a caller (or a compromised component in the process) keeps a model opened before the
