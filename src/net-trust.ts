@@ -26,3 +26,9 @@ export function checkCaPem(ca: string | Uint8Array, what = 'a CA certificate'): 
   }
   return pem;
 }
+
+/** The host to connect to for `url`: plain HTTP to "localhost" goes to the loopback address itself, not wherever a resolver points it. */
+export function connectHost(url: URL): string {
+  const literal = url.hostname.replace(/^\[|\]$/g, '');
+  return url.protocol === 'http:' && literal === 'localhost' ? '127.0.0.1' : literal;
+}

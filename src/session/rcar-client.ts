@@ -11,7 +11,7 @@
 import type http from 'node:http';
 import type https from 'node:https';
 import { isIP, nodeHttp, nodeHttps } from '../net-builtins.js';
-import { checkCaPem, isLoopback } from '../net-trust.js';
+import { checkCaPem, connectHost, isLoopback } from '../net-trust.js';
 import { BrokerError, DeniedError, InvalidArgumentError, ProtocolError, SealedTensorsError } from '../errors.js';
 import {
   KBS_PATH_PREFIX,
@@ -238,9 +238,7 @@ export class RcarClient {
     }
     if (this.#cookie !== null) headers['cookie'] = `${SESSION_COOKIE}=${this.#cookie}`;
     if (this.#token !== null && endpoint.startsWith('/resource/')) headers['authorization'] = `Bearer ${this.#token}`;
-    // Plain HTTP to "localhost" goes to the loopback address itself, not wherever a resolver points it.
-    const literal = this.#base.hostname.replace(/^\[|\]$/g, '');
-    const hostname = this.#transport === nodeHttp() && literal === 'localhost' ? '127.0.0.1' : literal;
+    const hostname = connectHost(this.#base);
 
     return new Promise<RawResponse>((resolve, reject) => {
       let settled = false;
