@@ -419,12 +419,18 @@ function zeroTreeDigest(begin: number, end: number, chunkSize: number): Uint8Arr
 }
 
 /** The tensors `only` selects, in file order; every tensor without it. */
+/** Refuses an `only` that is neither a list of tensor names nor a predicate (the one check for every reader and the session). */
+export function checkSelection(only: unknown): asserts only is TensorSelection {
+  if (typeof only === 'function') return;
+  if (!Array.isArray(only) || !only.every((n) => typeof n === 'string')) {
+    throw new InvalidArgumentError('only must be an array of tensor names or a predicate (name) => boolean');
+  }
+}
+
 function selectEntries(entries: readonly TensorEntry[], only: TensorSelection | undefined, description: string): readonly TensorEntry[] {
   if (only === undefined) return entries;
+  checkSelection(only);
   if (typeof only === 'function') return entries.filter((e) => only(e.name));
-  if (!Array.isArray(only) || !only.every((n) => typeof n === 'string')) {
-    throw new InvalidArgumentError('only must be an array of tensor names or a predicate');
-  }
   const names = new Set(only);
   const present = new Set(entries.map((e) => e.name));
   for (const n of names) if (!present.has(n)) throw new NotFoundError(`no tensor named "${n}" in ${description}`);

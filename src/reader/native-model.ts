@@ -5,7 +5,7 @@
  * (an HTTP range source: shards are fetched next to the index); with `only`, just the shards that
  * hold the selected tensors are opened, and just those tensors' chunks are ever read.
  */
-import { InvalidArgumentError, NotFoundError } from '../errors.js';
+import { NotFoundError } from '../errors.js';
 import { FileKind } from '../format/constants.js';
 import type { IndexTable } from '../format/table.js';
 import type { NativeKeyHandle } from '../native/key.js';
@@ -13,7 +13,7 @@ import type { TensorCheck, TensorInfo } from './sealed-file.js';
 import { FileSealedSource } from '../sources/file.js';
 import type { SealedSource } from '../sources/types.js';
 import { checkShardBinding, checkWeightMap, refuseLoneShard, resolveSealedModelPath } from './model-binding.js';
-import { NativeSealedFileReader, type LoadedTensors, type NativeReaderOptions, type NativeTensorCheck, type SecureTensor, type TensorSelection } from './native-file.js';
+import { checkSelection, NativeSealedFileReader, type LoadedTensors, type NativeReaderOptions, type NativeTensorCheck, type SecureTensor, type TensorSelection } from './native-file.js';
 
 export interface NativeShardCheck {
   file: string;
@@ -134,9 +134,7 @@ function selectShards(table: IndexTable, only: TensorSelection | undefined): Map
   if (typeof only === 'function') {
     names = Object.keys(table.weightMap).filter((n) => only(n));
   } else {
-    if (!Array.isArray(only) || !only.every((n) => typeof n === 'string')) {
-      throw new InvalidArgumentError('only must be an array of tensor names or a predicate');
-    }
+    checkSelection(only);
     names = [...new Set(only)];
     for (const n of names) if (!Object.hasOwn(table.weightMap, n)) throw new NotFoundError(`no tensor named "${n}" in this model`);
   }

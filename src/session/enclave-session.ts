@@ -33,7 +33,7 @@ import { manifestAllows, parseManifest, type DataKeyManifest, type ModelBinding 
 import { teePubkeyOfToken, TOKEN_ALG, type EarStatus } from '../protocol/token.js';
 import { NativeSealedModelReader } from '../reader/native-model.js';
 import { resolveSealedModelPath } from '../reader/model-binding.js';
-import type { TensorSelection } from '../reader/native-file.js';
+import { checkSelection, type TensorSelection } from '../reader/native-file.js';
 import { readPublicHeader } from '../reader/sealed-file.js';
 import { FileSealedSource } from '../sources/file.js';
 import { sealedSource, type HttpSourceOptions } from '../sources/index.js';
@@ -273,9 +273,7 @@ export class EnclaveSession {
   async open(source: string | URL | SealedSource, options: SessionOpenOptions = {}): Promise<SessionModel> {
     this.#checkLive();
     const only = options.only;
-    if (only !== undefined && typeof only !== 'function' && !(Array.isArray(only) && only.every((n) => typeof n === 'string'))) {
-      throw new InvalidArgumentError('only must be a list of tensor names or a predicate (name) => boolean');
-    }
+    if (only !== undefined) checkSelection(only); // before anything is fetched
     if (options.threads !== undefined && (!Number.isSafeInteger(options.threads) || options.threads < 1 || options.threads > 256)) {
       throw new InvalidArgumentError(`threads must be an integer from 1 to 256, got ${String(options.threads)}`);
     }

@@ -11,7 +11,7 @@
 import type http from 'node:http';
 import type https from 'node:https';
 import { isIP, nodeHttp, nodeHttps } from '../net-builtins.js';
-import { X509Certificate } from 'node:crypto';
+import { checkCaPem, connectHost, isLoopback } from '../net-trust.js';
 import { BrokerError, DeniedError, InvalidArgumentError, ProtocolError, SealedTensorsError } from '../errors.js';
 import {
   KBS_PATH_PREFIX,
@@ -73,15 +73,6 @@ interface RawResponse {
   body: Buffer;
 }
 
-/** A loopback literal (or "localhost"), as plain HTTP requires. */
-function isLoopback(hostname: string): boolean {
-  const host = hostname.startsWith('[') ? hostname.slice(1, -1) : hostname;
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  if (isIP(host) === 6) return host === '::1' || host === '0:0:0:0:0:0:0:1';
-  return false;
-}
-
 /** setTimeout's limit: Node turns a longer delay into 1 ms. */
 export const MAX_TIMEOUT_MS = 2 ** 31 - 1;
 
@@ -91,17 +82,6 @@ function positive(value: number | undefined, name: string, fallback: number, max
     throw new InvalidArgumentError(`${name} must be a positive integer of at most ${max}, got ${String(value)}`);
   }
   return value;
-}
-
-export function checkCaPem(ca: string | Uint8Array): string {
-  const pem = typeof ca === 'string' ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength).toString('utf8');
-  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new InvalidArgumentError('ca must be PEM text holding the broker CA certificate (-----BEGIN CERTIFICATE-----)');
-  try {
-    new X509Certificate(pem);
-  } catch (cause) {
-    throw new InvalidArgumentError('ca does not parse as an X.509 certificate in PEM', { cause });
-  }
-  return pem;
 }
 
 /** Why a connection failed, in words a person can act on. */
@@ -161,7 +141,7 @@ export class RcarClient {
         maxSockets: 4,
         minVersion: 'TLSv1.2',
         // With `ca`, Node trusts exactly these certificates and not its bundled roots.
-        ...(options.ca !== undefined ? { ca: checkCaPem(options.ca) } : {}),
+        ...(options.ca !== undefined ? { ca: checkCaPem(options.ca, 'the broker CA certificate') } : {}),
       });
     } else {
       this.#transport = nodeHttp();
@@ -258,9 +238,7 @@ export class RcarClient {
     }
     if (this.#cookie !== null) headers['cookie'] = `${SESSION_COOKIE}=${this.#cookie}`;
     if (this.#token !== null && endpoint.startsWith('/resource/')) headers['authorization'] = `Bearer ${this.#token}`;
-    // Plain HTTP to "localhost" goes to the loopback address itself, not wherever a resolver points it.
-    const literal = this.#base.hostname.replace(/^\[|\]$/g, '');
-    const hostname = this.#transport === nodeHttp() && literal === 'localhost' ? '127.0.0.1' : literal;
+    const hostname = connectHost(this.#base);
 
     return new Promise<RawResponse>((resolve, reject) => {
       let settled = false;

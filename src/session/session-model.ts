@@ -70,7 +70,8 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     readonly info: SessionModelInfo,
     signal: AbortSignal | undefined,
     onClose: (model: SessionModel) => void,
-    checkLive: () => void = () => {},
+    /** Throws once the session is closed or expired: required, so no model reads past its session. */
+    checkLive: () => void,
   ) {
     super();
     this.#reader = reader;

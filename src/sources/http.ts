@@ -11,8 +11,7 @@
  * Timeouts bound the wait for an answer and every silence inside a body. Each request has a
  * connection of its own (http1.ts), whose body is read straight into the reader's buffers.
  */
-import { isIP } from '../net-builtins.js';
-import { X509Certificate } from 'node:crypto';
+import { checkCaPem, isLoopback } from '../net-trust.js';
 import { FormatError, IntegrityError, InvalidArgumentError, SourceError, TruncatedError } from '../errors.js';
 import { isPlainFileName } from '../format/table.js';
 import { parseContentRange, rangeHeader, rangeMatches } from './content-range.js';
@@ -354,30 +353,10 @@ function statusError(status: number, where: string): SourceError {
   return new SourceError(`${where}: ${status} (${why})`, { status });
 }
 
-/** A loopback literal (or "localhost"), as plain HTTP requires. */
-export function isLoopback(hostname: string): boolean {
-  const host = hostname.startsWith('[') ? hostname.slice(1, -1) : hostname;
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  if (isIP(host) === 6) return host === '::1' || host === '0:0:0:0:0:0:0:1';
-  return false;
-}
-
 function positive(value: number | undefined, name: string, fallback: number, max = Number.MAX_SAFE_INTEGER): number {
   if (value === undefined) return fallback;
   if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new InvalidArgumentError(`${name} must be a positive integer of at most ${max}, got ${String(value)}`);
   return value;
-}
-
-function checkCaPem(ca: string | Uint8Array): string {
-  const pem = typeof ca === 'string' ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength).toString('utf8');
-  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new InvalidArgumentError('ca must be PEM text holding a CA certificate (-----BEGIN CERTIFICATE-----)');
-  try {
-    new X509Certificate(pem);
-  } catch (cause) {
-    throw new InvalidArgumentError('ca does not parse as an X.509 certificate in PEM', { cause });
-  }
-  return pem;
 }
 
 function safeDecode(segment: string): string {

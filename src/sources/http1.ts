@@ -16,6 +16,7 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import { isIP, nodeNet, nodeTls } from '../net-builtins.js';
 import { SealedTensorsError, SourceError } from '../errors.js';
+import { connectHost } from '../net-trust.js';
 
 export const MAX_HEAD_BYTES = 16 * 1024;
 /** One socket read at most: copied into the reader's buffer at once, so memory stays flat. */
@@ -101,9 +102,7 @@ export function exchange(url: URL, path: string, headers: Record<string, string>
   const signal = o.signal;
   if (signal?.aborted) return Promise.reject(signal.reason);
   const secure = url.protocol === 'https:';
-  const literal = url.hostname.replace(/^\[|\]$/g, '');
-  // Plain HTTP to "localhost" goes to the loopback address itself, not wherever a resolver points it.
-  const host = !secure && literal === 'localhost' ? '127.0.0.1' : literal;
+  const host = connectHost(url);
   const port = Number(url.port || (secure ? 443 : 80));
   const lines = [`GET ${path} HTTP/1.1`, `Host: ${url.host}`, 'Connection: close'];
   for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
