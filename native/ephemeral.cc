@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <openssl/rsa.h>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -203,7 +204,11 @@ void Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeEphemeralKey", cls);
   exports.Set("ephemeralKeyGenerate", Napi::Function::New(env, EphemeralKeyGenerate, "ephemeralKeyGenerate"));
   Napi::Object testing = exports.Has("_testing") ? exports.Get("_testing").As<Napi::Object>() : Napi::Object::New(env);
-  testing.Set("ephemeralPrivate", Napi::Function::New(env, TestEphemeralPrivate, "ephemeralPrivate"));
+  // Exporting the private key is for the memory-scan tests only: a production process never gets it.
+  const char* hooks = std::getenv("SEALED_TENSORS_TEST_HOOKS");
+  if (hooks != nullptr && std::string(hooks) == "1") {
+    testing.Set("ephemeralPrivate", Napi::Function::New(env, TestEphemeralPrivate, "ephemeralPrivate"));
+  }
   testing.Set("opensslSecureUsed", Napi::Function::New(env, TestOpensslSecureUsed, "opensslSecureUsed"));
   exports.Set("_testing", testing);
 }

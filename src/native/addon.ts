@@ -187,6 +187,7 @@ export interface NativeAddon {
     /** The next secure ArrayBuffer the addon makes fails to be created, as napi may refuse one. */
     failNextArrayBuffer(): void;
     /** The ephemeral key's private parts in native byte order, in a secure buffer (EC: 32 bytes; RSA: d, p, q, dP, dQ, qInv). */
+    /** Present only when SEALED_TENSORS_TEST_HOOKS=1 at load (the tests set it). */
     ephemeralPrivate(handle: NativeEphemeralKey): ArrayBuffer;
     /** CRYPTO_secure_used(), 0 before the heap exists. */
     opensslSecureUsed(): number;

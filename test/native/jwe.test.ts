@@ -203,6 +203,14 @@ describe('unwrapDataKey: interop with jose', () => {
   });
 });
 
+it('the hook that exports an ephemeral private key exists only when SEALED_TENSORS_TEST_HOOKS=1 (never in a production process)', () => {
+  const probe = `process.stdout.write(typeof require(${JSON.stringify(addonPath)})._testing.ephemeralPrivate)`;
+  const without = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', env: { ...process.env, SEALED_TENSORS_TEST_HOOKS: '' } });
+  const withHooks = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8', env: { ...process.env, SEALED_TENSORS_TEST_HOOKS: '1' } });
+  expect(without.stdout, without.stderr).toBe('undefined');
+  expect(withHooks.stdout, withHooks.stderr).toBe('function');
+});
+
 describe('unwrapDataKey: tampering', () => {
   for (const kind of ['ec-p256', 'rsa-3072'] as const) {
     describe(kind, () => {
