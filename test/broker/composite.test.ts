@@ -11,8 +11,8 @@ import { validatePolicy, type Policy } from '../../src/attestation/policy/policy
 import { verifyNvidiaReport } from '../../src/attestation/verifiers/nvidia.js';
 import { parseCertificates } from '../../src/attestation/certs.js';
 import { kbsDeviceNonce, kbsReportData } from '../../src/protocol/binding.js';
-import { encodeNvidiaAdditionalEvidence } from '../../src/protocol/device-evidence.js';
-import { parseFlattenedJwe } from '../../src/protocol/messages.js';
+import { DEVICE_LIMITS, encodeNvidiaAdditionalEvidence } from '../../src/protocol/device-evidence.js';
+import { MAX_TOKEN_CHARS, parseFlattenedJwe } from '../../src/protocol/messages.js';
 import type { Reply } from './client.js';
 import { attest, auth, DATA_KEY, type Fixture, resource, SIM_MEASUREMENT, startFixture, teeKeyPair } from './fixture.js';
 import { testGpu, type TestGpu } from './forged-gpu.js';
@@ -122,6 +122,15 @@ describe('broker: a key whose policy requires an NVIDIA GPU', () => {
     expect(Buffer.from(plaintext.subarray(4, 36))).toEqual(Buffer.from(DATA_KEY));
     const detail = f.audit.entries.at(-1)!.detail as { devices: { device: string }[] };
     expect(detail.devices.map((d) => d.device)).toEqual(['nvidia[0]', 'nvidia[1]']);
+  });
+
+  it('the largest session (16 GPUs, the device limit) gets a token within MAX_TOKEN_CHARS that works as a Bearer', async () => {
+    const f = await fixture(gpuPolicy());
+    const s = await session(f, { gpus: DEVICE_LIMITS.devices });
+    expect(s.reply.status, s.reply.text).toBe(200);
+    expect(s.token!.length).toBeLessThanOrEqual(MAX_TOKEN_CHARS);
+    const r = await resource(f, { token: s.token! });
+    expect(r.status, r.text).toBe(200);
   });
 
   it('by bearer token of a session without GPU evidence it is denied, naming the missing GPU', async () => {
