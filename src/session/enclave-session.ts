@@ -23,7 +23,7 @@ import {
 } from '../errors.js';
 import type { TeeType } from '../attestation/types.js';
 import { FileKind } from '../format/constants.js';
-import type { EvidenceProvider } from '../attestation/providers/types.js';
+import type { DeviceEvidenceProvider, EvidenceProvider } from '../attestation/providers/types.js';
 import { loadAddon, nativeStatus } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
 import { kbsReportData } from '../protocol/binding.js';
@@ -42,6 +42,7 @@ import { generateEphemeralKey, unwrapDataKey, type EphemeralKey } from './epheme
 import { RcarClient } from './rcar-client.js';
 import { SessionModel } from './session-model.js';
 import { gatherTeeEvidence, sessionTeeName } from './tee-evidence.js';
+import { checkDeviceProviders, gatherDeviceEvidence, type SentDevice } from './device-evidence.js';
 
 export const DEFAULT_ESTABLISH_TIMEOUT_MS = 60_000;
 /** A key id must also be a KBS resource tag. */
@@ -56,6 +57,12 @@ export interface EnclaveSessionOptions {
   ca?: string | Uint8Array;
   /** Gathers this TEE's evidence (detectTee/defaultProvider, or a SimulatedTee for development). */
   provider: EvidenceProvider;
+  /**
+   * Devices attested with the TEE (composite evidence): each provider's evidence is bound to the same
+   * challenge and key and sent as additional evidence, for keys whose policy requires them
+   * (requireDevices). NvidiaGpus for the GPUs of this confidential VM; SimulatedGpu for development.
+   */
+  devices?: readonly DeviceEvidenceProvider[];
   /** The data keys to fetch, by key id (a sealed header's keyId). */
   keys: readonly string[];
   /** Cancels the establishment. */
@@ -113,6 +120,8 @@ export interface SessionKeyInfo {
 export interface SessionInfo {
   /** The TEE this session attested as. */
   tee: TeeType;
+  /** The devices it attested with (additional evidence), as the broker labels them. */
+  devices: SentDevice[];
   broker: string;
   verdict: SessionVerdict;
   /** The broker's signed receipts (compact JWS), one per released key that came with one. */
@@ -151,6 +160,7 @@ export class EnclaveSession {
    */
   static async establish(options: EnclaveSessionOptions): Promise<EnclaveSession> {
     const keyIds = checkOptions(options);
+    const deviceProviders = checkDeviceProviders(options.devices);
     const status = nativeStatus();
     if (!status.available) {
       throw new NativeUnavailableError(`an EnclaveSession needs the native addon (keys never enter the JS heap): ${status.reason ?? 'not available'}`);
@@ -196,8 +206,10 @@ export class EnclaveSession {
       const teeName = sessionTeeName(options.provider.tee);
       const challenge = await client.auth(teeName);
       checkHashSelection(challenge['extra-params']);
-      const reportData = kbsReportData(challenge.nonce, publicJwk, '');
-      const teeEvidence = await raceSignal(gatherTeeEvidence(options.provider, reportData), signal);
+      // Devices first: the primary evidence's report data covers their additional_evidence text.
+      const devices = await raceSignal(gatherDeviceEvidence(deviceProviders, challenge.nonce, publicJwk), signal);
+      const reportData = kbsReportData(challenge.nonce, publicJwk, devices.additionalEvidence);
+      const teeEvidence = await raceSignal(gatherTeeEvidence(options.provider, reportData, devices.additionalEvidence), signal);
       const token = await client.attest({ 'runtime-data': { nonce: challenge.nonce, 'tee-pubkey': publicJwk }, 'tee-evidence': teeEvidence });
       const checked = await checkToken(token, publicJwk);
       const receipts: { keyId: string; receipt: string }[] = [];
@@ -226,6 +238,7 @@ export class EnclaveSession {
       }
       const info: SessionInfo = {
         tee: options.provider.tee,
+        devices: devices.sent,
         broker: client.origin,
         verdict: checked.verdict,
         receipts,
@@ -250,6 +263,7 @@ export class EnclaveSession {
     return {
       ...this.#info,
       verdict: { ...this.#info.verdict },
+      devices: this.#info.devices.map((d) => ({ ...d })),
       expiresAt: new Date(this.#info.expiresAt),
       receipts: this.#info.receipts.map((r) => ({ ...r })),
       keys: this.#info.keys.map((k) => ({ ...k, notAfter: new Date(k.notAfter), models: k.models.map((m) => ({ ...m })) })),

@@ -81,6 +81,8 @@ export async function handleResource(state: BrokerState, req: IncomingMessage, r
     reasons.push('broker.simulated: evidence is SIMULATED and this broker does not allow simulated evidence');
   }
   const devices = session.devices ?? [];
+  // A token outlives a broker restart: one issued while simulated evidence was allowed is judged by today's setting.
+  if (!state.opts.allowSimulated) for (const d of devices.filter((x) => x.claims.simulated)) reasons.push(`broker.${d.label}.simulated: ${d.label} is SIMULATED and this broker does not allow simulated evidence`);
   if (devices.length > 0) ctx.audit.detail = { ...ctx.audit.detail, devices: devices.map((d) => ({ device: d.label, uuid: d.uuid, evidenceDigest: d.evidenceDigest })) };
   let verdict;
   let deviceVerdict;
