@@ -3,7 +3,12 @@
 // bound to the same nonce and key, and refused, with the broker's reasons, without it or with
 // device evidence bound to another nonce or another tee-pubkey.
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { DeniedError, InvalidArgumentError } from '../../src/errors.js';
+import { existsSync } from 'node:fs';
+import { DeniedError, InvalidArgumentError, NoTeeError, SealedTensorsError } from '../../src/errors.js';
+import { NvidiaGpus } from '../../src/attestation/providers/nvidia-gpus.js';
+import { testGpu } from '../broker/forged-gpu.js';
+import { verifyNvidiaReport } from '../../src/attestation/verifiers/nvidia.js';
+import { parseCertificates } from '../../src/attestation/certs.js';
 import { SimulatedTee } from '../../src/attestation/providers/simulated.js';
 import { SIMULATED_GPU_MEASUREMENT, SimulatedGpu } from '../../src/attestation/providers/simulated-gpu.js';
 import type { DeviceEvidenceProvider } from '../../src/attestation/providers/types.js';
@@ -33,7 +38,7 @@ const gpuPolicy = (over: Record<string, unknown> = {}) =>
     ...over,
   });
 
-async function setup(o: { policy?: ReturnType<typeof gpuPolicy>; allowSimulated?: boolean } = {}) {
+async function setup(o: { policy?: ReturnType<typeof gpuPolicy>; allowSimulated?: boolean; nvidiaRoots?: string[] } = {}) {
   const tee = new SimulatedTee();
   const gpu = new SimulatedGpu({ count: 2 });
   const keystore = new MemoryKeystore();
@@ -52,6 +57,7 @@ async function setup(o: { policy?: ReturnType<typeof gpuPolicy>; allowSimulated?
     allowPlainHttpOnLoopback: true,
     allowSimulated: o.allowSimulated ?? true,
     simulatedRoots: [tee.rootFingerprint, gpu.rootFingerprint],
+    ...(o.nvidiaRoots ? { verifyOptions: { trustedRoots: { nvidia: o.nvidiaRoots } } } : {}),
   });
   running.push(broker);
   const establish = (devices?: readonly DeviceEvidenceProvider[]) =>
@@ -132,5 +138,47 @@ describe('EnclaveSession with device evidence (composite), against the real brok
     }
     const empty: DeviceEvidenceProvider = { kind: 'simulated-nvidia', getDeviceEvidence: async () => [] };
     await expect(s.establish([empty])).rejects.toThrow(/returned no device evidence/);
+  });
+});
+
+describe('NvidiaGpus: the real GPU provider', () => {
+  it('sends what NVML returns in Trustee\'s nvidia shape, bound to the session: a Hopper report (re-signed under a test root) is released to', async () => {
+    const forged = await testGpu();
+    const c = verifyNvidiaReport(forged.report(new Uint8Array(32).fill(1)), { certificates: parseCertificates(forged.chainPem, 'test gpu'), trustedRoots: [forged.rootFingerprint] }).claims;
+    const measurements = Object.fromEntries(Object.entries(c.measurements).map(([k, v]) => [k, [v]]));
+    const s = await setup({ policy: gpuPolicy({ tees: { simulated: { measurements: { measurement: [SIM_MEASUREMENT] } }, nvidia: { measurements } } }), nvidiaRoots: [forged.rootFingerprint] });
+    const nonces: Uint8Array[] = [];
+    // NVML's part (the driver's report for the requester nonce) is the double; the rest is the product's.
+    const gpus = new NvidiaGpus({ nvml: async (nonce) => (nonces.push(nonce), [{ uuid: 'GPU-test-0', architecture: 9, evidence: forged.report(nonce), certificatesPem: forged.chainPem }]) });
+    const session = await s.establish([gpus]);
+    session.close();
+    expect(nonces).toHaveLength(1);
+    expect(session.info.devices).toEqual([{ label: 'nvidia[0]', kind: 'nvidia', uuid: 'GPU-test-0', simulated: false }]);
+    const release = s.audit.entries.at(-1)!;
+    expect(release).toMatchObject({ event: 'release', verdict: 'allow' });
+    expect((release.detail as { devices: { device: string }[] }).devices.map((d) => d.device)).toEqual(['nvidia[0]']);
+  });
+
+  it('NVML failures are typed errors, and the session sends nothing', async () => {
+    const s = await setup();
+    const failing = new NvidiaGpus({ nvml: async () => { throw Object.assign(new Error('nvmlDeviceGetConfComputeGpuAttestationReport failed: Not Supported (3)'), { code: 'ERR_NO_TEE' }); } });
+    await expect(s.establish([failing])).rejects.toBeInstanceOf(NoTeeError);
+    await expect(s.establish([new NvidiaGpus({ nvml: async () => [] })])).rejects.toThrow(/NVML found no NVIDIA GPU/);
+    expect(s.audit.entries.filter((e) => e.event === 'attest')).toHaveLength(0);
+  });
+
+  it('on this machine: NVML\'s answer, or a NoTeeError saying why there is none (never a fake)', async () => {
+    const err = await new NvidiaGpus().getDeviceEvidence(new Uint8Array(32).fill(3)).then((ev) => ev, (e: unknown) => e);
+    if (Array.isArray(err)) {
+      // A confidential VM with Hopper GPUs in CC mode: real reports, each with a PEM chain.
+      for (const d of err) expect(d.certificatesPem).toMatch(/-----BEGIN CERTIFICATE-----/);
+      return;
+    }
+    expect(err).toBeInstanceOf(SealedTensorsError);
+    const hasNvml = ['/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1', '/usr/lib64/libnvidia-ml.so.1', '/usr/lib/libnvidia-ml.so.1'].some((p) => existsSync(p));
+    if (!hasNvml) {
+      expect(err).toBeInstanceOf(NoTeeError);
+      expect((err as Error).message).toMatch(/libnvidia-ml\.so\.1.*NVIDIA's driver/);
+    }
   });
 });
