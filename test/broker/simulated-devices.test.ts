@@ -4,6 +4,7 @@
  * broker restart) and a key policy with allowSimulated. Its wire shape round-trips and is parsed
  * strictly.
  */
+import { decodeJwt, SignJWT, type JWTPayload } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { verifyEvidence } from '../../src/attestation/verify.js';
 import { SimulatedGpu, SIMULATED_GPU_MEASUREMENT } from '../../src/attestation/providers/simulated-gpu.js';
@@ -80,5 +81,39 @@ describe('simulated-nvidia device evidence', () => {
     expect(denied.status).toBe(403);
     expect((denied.json as { reasons: string[] }).reasons).toEqual(expect.arrayContaining(['broker.simulated-nvidia[0].simulated: simulated-nvidia[0] is SIMULATED and this broker does not allow simulated evidence']));
     expect(g.keystore.handedOut).toHaveLength(0);
+  });
+});
+
+describe('device submods in a Bearer token', () => {
+  it('a token signed by this broker whose device submods are not gpu0..gpuN-1 of device claims is 401 (shape)', async () => {
+    const f = await fixture();
+    f.policies.policies.set('default', validatePolicy({ version: 1, allowSimulated: true, requireDevices: ['nvidia'], tees: { simulated: { measurements: { measurement: [SIM_MEASUREMENT] } }, nvidia: { measurements: { m1: [SIMULATED_GPU_MEASUREMENT] } } } }));
+    const gpu = new SimulatedGpu({ rootKey: f.tee.rootKey, now: () => new Date(f.clock.ms) });
+    const ch = await auth(f);
+    const { jwk } = await teeKeyPair();
+    const additional = await simulatedGpuText(gpu, ch.nonce, jwk);
+    const cpu = await f.tee.getEvidence(kbsReportData(ch.nonce, jwk, additional));
+    const r = await attest(f, ch.cookie, { 'runtime-data': { nonce: ch.nonce, 'tee-pubkey': jwk }, 'tee-evidence': { primary_evidence: { evidence: Buffer.from(cpu).toString('base64') }, additional_evidence: additional } });
+    expect(r.status, r.text).toBe(200);
+    const payload = decodeJwt((r.json as { token: string }).token) as JWTPayload & { submods: Record<string, { 'ear.veraison.annotated-evidence': { claims: Record<string, unknown> } }> };
+    const { cpu0, gpu0 } = payload.submods;
+    const sign = (submods: object) => new SignJWT({ ...payload, submods }).setProtectedHeader({ alg: 'ES256', typ: 'JWT', kid: f.signing.kid }).sign(f.signing.privateKey);
+    // As issued, re-signed: accepted.
+    const ok = await resource(f, { token: await sign({ cpu0, gpu0 }) });
+    expect(ok.status, ok.text).toBe(200);
+    const claims = gpu0!['ear.veraison.annotated-evidence'].claims;
+    const withClaims = (c: Record<string, unknown>) => ({ ...gpu0, 'ear.veraison.annotated-evidence': { ...gpu0!['ear.veraison.annotated-evidence'], claims: c } });
+    for (const submods of [
+      { cpu0, gpu1: gpu0 },
+      { cpu0, device: gpu0 },
+      { cpu0, gpu0: { ...gpu0, 'ear.status': 'contraindicated' } },
+      { cpu0, gpu0: withClaims({ ...claims, tee: 'snp' }) },
+      { cpu0, gpu0: withClaims({ ...claims, reportData: `${String(claims.reportData)}00` }) },
+      { cpu0, gpu0: { ...gpu0, 'ear.veraison.annotated-evidence': { ...gpu0!['ear.veraison.annotated-evidence'], device: undefined } } },
+    ]) {
+      const denied = await resource(f, { token: await sign(submods) });
+      expect(denied.status, JSON.stringify(Object.keys(submods))).toBe(401);
+      expect((denied.json as { reasons: string[] }).reasons).toEqual(['token: not a token this broker issues (shape)']);
+    }
   });
 });
