@@ -30,7 +30,7 @@ import { kbsReportData } from '../protocol/binding.js';
 import { parsePublicJwk, type PublicJwk } from '../protocol/jwk.js';
 import { DATA_KEY_REPOSITORY, DATA_KEY_TYPE, type FlattenedJwe } from '../protocol/messages.js';
 import { manifestAllows, parseManifest, type DataKeyManifest, type ModelBinding } from '../protocol/resource.js';
-import { teePubkeyOfToken, TOKEN_ALG, type EarStatus } from '../protocol/token.js';
+import { DEVICE_SUBMOD, teePubkeyOfToken, TOKEN_ALG, type EarStatus } from '../protocol/token.js';
 import { NativeSealedModelReader } from '../reader/native-model.js';
 import { resolveSealedModelPath } from '../reader/model-binding.js';
 import { checkSelection, type TensorSelection } from '../reader/native-file.js';
@@ -107,6 +107,8 @@ export interface SessionVerdict {
   claims?: Record<string, unknown>;
   /** The token's id (jti), to find this appraisal in the broker's audit log. */
   tokenId?: string;
+  /** The broker's appraisal of each device it attested (the token's gpu<i> submods). */
+  devices?: { submod: string; status: EarStatus | 'unknown'; label?: string; tee?: string }[];
 }
 
 export interface SessionKeyInfo {
@@ -262,7 +264,7 @@ export class EnclaveSession {
   get info(): SessionInfo {
     return {
       ...this.#info,
-      verdict: { ...this.#info.verdict },
+      verdict: { ...this.#info.verdict, ...(this.#info.verdict.devices ? { devices: this.#info.verdict.devices.map((d) => ({ ...d })) } : {}) },
       devices: this.#info.devices.map((d) => ({ ...d })),
       expiresAt: new Date(this.#info.expiresAt),
       receipts: this.#info.receipts.map((r) => ({ ...r })),
@@ -507,7 +509,8 @@ async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: 
   if (Number.isNaN(expiresAt.getTime())) {
     throw new ProtocolError(`the broker's attestation token has an expiry (exp ${exp}) that is not a representable time`);
   }
-  const cpu0 = ((payload['submods'] as Record<string, unknown> | undefined)?.['cpu0'] ?? {}) as Record<string, unknown>;
+  const submods = (typeof payload['submods'] === 'object' && payload['submods'] !== null ? payload['submods'] : {}) as Record<string, unknown>;
+  const cpu0 = (submods['cpu0'] ?? {}) as Record<string, unknown>;
   const annotated = (cpu0['ear.veraison.annotated-evidence'] ?? {}) as Record<string, unknown>;
   const status = cpu0['ear.status'];
   const verdict: SessionVerdict = {
@@ -516,6 +519,22 @@ async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: 
     ...(typeof annotated['claims'] === 'object' && annotated['claims'] !== null ? { claims: annotated['claims'] as Record<string, unknown> } : {}),
     ...(typeof payload['jti'] === 'string' ? { tokenId: payload['jti'] } : {}),
   };
+  // The broker's appraisal of each device (submods gpu0, gpu1, ...), for session.info; informative only.
+  const devices = Object.entries(submods)
+    .filter(([name, sub]) => DEVICE_SUBMOD.test(name) && typeof sub === 'object' && sub !== null)
+    .map(([name, sub]): NonNullable<SessionVerdict['devices']>[number] => {
+      const s = sub as Record<string, unknown>;
+      const ae = (s['ear.veraison.annotated-evidence'] ?? {}) as Record<string, unknown>;
+      const device = (ae['device'] ?? {}) as Record<string, unknown>;
+      const st = s['ear.status'];
+      return {
+        submod: name,
+        status: st === 'affirming' || st === 'warning' || st === 'contraindicated' || st === 'none' ? st : 'unknown',
+        ...(typeof device['label'] === 'string' ? { label: device['label'] } : {}),
+        ...(typeof ae['tee'] === 'string' ? { tee: ae['tee'] } : {}),
+      };
+    });
+  if (devices.length > 0) verdict.devices = devices;
   return { expiresAt, verdict };
 }
 

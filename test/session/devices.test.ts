@@ -86,6 +86,10 @@ describe('EnclaveSession with device evidence (composite), against the real brok
         { label: 'simulated-nvidia[0]', kind: 'simulated-nvidia', uuid: 'SIMULATED-GPU-0', simulated: true },
         { label: 'simulated-nvidia[1]', kind: 'simulated-nvidia', uuid: 'SIMULATED-GPU-1', simulated: true },
       ]);
+      expect(session.info.verdict.devices).toEqual([
+        { submod: 'gpu0', status: 'warning', label: 'simulated-nvidia[0]', tee: 'nvidia' },
+        { submod: 'gpu1', status: 'warning', label: 'simulated-nvidia[1]', tee: 'nvidia' },
+      ]);
     } finally {
       session.close();
     }
