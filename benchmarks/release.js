@@ -16,14 +16,15 @@
 // open-loop run)  --variants default,nocache,threads1 (broker variants measured interleaved:
 // default = as shipped, evidence verified in the main thread; nocache = no verified-signature-link
 // cache (main thread only); threadsN = evidence verified in N worker threads)
-// --repeat 1 (rounds over everything; targets use medians)  --http (plain HTTP on loopback)  --cpu-prof (the broker writes a V8 CPU profile of
+// --repeat 1 (rounds over everything; targets use medians)  --verify-cost N (only the evidence
+// verification, in process, by variant: CPU per verification, main thread apart; see verifyCost)  --http (plain HTTP on loopback)  --cpu-prof (the broker writes a V8 CPU profile of
 // each timed phase to benchmarks/results/, for Chrome DevTools or speedscope)
 // Stores: in-memory keystore and policy store and a hash-chained audit sink that keeps only its
 // head, so the figures are the protocol's, not a disk's.
 // Figures, not tests: nothing is asserted; shared machines swing them.
 import { fork } from 'node:child_process';
 import { createHash, createPrivateKey, generateKeyPairSync, randomBytes, sign, webcrypto, X509Certificate } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { availableParallelism, cpus, loadavg } from 'node:os';
@@ -439,6 +440,62 @@ async function measure({ mode, n, rate, seconds, plain, cpuProf, tls, ca, lib, a
   return row;
 }
 
+/**
+ * `--verify-cost N`: the evidence verification alone, in this process, N reports per variant per
+ * round, variants interleaved over three rounds (medians): CPU ms per verification of the process
+ * (worker threads included) and of the main thread alone (Linux: /proc/self/task/PID/stat). CPU
+ * time, unlike releases/s, stays comparable on a loaded machine.
+ *   nocache   every chain verified by signature (the link cache cleared before each report)
+ *   cache     as shipped: the chain's signatures verified once
+ *   threads1  through the verifier pool (one worker thread), one report at a time
+ */
+async function verifyCost(amdPlatform, n) {
+  const { verifyEvidence } = await import('../dist/attestation/verify.js');
+  const { signatureLinks } = await import('../dist/attestation/link-cache.js');
+  const { VerifyPool, poolStatics } = await import('../dist/broker/verify-pool.js');
+  const issuers = amdPlatform.issuers.map((pem) => new X509Certificate(pem));
+  const vcek = new X509Certificate(Buffer.from(amdPlatform.vcekDer));
+  const roots = [amdPlatform.arkFingerprint];
+  const reports = Array.from({ length: 64 }, () => snpReport(amdPlatform, randomBytes(64)));
+  const pool = new VerifyPool(poolStatics({ certificates: issuers }), { threads: 1 });
+  const tick = 1000 / 100; // ms per clock tick (getconf CLK_TCK: 100 on Linux)
+  const mainMs = () => {
+    const st = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * tick; // utime, stime
+  };
+  const check = (v) => {
+    if (v.claims.tee !== 'snp') throw new Error('verification did not give SNP claims');
+  };
+  const variants = {
+    nocache: async (r) => {
+      signatureLinks.clear();
+      check(await verifyEvidence('snp', r, { now: new Date(), trustedRoots: roots, certificates: [...issuers, vcek] }));
+    },
+    cache: async (r) => check(await verifyEvidence('snp', r, { now: new Date(), trustedRoots: roots, certificates: [...issuers, vcek] })),
+    threads1: async (r) => check(await pool.verify({ type: 'snp', evidence: r, certificates: [amdPlatform.vcekDer], nowMs: Date.now(), trustedRoots: roots })),
+  };
+  for (const f of Object.values(variants)) for (const r of reports.slice(0, 16)) await f(r); // warm-up
+  const res = {};
+  for (let round = 0; round < 3; round++) {
+    for (const [name, f] of Object.entries(variants)) {
+      const c0 = process.cpuUsage();
+      const m0 = mainMs();
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) await f(reports[i % reports.length]);
+      const c = process.cpuUsage(c0);
+      (res[name] ??= []).push({ processMs: (c.user + c.system) / 1000 / n, mainMs: (mainMs() - m0) / n, wallMs: (performance.now() - t0) / n });
+    }
+  }
+  await pool.close();
+  const med = (v) => v.slice().sort((a, b) => a - b)[1];
+  console.log(`\nSEV-SNP evidence verification alone (report signature, VCEK -> ASK -> ARK, TCB/hwID/product), ${n} reports x 3 rounds, medians; load ${loadavg().map((l) => l.toFixed(2)).join(' ')}\n`);
+  console.log('| variant | process CPU ms/verification | main thread CPU ms/verification | wall ms/verification |');
+  console.log('|---|---:|---:|---:|');
+  for (const [name, v] of Object.entries(res)) console.log(`| ${name} | ${round(med(v.map((x) => x.processMs)), 3)} | ${round(med(v.map((x) => x.mainMs)), 3)} | ${round(med(v.map((x) => x.wallMs)), 3)} |`);
+  return res;
+}
+
 async function main() {
   const seconds = Number(opt('seconds', '5'));
   const clientCounts = opt('clients', '1,16,64').split(',').map(Number);
@@ -461,6 +518,10 @@ async function main() {
   const { tls, ca } = await tlsMaterial();
   console.log(`${Math.round(performance.now() - t)} ms`);
 
+  if (args.includes('--verify-cost')) {
+    await verifyCost(amdPlatform, Number(opt('verify-cost', '300')));
+    return;
+  }
   const common = { seconds, plain, cpuProf, tls, ca, lib, amdPlatform };
   const rows = [];
   // Variants are interleaved row by row and repeated, so a shared machine's swings hit them alike.
@@ -485,7 +546,11 @@ async function main() {
   // is queueing: 64 clients at X/s wait 64/X s each (Little's law), so p99 < 50 ms there needs more
   // than 1280/s. The p99 target is therefore read at 300/s offered (open loop), the throughput
   // target at the closed loop's most; both are printed. Medians over --repeat.
-  const median = (v) => v.slice().sort((x, y) => x - y)[Math.floor((v.length - 1) / 2)];
+  const median = (v) => {
+    const x = v.slice().sort((a, b) => a - b);
+    const m = Math.floor(x.length / 2);
+    return x.length % 2 ? x[m] : round((x[m - 1] + x[m]) / 2, 2);
+  };
   console.log(`\nTargets (medians of ${repeat} run(s) per variant). Closed loop: 64 clients each start the next release when the last ends, so latency = 64 / throughput (Little's law; p99 < 50 ms would need > 1280/s there): it gives the most releases/s. Open loop: 64 clients share ${rate}/s offered on a fixed schedule, latency from the scheduled start: it gives p99 at the target rate.`);
   const targets = {};
   for (const variant of variants) {
