@@ -20,6 +20,7 @@ import { resolveOptions, type BrokerOptions } from './options.js';
 import { RateLimiter } from './rate-limit.js';
 import { SessionTable } from './sessions.js';
 import { prepareSigner } from './signer.js';
+import { poolStatics, VerifyPool } from './verify-pool.js';
 import type { AuditEvent } from './types.js';
 
 export type { BrokerOptions, BrokerSigningKey, BrokerVerifyOptions } from './options.js';
@@ -70,6 +71,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     challenges: new ChallengeTable(opts.challengeTtlSeconds * 1000, opts.maxPendingChallenges),
     sessions: new SessionTable(opts.maxSessions),
     certificates: new CertificateCache(),
+    ...(opts.verifyThreads !== undefined ? { pool: new VerifyPool(poolStatics(opts.verifyOptions), { ...opts.verifyThreads, onError: opts.onError }) } : {}),
     secure: opts.tls !== undefined,
   };
   const limiter = new RateLimiter(opts.rateLimit);
@@ -214,6 +216,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       });
       server.closeIdleConnections();
     }).then(async () => {
+      await state.pool?.close();
       // Counts still held go to the log before close resolves.
       for (const g of malformed.drain()) await auditGroup(g);
     });
