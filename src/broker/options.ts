@@ -11,6 +11,7 @@ import type { TdxCollateral } from '../attestation/verifiers/tdx-collateral.js';
 import { MAX_REQUEST_BYTES } from '../protocol/messages.js';
 import type { AuditSink, Keystore, PolicyStore } from './types.js';
 import type { RateLimitOptions } from './rate-limit.js';
+import { DEFAULT_ISSUER_PREFIX, defaultIssuer } from '../protocol/token.js';
 
 export interface BrokerSigningKey {
   /** P-256 private key for ES256. */
@@ -116,12 +117,8 @@ export interface ResolvedOptions {
   onError: (err: unknown) => void;
 }
 
-export const DEFAULT_ISSUER_PREFIX = 'sealed-tensors-broker';
-
-/** The `aud` of this broker's tokens: its own resource endpoint, named by its issuer. */
-export function tokenAudience(issuer: string): string {
-  return `${issuer}#kbs-resource`;
-}
+// Shared with the session, which checks them against a pinned broker key.
+export { DEFAULT_ISSUER_PREFIX, tokenAudience } from '../protocol/token.js';
 
 /** RFC 7638 SHA-256 thumbprint (base64url) of an EC public JWK; undefined when it is not one (prepareSigner says why). */
 function ecThumbprint(jwk: JWK): string | undefined {
@@ -143,7 +140,7 @@ function resolveIssuer(o: BrokerOptions): string {
     return o.issuer;
   }
   const t = ecThumbprint(o.signingKey.publicJwk);
-  return t === undefined ? DEFAULT_ISSUER_PREFIX : `${DEFAULT_ISSUER_PREFIX}:${t}`;
+  return t === undefined ? DEFAULT_ISSUER_PREFIX : defaultIssuer(t);
 }
 
 function int(value: number | undefined, name: string, dflt: number, min: number, max: number): number {

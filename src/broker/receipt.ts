@@ -18,10 +18,9 @@ import type { ModelBinding } from '../protocol/resource.js';
 import type { AuditEntryInput, AuditSink } from './types.js';
 import { SIGNING_ALG } from './signer.js';
 
-export const RECEIPT_HEADER = 'sealed-tensors-receipt';
-export const RECEIPT_TYP = 'sealed-tensors-receipt+jws';
-/** A receipt lists a key's models; thousands of them still fit. */
-export const MAX_RECEIPT_LENGTH = 192 * 1024;
+import { MAX_RECEIPT_LENGTH, RECEIPT_HEADER, RECEIPT_TYP } from '../protocol/token.js';
+
+export { MAX_RECEIPT_LENGTH, RECEIPT_HEADER, RECEIPT_TYP };
 
 /** What a release entry records and its receipt signs (besides the audit position). */
 export interface ReleaseFields {

@@ -121,6 +121,7 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
           [
             `created broker folder ${r.dir}`,
             `  clients trust ${r.caPath} (--ca); the certificate covers ${r.hostnames.join(', ')}`,
+            `  clients pin ${r.publicKeysPath} (--broker-key): the public keys of tokens and receipts`,
             `  signing key ${r.signingKeyId} (tokens), receipt key ${r.receiptKeyId} (receipts; auditors need receipt.pub.jwk)`,
             `  policies/default.json denies every real TEE until it lists measurements: set a key's policy with`,
             `    sealed-tensors broker policy set --dir ${dir} KEYID POLICY.json`,
@@ -332,7 +333,7 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
       const { addReceiptKey } = await import('../broker/init.js');
       const r = await addReceiptKey(opts.dir);
       if (opts.json) writeJson(ctx.io, r);
-      else ctx.io.stdout(`receipt key ${r.receiptKeyId} added to ${r.dir}; give auditors receipt.pub.jwk (older receipts still verify with signing.pub.jwk)\n`);
+      else ctx.io.stdout(`receipt key ${r.receiptKeyId} added to ${r.dir}; give auditors receipt.pub.jwk (older receipts still verify with signing.pub.jwk), and sessions broker.jwks (--broker-key)\n`);
     });
 
   broker

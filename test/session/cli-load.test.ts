@@ -114,9 +114,13 @@ describe('sealed-tensors load', () => {
     const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
     const { kbs, args } = await setup(dir, { k1: { key: TEST_KEY, models: [model.binding] } });
     const noCa = await runCli('load', model.path, '--broker', kbs.url, '--simulated');
-    expect(noCa.code).toBe(3);
-    expect(noCa.err).toMatch(/ERR_BROKER.*not trusted/);
-    expect(noCa.err).toMatch(/SIMULATED TEE with a fresh root key \(fingerprint [0-9a-f]{64}\)/);
+    expect(noCa.code).toBe(2);
+    expect(noCa.err).toMatch(/ERR_INVALID_ARGUMENT: the session must know its broker/);
+    expect(kbs.requests).toEqual([]); // refused before any connection
+    const publicRoots = await runCli('load', model.path, '--broker', kbs.url, '--trust-public-roots', '--simulated');
+    expect(publicRoots.code).toBe(3);
+    expect(publicRoots.err).toMatch(/ERR_BROKER.*not trusted/);
+    expect(publicRoots.err).toMatch(/SIMULATED TEE with a fresh root key \(fingerprint [0-9a-f]{64}\)/);
     const url = kbs.url;
     await kbs.close();
     servers.length = 0;
