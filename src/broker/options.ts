@@ -2,10 +2,10 @@
  * What startBroker takes, checked once and with defaults filled in, so the handlers read plain
  * numbers and never a missing option.
  */
-import { isIP } from 'node:net';
 import { createHash, type X509Certificate } from 'node:crypto';
 import type { JWK, KeyObject, CryptoKey } from 'jose';
 import { InvalidArgumentError } from '../errors.js';
+import { isLoopback } from '../net-trust.js';
 import type { TeeType } from '../attestation/types.js';
 import type { TdxCollateral } from '../attestation/verifiers/tdx-collateral.js';
 import { MAX_REQUEST_BYTES } from '../protocol/messages.js';
@@ -124,14 +124,6 @@ export { DEFAULT_ISSUER_PREFIX, tokenAudience } from '../protocol/token.js';
 function ecThumbprint(jwk: JWK): string | undefined {
   if (typeof jwk !== 'object' || jwk === null || typeof jwk.crv !== 'string' || typeof jwk.x !== 'string' || typeof jwk.y !== 'string') return undefined;
   return createHash('sha256').update(JSON.stringify({ crv: jwk.crv, kty: 'EC', x: jwk.x, y: jwk.y }), 'utf8').digest('base64url');
-}
-
-export function isLoopback(host: string): boolean {
-  if (host === 'localhost') return true;
-  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
-  if (isIP(h) === 4) return h.startsWith('127.');
-  if (isIP(h) === 6) return h === '::1' || /^::ffff:127\./i.test(h);
-  return false;
 }
 
 function resolveIssuer(o: BrokerOptions): string {
