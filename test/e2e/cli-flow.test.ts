@@ -202,6 +202,25 @@ describe.runIf(hasBuild)('the CLI end to end: broker init, key add, serve, load,
     const events = log.map((e) => `${e.event}:${e.keyId ?? ''}`);
     expect(events.filter((e) => e === 'release:k-main')).toHaveLength(2);
     expect(events).toEqual(expect.arrayContaining(['deny:k-revoked', 'deny:k-pinned', 'key-revoke:k-revoked', 'policy-set:k-pinned']));
+    // Every release and denial, listed: time, key, models, verdict (and reasons), as the log has them.
+    type Decision = { seq: number; time: string; verdict: string; keyIds: string[]; models: { bundleId: string }[]; reasons: string[]; receiptId?: string };
+    const decisions = (JSON.parse(v.out) as { decisions: Decision[] }).decisions;
+    const releases = decisions.filter((d) => d.verdict === 'release');
+    expect(releases.map((d) => d.keyIds)).toEqual([['k-main'], ['k-main']]);
+    for (const d of releases) {
+      const entry = log[d.seq]!;
+      expect(d).toMatchObject({ time: entry.time, receiptId: entry.receiptId, models: entry.models });
+      expect(d.models.length).toBeGreaterThan(0);
+    }
+    const denials = decisions.filter((d) => d.verdict === 'deny');
+    expect(denials.map((d) => d.keyIds[0])).toEqual(expect.arrayContaining(['k-revoked', 'k-pinned']));
+    expect(denials.every((d) => d.reasons.length > 0)).toBe(true);
+    expect(decisions.map((d) => d.seq)).toEqual(log.filter((e) => e.event === 'release' || e.verdict === 'deny' || e.event === 'deny').map((e) => e.seq));
+    const text = st(['broker', 'audit', 'verify', brokerDir]);
+    expect(text.code, text.err).toBe(0);
+    expect(text.out).toMatch(new RegExp(`^2 release\\(s\\), ${denials.length} denial\\(s\\):$`, 'm'));
+    expect(text.out).toMatch(/^ +\d+ {2}\S+Z {2}RELEASE {2}key k-main {2}model \S+.* receipt [A-Za-z0-9_-]+$/m);
+    expect(text.out).toMatch(/^ +\d+ {2}\S+Z {2}DENY {5}key k-revoked .*reasons: /m);
 
     // Tamper with a denial in the middle of the log: verify names that entry.
     const lines = readFileSync(join(brokerDir, 'audit.log'), 'utf8').split('\n');
