@@ -122,6 +122,9 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
         }
         const ca = opts.ca !== undefined ? await readOption(opts.ca, '--ca') : undefined;
         const brokerKey = opts.brokerKey !== undefined ? await readBrokerKey(opts.brokerKey) : undefined;
+        if (opts.trustPublicRoots && brokerKey === undefined) {
+          ctx.io.stderr("warning: --trust-public-roots without --broker-key: anyone holding a publicly-trusted certificate for the broker's name can answer as the broker; pin its keys (DIR/broker.jwks)\n");
+        }
         session = await EnclaveSession.establish({
           broker: opts.broker,
           ...(ca ? { ca } : {}),
