@@ -2,6 +2,7 @@
 // broker's signing keys pinned (brokerKey): a broker with another key, a token or a receipt signed
 // by anything else, is refused with ERR_BROKER_UNTRUSTED and nothing is kept.
 import net from 'node:net';
+import fc from 'fast-check';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { calculateJwkThumbprint, CompactSign, type JWK } from 'jose';
 import { BrokerTrustError, InvalidArgumentError, SealedTensorsError } from '../../src/errors.js';
@@ -18,6 +19,7 @@ import { handles, made } from './ephemeral-recorder.js';
 vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-recorder.js'));
 import { sealedFile } from './setup.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
+import { fuzzRuns } from '../helpers/fuzz.js';
 
 const running: { close(): Promise<void> | void }[] = [];
 afterEach(async () => {
@@ -161,5 +163,50 @@ describe('verifyReleaseReceipt', () => {
     await refused(await sign(receipt, { ...claims, teePubkey: 'x'.repeat(43) }), /another session key/);
     await refused(await sign(receipt, { ...claims, models: [] }), /other models/);
     await refused(await sign(receipt, { ...claims, models: [...claims.models, { bundleId: 'cc'.repeat(16), headerDigest: 'dd'.repeat(32) }] }), /other models/);
+  });
+});
+
+describe('the pinned-key parsers, fuzzed', () => {
+  const outcome = async (f: () => Promise<unknown>): Promise<string> => {
+    try {
+      await f();
+      return 'ok';
+    } catch (err) {
+      return err instanceof SealedTensorsError ? err.code : `untyped: ${String(err)}`;
+    }
+  };
+
+  it('brokerKey: any JSON value is a pinned key set or ERR_INVALID_ARGUMENT, never another error', async () => {
+    const k = await signingKey();
+    const near = fc.record({ kty: fc.constantFrom('EC', 'RSA', 'oct', 1), crv: fc.constantFrom('P-256', 'P-384', undefined), x: fc.oneof(fc.constant(k.publicJwk.x), fc.string()), y: fc.oneof(fc.constant(k.publicJwk.y), fc.string()), kid: fc.oneof(fc.string(), fc.integer(), fc.constant(undefined)), alg: fc.constantFrom('ES256', 'RS256', undefined) }, { requiredKeys: [] });
+    const input = fc.oneof(fc.jsonValue(), near, fc.record({ keys: fc.oneof(fc.array(near, { maxLength: 20 }), fc.jsonValue()) }));
+    await fc.assert(
+      fc.asyncProperty(input, async (v) => {
+        expect(['ok', 'ERR_INVALID_ARGUMENT']).toContain(await outcome(() => pinBrokerKeys(v)));
+      }),
+      { numRuns: fuzzRuns(200) },
+    );
+  });
+
+  it('a receipt: any string or a flipped character of a good one is ERR_BROKER_UNTRUSTED, never accepted or untyped', async () => {
+    const token = await signingKey('tok');
+    const receipt = await signingKey('rcpt');
+    const pinned = await pinBrokerKeys({ keys: [pub(token), pub(receipt)] });
+    const models = [{ bundleId: 'aa'.repeat(16), headerDigest: 'bb'.repeat(32) }];
+    const expected = { keyId: 'k1', teePubkey: 'T'.repeat(43), models };
+    const good = await new CompactSign(Buffer.from(JSON.stringify({ keyId: 'k1', teePubkey: 'T'.repeat(43), models })))
+      .setProtectedHeader({ alg: 'ES256', kid: 'rcpt', typ: RECEIPT_TYP })
+      .sign(receipt.privateKey);
+    await verifyReleaseReceipt(good, pinned, pinned.keys[0]!, expected);
+    const flipped = fc.tuple(fc.nat({ max: good.length - 1 }), fc.constantFrom(...'AQgw_-.='.split(''))).map(([i, c]) => good.slice(0, i) + c + good.slice(i + 1)).filter((s) => s !== good);
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(fc.string(), flipped), async (s) => {
+        const r = await outcome(() => verifyReleaseReceipt(s, pinned, pinned.keys[0]!, expected));
+        // Base64url's last character may carry unused bits: a flip there can decode to the same bytes.
+        if (r === 'ok') expect(Buffer.from(s.split('.')[2] ?? '', 'base64url').equals(Buffer.from(good.split('.')[2]!, 'base64url'))).toBe(true);
+        else expect(r).toBe('ERR_BROKER_UNTRUSTED');
+      }),
+      { numRuns: fuzzRuns(200) },
+    );
   });
 });
