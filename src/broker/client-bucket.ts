@@ -14,13 +14,14 @@ export function clientBucket(ip: string): string {
   // Only the forms a socket reports (isIP): ipaddr.js also takes legacy IPv4 spellings (0x7f.1).
   const family = isIP(addr);
   if (family === 0) return ip;
+  if (family === 4) return addr; // as a socket reports it: already canonical
   let parsed: ipaddr.IPv4 | ipaddr.IPv6;
   try {
     parsed = ipaddr.parse(addr);
   } catch {
     return ip;
   }
-  if (parsed.kind() === 'ipv4') return parsed.toString();
+  if (parsed.kind() !== 'ipv6') return parsed.toString();
   const v6 = parsed as ipaddr.IPv6;
   if (v6.isIPv4MappedAddress()) return v6.toIPv4Address().toString();
   return `${v6.parts.slice(0, 4).map((x) => x.toString(16)).join(':')}::/64`;
