@@ -26,7 +26,7 @@ export interface BrokerState {
 }
 
 export interface RequestContext {
-  client: { ip: string; label: string };
+  client: { ip: string; bucket: string; label: string };
   /** The audit entry this request will produce; handlers add to it as they learn. */
   audit: AuditEntryInput;
 }
