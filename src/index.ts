@@ -21,7 +21,7 @@ export { parseHeader, type PublicHeader } from './format/header.js';
 export { writeNewKeyFile, readKeyFile, type DataKey } from './keys/key-file.js';
 export { sealFile, type SealOptions, type SealedFileSummary } from './seal/seal-file.js';
 export { sealModelDirectory, type SealedModelSummary } from './seal/seal-model.js';
-export { readPublicHeader } from './reader/sealed-file.js';
+export { readPublicHeader } from './reader/public-header.js';
 
 // Whether the hardened native path (docs/NATIVE.md) is available; sessions use it.
 export { nativeStatus, requireHardened, type NativeStatus } from './native/addon.js';

@@ -5,7 +5,7 @@ import { IoError, NotFoundError } from '../errors.js';
 import { readKeyFile } from '../keys/key-file.js';
 import { wipe, toHex } from '../bytes.js';
 import { FILE_KIND_NAMES, SUITE_NAMES } from '../format/constants.js';
-import { readPublicHeader } from '../reader/sealed-file.js';
+import { readPublicHeader } from '../reader/public-header.js';
 import { SealedModelReader } from '../reader/sealed-model.js';
 import { FileSource } from '../reader/source.js';
 import { nodeBackend } from '../crypto/backend.js';

@@ -6,7 +6,7 @@ import { SUITE_NAMES } from '../format/constants.js';
 import type { EvidenceProvider } from '../attestation/providers/types.js';
 import { SimulatedTee } from '../attestation/providers/simulated.js';
 import { resolveSealedModelPath } from '../reader/model-binding.js';
-import { readPublicHeader } from '../reader/sealed-file.js';
+import { readPublicHeader } from '../reader/public-header.js';
 import { FileSealedSource } from '../sources/file.js';
 import { sealedSource, type HttpSourceOptions } from '../sources/index.js';
 import type { SealedSource } from '../sources/types.js';

@@ -1,4 +1,11 @@
-import { Command, CommanderError, Help, type Option } from 'commander';
+import { createRequire } from 'node:module';
+import type * as Commander from 'commander';
+import type { Option } from 'commander';
+
+// commander is CommonJS: required, not imported, so that Node's ES loader need not scan its source
+// for named exports (cjs-module-lexer) on every start of the CLI.
+const { Command, CommanderError, Help } = createRequire(import.meta.url)('commander') as typeof Commander;
+type Command = Commander.Command;
 import { ExitCode, exitCodeFor, formatError, processIo, type CliIo } from './io.js';
 
 type Register = (program: Command, ctx: CommandContext) => void;

@@ -34,7 +34,7 @@ import { teePubkeyOfToken, TOKEN_ALG, type EarStatus } from '../protocol/token.j
 import { NativeSealedModelReader } from '../reader/native-model.js';
 import { resolveSealedModelPath } from '../reader/model-binding.js';
 import { checkSelection, type TensorSelection } from '../reader/native-file.js';
-import { readPublicHeader } from '../reader/sealed-file.js';
+import { readPublicHeader } from '../reader/public-header.js';
 import { FileSealedSource } from '../sources/file.js';
 import { sealedSource, type HttpSourceOptions } from '../sources/index.js';
 import type { SealedSource } from '../sources/types.js';
