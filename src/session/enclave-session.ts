@@ -7,7 +7,7 @@
  * Trust in the broker is TLS (the pinned CA). The attestation token is checked for what binds it to
  * this session: a well-formed ES256 signature, an expiry, and our own tee-pubkey inside it.
  */
-import { createHash } from 'node:crypto';
+import { nodeCrypto } from '../crypto-builtin.js';
 import { toHex } from '../bytes.js';
 import {
   BrokerError,
@@ -290,7 +290,7 @@ export class EnclaveSession {
       if (header.kind === FileKind.SHARD) {
         throw new FormatError(`${where} is one shard of a sharded model: open the model's sealed index (or its folder) instead`);
       }
-      pre = { keyId: header.keyId, bundleId: toHex(header.bundleId), headerDigest: createHash('sha256').update(headerBytes).digest('hex') };
+      pre = { keyId: header.keyId, bundleId: toHex(header.bundleId), headerDigest: nodeCrypto().createHash('sha256').update(headerBytes).digest('hex') };
     } finally {
       await file.close();
     }
