@@ -11,7 +11,6 @@ import { SealedTensorsError } from '../errors.js';
 import type { CommandContext } from './main.js';
 import { formatBytes, parseThreads } from './options.js';
 import { ExitCode, exitCodeFor, formatError, writeJson } from './io.js';
-import { explainNotSealed } from './not-sealed.js';
 
 export function registerVerify(program: Command, ctx: CommandContext): void {
   program
@@ -91,6 +90,7 @@ export function registerVerify(program: Command, ctx: CommandContext): void {
           await model.close();
         }
       } catch (caught) {
+        const { explainNotSealed } = await import('./not-sealed.js'); // only when something failed
         const err = await explainNotSealed(path, caught);
         if (!opts.json || !(err instanceof SealedTensorsError)) throw err;
         // Tools reading --json get a verdict on stdout too; people get the error on stderr.

@@ -26,22 +26,29 @@ import { FileKind } from '../format/constants.js';
 import type { EvidenceProvider } from '../attestation/providers/types.js';
 import { loadAddon, nativeStatus } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
-import { kbsReportData } from '../protocol/binding.js';
-import { parsePublicJwk, type PublicJwk } from '../protocol/jwk.js';
-import { DATA_KEY_REPOSITORY, DATA_KEY_TYPE, type FlattenedJwe } from '../protocol/messages.js';
-import { manifestAllows, parseManifest, type DataKeyManifest, type ModelBinding } from '../protocol/resource.js';
-import { teePubkeyOfToken, TOKEN_ALG, type EarStatus } from '../protocol/token.js';
-import { NativeSealedModelReader } from '../reader/native-model.js';
-import { resolveSealedModelPath } from '../reader/model-binding.js';
-import { checkSelection, type TensorSelection } from '../reader/native-file.js';
-import { readPublicHeader } from '../reader/public-header.js';
+import type { PublicJwk } from '../protocol/jwk.js';
+import type { FlattenedJwe } from '../protocol/messages.js';
+import type { DataKeyManifest, ModelBinding } from '../protocol/resource.js';
+import type { EarStatus } from '../protocol/token.js';
+import type { TensorSelection } from '../reader/native-file.js';
 import { FileSealedSource } from '../sources/file.js';
 import { sealedSource, type HttpSourceOptions } from '../sources/index.js';
 import type { SealedSource } from '../sources/types.js';
-import { generateEphemeralKey, unwrapDataKey, type EphemeralKey } from './ephemeral.js';
-import { RcarClient } from './rcar-client.js';
+import type { EphemeralKey } from './ephemeral.js';
+import type * as Runtime from './session-runtime.js';
 import { SessionModel } from './session-model.js';
-import { gatherTeeEvidence, sessionTeeName } from './tee-evidence.js';
+
+// The KBS client, the evidence codec, the JWE opener and the native reader (about twenty modules)
+// load with the first establish() or open(): importing the package must not pay for them.
+let runtime: typeof Runtime | undefined;
+async function loadRuntime(): Promise<typeof Runtime> {
+  return (runtime ??= await import('./session-runtime.js'));
+}
+/** For the helpers below, which run only after establish() or open() loaded it. */
+function rt(): typeof Runtime {
+  if (!runtime) throw new Error('internal: the session runtime was used before it loaded');
+  return runtime;
+}
 
 export const DEFAULT_ESTABLISH_TIMEOUT_MS = 60_000;
 /** A key id must also be a KBS resource tag. */
@@ -151,6 +158,7 @@ export class EnclaveSession {
    */
   static async establish(options: EnclaveSessionOptions): Promise<EnclaveSession> {
     const keyIds = checkOptions(options);
+    const { RcarClient, generateEphemeralKey, sessionTeeName, kbsReportData, gatherTeeEvidence, DATA_KEY_REPOSITORY, DATA_KEY_TYPE, parseManifest } = await loadRuntime();
     const status = nativeStatus();
     if (!status.available) {
       throw new NativeUnavailableError(`an EnclaveSession needs the native addon (keys never enter the JS heap): ${status.reason ?? 'not available'}`);
@@ -272,6 +280,8 @@ export class EnclaveSession {
    */
   async open(source: string | URL | SealedSource, options: SessionOpenOptions = {}): Promise<SessionModel> {
     this.#checkLive();
+    const { readPublicHeader, NativeSealedModelReader } = await loadRuntime();
+    const checkSelection: typeof Runtime.checkSelection = rt().checkSelection; // an assertion needs a declared type
     const only = options.only;
     if (only !== undefined) checkSelection(only); // before anything is fetched
     if (options.threads !== undefined && (!Number.isSafeInteger(options.threads) || options.threads < 1 || options.threads > 256)) {
@@ -394,7 +404,7 @@ export class EnclaveSession {
   }
 
   #checkBinding(path: string, manifest: DataKeyManifest, model: { bundleId: string; headerDigest: string }): void {
-    if (!manifestAllows(manifest, model)) {
+    if (!rt().manifestAllows(manifest, model)) {
       throw new PolicyError(
         `${path} (bundle ${model.bundleId}, header digest ${model.headerDigest}) is not registered for this key at the broker: key "${manifest.keyId}" may open only the ${manifest.models.length} model version(s) registered with it (another model, or an older or newer version of it, is refused); ask the broker's operator to register it`,
       );
@@ -435,7 +445,7 @@ function checkHashSelection(extra: unknown): void {
 /** The addon opens the JWE into a key handle; anything but a library error from it is still a bad release. */
 function openRelease(eph: EphemeralKey, jwe: FlattenedJwe, keyId: string): { key: NativeKeyHandle; manifest: Uint8Array } {
   try {
-    return unwrapDataKey(eph, jwe);
+    return rt().unwrapDataKey(eph, jwe);
   } catch (cause) {
     if (cause instanceof SealedTensorsError) throw cause;
     throw new ProtocolError(`the broker's release of key "${keyId}" could not be opened (${(cause as Error)?.message ?? String(cause)})`, { cause });
@@ -471,6 +481,7 @@ function checkOptions(options: EnclaveSessionOptions): string[] {
 async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: Date; verdict: SessionVerdict }> {
   // jose loads on first use: importing the package stays cheap for commands that never attest.
   const { decodeProtectedHeader, EmbeddedJWK, errors: joseErrors, jwtVerify } = await import('jose');
+  const { TOKEN_ALG, parsePublicJwk, teePubkeyOfToken } = rt();
   let payload: Record<string, unknown>;
   try {
     const header = decodeProtectedHeader(token);
@@ -527,7 +538,7 @@ async function resolveSource(source: string | URL | SealedSource, options: Sessi
   }
   if (httpOptions && src instanceof FileSealedSource) throw new InvalidArgumentError('ca, headers and allowHttp apply to an http(s) URL, not to a path');
   // A folder resolves to its one sealed index, so the header checked is the one the reader opens.
-  return src instanceof FileSealedSource ? new FileSealedSource(await resolveSealedModelPath(src.path)) : src;
+  return src instanceof FileSealedSource ? new FileSealedSource(await rt().resolveSealedModelPath(src.path)) : src;
 }
 
 /** Resolves with `promise`, or rejects with the signal's reason as soon as it aborts. */

@@ -81,6 +81,8 @@ describe.runIf(hasBuild)('start-up loads only what the command needs', () => {
     expect(loaded.some((p) => p.endsWith('/dist/index.js'))).toBe(true); // the hook sees our modules
     expect(loaded.filter((p) => HEAVY.test(p))).toEqual([]);
     expect(loaded.filter((p) => /\/dist\/attestation\/(certs|verify|verifiers\/(snp|tdx|nitro|azure|nvidia))/.test(p))).toEqual([]);
+    // Nor node:crypto (used on first call only) nor the sealer (loaded by sealFile's first call).
+    expect(loaded.filter((p) => p === 'builtin:crypto' || /\/dist\/(seal\/|crypto\/(backend|noble-backend|file-keys|stream)\.js)/.test(p))).toEqual([]);
 
     // The control: the lazy wrapper really loads the X.509 code when used.
     const used = modulesLoadedBy(
