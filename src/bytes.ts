@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { nodeCrypto } from './crypto-builtin.js';
 import { InvalidArgumentError } from './errors.js';
 
 export function assertBytes(value: unknown, name: string, length?: number): asserts value is Uint8Array {
@@ -19,7 +19,7 @@ export function assertSafeInteger(value: unknown, name: string, min: number, max
 /** Constant-time equality for secrets and MACs; length is not secret. */
 export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
-  return timingSafeEqual(a, b);
+  return nodeCrypto().timingSafeEqual(a, b);
 }
 
 /** Overwrite a buffer that held a secret. Best effort on the JS heap: native secure memory is the real home of secrets. */

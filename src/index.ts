@@ -1,4 +1,7 @@
 // The public API: named exports only.
+import type { SealOptions, SealedFileSummary } from './seal/seal-file.js';
+import type { SealedModelSummary } from './seal/seal-model.js';
+
 export * from './errors.js';
 
 // Sealed format v1 (docs/FORMAT.md).
@@ -19,9 +22,9 @@ export { parseHeader, type PublicHeader } from './format/header.js';
 // (the reference and native readers, importKey, openSealedModel) is owner tooling too, and lives
 // only in `sealed-tensors/owner`: for inference, the one public way to decrypt is an EnclaveSession.
 export { writeNewKeyFile, readKeyFile, type DataKey } from './keys/key-file.js';
-export { sealFile, type SealOptions, type SealedFileSummary } from './seal/seal-file.js';
-export { sealModelDirectory, type SealedModelSummary } from './seal/seal-model.js';
-export { readPublicHeader } from './reader/sealed-file.js';
+export type { SealOptions, SealedFileSummary } from './seal/seal-file.js';
+export type { SealedModelSummary } from './seal/seal-model.js';
+export { readPublicHeader } from './reader/public-header.js';
 
 // Whether the hardened native path (docs/NATIVE.md) is available; sessions use it.
 export { nativeStatus, requireHardened, type NativeStatus } from './native/addon.js';
@@ -116,3 +119,16 @@ export const verifyNvidiaReport = lazy('verifyNvidiaReport');
 export const detectTee = lazy('detectTee');
 export const providerFor = lazy('providerFor');
 export const defaultProvider = lazy('defaultProvider');
+
+// Sealing (the safetensors parser, the writer, the node:crypto backend: about ten modules) loads on
+// first call too: a process that imports the package to load or verify models never seals.
+
+/** Seal one `.safetensors` file into one sealed model file. */
+export async function sealFile(inputPath: string, outputPath: string, options: SealOptions): Promise<SealedFileSummary> {
+  return (await import('./seal/seal-file.js')).sealFile(inputPath, outputPath, options);
+}
+
+/** Seal a sharded model folder into `outputDir`: one sealed shard per shard, plus a sealed index that pins every shard's header digest. */
+export async function sealModelDirectory(inputDir: string, outputDir: string, options: SealOptions): Promise<SealedModelSummary> {
+  return (await import('./seal/seal-model.js')).sealModelDirectory(inputDir, outputDir, options);
+}

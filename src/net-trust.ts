@@ -2,7 +2,7 @@
  * Transport checks shared by the key-release client (src/session) and HTTP sources (src/sources):
  * what counts as loopback for plain HTTP, and a `ca` option that must be a real PEM certificate.
  */
-import { X509Certificate } from 'node:crypto';
+import { nodeCrypto } from './crypto-builtin.js';
 import { InvalidArgumentError } from './errors.js';
 import { isIP, nodeNet } from './net-builtins.js';
 
@@ -41,7 +41,7 @@ export function checkCaPem(ca: string | Uint8Array, what = 'a CA certificate'): 
   const pem = typeof ca === 'string' ? ca : Buffer.from(ca.buffer, ca.byteOffset, ca.byteLength).toString('utf8');
   if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new InvalidArgumentError(`ca must be PEM text holding ${what} (-----BEGIN CERTIFICATE-----)`);
   try {
-    new X509Certificate(pem);
+    new (nodeCrypto().X509Certificate)(pem);
   } catch (cause) {
     throw new InvalidArgumentError('ca does not parse as an X.509 certificate in PEM', { cause });
   }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { nodeCrypto } from '../crypto-builtin.js';
 import { assertBytes } from '../bytes.js';
 import { InvalidArgumentError } from '../errors.js';
 
@@ -21,5 +21,5 @@ export function bindReportData(nonce: Uint8Array, publicKey: Uint8Array): Uint8A
   assertBytes(publicKey, 'publicKey');
   if (nonce.length < 16) throw new InvalidArgumentError(`nonce must be at least 16 bytes, got ${nonce.length}`);
   if (publicKey.length === 0) throw new InvalidArgumentError('publicKey must not be empty');
-  return new Uint8Array(createHash('sha512').update(LABEL).update(lengthPrefixed(nonce)).update(lengthPrefixed(publicKey)).digest());
+  return new Uint8Array(nodeCrypto().createHash('sha512').update(LABEL).update(lengthPrefixed(nonce)).update(lengthPrefixed(publicKey)).digest());
 }

@@ -14,7 +14,7 @@ import { FileKind } from '../format/constants.js';
 import type { DataKey } from '../keys/key-file.js';
 import type { ModelBinding } from '../broker/keystore.js';
 import { resolveSealedModelPath } from '../reader/model-binding.js';
-import { readPublicHeader } from '../reader/sealed-file.js';
+import { readPublicHeader } from '../reader/public-header.js';
 import { FileSource } from '../reader/source.js';
 import { explainNotSealed } from './not-sealed.js';
 

@@ -5,14 +5,13 @@ import { IoError, NotFoundError } from '../errors.js';
 import { readKeyFile } from '../keys/key-file.js';
 import { wipe, toHex } from '../bytes.js';
 import { FILE_KIND_NAMES, SUITE_NAMES } from '../format/constants.js';
-import { readPublicHeader } from '../reader/sealed-file.js';
-import { SealedModelReader } from '../reader/sealed-model.js';
+import { readPublicHeader } from '../reader/public-header.js';
+import type { SealedModelReader } from '../reader/sealed-model.js';
 import { FileSource } from '../reader/source.js';
 import { nodeBackend } from '../crypto/backend.js';
 import type { CommandContext } from './main.js';
 import { formatBytes } from './options.js';
 import { writeJson } from './io.js';
-import { explainNotSealed } from './not-sealed.js';
 
 /** What `inspect` prints without a key: the public header only, never a tensor name. */
 export async function publicView(path: string): Promise<Record<string, unknown>> {
@@ -63,7 +62,7 @@ export function registerInspect(program: Command, ctx: CommandContext): void {
         }
         for (const f of files) headers.push(await publicView(f));
       } catch (err) {
-        throw await explainNotSealed(path, err);
+        throw await (await import('./not-sealed.js')).explainNotSealed(path, err); // only when something failed
       }
       if (!opts.key) {
         if (opts.json) writeJson(ctx.io, { files: headers });
@@ -73,6 +72,8 @@ export function registerInspect(program: Command, ctx: CommandContext): void {
       const key = await readKeyFile(opts.key);
       let model: SealedModelReader;
       try {
+        // The reference reader only with --key: a plain inspect reads the public header alone.
+        const { SealedModelReader } = await import('../reader/sealed-model.js');
         model = await SealedModelReader.open(path, key.key);
       } finally {
         wipe(key.key);

@@ -8,7 +8,7 @@ import { SimulatedTee } from '../attestation/providers/simulated.js';
 import { SimulatedGpu } from '../attestation/providers/simulated-gpu.js';
 import { NvidiaGpus } from '../attestation/providers/nvidia-gpus.js';
 import { resolveSealedModelPath } from '../reader/model-binding.js';
-import { readPublicHeader } from '../reader/sealed-file.js';
+import { readPublicHeader } from '../reader/public-header.js';
 import { FileSealedSource } from '../sources/file.js';
 import { sealedSource, type HttpSourceOptions } from '../sources/index.js';
 import type { SealedSource } from '../sources/types.js';

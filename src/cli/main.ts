@@ -1,5 +1,15 @@
-import { Command, CommanderError, Help, type Option } from 'commander';
+import { createRequire } from 'node:module';
+import type * as Commander from 'commander';
+import type { Option } from 'commander';
+
 import { ExitCode, exitCodeFor, formatError, processIo, type CliIo } from './io.js';
+
+// commander is CommonJS: required, not imported, so that Node's ES loader need not scan its source
+// for named exports (cjs-module-lexer) on every start of the CLI; and required in main(), once the
+// named command's modules are on their way (see there).
+const require = createRequire(import.meta.url);
+let commander: typeof Commander | undefined;
+type Command = Commander.Command;
 
 type Register = (program: Command, ctx: CommandContext) => void;
 
@@ -28,6 +38,13 @@ export interface CommandContext {
 /** Runs the CLI and returns the process exit code; never calls process.exit, so tests can run it in-process. */
 export async function main(argv: readonly string[], io: CliIo = processIo): Promise<number> {
   const ctx: CommandContext = { io, exitCode: ExitCode.OK };
+  // The command named on the command line (or by `help NAME`) registers in full; the others only
+  // as names for the help listing and for "unknown command" suggestions. Its import starts first:
+  // Node reads its modules on the threadpool while this thread compiles commander.
+  const named = argv[0] === 'help' ? argv[1] : argv[0];
+  const loading = COMMANDS.find((c) => c.name === named)?.load();
+  loading?.catch(() => {}); // awaited below, inside the try; this only keeps it from counting as unhandled first
+  const { Command, CommanderError, Help } = (commander ??= require('commander') as typeof Commander);
   const program = new Command('sealed-tensors')
     .description('Seal safetensors models so their weights stay encrypted outside an attested TEE.')
     .exitOverride()
@@ -47,11 +64,8 @@ export async function main(argv: readonly string[], io: CliIo = processIo): Prom
     });
 
   try {
-    // The command named on the command line (or by `help NAME`) registers in full; the others
-    // only as names for the help listing and for "unknown command" suggestions.
-    const named = argv[0] === 'help' ? argv[1] : argv[0];
     for (const c of COMMANDS) {
-      if (c.name === named) (await c.load())(program, ctx);
+      if (c.name === named && loading) (await loading)(program, ctx);
       else program.command(c.name).description(c.description);
     }
     for (const cmd of program.commands) cmd.exitOverride();

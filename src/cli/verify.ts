@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { readKeyFile } from '../keys/key-file.js';
 import { wipe } from '../bytes.js';
 import { SUITE_NAMES } from '../format/constants.js';
-import { SealedModelReader } from '../reader/sealed-model.js';
+import type { SealedModelReader } from '../reader/sealed-model.js';
 import { NativeSealedModelReader } from '../reader/native-model.js';
 import { defaultThreads } from '../reader/native-file.js';
 import { nativeStatus } from '../native/addon.js';
@@ -11,7 +11,6 @@ import { SealedTensorsError } from '../errors.js';
 import type { CommandContext } from './main.js';
 import { formatBytes, parseThreads } from './options.js';
 import { ExitCode, exitCodeFor, formatError, writeJson } from './io.js';
-import { explainNotSealed } from './not-sealed.js';
 
 export function registerVerify(program: Command, ctx: CommandContext): void {
   program
@@ -22,7 +21,8 @@ export function registerVerify(program: Command, ctx: CommandContext): void {
     .option('--threads <N>', 'worker threads for decryption (native path; default: all cores)', parseThreads)
     .option('--json', 'print one JSON object listing every tensor with its plain SHA-256')
     .action(async (path: string, opts: { key: string; json?: boolean; threads?: number }) => {
-      const started = performance.now();
+      // Not performance.now(): the global loads perf_hooks (seven modules) on first use.
+      const started = process.hrtime.bigint();
       try {
         const key = await readKeyFile(opts.key);
         // The native path when the addon loads (same output, every core); else the reference reader.
@@ -51,6 +51,8 @@ export function registerVerify(program: Command, ctx: CommandContext): void {
         } else {
           let reference: SealedModelReader;
           try {
+            // Loaded only here: the native path never needs the reference reader or node:crypto.
+            const { SealedModelReader } = await import('../reader/sealed-model.js');
             reference = await SealedModelReader.open(path, key.key);
           } finally {
             wipe(key.key);
@@ -66,7 +68,7 @@ export function registerVerify(program: Command, ctx: CommandContext): void {
         try {
           const tensors = shards.flatMap((s) => s.tensors.map((t) => ({ ...t, ...(model.sharded ? { file: s.file } : {}) })));
           const bytes = tensors.reduce((n, t) => n + t.byteLength, 0);
-          const seconds = (performance.now() - started) / 1000;
+          const seconds = Number(process.hrtime.bigint() - started) / 1e9;
           const header = model.files[0]!.header;
           if (opts.json) {
             writeJson(ctx.io, {
@@ -88,6 +90,7 @@ export function registerVerify(program: Command, ctx: CommandContext): void {
           await model.close();
         }
       } catch (caught) {
+        const { explainNotSealed } = await import('./not-sealed.js'); // only when something failed
         const err = await explainNotSealed(path, caught);
         if (!opts.json || !(err instanceof SealedTensorsError)) throw err;
         // Tools reading --json get a verdict on stdout too; people get the error on stderr.

@@ -13,7 +13,7 @@ export class TensorDigest {
   private leaf: Sha256 | null = null;
   private length = 0;
 
-  constructor(private readonly backend: CryptoBackend) {}
+  constructor(private readonly backend: Pick<CryptoBackend, 'sha256'>) {}
 
   /** Add bytes to the current leaf (opening one if needed). */
   update(bytes: Uint8Array): void {

@@ -1,6 +1,6 @@
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { randomFillSync, randomUUID } from 'node:crypto';
+import { nodeCrypto } from '../crypto-builtin.js';
 import { KeyFileError } from '../errors.js';
 import { DATA_KEY_LENGTH, KEY_ID_PATTERN } from '../format/constants.js';
 
@@ -17,13 +17,13 @@ export interface DataKey {
 const KIND = 'sealed-tensors-data-key';
 
 export async function writeNewKeyFile(path: string, id?: string): Promise<DataKey> {
-  const keyId = id ?? `key-${randomUUID()}`;
+  const keyId = id ?? `key-${nodeCrypto().randomUUID()}`;
   if (!KEY_ID_PATTERN.test(keyId)) {
     throw new KeyFileError('key id must be 1 to 255 characters from A-Z a-z 0-9 . _ : / -');
   }
   // The key, its base64 and the file's bytes each in memory of their own, never a string or Node's
   // shared Buffer pool (randomBytes, Buffer.from and writeFile(string) all use it): wiped after writing.
-  const key = randomFillSync(new Uint8Array(new ArrayBuffer(DATA_KEY_LENGTH)));
+  const key = nodeCrypto().randomFillSync(new Uint8Array(new ArrayBuffer(DATA_KEY_LENGTH)));
   // '@' cannot occur in a key id, so the placeholder is found exactly once.
   const [before, after] = `${JSON.stringify({ kind: KIND, version: 1, id: keyId, key: '@', created: new Date().toISOString() }, null, 2)}\n`.split('"@"') as [string, string];
   const head = new TextEncoder().encode(`${before}"`);

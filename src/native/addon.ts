@@ -167,6 +167,10 @@ export interface NativeAddon {
   secureLockedBytes(): number;
   hardening(): NativeHardening;
   keyImport(bytes: Uint8Array): NativeKeyHandle;
+  /** SHA-256 of the parts concatenated (OpenSSL): the native path's digests without loading node:crypto. */
+  sha256(parts: Uint8Array[]): Uint8Array;
+  /** Constant-time equality (CRYPTO_memcmp); false for different lengths (a length is not secret). */
+  timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean;
   /** A key pair made in the addon; only the public JWK (JSON text) comes back. Synchronous (RSA takes up to seconds). */
   ephemeralKeyGenerate(kind?: 'ec-p256' | 'rsa-3072'): { handle: NativeEphemeralKey; jwk: string };
   /**
@@ -236,7 +240,7 @@ function tryLoad(): { addon: NativeAddon } | { error: NativeUnavailableError } {
     }
     try {
       const addon = require(path) as NativeAddon;
-      if (typeof addon.secureAlloc !== 'function' || typeof addon.sealedOpen !== 'function') {
+      if (typeof addon.secureAlloc !== 'function' || typeof addon.sealedOpen !== 'function' || typeof addon.sha256 !== 'function') {
         tried.push(`${path}: loaded but lacks the expected exports (stale build?)`);
         continue;
       }

@@ -3,7 +3,7 @@
  * (trustee kbs/src/attestation/backend.rs and attestation-service parse_runtime_data): the hash of
  * the RFC 8785 canonical JSON of the runtime data, zero-padded to the hardware's report-data size.
  */
-import { createHash } from 'node:crypto';
+import { nodeCrypto } from '../crypto-builtin.js';
 import canonicalize from 'canonicalize';
 import { ProtocolError } from '../errors.js';
 
@@ -34,7 +34,7 @@ export function jcs(value: unknown): string {
 export function kbsReportData(nonce: string, teePubkey: object, additionalEvidence = '', hash: BindingHash = 'sha384'): Uint8Array {
   if (typeof nonce !== 'string' || nonce.length === 0) throw new ProtocolError('the binding needs the challenge nonce');
   if (typeof additionalEvidence !== 'string') throw new ProtocolError('additional-evidence must be a string (JSON text or empty)');
-  const digest = createHash(hash).update(jcs({ 'additional-evidence': additionalEvidence, nonce, 'tee-pubkey': teePubkey }), 'utf8').digest();
+  const digest = nodeCrypto().createHash(hash).update(jcs({ 'additional-evidence': additionalEvidence, nonce, 'tee-pubkey': teePubkey }), 'utf8').digest();
   const out = new Uint8Array(REPORT_DATA_BYTES);
   out.set(digest.subarray(0, REPORT_DATA_BYTES));
   return out;
@@ -43,6 +43,6 @@ export function kbsReportData(nonce: string, teePubkey: object, additionalEviden
 /** Additional (device) evidence binds HASH(JCS({"nonce", "tee-pubkey"})), truncated to the SPDM nonce. */
 export function kbsDeviceNonce(nonce: string, teePubkey: object, hash: BindingHash = 'sha384'): Uint8Array {
   if (typeof nonce !== 'string' || nonce.length === 0) throw new ProtocolError('the binding needs the challenge nonce');
-  const digest = createHash(hash).update(jcs({ nonce, 'tee-pubkey': teePubkey }), 'utf8').digest();
+  const digest = nodeCrypto().createHash(hash).update(jcs({ nonce, 'tee-pubkey': teePubkey }), 'utf8').digest();
   return new Uint8Array(digest.subarray(0, DEVICE_NONCE_BYTES));
 }

@@ -3,7 +3,8 @@
  * public members only. A private member (d, p, q, ...) or an unknown curve is refused, so a broker
  * never wraps a data key to something that is not a plain EC P-256 or RSA public key.
  */
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { nodeCrypto } from '../crypto-builtin.js';
 import { ProtocolError } from '../errors.js';
 
 export interface EcPublicJwk {
@@ -112,7 +113,7 @@ export function parsePublicJwk(value: unknown): PublicJwk {
 export function publicKeyFromJwk(jwk: PublicJwk): KeyObject {
   try {
     const { alg: _alg, ...members } = jwk;
-    return createPublicKey({ key: members, format: 'jwk' });
+    return nodeCrypto().createPublicKey({ key: members, format: 'jwk' });
   } catch (cause) {
     throw new ProtocolError(`tee-pubkey is not a valid ${jwk.kty} public key (${(cause as Error).message})`, { cause });
   }

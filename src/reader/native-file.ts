@@ -8,10 +8,9 @@
  */
 import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
-import { createHash } from 'node:crypto';
-import { constantTimeEqual, fromHex, toHex } from '../bytes.js';
+import { fromHex, toHex } from '../bytes.js';
 import { FormatError, IntegrityError, InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js';
-import { nodeBackend } from '../crypto/backend.js';
+import type { Sha256 } from '../crypto/backend.js';
 import { TensorDigest } from '../crypto/digest.js';
 import type { PublicHeader } from '../format/header.js';
 import { chunkFileOffset, type Layout } from '../format/layout.js';
@@ -23,7 +22,8 @@ import { FileSealedSource } from '../sources/file.js';
 import type { OpenedSource, SealedSource } from '../sources/types.js';
 import { DEFAULT_WINDOW_BYTES, feedRun } from './native-feed.js';
 import { FileSource } from './source.js';
-import { readPublicHeader, type TensorCheck, type TensorInfo } from './sealed-file.js';
+import { readPublicHeader } from './public-header.js';
+import type { TensorCheck, TensorInfo } from './sealed-file.js';
 
 /** Which tensors to read: names (each must exist), or a predicate over names. */
 export type TensorSelection = readonly string[] | ((name: string) => boolean);
@@ -153,7 +153,7 @@ export class NativeSealedFileReader {
     }
     const { header, headerBytes, layout } = parsed;
     try {
-      const headerDigest = new Uint8Array(createHash('sha256').update(headerBytes).digest());
+      const headerDigest = addon.sha256([headerBytes]);
       const { tensorTable, indexTable } = parseSealedTable(opened.table, header);
       const name = src instanceof FileSealedSource ? basename(src.path) : src.name;
       const reader = new NativeSealedFileReader(opened.file, input, src.description, name, header, headerDigest, layout, tensorTable, indexTable, options);
@@ -294,7 +294,7 @@ export class NativeSealedFileReader {
       const base = checkFields(e);
       const badChunk = this.#firstFailedChunk(e, failed);
       if (badChunk !== undefined) return { ...base, ok: false, problem: this.#chunkProblem(badChunk) };
-      if (!constantTimeEqual(result.digests.subarray(32 * i, 32 * i + 32), fromHex(e.digest, 'digest'))) {
+      if (!digestsEqual(result.digests.subarray(32 * i, 32 * i + 32), fromHex(e.digest, 'digest'))) {
         return { ...base, ok: false, problem: this.#digestProblem(e) };
       }
       const check: NativeTensorCheck = { ...base, ok: true };
@@ -342,7 +342,7 @@ export class NativeSealedFileReader {
     const padding = this.#all ? (this.tensorTable?.payloadPadding ?? 0) : 0;
     if (padding === 0) return;
     const expected = zeroTreeDigest(this.layout.payloadLength - padding, this.layout.payloadLength, this.layout.chunkSize);
-    if (!constantTimeEqual(result.digests.subarray(32 * paddingRange, 32 * paddingRange + 32), expected)) {
+    if (!digestsEqual(result.digests.subarray(32 * paddingRange, 32 * paddingRange + 32), expected)) {
       throw new FormatError(`${this.description}: payload padding holds a non-zero byte: written by a broken sealer`);
     }
   }
@@ -379,7 +379,7 @@ export class NativeSealedFileReader {
   #throwOnFailure(result: NativeRunResult, entries: readonly TensorEntry[]): void {
     if (result.failedChunks.length > 0) throw new IntegrityError(this.#chunkProblem(result.failedChunks[0]!));
     entries.forEach((e, i) => {
-      if (!constantTimeEqual(result.digests.subarray(32 * i, 32 * i + 32), fromHex(e.digest, 'digest'))) {
+      if (!digestsEqual(result.digests.subarray(32 * i, 32 * i + 32), fromHex(e.digest, 'digest'))) {
         throw new IntegrityError(this.#digestProblem(e));
       }
     });
@@ -401,16 +401,39 @@ export class NativeSealedFileReader {
   }
 }
 
+// The native path's digests and compares go through the addon's OpenSSL, not node:crypto, whose
+// JS (about twenty internal modules) would add ~10 ms to every process that verifies or loads.
+
+/** Constant-time, as the digests come from decrypted plaintext and the secret table. */
+function digestsEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return loadAddon().timingSafeEqual(a, b);
+}
+
+/** A SHA-256 for TensorDigest: the parts are hashed by the addon in one call at digest(). */
+const nativeSha256 = {
+  sha256(): Sha256 {
+    const parts: Uint8Array[] = [];
+    const hash: Sha256 = {
+      update(bytes: Uint8Array): Sha256 {
+        parts.push(bytes.slice());
+        return hash;
+      },
+      digest: (): Uint8Array => loadAddon().sha256(parts),
+    };
+    return hash;
+  },
+};
+
 /** Tree digest (section 6) of zeros at payload bytes [begin, end): one hash per distinct leaf length. */
 function zeroTreeDigest(begin: number, end: number, chunkSize: number): Uint8Array {
   const leafHashes = new Map<number, Uint8Array>();
   const zeros = new Uint8Array(Math.min(chunkSize, end - begin)); // one buffer for every leaf length
-  const tree = new TensorDigest(nodeBackend);
+  const tree = new TensorDigest(nativeSha256);
   for (let c = Math.floor(begin / chunkSize); c * chunkSize < end; c++) {
     const length = Math.min(end, (c + 1) * chunkSize) - Math.max(begin, c * chunkSize);
     let hash = leafHashes.get(length);
     if (!hash) {
-      hash = nodeBackend.sha256().update(Uint8Array.of(0)).update(zeros.subarray(0, length)).digest();
+      hash = loadAddon().sha256([Uint8Array.of(0), zeros.subarray(0, length)]);
       leafHashes.set(length, hash);
     }
     tree.addLeafHash(hash, length);

@@ -6,16 +6,20 @@
  * plaintext in native secure memory. Use this to check, inspect and test sealed files you own.
  */
 import { toHex, wipe } from '../bytes.js';
-import { FormatError, IntegrityError, NotFoundError, ReleasedError, SealedTensorsError, TruncatedError } from '../errors.js';
-import { FIXED_HEADER_LENGTH, type Dtype, TAG_LENGTH } from '../format/constants.js';
-import { headerLengthFromPrefix, parseHeader, type PublicHeader } from '../format/header.js';
-import { chunkCount, chunkFileOffset, chunkPlainLength, chunksCovering, expectedFileLength, type Layout } from '../format/layout.js';
+import { FormatError, IntegrityError, NotFoundError, ReleasedError, SealedTensorsError } from '../errors.js';
+import { type Dtype, TAG_LENGTH } from '../format/constants.js';
+import type { PublicHeader } from '../format/header.js';
+import { chunkCount, chunkFileOffset, chunkPlainLength, chunksCovering, type Layout } from '../format/layout.js';
 import { parseSealedTable, type IndexTable, type TensorEntry, type TensorTable } from '../format/table.js';
 import { backendByName, type CryptoBackend } from '../crypto/backend.js';
 import { TensorDigest } from '../crypto/digest.js';
 import { deriveCheckedFileKeys, type FileKeys } from '../crypto/file-keys.js';
 import { TABLE_NONCE, chunkNonce } from '../crypto/stream.js';
 import { FileSource, type ByteSource } from './source.js';
+import { readPublicHeader } from './public-header.js';
+
+// Also here: the reference reader's module was its home before native-file.ts needed it without this module's crypto.
+export { readPublicHeader };
 
 export interface TensorInfo {
   name: string;
@@ -43,30 +47,6 @@ export interface TensorCheck {
 export interface ReaderOptions {
   /** Which vetted library does the crypto: node:crypto (OpenSSL, default) or @noble. */
   backend?: 'node' | 'noble' | CryptoBackend;
-}
-
-/** The public header of a sealed file, parsed without any key (what `inspect` shows). */
-export async function readPublicHeader(source: ByteSource): Promise<{ header: PublicHeader; headerBytes: Uint8Array; layout: Layout }> {
-  const prefix = await source.read(0, Math.min(source.size, FIXED_HEADER_LENGTH)).catch(rethrowAsFormat);
-  const length = headerLengthFromPrefix(prefix);
-  const headerBytes = await source.read(0, Math.min(source.size, length)).catch(rethrowAsFormat);
-  const { header } = parseHeader(headerBytes);
-  const layout: Layout = { headerLength: length, tableLength: header.tableLength, chunkSize: header.chunkSize, payloadLength: header.payloadLength };
-  const expected = expectedFileLength(layout);
-  if (source.size < expected) {
-    throw new TruncatedError(
-      `${source.description} is ${source.size} bytes but its header says ${expected}: the file is truncated (copy it again)`,
-    );
-  }
-  if (source.size > expected) {
-    throw new FormatError(`${source.description} is ${source.size} bytes but its header says ${expected}: it has trailing data`);
-  }
-  return { header, headerBytes, layout };
-}
-
-function rethrowAsFormat(err: unknown): never {
-  if (err instanceof TruncatedError) throw new FormatError(`too short to be a sealed-tensors file: ${err.message}`);
-  throw err;
 }
 
 export class SealedFileReader {

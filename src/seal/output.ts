@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, join, relative, resolve, sep, isAbsolute } from 'node:path';
 import { IoError, InvalidArgumentError, SealedTensorsError } from '../errors.js';
 import { FileKind } from '../format/constants.js';
-import { readPublicHeader } from '../reader/sealed-file.js';
+import { readPublicHeader } from '../reader/public-header.js';
 import type { ByteSource } from '../reader/source.js';
 import type { PublicHeader } from '../format/header.js';
 

@@ -10,7 +10,7 @@
  * name nor a misconfigured TLS client lets anyone else answer for it. The token is also checked for
  * what binds it to this session: an expiry, and our own tee-pubkey inside it.
  */
-import { createHash } from 'node:crypto';
+import { nodeCrypto } from '../crypto-builtin.js';
 import { toHex } from '../bytes.js';
 import {
   BrokerError,
@@ -29,24 +29,31 @@ import { FileKind } from '../format/constants.js';
 import type { DeviceEvidenceProvider, EvidenceProvider } from '../attestation/providers/types.js';
 import { loadAddon, nativeStatus } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
-import { kbsReportData } from '../protocol/binding.js';
-import { parsePublicJwk, type PublicJwk } from '../protocol/jwk.js';
-import { DATA_KEY_REPOSITORY, DATA_KEY_TYPE, type FlattenedJwe } from '../protocol/messages.js';
-import { manifestAllows, parseManifest, type DataKeyManifest, type ModelBinding } from '../protocol/resource.js';
-import { DEVICE_SUBMOD, teePubkeyOfToken, TOKEN_ALG, type EarStatus } from '../protocol/token.js';
-import { NativeSealedModelReader } from '../reader/native-model.js';
-import { resolveSealedModelPath } from '../reader/model-binding.js';
-import { checkSelection, type TensorSelection } from '../reader/native-file.js';
-import { readPublicHeader } from '../reader/sealed-file.js';
+import type { PublicJwk } from '../protocol/jwk.js';
+import type { FlattenedJwe } from '../protocol/messages.js';
+import type { DataKeyManifest, ModelBinding } from '../protocol/resource.js';
+import type { EarStatus } from '../protocol/token.js';
+import type { TensorSelection } from '../reader/native-file.js';
 import { FileSealedSource } from '../sources/file.js';
 import { sealedSource, type HttpSourceOptions } from '../sources/index.js';
 import type { SealedSource } from '../sources/types.js';
-import { generateEphemeralKey, unwrapDataKey, type EphemeralKey } from './ephemeral.js';
-import { jwkThumbprint, pinBrokerKeys, verifyBrokerToken, verifyReleaseReceipt, type BrokerKeyInput, type CheckedToken, type PinnedBrokerKeys } from './broker-trust.js';
-import { checkBrokerTransport, RcarClient } from './rcar-client.js';
+import type { EphemeralKey } from './ephemeral.js';
+import type { BrokerKeyInput, CheckedToken, PinnedBrokerKeys } from './broker-trust.js';
 import { SessionModel } from './session-model.js';
-import { gatherTeeEvidence, sessionTeeName } from './tee-evidence.js';
-import { checkDeviceProviders, gatherDeviceEvidence, type SentDevice } from './device-evidence.js';
+import type { SentDevice } from './device-evidence.js';
+import type * as Runtime from './session-runtime.js';
+
+// The KBS client, broker-key checks (jose), evidence codecs, the JWE opener and the native reader
+// load with the first establish() or open(): importing the package must not pay for them.
+let runtime: typeof Runtime | undefined;
+async function loadRuntime(): Promise<typeof Runtime> {
+  return (runtime ??= await import('./session-runtime.js'));
+}
+/** For the code below, which runs only after establish() or open() loaded it. */
+function rt(): typeof Runtime {
+  if (!runtime) throw new Error('internal: the session runtime was used before it loaded');
+  return runtime;
+}
 
 export const DEFAULT_ESTABLISH_TIMEOUT_MS = 60_000;
 /** A key id must also be a KBS resource tag. */
@@ -181,10 +188,11 @@ export class EnclaveSession {
    * every key handle and the ephemeral key are released before the error is thrown.
    */
   static async establish(options: EnclaveSessionOptions): Promise<EnclaveSession> {
+    await loadRuntime();
     const keyIds = checkOptions(options);
-    const deviceProviders = checkDeviceProviders(options.devices);
+    const deviceProviders = rt().checkDeviceProviders(options.devices);
     // The broker's keys, before anything else: a bad brokerKey is the caller's mistake, found without a connection.
-    const pinned = options.brokerKey !== undefined ? await pinBrokerKeys(options.brokerKey) : undefined;
+    const pinned = options.brokerKey !== undefined ? await rt().pinBrokerKeys(options.brokerKey) : undefined;
     const status = nativeStatus();
     if (!status.available) {
       throw new NativeUnavailableError(`an EnclaveSession needs the native addon (keys never enter the JS heap): ${status.reason ?? 'not available'}`);
@@ -198,7 +206,7 @@ export class EnclaveSession {
     const timeoutMs = options.timeoutMs ?? DEFAULT_ESTABLISH_TIMEOUT_MS;
     const deadline = new AbortController();
     const signal = options.signal ? AbortSignal.any([options.signal, deadline.signal]) : deadline.signal;
-    const client = new RcarClient({
+    const client = new (rt().RcarClient)({
       broker: options.broker,
       ...(options.ca !== undefined ? { ca: options.ca } : {}),
       ...(options.trustPublicRoots ? { trustPublicRoots: true } : {}),
@@ -217,7 +225,7 @@ export class EnclaveSession {
     let eph: EphemeralKey | null = null;
     let hardened = status.hardened;
     try {
-      eph = generateEphemeralKey('ec-p256');
+      eph = rt().generateEphemeralKey('ec-p256');
       // The addon sets up OpenSSL's secure heap with the first ephemeral key: only now does
       // hardening() say whether the private key sits in locked, non-dumpable memory.
       const heapLocked = loadAddon().hardening().opensslSecureHeap;
@@ -228,23 +236,23 @@ export class EnclaveSession {
       }
       hardened = status.hardened && heapLocked;
       const publicJwk = eph.publicJwk;
-      const teeName = sessionTeeName(options.provider.tee);
+      const teeName = rt().sessionTeeName(options.provider.tee);
       const challenge = await client.auth(teeName);
       checkHashSelection(challenge['extra-params']);
       // Devices first: the primary evidence's report data covers their additional_evidence text.
-      const devices = await raceSignal(gatherDeviceEvidence(deviceProviders, challenge.nonce, publicJwk), signal);
-      const reportData = kbsReportData(challenge.nonce, publicJwk, devices.additionalEvidence);
-      const teeEvidence = await raceSignal(gatherTeeEvidence(options.provider, reportData, devices.additionalEvidence), signal);
+      const devices = await raceSignal(rt().gatherDeviceEvidence(deviceProviders, challenge.nonce, publicJwk), signal);
+      const reportData = rt().kbsReportData(challenge.nonce, publicJwk, devices.additionalEvidence);
+      const teeEvidence = await raceSignal(rt().gatherTeeEvidence(options.provider, reportData, devices.additionalEvidence), signal);
       const token = await client.attest({ 'runtime-data': { nonce: challenge.nonce, 'tee-pubkey': publicJwk }, 'tee-evidence': teeEvidence });
       const checked = await checkToken(token, publicJwk, pinned, options.brokerIssuer);
-      const ourThumbprint = pinned ? await jwkThumbprint(publicJwk) : '';
+      const ourThumbprint = pinned ? await rt().jwkThumbprint(publicJwk) : '';
       const receipts: { keyId: string; receipt: string }[] = [];
       for (const keyId of keyIds) {
-        const released = await client.resource(DATA_KEY_REPOSITORY, DATA_KEY_TYPE, keyId);
+        const released = await client.resource(rt().DATA_KEY_REPOSITORY, rt().DATA_KEY_TYPE, keyId);
         signal.throwIfAborted();
         const { key, manifest: manifestBytes } = openRelease(eph, released.jwe, keyId);
         try {
-          const manifest = parseManifest(manifestBytes);
+          const manifest = rt().parseManifest(manifestBytes);
           if (manifest.keyId !== keyId) {
             throw new ProtocolError(`the broker released key "${manifest.keyId}" when "${keyId}" was asked for`);
           }
@@ -256,7 +264,7 @@ export class EnclaveSession {
             });
           }
           if (pinned) {
-            await verifyReleaseReceipt(released.receipt, pinned, checked.signer!, { keyId, teePubkey: ourThumbprint, models: manifest.models });
+            await rt().verifyReleaseReceipt(released.receipt, pinned, checked.signer!, { keyId, teePubkey: ourThumbprint, models: manifest.models });
           }
           held.set(keyId, { handle: key, manifest, notAfter });
         } catch (err) {
@@ -316,8 +324,12 @@ export class EnclaveSession {
    */
   async open(source: string | URL | SealedSource, options: SessionOpenOptions = {}): Promise<SessionModel> {
     this.#checkLive();
+    await loadRuntime();
     const only = options.only;
-    if (only !== undefined) checkSelection(only); // before anything is fetched
+    if (only !== undefined) {
+      const checkSelection: (only: unknown) => asserts only is TensorSelection = rt().checkSelection;
+      checkSelection(only); // before anything is fetched
+    }
     if (options.threads !== undefined && (!Number.isSafeInteger(options.threads) || options.threads < 1 || options.threads > 256)) {
       throw new InvalidArgumentError(`threads must be an integer from 1 to 256, got ${String(options.threads)}`);
     }
@@ -330,11 +342,11 @@ export class EnclaveSession {
     let pre: { keyId: string; bundleId: string; headerDigest: string };
     const file = await src.open();
     try {
-      const { header, headerBytes } = await readPublicHeader(file);
+      const { header, headerBytes } = await rt().readPublicHeader(file);
       if (header.kind === FileKind.SHARD) {
         throw new FormatError(`${where} is one shard of a sharded model: open the model's sealed index (or its folder) instead`);
       }
-      pre = { keyId: header.keyId, bundleId: toHex(header.bundleId), headerDigest: createHash('sha256').update(headerBytes).digest('hex') };
+      pre = { keyId: header.keyId, bundleId: toHex(header.bundleId), headerDigest: nodeCrypto().createHash('sha256').update(headerBytes).digest('hex') };
     } finally {
       await file.close();
     }
@@ -342,7 +354,7 @@ export class EnclaveSession {
     this.#checkBinding(where, key.manifest, pre);
 
     // `only` goes to the reader: it opens only the shards, and reads only the chunks, of the selection.
-    const reader = await NativeSealedModelReader.open(src, key.handle, {
+    const reader = await rt().NativeSealedModelReader.open(src, key.handle, {
       ...(only !== undefined ? { only } : {}),
       ...(options.threads !== undefined ? { threads: options.threads } : {}),
       ...(options.windowBytes !== undefined ? { windowBytes: options.windowBytes } : {}),
@@ -438,7 +450,7 @@ export class EnclaveSession {
   }
 
   #checkBinding(path: string, manifest: DataKeyManifest, model: { bundleId: string; headerDigest: string }): void {
-    if (!manifestAllows(manifest, model)) {
+    if (!rt().manifestAllows(manifest, model)) {
       throw new PolicyError(
         `${path} (bundle ${model.bundleId}, header digest ${model.headerDigest}) is not registered for this key at the broker: key "${manifest.keyId}" may open only the ${manifest.models.length} model version(s) registered with it (another model, or an older or newer version of it, is refused); ask the broker's operator to register it`,
       );
@@ -479,7 +491,7 @@ function checkHashSelection(extra: unknown): void {
 /** The addon opens the JWE into a key handle; anything but a library error from it is still a bad release. */
 function openRelease(eph: EphemeralKey, jwe: FlattenedJwe, keyId: string): { key: NativeKeyHandle; manifest: Uint8Array } {
   try {
-    return unwrapDataKey(eph, jwe);
+    return rt().unwrapDataKey(eph, jwe);
   } catch (cause) {
     if (cause instanceof SealedTensorsError) throw cause;
     throw new ProtocolError(`the broker's release of key "${keyId}" could not be opened (${(cause as Error)?.message ?? String(cause)})`, { cause });
@@ -495,7 +507,7 @@ function checkOptions(options: EnclaveSessionOptions): string[] {
   } catch {
     // RcarClient says what is wrong with it
   }
-  if (url) checkBrokerTransport(url, options);
+  if (url) rt().checkBrokerTransport(url, options);
   if (options.brokerIssuer !== undefined && (typeof options.brokerIssuer !== 'string' || options.brokerIssuer.length === 0 || options.brokerIssuer.length > 256)) {
     throw new InvalidArgumentError('brokerIssuer must be a non-empty string of at most 256 characters');
   }
@@ -529,8 +541,8 @@ async function checkToken(
   pinned: PinnedBrokerKeys | undefined,
   issuer: string | undefined,
 ): Promise<{ expiresAt: Date; verdict: SessionVerdict; signer?: CheckedToken['signer'] }> {
-  const { payload, signer } = await verifyBrokerToken(token, pinned, issuer);
-  const bound = parsePublicJwk(teePubkeyOfToken(payload));
+  const { payload, signer } = await rt().verifyBrokerToken(token, pinned, issuer);
+  const bound = rt().parsePublicJwk(rt().teePubkeyOfToken(payload));
   if (!sameKey(bound, ours)) {
     throw new ProtocolError("the broker's attestation token names another session key (tee-pubkey): it was not issued for this session");
   }
@@ -552,7 +564,7 @@ async function checkToken(
   };
   // The broker's appraisal of each device (submods gpu0, gpu1, ...), for session.info; informative only.
   const devices = Object.entries(submods)
-    .filter(([name, sub]) => DEVICE_SUBMOD.test(name) && typeof sub === 'object' && sub !== null)
+    .filter(([name, sub]) => rt().DEVICE_SUBMOD.test(name) && typeof sub === 'object' && sub !== null)
     .map(([name, sub]): NonNullable<SessionVerdict['devices']>[number] => {
       const s = sub as Record<string, unknown>;
       const ae = (s['ear.veraison.annotated-evidence'] ?? {}) as Record<string, unknown>;
@@ -591,7 +603,7 @@ async function resolveSource(source: string | URL | SealedSource, options: Sessi
   }
   if (httpOptions && src instanceof FileSealedSource) throw new InvalidArgumentError('ca, headers and allowHttp apply to an http(s) URL, not to a path');
   // A folder resolves to its one sealed index, so the header checked is the one the reader opens.
-  return src instanceof FileSealedSource ? new FileSealedSource(await resolveSealedModelPath(src.path)) : src;
+  return src instanceof FileSealedSource ? new FileSealedSource(await rt().resolveSealedModelPath(src.path)) : src;
 }
 
 /** Resolves with `promise`, or rejects with the signal's reason as soon as it aborts. */

@@ -67,3 +67,30 @@ describe('sealedOpen paths', () => {
     }
   });
 });
+
+// The native path's header digests and digest compares (instead of node:crypto, see native-file.ts).
+describe('sha256 and timingSafeEqual', () => {
+  it('hash the parts as one message, and compare like node:crypto', async () => {
+    const addon = loadAddon();
+    const { createHash, timingSafeEqual } = await import('node:crypto');
+    const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+    expect(toHex(addon.sha256([enc('abc')]))).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad'); // FIPS 180-2 B.1
+    expect(toHex(addon.sha256([]))).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+    const big = Uint8Array.from({ length: 100_000 }, (_, i) => (i * 31) & 0xff);
+    const parts = [big.subarray(0, 1), big.subarray(1, 4096), new Uint8Array(0), big.subarray(4096)];
+    expect(toHex(addon.sha256(parts))).toBe(createHash('sha256').update(big).digest('hex'));
+    const a = addon.sha256([enc('x')]);
+    for (const b of [a.slice(), addon.sha256([enc('y')]), a.subarray(0, 31), new Uint8Array(0)]) {
+      expect(addon.timingSafeEqual(a, b)).toBe(a.length === b.length && timingSafeEqual(a, b));
+    }
+    expect(addon.timingSafeEqual(new Uint8Array(0), new Uint8Array(0))).toBe(true);
+  });
+
+  it('refuse what is not bytes with a typed error', () => {
+    const addon = loadAddon();
+    for (const bad of [undefined, 'abc', [new Uint16Array(2)], [Buffer.from('a').buffer]]) {
+      expect(() => addon.sha256(bad as unknown as Uint8Array[]), String(bad)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }));
+    }
+    expect(() => addon.timingSafeEqual(new Uint8Array(1), 'a' as unknown as Uint8Array)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }));
+  });
+});

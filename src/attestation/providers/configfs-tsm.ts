@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { nodeCrypto } from '../../crypto-builtin.js';
 import * as nodeFs from 'node:fs/promises';
 import { join } from 'node:path';
 import { IoError, NoTeeError } from '../../errors.js';
@@ -59,7 +59,7 @@ export async function tsmReport(reportData: Uint8Array, opts: TsmOptions = {}): 
   assertBytes(reportData, 'reportData', 64);
   const fs = opts.fs ?? realFs;
   const root = opts.root ?? CONFIGFS_TSM_REPORT;
-  const entry = join(root, `sealed-tensors-${process.pid}-${randomBytes(6).toString('hex')}`);
+  const entry = join(root, `sealed-tensors-${process.pid}-${nodeCrypto().randomBytes(6).toString('hex')}`);
   try {
     await fs.mkdir(entry);
   } catch (err) {

@@ -1,4 +1,5 @@
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { nodeCrypto } from '../../crypto-builtin.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { assertBytes } from '../../bytes.js';
 import { SIMULATED_MAGIC, SIMULATED_VERSION } from '../verifiers/simulated.js';
@@ -29,14 +30,14 @@ export class SimulatedTee implements EvidenceProvider {
   private readonly now: () => Date;
 
   constructor(opts: SimulatedTeeOptions = {}) {
-    this.rootKey = opts.rootKey ?? generateKeyPairSync('ed25519').privateKey;
+    this.rootKey = opts.rootKey ?? nodeCrypto().generateKeyPairSync('ed25519').privateKey;
     if (this.rootKey.asymmetricKeyType !== 'ed25519' || this.rootKey.type !== 'private') {
       throw new InvalidArgumentError('SimulatedTee rootKey must be an Ed25519 private key');
     }
-    this.rootPublicKeyDer = new Uint8Array(createPublicKey(this.rootKey).export({ format: 'der', type: 'spki' }));
-    this.rootFingerprint = createHash('sha256').update(this.rootPublicKeyDer).digest('hex');
+    this.rootPublicKeyDer = new Uint8Array(nodeCrypto().createPublicKey(this.rootKey).export({ format: 'der', type: 'spki' }));
+    this.rootFingerprint = nodeCrypto().createHash('sha256').update(this.rootPublicKeyDer).digest('hex');
     if (opts.measurement !== undefined) assertBytes(opts.measurement, 'measurement', 48);
-    this.measurement = opts.measurement ?? new Uint8Array(createHash('sha384').update('sealed-tensors simulated TEE').digest());
+    this.measurement = opts.measurement ?? new Uint8Array(nodeCrypto().createHash('sha384').update('sealed-tensors simulated TEE').digest());
     this.debug = opts.debug ?? false;
     this.now = opts.now ?? (() => new Date());
   }
@@ -44,7 +45,7 @@ export class SimulatedTee implements EvidenceProvider {
   /** Reads a PEM/DER Ed25519 private key, as `attest report --simulated --simulated-key FILE` does. */
   static keyFrom(data: Uint8Array | string): KeyObject {
     try {
-      const k = typeof data === 'string' || data[0] === 0x2d ? createPrivateKey(Buffer.from(data)) : createPrivateKey({ key: Buffer.from(data), format: 'der', type: 'pkcs8' });
+      const k = typeof data === 'string' || data[0] === 0x2d ? nodeCrypto().createPrivateKey(Buffer.from(data)) : nodeCrypto().createPrivateKey({ key: Buffer.from(data), format: 'der', type: 'pkcs8' });
       return k;
     } catch (err) {
       throw new InvalidArgumentError('simulated root key must be an Ed25519 private key in PEM or PKCS#8 DER', { cause: err });
@@ -62,7 +63,7 @@ export class SimulatedTee implements EvidenceProvider {
     header.set(reportData, 72);
     header.writeUInt16LE(this.rootPublicKeyDer.length, 136);
     const signed = Buffer.concat([header, this.rootPublicKeyDer]);
-    const signature = sign(null, signed, this.rootKey);
+    const signature = nodeCrypto().sign(null, signed, this.rootKey);
     return new Uint8Array(Buffer.concat([signed, signature]));
   }
 }

@@ -1,4 +1,4 @@
-import { createHash, createPublicKey, verify as cryptoVerify } from 'node:crypto';
+import { nodeCrypto } from '../../crypto-builtin.js';
 import { EvidenceChainError, EvidenceFormatError, EvidenceSignatureError } from '../../errors.js';
 import { ByteReader, hex } from '../bin.js';
 import { rootSet } from '../roots.js';
@@ -65,7 +65,7 @@ export function parseSimulatedEvidence(bytes: Uint8Array): SimulatedEvidence {
     measurement,
     reportData,
     rootPublicKey,
-    rootFingerprint: createHash('sha256').update(rootPublicKey).digest('hex'),
+    rootFingerprint: nodeCrypto().createHash('sha256').update(rootPublicKey).digest('hex'),
     signature,
     signed,
   };
@@ -76,12 +76,12 @@ export function verifySimulatedEvidence(bytes: Uint8Array, opts: VerifyOptions =
   const checks: Check[] = [];
   let key;
   try {
-    key = createPublicKey({ key: Buffer.from(ev.rootPublicKey), format: 'der', type: 'spki' });
+    key = nodeCrypto().createPublicKey({ key: Buffer.from(ev.rootPublicKey), format: 'der', type: 'spki' });
   } catch (err) {
     throw new EvidenceFormatError('simulated evidence root public key is not an SPKI DER key', { cause: err });
   }
   if (key.asymmetricKeyType !== 'ed25519') throw new EvidenceFormatError('simulated evidence root key must be Ed25519');
-  if (!cryptoVerify(null, ev.signed, key, ev.signature)) {
+  if (!nodeCrypto().verify(null, ev.signed, key, ev.signature)) {
     throw new EvidenceSignatureError('simulated evidence signature does not verify with its root key: the evidence was modified');
   }
   checks.push({ check: 'simulated.signature', ok: true, detail: 'Ed25519 signature by the simulated root key (SIMULATED, not hardware)' });
