@@ -189,7 +189,9 @@ class NvmlAttestWorker : public PromiseWorker {
 };
 
 Napi::Value NvmlGpuAttestation(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::Uint8Array>().ElementLength() != 32) {
+  // A Uint8Array exactly: another typed array of 32 elements is not these 32 bytes (its element count is checked, not its bytes).
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+      info[0].As<Napi::Uint8Array>().ElementLength() != 32) {
     throw Napi::TypeError::New(info.Env(), "nonce must be a 32-byte Uint8Array");
   }
   Napi::Uint8Array a = info[0].As<Napi::Uint8Array>();

@@ -150,14 +150,19 @@ function checkValidity(cert: X509Certificate, opts: ChainOptions): void {
   }
 }
 
-function signedBy(child: X509Certificate, issuer: X509Certificate): boolean {
+/**
+ * `verified` collects the links this call verified by signature; verifyChain remembers them only
+ * when the chain ends at a pinned root, so links anyone can mint (their own self-signed root)
+ * never push the pinned chains' links out of the bounded cache.
+ */
+function signedBy(child: X509Certificate, issuer: X509Certificate, verified: [X509Certificate, X509Certificate][]): boolean {
   try {
     if (!child.checkIssued(issuer)) return false;
     // The signature over these exact bytes by this exact key was verified before (link-cache.ts);
     // validity, pins and CA flags are still checked by verifyChain on every call.
     if (signatureLinks.has(child, issuer)) return true;
     const ok = child.verify(issuer.publicKey);
-    if (ok) signatureLinks.add(child, issuer);
+    if (ok) verified.push([child, issuer]);
     return ok;
   } catch {
     return false;
@@ -171,17 +176,21 @@ function signedBy(child: X509Certificate, issuer: X509Certificate): boolean {
  */
 export function verifyChain(leaf: X509Certificate, pool: readonly X509Certificate[], opts: ChainOptions): X509Certificate[] {
   const path: X509Certificate[] = [leaf];
+  const verified: [X509Certificate, X509Certificate][] = [];
   let current = leaf;
   for (let depth = 0; depth < 10; depth++) {
     checkValidity(current, opts);
     const fp = fingerprint(current);
-    if (signedBy(current, current)) {
-      if (opts.trustedRoots.has(fp)) return path;
+    if (signedBy(current, current, verified)) {
+      if (opts.trustedRoots.has(fp)) {
+        for (const [child, issuer] of verified) signatureLinks.add(child, issuer);
+        return path;
+      }
       throw new EvidenceChainError(
         `${opts.what}: the chain ends at ${describe(current)} with SHA-256 ${fp}, which is not a pinned root; ${opts.hint}`,
       );
     }
-    const issuer = pool.find((c) => !path.includes(c) && signedBy(current, c));
+    const issuer = pool.find((c) => !path.includes(c) && signedBy(current, c, verified));
     if (!issuer) {
       const named = pool.some((c) => current.checkIssued(c));
       throw new EvidenceChainError(

@@ -146,7 +146,15 @@ export class VerifyPool {
         bestIndex = i;
       }
     }
-    const slot = best ?? this.spawn(bestIndex);
+    let slot: Slot;
+    try {
+      slot = best ?? this.spawn(bestIndex);
+    } catch (err) {
+      // new Worker throws for some failures (an unusable script URL, workerData it cannot clone):
+      // still a typed "not verified", as a rejection, never an untyped throw out of verify().
+      this.onError(err);
+      return Promise.reject(new VerifierUnavailableError(`the verifier thread could not be started (${(err as Error).message}); the evidence was not verified`));
+    }
     const id = this.nextId++;
     return new Promise<PoolResult>((resolve, reject) => {
       const timer = setTimeout(() => this.retire(slot, `the verifier thread did not answer within ${this.timeoutMs} ms`), this.timeoutMs);

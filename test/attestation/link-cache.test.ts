@@ -53,6 +53,21 @@ describe('verified signature links (the chain cache)', () => {
     expect(signatureLinks.size).toBe(size);
   });
 
+  it('links of a chain that ends at a root that is not pinned are not remembered (anyone can make such a chain)', async () => {
+    signatureLinks.clear();
+    // Every signature here verifies, but the chain ends at a root this call does not pin: links
+    // anyone can mint (a self-signed certificate of their own) would otherwise push the pinned
+    // chains' links out of the bounded cache, request after request.
+    const err = await typedError(() => verifyChain(vlek, chain, opts(INSIDE, genoaArk)), ['ERR_EVIDENCE_CHAIN']);
+    expect(err.message).toMatch(/not a pinned root/);
+    expect(signatureLinks.size).toBe(0);
+    await typedError(() => verifyChain(genoaArk, [genoaArk], opts(INSIDE)), ['ERR_EVIDENCE_CHAIN']);
+    expect(signatureLinks.size).toBe(0);
+    // A chain that does end at a pinned root is remembered, link by link.
+    verifyChain(vlek, chain, opts(INSIDE));
+    expect(signatureLinks.size).toBe(3);
+  });
+
   it('is bounded: the least recently used link goes first', () => {
     const all = [...chain, ...certs('sev-snp/ask_ark_genoa.pem', 'sev-snp/ask_ark_milan.pem', 'sev-snp/gsg_milan_vcek.der')];
     const pool = all.filter((c, i) => all.findIndex((d) => fingerprint(d) === fingerprint(c)) === i); // the Milan ARK is in two files

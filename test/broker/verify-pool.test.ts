@@ -50,6 +50,22 @@ describe('verifier pool: no answer is never an accept', () => {
     await expect(pool.verify(job())).rejects.toThrow(/closed/);
   });
 
+  it('a thread that cannot be started (new Worker throws) rejects with VerifierUnavailableError, not a synchronous throw', async () => {
+    const errors: unknown[] = [];
+    const pool = new VerifyPool({ issuers: [] }, { threads: 1, workerUrl: new URL('http://127.0.0.1:9/verify-worker.js'), onError: (e) => errors.push(e) });
+    try {
+      let p: Promise<unknown> | undefined;
+      expect(() => {
+        p = pool.verify(job());
+      }).not.toThrow();
+      await expect(p).rejects.toBeInstanceOf(VerifierUnavailableError);
+      await expect(p).rejects.toThrow(/could not be started.*not verified/);
+      expect(errors).toHaveLength(1);
+    } finally {
+      await pool.close();
+    }
+  });
+
   it('refuses a thread count out of range', () => {
     for (const threads of [0, 17, 1.5]) expect(() => new VerifyPool({ issuers: [] }, { threads })).toThrow(/from 1 to 16/);
   });
