@@ -16,7 +16,7 @@ import {
   TAG_LENGTH,
   TABLE_LENGTH_PREFIX,
 } from '../format/constants.js';
-import { encodeHeader, headerLength, parseHeader, validateChunkSize, validateKeyId, type PublicHeader } from '../format/header.js';
+import { encodeHeader, headerLength, validateChunkSize, validateKeyId, type PublicHeader } from '../format/header.js';
 import { chunkCount, chunkFileOffset, chunkPlainLength, type Layout } from '../format/layout.js';
 import { encodeIndexTable, encodeTensorTable, type IndexTable } from '../format/table.js';
 import { padTable, padmeLength, tableBucket } from '../format/padding.js';
@@ -265,7 +265,8 @@ async function writeSealedFile(
     payloadLength,
     bundleId: placement.bundleId,
     salt,
-    keyCommitment: keys.commitment,
+    // A copy: keys.destroy() wipes keys.commitment, and the summary hands this header out.
+    keyCommitment: keys.commitment.slice(),
     keyId: o.keyId,
   };
   const headerBytes = encodeHeader(header);
@@ -363,7 +364,7 @@ async function writeSealedFileNative(
   salt: Uint8Array,
 ): Promise<SealedFileSummary> {
   // The commitment is filled in by the addon: the JS side never holds a subkey.
-  const template = encodeHeader({
+  const header: PublicHeader = {
     version: FORMAT_VERSION,
     suite: o.suite,
     kind: placement.kind,
@@ -376,7 +377,8 @@ async function writeSealedFileNative(
     salt,
     keyCommitment: new Uint8Array(32),
     keyId: o.keyId,
-  });
+  };
+  const template = encodeHeader(header);
   const tempPath = partialPath(outputPath);
   const out = await openOrThrow(tempPath, 'wx');
   let sealer: NativeSealer | null = null;
@@ -418,7 +420,8 @@ async function writeSealedFileNative(
     await out.sync();
     await out.close();
     await commitFile(tempPath, outputPath, o.overwrite);
-    const { header } = parseHeader(headerBytes);
+    header.keyCommitment = new Uint8Array(headerBytes.subarray(88, 120));
+    if (Buffer.compare(encodeHeader(header), headerBytes) !== 0) throw new Error('the addon changed more of the header than its key commitment (sealer bug)');
     const headerDigest = o.backend.sha256().update(headerBytes).digest();
     const shas = plan.tensors.map((_, i) => sha256!.subarray(32 * i, 32 * i + 32));
     return { path: outputPath, header, headerDigest: toHex(headerDigest), ...tensorShas(plan, shas) };
