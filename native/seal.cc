@@ -35,9 +35,7 @@
 namespace sealed {
 namespace {
 
-constexpr size_t kSubBlock = 256 * 1024;
-constexpr size_t kPiece = 32 * 1024;
-constexpr size_t kMaxBufferedChunk = 32u << 20;
+constexpr size_t kSubBlock = kDefaultSubBlock;
 
 uint16_t Le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
 uint32_t Le32(const uint8_t* p) { return Le16(p) | static_cast<uint32_t>(Le16(p + 2)) << 16; }
@@ -103,6 +101,7 @@ class PayloadJob : public PromiseWorker {
   ~PayloadJob() override {
     std::lock_guard<std::mutex> lock(s_->mutex);
     s_->busy = false;
+    if (s_->done) s_->Release();  // abort() came while this job ran
   }
 
  protected:
