@@ -46,7 +46,8 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
             keyId: key.id,
             suite: SUITE_NAMES[suite],
             chunkSize,
-            files: files.map((f) => ({ path: f.path, payloadLength: f.header.payloadLength, headerDigest: f.headerDigest })),
+            // Each tensor's plain SHA-256, as `verify --json` prints it: compare a sealed model with its source.
+            files: files.map((f) => ({ path: f.path, payloadLength: f.header.payloadLength, headerDigest: f.headerDigest, ...(f.tensors ? { tensors: f.tensors } : {}) })),
             seconds,
           });
         } else {
