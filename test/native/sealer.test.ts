@@ -88,6 +88,16 @@ describe('the native sealer writes the bytes the TypeScript sealer writes', () =
     for (const n of natives) expect(n.bytes.equals(ts!.bytes)).toBe(true);
   }, 120_000);
 
+  it('4 MiB chunks on 3 threads: under an 8 MiB RLIMIT_MEMLOCK (unprivileged) some threads fall back to sub-block buffers, same bytes', async () => {
+    const input = join(dir, 'default-chunks.safetensors');
+    writeSafetensors(input, [
+      { name: 'a', dtype: 'U8', shape: [(6 << 20) + 7] },
+      { name: 'b', dtype: 'U8', shape: [(7 << 20) + 3] },
+    ]);
+    const [ts, ...natives] = await sealEach(input, { chunkSize: 4 << 20 }, ENGINES);
+    for (const n of natives) expect(n.bytes.equals(ts!.bytes)).toBe(true);
+  }, 120_000);
+
   it('a sharded model: every shard and the index, byte for byte', async () => {
     const { path } = makeShardedModel(dir, 'sharded-src');
     const s = ++seed;
