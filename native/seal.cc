@@ -4,9 +4,11 @@
 // locked secure memory, leaf-hashed and encrypted in place in L1-sized pieces (each piece hashed
 // just before it is encrypted, while hot), and the ciphertext and tag are pwritten at the chunk's
 // final offset in the output. The plain SHA-256 of each tensor needs its bytes in payload order:
-// with a whole-chunk buffer a worker reads its chunk in parallel and only waits for its turn to
-// feed the plain hashes; where RLIMIT_MEMLOCK allows no such buffer, it takes its turn for the
-// whole chunk instead. The table and header are written last (finish), by the caller's order.
+// with a whole-chunk buffer a worker reads, leaf-hashes and encrypts its chunk in parallel with the
+// others, the ciphertext going to a second (ordinary: ciphertext is public) buffer so the
+// plaintext stays for the plain hashes, fed when the chunk's turn comes: two passes over the
+// chunk, not three. Where RLIMIT_MEMLOCK allows no whole-chunk buffer, a worker takes its turn for
+// the whole chunk and encrypts in place. The table and header are written last (finish).
 //
 // Keys: the data key comes from a key handle; the key commitment, table key and payload key are
 // derived here into secure memory and never leave the addon.
@@ -193,10 +195,11 @@ class PayloadJob : public PromiseWorker {
       }
     }
     if (!scratch) scratch = SecureRegion::Allocate(std::min<size_t>(kSubBlock, s.out.chunk_size));
+    std::vector<uint8_t> cipher_out(buffered && s.plain_sha ? s.out.chunk_size : 0);
     while (!s.stop.load(std::memory_order_relaxed)) {
       const uint64_t c = next_.fetch_add(1);
       if (c >= s.out.chunk_count) break;
-      SealChunk(c, cipher.ctx, md.ctx, scratch->data(), buffered);
+      SealChunk(c, cipher.ctx, md.ctx, scratch->data(), buffered, cipher_out.data());
     }
   }
 
@@ -220,7 +223,8 @@ class PayloadJob : public PromiseWorker {
     if (from_file < n) std::memset(buf + from_file, 0, n - from_file);
   }
 
-  void SealChunk(uint64_t c, EVP_CIPHER_CTX* cctx, EVP_MD_CTX* md, uint8_t* scratch, bool buffered) {
+  // `cout`: with buffered plain hashes, where the ciphertext goes (the plaintext stays in scratch).
+  void SealChunk(uint64_t c, EVP_CIPHER_CTX* cctx, EVP_MD_CTX* md, uint8_t* scratch, bool buffered, uint8_t* cout) {
     SealState& s = *s_;
     const FileState& f = s.out;
     const uint64_t cs_start = c * f.chunk_size;
@@ -241,28 +245,18 @@ class PayloadJob : public PromiseWorker {
     while (r_hi < nr && s.begin[r_hi] < cs_end) ++r_hi;
 
     const bool plain_inline = s.plain_sha && !buffered;
+    const bool plain_after = s.plain_sha && buffered;
     if (plain_inline && !turns_.Await(c)) return;
-    if (s.plain_sha && buffered) {
-      // Read the chunk (in parallel with the other threads), then feed the plain hashes in order.
-      for (size_t off = 0; off < len; off += kSubBlock) ReadPlain(scratch + off, std::min(kSubBlock, len - off), cs_start + off);
-      if (!turns_.Await(c)) return;
-      for (size_t r = r_lo; r < r_hi; ++r) {
-        const uint64_t a = std::max(s.begin[r], cs_start), e = std::min(s.end[r], cs_end);
-        if (a < e && EVP_DigestUpdate(plain_[r]->ctx, scratch + (a - cs_start), e - a) != 1) {
-          throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
-        }
-      }
-      turns_.Pass(c);
-    }
     size_t cursor = r_lo;
     for (size_t off = 0; off < len; off += kSubBlock) {
       const size_t n = std::min(kSubBlock, len - off);
       uint8_t* buf = buffered ? scratch + off : scratch;
-      if (!(s.plain_sha && buffered)) ReadPlain(buf, n, cs_start + off);
+      uint8_t* to = plain_after ? cout + off : buf;
+      ReadPlain(buf, n, cs_start + off);
       for (size_t p = 0; p < n; p += kPiece) {
         const size_t m = std::min(kPiece, n - p);
         Leaves(c, cs_start, cs_end, cs_start + off + p, buf + p, m, cursor, r_hi, md, plain_inline);
-        if (EVP_EncryptUpdate(cctx, buf + p, &outl, buf + p, static_cast<int>(m)) != 1 || outl != static_cast<int>(m)) {
+        if (EVP_EncryptUpdate(cctx, to + p, &outl, buf + p, static_cast<int>(m)) != 1 || outl != static_cast<int>(m)) {
           throw SealedError("ERR_UNSUPPORTED", "encrypt failed");
         }
       }
@@ -272,8 +266,19 @@ class PayloadJob : public PromiseWorker {
     if (EVP_EncryptFinal_ex(cctx, tag, &outl) != 1 || EVP_CIPHER_CTX_ctrl(cctx, EVP_CTRL_AEAD_GET_TAG, kTagBytes, tag) != 1) {
       throw SealedError("ERR_UNSUPPORTED", "encrypt failed");
     }
+    if (plain_after) {
+      // The plaintext is still in scratch: feed the plain hashes in payload order.
+      if (!turns_.Await(c)) return;
+      for (size_t r = r_lo; r < r_hi; ++r) {
+        const uint64_t a = std::max(s.begin[r], cs_start), e = std::min(s.end[r], cs_end);
+        if (a < e && EVP_DigestUpdate(plain_[r]->ctx, scratch + (a - cs_start), e - a) != 1) {
+          throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
+        }
+      }
+      turns_.Pass(c);
+    }
     if (buffered) {
-      struct iovec iov[2] = {{scratch, len}, {tag, kTagBytes}};
+      struct iovec iov[2] = {{plain_after ? cout : scratch, len}, {tag, kTagBytes}};
       PwriteAll(f.fd, iov, 2, file_off, f.path);
     } else {
       PwriteFull(f.fd, tag, kTagBytes, file_off + len, f.path);

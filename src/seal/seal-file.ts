@@ -91,6 +91,8 @@ export interface ResolvedOptions {
   randomBytes: RandomSource;
   engine: SealEngine;
   threads: number;
+  /** Compute each tensor's plain SHA-256 (the summary's `tensors`); internal, on by default (benchmarks turn it off to show its cost). */
+  plainSha256: boolean;
 }
 
 export function resolveSealOptions(o: SealOptions, randomBytes: RandomSource = systemRandom, engine: SealEngine = 'auto'): ResolvedOptions {
@@ -120,6 +122,7 @@ export function resolveSealOptions(o: SealOptions, randomBytes: RandomSource = s
     // A caller's own backend means the TypeScript sealer: that is what it asked to run.
     engine: o.backend && engine === 'auto' ? 'typescript' : engine,
     threads,
+    plainSha256: true,
   };
 }
 
@@ -282,7 +285,7 @@ async function writeSealedFile(
   let pendingWrite: Promise<void> = Promise.resolve();
   try {
     const digests = plan.tensors.map(() => new TensorDigest(o.backend));
-    const plainDigests = plan.tensors.map(() => o.backend.sha256());
+    const plainDigests = o.plainSha256 ? plan.tensors.map(() => o.backend.sha256()) : null;
     const count = chunkCount(payloadLength, o.chunkSize);
     const readChunk = async (i: number): Promise<Uint8Array> => {
       const plain = plainBuffers[i % 2]!.subarray(0, chunkPlainLength(layout, i));
@@ -309,7 +312,7 @@ async function writeSealedFile(
         if (b > a) {
           digests[k]!.update(plain.subarray(a - start, b - start));
           digests[k]!.endLeaf();
-          plainDigests[k]!.update(plain.subarray(a - start, b - start));
+          plainDigests?.[k]!.update(plain.subarray(a - start, b - start));
         }
       }
       const sealed = o.backend.aeadSeal(o.suite, keys.payloadKey, chunkNonce(i, i === count - 1), headerDigest, plain);
@@ -331,7 +334,7 @@ async function writeSealedFile(
     await out.sync();
     await out.close();
     await commitFile(tempPath, outputPath, o.overwrite);
-    return { path: outputPath, header, headerDigest: toHex(headerDigest), ...tensorShas(plan, plainDigests.map((d) => d.digest())) };
+    return { path: outputPath, header, headerDigest: toHex(headerDigest), ...(plainDigests ? tensorShas(plan, plainDigests.map((d) => d.digest())) : {}) };
   } catch (err) {
     await pendingWrite.catch(() => {});
     await out.close().catch(() => {});
@@ -400,7 +403,7 @@ async function writeSealedFileNative(
           outputPath: tempPath,
           ranges,
           threads: o.threads,
-          plainSha256: plan.input !== undefined,
+          plainSha256: o.plainSha256 && plan.input !== undefined,
         }),
       );
     } finally {
@@ -423,8 +426,8 @@ async function writeSealedFileNative(
     header.keyCommitment = new Uint8Array(headerBytes.subarray(88, 120));
     if (Buffer.compare(encodeHeader(header), headerBytes) !== 0) throw new Error('the addon changed more of the header than its key commitment (sealer bug)');
     const headerDigest = o.backend.sha256().update(headerBytes).digest();
-    const shas = plan.tensors.map((_, i) => sha256!.subarray(32 * i, 32 * i + 32));
-    return { path: outputPath, header, headerDigest: toHex(headerDigest), ...tensorShas(plan, shas) };
+    const shas = sha256 ? plan.tensors.map((_, i) => sha256.subarray(32 * i, 32 * i + 32)) : null;
+    return { path: outputPath, header, headerDigest: toHex(headerDigest), ...(shas ? tensorShas(plan, shas) : {}) };
   } catch (err) {
     await out.close().catch(() => {});
     await removePartial(tempPath);
