@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
+import { nativeStatus } from '../../src/native/addon.js';
 import { resolveSealOptions, sealFileResolved, type SealEngine } from '../../src/seal/seal-file.js';
 import { SealedFileReader, type ReaderOptions } from '../../src/reader/sealed-file.js';
 import { MemorySource } from '../../src/reader/source.js';
@@ -37,7 +38,7 @@ let sealSeed = 0;
  * Seal a small model (several chunks of 4 KiB) and return the sealed bytes and the plaintext tensors.
  * By default it is sealed by both sealers, native and TypeScript, with the same salt and bundle id,
  * and the two files must be byte-identical: every test on the result holds for both. Without the
- * addon (SEALED_TENSORS_NATIVE=0) only the TypeScript sealer runs.
+ * addon (not built, or SEALED_TENSORS_NATIVE=0) only the TypeScript sealer runs.
  */
 export async function sealSmall(dir: string, name: string, key: Uint8Array, tensors = SMALL_MODEL, chunkSize = 4096, engine: SealEngine | 'both' = 'both') {
   const input = join(dir, `${name}.safetensors`);
@@ -45,7 +46,7 @@ export async function sealSmall(dir: string, name: string, key: Uint8Array, tens
   const data = writeSafetensors(input, tensors, { format: 'pt' });
   const seed = ++sealSeed;
   const options = (e: SealEngine) => resolveSealOptions({ dataKey: key, keyId: 'test-key', chunkSize, overwrite: true }, fixedRandom(seed), e);
-  const both = engine === 'both' && process.env['SEALED_TENSORS_NATIVE'] !== '0';
+  const both = engine === 'both' && nativeStatus().available;
   await sealFileResolved(input, output, options(engine === 'both' ? (both ? 'native' : 'typescript') : engine));
   const sealed = new Uint8Array(readFileSync(output));
   if (both) {
