@@ -81,6 +81,7 @@ struct SealState {
   std::mutex mutex;  // guards busy/done
   bool busy = false, done = false;
   std::atomic<bool> stop{false};
+  std::atomic<bool> payload_done{false};  // every chunk written: only then may the table and header follow
 
   ~SealState() {
     if (in_fd >= 0) close(in_fd);
@@ -143,6 +144,7 @@ class PayloadJob : public PromiseWorker {
         if (EVP_DigestFinal_ex(plain_[r]->ctx, sha_.data() + kHashBytes * r, &len) != 1) throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
       }
     }
+    s.payload_done = true;
   }
 
   Napi::Value Resolve(Napi::Env env) override {
@@ -417,6 +419,7 @@ class SealerObject : public Napi::ObjectWrap<SealerObject> {
       throw MakeError(env, "ERR_INVALID_ARGUMENT", "the table plaintext is " + std::to_string(t.ByteLength()) + " bytes, the header says " +
                                                        std::to_string(s_->out.table_length - kTagBytes));
     }
+    if (!s_->payload_done) throw MakeError(env, "ERR_INVALID_ARGUMENT", "finish() comes after a payload() that succeeded");
     std::unique_ptr<SecureRegion> table;
     try {
       table = SecureRegion::Allocate(s_->out.table_length);
