@@ -35,7 +35,7 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
       // Node's default SIGINT/SIGTERM/SIGHUP exit would leave the hidden .partial-* output behind.
       const stopCleanup = removePartialsOnSignals((signal) => ctx.io.stderr(`interrupted by ${signal}: removed the partial output, ${opts.output} is unchanged\n`));
       try {
-        const options = { dataKey: key.key, keyId: key.id, suite, chunkSize, padPayload: opts.padPayload ?? false, overwrite: opts.force ?? false, ...(opts.threads ? { threads: opts.threads } : {}) };
+        const options = { dataKey: key.key, keyId: key.id, suite, chunkSize, padPayload: opts.padPayload ?? false, overwrite: opts.force ?? false, ...(opts.threads ? { threads: opts.threads } : {}), tensorSha256: opts.json ?? false };
         const files = info.isDirectory()
           ? await sealModelDirectory(input, opts.output, options).then((m) => [...m.shards, m.index])
           : [await sealFile(input, opts.output, options)];

@@ -24,17 +24,17 @@ const dir = tempDir('st-sealer-');
 const CS = 4096;
 let seed = 1000;
 
-function options(engine: SealEngine, s: number, o: { suite?: SuiteId; chunkSize?: number; padPayload?: boolean; threads?: number } = {}) {
-  return resolveSealOptions({ dataKey: TEST_KEY, keyId: 'sealer-test', chunkSize: CS, overwrite: true, ...o }, fixedRandom(s), engine);
+function options(engine: SealEngine, s: number, o: { suite?: SuiteId; chunkSize?: number; padPayload?: boolean; threads?: number; tensorSha256?: boolean } = {}) {
+  return resolveSealOptions({ dataKey: TEST_KEY, keyId: 'sealer-test', chunkSize: CS, overwrite: true, tensorSha256: true, ...o }, fixedRandom(s), engine);
 }
 
 /** Seals `input` with each engine (same randomness); returns the bytes and summaries. */
-async function sealEach(input: string, o: Parameters<typeof options>[2], engines: { engine: SealEngine; threads?: number }[]) {
+async function sealEach(input: string, o: Parameters<typeof options>[2], engines: { engine: SealEngine; threads?: number; tensorSha256?: boolean }[]) {
   const s = ++seed;
   const out: { bytes: Buffer; summary: SealedFileSummary }[] = [];
-  for (const { engine, threads } of engines) {
+  for (const { engine, threads, tensorSha256 } of engines) {
     const path = join(dir, `out-${s}-${engine}-${threads ?? 0}.sealed`);
-    const summary = await sealFileResolved(input, path, options(engine, s, { ...o, ...(threads ? { threads } : {}) }));
+    const summary = await sealFileResolved(input, path, options(engine, s, { ...o, ...(threads ? { threads } : {}), ...(tensorSha256 === undefined ? {} : { tensorSha256 }) }));
     out.push({ bytes: readFileSync(path), summary: { ...summary, path: '' } });
   }
   return out;
@@ -55,11 +55,16 @@ describe('the native sealer writes the bytes the TypeScript sealer writes', () =
           ];
           const input = join(dir, `m-${suite}-${size}-${padPayload}.safetensors`);
           const data = writeSafetensors(input, specs);
-          const [ts, ...natives] = await sealEach(input, { suite, padPayload }, ENGINES);
+          // The last: without plain hashes (the default), which must not change a byte.
+          const [ts, ...rest] = await sealEach(input, { suite, padPayload }, [...ENGINES, { engine: 'native', tensorSha256: false }]);
+          const plain = rest.pop();
+          const natives = rest;
           for (const n of natives) {
             expect(n.bytes.equals(ts!.bytes), `size ${size}`).toBe(true);
             expect(n.summary).toEqual(ts!.summary);
           }
+          expect(plain!.bytes.equals(ts!.bytes)).toBe(true);
+          expect(plain!.summary.tensors).toBeUndefined();
           expect(ts!.summary.tensors).toEqual(specs.map((t) => ({ name: t.name, sha256: createHash('sha256').update(data.get(t.name)!).digest('hex') })));
           // And the reference reader opens it.
           const r = await SealedFileReader.open(new MemorySource(new Uint8Array(natives[0]!.bytes)), TEST_KEY);
