@@ -51,7 +51,7 @@ export interface SealOptions {
   /**
    * Also compute each tensor's plain SHA-256 (the summary's `tensors`), in the same pass. Off by
    * default: it hashes every byte a second time, which on CPUs whose SHA-256 is slower than their
-   * AES-GCM costs about a third of the sealing speed.
+   * AES-GCM costs about 40 % of the sealing speed.
    */
   tensorSha256?: boolean;
 }
