@@ -82,6 +82,12 @@ export interface BrokerOptions {
   /** Clock for expiries and evidence checks (tests). */
   now?: () => Date;
   verifyOptions?: BrokerVerifyOptions;
+  /**
+   * Verify primary evidence in this many worker threads (verify-pool.ts), so the signature and
+   * chain checks run beside the main thread's TLS and JOSE work. Absent: in the main thread.
+   * `workerUrl` is for tests; `timeoutMs` (default 30 s) denies a job a worker does not answer.
+   */
+  verifyThreads?: { threads: number; timeoutMs?: number; workerUrl?: URL };
   /** Where internal errors go (never to clients). Default: one line on stderr. */
   onError?: (err: unknown) => void;
 }
@@ -113,6 +119,7 @@ export interface ResolvedOptions {
   maxConnectionsPerClient: number;
   nowMs: () => number;
   verifyOptions: BrokerVerifyOptions;
+  verifyThreads: BrokerOptions['verifyThreads'];
   onError: (err: unknown) => void;
 }
 
@@ -203,6 +210,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
       return d.getTime();
     },
     verifyOptions: o.verifyOptions ?? {},
+    verifyThreads: o.verifyThreads,
     onError: o.onError ?? ((err) => process.stderr.write(`sealed-tensors broker: internal error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)),
   };
 }

@@ -7,7 +7,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { KBS_PATH_PREFIX } from '../protocol/messages.js';
+import { KBS_PATH_PREFIX, MAX_TOKEN_CHARS } from '../protocol/messages.js';
 import { CertificateCache } from './cert-cache.js';
 import { ChallengeTable } from './challenges.js';
 import { DenialGroups, type Group } from './denial-groups.js';
@@ -20,6 +20,7 @@ import { resolveOptions, type BrokerOptions } from './options.js';
 import { RateLimiter } from './rate-limit.js';
 import { SessionTable } from './sessions.js';
 import { prepareSigner } from './signer.js';
+import { poolStatics, VerifyPool } from './verify-pool.js';
 import type { AuditEvent } from './types.js';
 
 export type { BrokerOptions, BrokerSigningKey, BrokerVerifyOptions } from './options.js';
@@ -32,8 +33,11 @@ export interface RunningBroker {
   server: HttpServer | HttpsServer;
 }
 
-/** Node's default request header limit is 16 KiB; ours is the same, stated. */
-const MAX_HEADER_BYTES = 16 * 1024;
+/**
+ * Node's default request header limit (16 KiB) plus room for the longest Bearer token we issue (one
+ * submod per attested GPU: docs/PROTOCOL.md).
+ */
+const MAX_HEADER_BYTES = 16 * 1024 + MAX_TOKEN_CHARS;
 
 const pem = (v: string | Uint8Array): string | Buffer => (typeof v === 'string' ? v : Buffer.from(v));
 
@@ -67,6 +71,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     challenges: new ChallengeTable(opts.challengeTtlSeconds * 1000, opts.maxPendingChallenges),
     sessions: new SessionTable(opts.maxSessions),
     certificates: new CertificateCache(),
+    ...(opts.verifyThreads !== undefined ? { pool: new VerifyPool(poolStatics(opts.verifyOptions), { ...opts.verifyThreads, onError: opts.onError }) } : {}),
     secure: opts.tls !== undefined,
   };
   const limiter = new RateLimiter(opts.rateLimit);
@@ -211,6 +216,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       });
       server.closeIdleConnections();
     }).then(async () => {
+      await state.pool?.close();
       // Counts still held go to the log before close resolves.
       for (const g of malformed.drain()) await auditGroup(g);
     });

@@ -140,14 +140,20 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
     .requiredOption('--dir <DIR>', 'broker folder')
     .option('--listen <HOST:PORT>', "address to listen on (port 0 picks a free one); default: config.json's")
     .option('--allow-plain-http-on-loopback', 'plain HTTP instead of HTTPS, on a loopback address only (development)')
-    .action(async (opts: { dir: string; listen?: string; allowPlainHttpOnLoopback?: boolean }) => {
+    .option('--verify-threads <N>', 'verify evidence in N worker threads (1 to 16) beside the thread that serves requests; default: in that thread')
+    .action(async (opts: { dir: string; listen?: string; allowPlainHttpOnLoopback?: boolean; verifyThreads?: string }) => {
       const { openBrokerFolder, brokerOptions } = await import('../broker/folder.js');
       const { startBroker } = await import('../broker/server.js');
       const { IoError, SealedTensorsError } = await import('../errors.js');
+      let verifyThreads: number | undefined;
+      if (opts.verifyThreads !== undefined) {
+        verifyThreads = Number(opts.verifyThreads);
+        if (!/^\d+$/.test(opts.verifyThreads) || verifyThreads < 1 || verifyThreads > 16) throw new InvalidArgumentError(`--verify-threads must be an integer from 1 to 16, got ${JSON.stringify(opts.verifyThreads)}`);
+      }
       const b = await openBrokerFolder(opts.dir);
       let running;
       try {
-        const options = brokerOptions(b, { ...(opts.listen ? { listen: opts.listen } : {}), allowPlainHttpOnLoopback: opts.allowPlainHttpOnLoopback === true });
+        const options = brokerOptions(b, { ...(opts.listen ? { listen: opts.listen } : {}), allowPlainHttpOnLoopback: opts.allowPlainHttpOnLoopback === true, ...(verifyThreads ? { verifyThreads } : {}) });
         running = await startBroker(options).catch((err: unknown) => {
           if (err instanceof SealedTensorsError) throw err;
           throw new IoError(`cannot listen on ${options.host}:${options.port} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
