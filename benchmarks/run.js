@@ -4,8 +4,12 @@
 // the library's paths. Prints one table and writes it as JSON to benchmarks/results/.
 //
 // Options: --sizes 1,4 (GiB; fractions allowed)  --repeat 3  --dir PATH (keep and reuse the models)
+//          --only seal (native verify and the seal section only)  --tmpfs PATH (default /dev/shm)
+// Sealing: the native and TypeScript sealers to tmpfs and to disk (with their fsync), against
+// `dd conv=fsync` of the same bytes (the disk's limit) and `age -e`, interleaved in one run.
 // Figures, not tests: they swing +-30% run to run on shared machines; ratios are taken within a run.
 import { execFileSync, spawnSync } from 'node:child_process';
+import { unlinkSync } from 'node:fs';
 import { createDecipheriv, createHash, hkdfSync } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
@@ -24,6 +28,8 @@ const sizes = opt('sizes', '1,4').split(',').map((s) => Math.round(Number(s) * G
 const repeat = Number(opt('repeat', '3'));
 const keepDir = opt('dir', undefined);
 const cores = availableParallelism();
+const only = opt('only', 'all');
+const tmpfsDir = opt('tmpfs', '/dev/shm');
 
 if (!existsSync(join(root, 'dist', 'reader', 'native-file.js'))) {
   console.error('benchmarks need the built library: run `npm run build` (and `npm run build:native`) first');
@@ -36,6 +42,7 @@ const { importKey } = await import('../dist/native/key.js');
 const { SecureBuffer } = await import('../dist/native/secure-buffer.js');
 const { loadAddon, nativeStatus } = await import('../dist/native/addon.js');
 const { hkdfInfo } = await import('../dist/format/constants.js');
+const { resolveSealOptions, sealFileResolved } = await import('../dist/seal/seal-file.js');
 const addon = loadAddon();
 
 const dir = keepDir ?? join(tmpdir(), `sealed-tensors-bench-${process.pid}`);
@@ -67,6 +74,53 @@ async function measure(bytes, fn, after = () => {}, label = '') {
   }
   if (label) cpuPerRun.set(label, bytes / 1e6 / bestCpu);
   return bytes / 1e6 / best;
+}
+
+/**
+ * Seal-to-target figures, interleaved: each round runs every contender once in turn (outputs
+ * removed untimed between runs), so load on a shared machine hits them alike. Best of `repeat`
+ * rounds after one warm-up round. Every contender ends with its data on stable storage where the
+ * target has any: the sealers fsync, dd runs with conv=fsync; age does not sync (noted).
+ */
+async function sealRound(m, targets) {
+  const contenders = [];
+  for (const [where, folder] of targets) {
+    const out = join(folder, `bench-seal-${process.pid}`);
+    const clean = () => {
+      try {
+        unlinkSync(out);
+      } catch {}
+    };
+    const seal = (engine, tensorSha256 = false) => async () => {
+      const o = resolveSealOptions({ dataKey: new Uint8Array(dataKey), keyId: 'bench', overwrite: true, tensorSha256 }, undefined, engine);
+      await sealFileResolved(m.plain, out, o);
+    };
+    contenders.push([`nativeSeal.${where}`, seal('native'), clean]);
+    // With each tensor's plain SHA-256 too (seal --json): two SHA-256 passes per byte, as verify --json.
+    contenders.push([`nativeSealPlainSha.${where}`, seal('native', true), clean]);
+    contenders.push([`typescriptSeal.${where}`, seal('typescript'), clean]);
+    contenders.push([`ddFsync.${where}`, () => void execFileSync('dd', [`if=${m.plain}`, `of=${out}`, 'bs=4M', 'conv=fsync'], { stdio: 'ignore' }), clean]);
+    if (which('age')) {
+      const a = ageFiles(m.plain);
+      contenders.push([`ageEncrypt.${where}`, () => void execFileSync('age', ['-r', a.recipient, '-o', out, m.plain]), clean]);
+    }
+  }
+  const best = new Map();
+  for (let round = 0; round <= repeat; round++) {
+    for (const [name, fn, clean] of contenders) {
+      clean();
+      const c = process.cpuUsage();
+      const t = performance.now();
+      await fn();
+      const wall = performance.now() - t;
+      const cpu = process.cpuUsage(c);
+      clean();
+      if (round === 0) continue; // warm-up
+      const prev = best.get(name);
+      if (!prev || wall < prev.wall) best.set(name, { wall, cpu: (cpu.user + cpu.system) / 1000 });
+    }
+  }
+  return best;
 }
 
 function opensslSpeed(argv) {
@@ -139,8 +193,8 @@ function ageFiles(plain) {
   if (!existsSync(identity)) execFileSync('age-keygen', ['-o', identity], { stdio: 'ignore' });
   const recipient = /public key: (\S+)/.exec(readFileSync(identity, 'utf8'))[1];
   const out = `${plain}.age`;
-  if (!existsSync(out)) execFileSync('age', ['-r', recipient, '-o', out, plain]);
-  return { identity, out };
+  if (!existsSync(out) && only !== 'seal') execFileSync('age', ['-r', recipient, '-o', out, plain]);
+  return { identity, out, recipient };
 }
 
 /** Peak RSS (VmHWM) of a fresh process that streams `verify` over the file natively. */
@@ -190,6 +244,7 @@ for (const size of sizes) {
     console.error(`  ${k}: ${Number.isFinite(v) ? v.toFixed(2) + ' GB/s' : v}`);
   };
 
+  if (only !== 'seal') {
   note('preadAligned', await measure(m.sealedSize, () => preadAligned(m.sealed), undefined, 'preadAligned'));
   if (m.plainSize < 2 * GiB - 1) note('readFileSync', await measure(m.plainSize, () => void readFileSync(m.plain), undefined, 'readFileSync'));
   else note('readFileSync', 'n/a (readFileSync stops at 2 GiB)');
@@ -205,7 +260,8 @@ for (const size of sizes) {
     await r.verify();
     await r.close();
   }, undefined, 'referenceVerify'));
-  for (const threads of [...new Set([1, cores])]) {
+  }
+  for (const threads of only === 'seal' ? [cores] : [...new Set([1, cores])]) {
     const key = importKey(new Uint8Array(dataKey));
     const r = await NativeSealedFileReader.open(m.sealed, key, { threads });
     key.release();
@@ -213,14 +269,33 @@ for (const size of sizes) {
       const checks = await r.verify();
       if (!checks.every((c) => c.ok)) throw new Error('verify failed');
     }, undefined, `nativeVerify.t${threads}`));
+    if (threads === cores) {
+      // verify --json: plain SHA-256 too, as the sealer computes it.
+      note(`nativeVerifyPlainSha.t${threads}`, await measure(payload, async () => {
+        const checks = await r.verify({ plainSha256: true });
+        if (!checks.every((c) => c.ok)) throw new Error('verify failed');
+      }, undefined, `nativeVerifyPlainSha.t${threads}`));
+    }
     // Timed until every tensor is in secure memory and checked; the release (a wipe) is not timed,
     // as freeing readFileSync's buffer is not.
+    if (only !== 'seal') {
     note(`nativeLoadAll.t${threads}`, await measure(payload, () => r.loadAll(), (loaded) => loaded.release(), `nativeLoadAll.t${threads}`));
     // The same into one reused secure buffer: no fresh pages for the kernel to zero.
     const into = await SecureBuffer.allocateAsync(payload);
     note(`nativeLoadAllReuse.t${threads}`, await measure(payload, () => r.loadAll({ into }), undefined, `nativeLoadAllReuse.t${threads}`));
     into.release();
+    }
     r.close();
+  }
+  // Sealing, to tmpfs (memory: the sealer's own speed) and to disk (where the disk is the limit).
+  const targets = [];
+  if (existsSync(tmpfsDir)) targets.push(['tmpfs', tmpfsDir]);
+  targets.push(['disk', dir]);
+  console.error(`  sealing to ${targets.map(([w, d]) => `${w} (${d})`).join(' and ')}, interleaved ...`);
+  for (const [name, { wall, cpu }] of await sealRound(m, targets)) {
+    note(name, m.plainSize / 1e6 / wall);
+    // dd and age run as child processes, whose CPU time process.cpuUsage() does not see.
+    if (!/^(ddFsync|ageEncrypt)\./.test(name)) cpuPerRun.set(name, m.plainSize / 1e6 / cpu);
   }
   row.gbPerCpuSecond = Object.fromEntries(cpuPerRun);
   row.peakRssBytes.nativeVerify = peakRssOfVerify(m.sealed, cores);
@@ -244,6 +319,9 @@ results.ratios = results.models.map((row) => {
     verifyVsAge: { value: all / byName(row, 'ageDecrypt'), target: 2.2 },
     loadAllVsReadFileSync: { value: loadAll / byName(row, 'readFileSync'), target: 1.2 },
     loadAllReuseVsReadFileSync: { value: loadAllReuse / byName(row, 'readFileSync'), target: 1.2 },
+    nativeSealTmpfsVsNativeVerify: { value: byName(row, 'nativeSeal.tmpfs') / all, target: 0.8 },
+    nativeSealPlainShaTmpfsVsNativeVerifyPlainSha: { value: byName(row, 'nativeSealPlainSha.tmpfs') / byName(row, `nativeVerifyPlainSha.t${cores}`), target: 0.8 },
+    nativeSealDiskVsDdFsync: { value: byName(row, 'nativeSeal.disk') / byName(row, 'ddFsync.disk'), target: 0.9 },
   };
 });
 if (results.models.length >= 2) {

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "chunk_common.h"
 #include "crypto.h"
 #include "errors.h"
 #include "js_region.h"
@@ -33,12 +34,6 @@
 namespace sealed {
 namespace {
 
-// A sub-block (one pread) stays in L2 (512 KiB per core here); a piece (decrypt, then hash at
-// once) stays in L1. Measured differences between nearby values are within run-to-run noise.
-constexpr size_t kDefaultSubBlock = 256 * 1024;
-constexpr size_t kPiece = 32 * 1024;
-// Whole-chunk buffers for ordered plain SHA-256 only up to this chunk size (memory per thread).
-constexpr size_t kMaxBufferedChunk = 32u << 20;
 
 // preadv of [buf, n) followed by the 16-byte tag: one syscall for the common case.
 void PreadWithTag(int fd, uint8_t* buf, size_t n, uint8_t* tag, uint64_t off, const std::string& path) {
@@ -102,11 +97,10 @@ struct RunBaton {
   size_t sub_block = kDefaultSubBlock;
 
   // Derived
-  std::vector<uint64_t> first_chunk, leaf_base;
+  LeafPlan leaves;
   std::vector<uint64_t> chunks;  // the chunks to process, ascending
 
   // Outputs
-  std::vector<uint8_t> leaf_hashes;
   std::vector<uint8_t> digests;
   std::vector<uint8_t> plain_digests;
   std::vector<uint64_t> failed;
@@ -278,9 +272,8 @@ class RunState {
     const uint64_t cs_end = cs_start + len;
     const uint64_t file_off = f.ChunkFileOffset(c);
 
-    uint8_t nonce[kNonceBytes] = {};
-    for (int i = 0; i < 8; ++i) nonce[3 + i] = static_cast<uint8_t>(c >> (56 - 8 * i));
-    nonce[11] = c == f.chunk_count - 1 ? 1 : 0;
+    uint8_t nonce[kNonceBytes];
+    ChunkNonce(c, c == f.chunk_count - 1, nonce);
     int outl = 0;
     if (EVP_DecryptInit_ex2(cctx, nullptr, nullptr, nonce, nullptr) != 1 ||
         EVP_DecryptUpdate(cctx, nullptr, &outl, f.header_digest, kHashBytes) != 1) {
@@ -405,54 +398,26 @@ class RunState {
       }
       if (copy && b.dest) std::memcpy(b.dest + b.dest_off[r] + (a - b.begin[r]), buf + (a - pos), e - a);
       if (e == std::min(b.end[r], cs_end)) {
-        uint8_t* out = b.leaf_hashes.data() + kHashBytes * (b.leaf_base[r] + (c - b.first_chunk[r]));
+        uint8_t* out = b.leaves.Leaf(r, c);
         unsigned int len = 0;
         if (EVP_DigestFinal_ex(md, out, &len) != 1) throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
       }
     }
   }
 
-  // Set under the turn lock so a thread about to wait for its turn cannot miss the wake-up.
   void StopAll() {
-    {
-      std::lock_guard<std::mutex> lock(turn_mutex_);
-      abort_ = true;
-    }
-    turn_cv_.notify_all();
+    abort_ = true;
+    turns_.Stop();
   }
 
   // Chunk idx may start once chunk idx - 1 is done (plain SHA-256 mode). False when aborting.
-  bool AwaitTurn(size_t idx) {
-    std::unique_lock<std::mutex> lock(turn_mutex_);
-    turn_cv_.wait(lock, [&] { return turn_ == idx || abort_.load(); });
-    return !abort_.load();
-  }
-
-  void PassTurn(size_t idx) {
-    {
-      std::lock_guard<std::mutex> lock(turn_mutex_);
-      turn_ = idx + 1;
-    }
-    turn_cv_.notify_all();
-  }
+  bool AwaitTurn(size_t idx) { return turns_.Await(idx) && !abort_.load(); }
+  void PassTurn(size_t idx) { turns_.Pass(idx); }
 
   void Roots() {
     RunBaton& b = *b_;
     const size_t nr = b.begin.size();
-    b.digests.resize(kHashBytes * nr);
-    MdCtx root;
-    for (size_t r = 0; r < nr; ++r) {
-      const uint64_t len = b.end[r] - b.begin[r];
-      uint8_t head[9] = {0x01};
-      for (int i = 0; i < 8; ++i) head[1 + i] = static_cast<uint8_t>(len >> (8 * i));
-      const uint64_t leaves = len == 0 ? 0 : (b.end[r] - 1) / b.file->chunk_size - b.first_chunk[r] + 1;
-      unsigned int out_len = 0;
-      if (EVP_DigestInit_ex2(root.ctx, alg_.sha256, nullptr) != 1 || EVP_DigestUpdate(root.ctx, head, sizeof head) != 1 ||
-          EVP_DigestUpdate(root.ctx, b.leaf_hashes.data() + kHashBytes * b.leaf_base[r], kHashBytes * leaves) != 1 ||
-          EVP_DigestFinal_ex(root.ctx, b.digests.data() + kHashBytes * r, &out_len) != 1) {
-        throw SealedError("ERR_UNSUPPORTED", "SHA-256 failed");
-      }
-    }
+    b.leaves.Roots(alg_.sha256, b.begin, b.end, b.file->chunk_size, b.digests);
     if (b.plain_sha) {
       b.plain_digests.resize(kHashBytes * nr);
       for (size_t r = 0; r < nr; ++r) {
@@ -474,9 +439,7 @@ class RunState {
   std::atomic<bool> abort_{false};
   std::mutex mutex_;
   ErrorSlot fatal_;
-  std::mutex turn_mutex_;
-  std::condition_variable turn_cv_;
-  size_t turn_ = 0;
+  TurnGate turns_;
   std::vector<std::unique_ptr<MdCtx>> plain_;
 };
 
@@ -813,22 +776,14 @@ ParsedRun ParseRun(const Napi::CallbackInfo& info, std::shared_ptr<FileState> fi
 
   // Leaves: one per chunk a non-empty range touches (FORMAT.md section 6).
   const uint64_t cs = file->chunk_size;
-  b->first_chunk.resize(nr);
-  b->leaf_base.resize(nr);
-  uint64_t leaves = 0;
-  for (size_t r = 0; r < nr; ++r) {
-    b->first_chunk[r] = b->begin[r] / cs;
-    b->leaf_base[r] = leaves;
-    if (b->end[r] > b->begin[r]) leaves += (b->end[r] - 1) / cs - b->first_chunk[r] + 1;
-  }
-  b->leaf_hashes.resize(kHashBytes * leaves);
+  b->leaves.Plan(b->begin, b->end, cs);
   if (b->all_chunks) {
     b->chunks.resize(file->chunk_count);
     for (uint64_t c = 0; c < file->chunk_count; ++c) b->chunks[c] = c;
   } else {
     for (size_t r = 0; r < nr; ++r) {
       if (b->end[r] == b->begin[r]) continue;
-      uint64_t first = b->first_chunk[r], last = (b->end[r] - 1) / cs;
+      uint64_t first = b->leaves.first_chunk[r], last = (b->end[r] - 1) / cs;
       if (!b->chunks.empty() && b->chunks.back() >= first) first = b->chunks.back() + 1;
       for (uint64_t c = first; c <= last; ++c) b->chunks.push_back(c);
     }

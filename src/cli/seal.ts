@@ -8,7 +8,7 @@ import { removePartialsOnSignals } from '../seal/output.js';
 import { wipe } from '../bytes.js';
 import { SUITE_NAMES } from '../format/constants.js';
 import type { CommandContext } from './main.js';
-import { formatBytes, parseSize, parseSuite } from './options.js';
+import { formatBytes, parseSize, parseSuite, parseThreads } from './options.js';
 import { writeJson } from './io.js';
 
 export function registerSeal(program: Command, ctx: CommandContext): void {
@@ -22,8 +22,9 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
     .option('--chunk-size <SIZE>', 'payload chunk size, a multiple of 4KiB', '4MiB')
     .option('--pad-payload', 'pad the payload with zeros (Padmé, at most 12% more) so its public length hides the exact parameter count')
     .option('--force', 'replace OUT if it is earlier sealed output (never any other file or folder)')
+    .option('--threads <N>', 'sealing threads (native path; default: all cores)', parseThreads)
     .option('--json', 'print a JSON summary')
-    .action(async (input: string, opts: { output: string; key: string; suite: string; chunkSize: string; padPayload?: boolean; force?: boolean; json?: boolean }) => {
+    .action(async (input: string, opts: { output: string; key: string; suite: string; chunkSize: string; padPayload?: boolean; force?: boolean; json?: boolean; threads?: number }) => {
       const suite = parseSuite(opts.suite);
       const chunkSize = parseSize(opts.chunkSize, '--chunk-size');
       const info = await stat(input).catch((cause) => {
@@ -34,7 +35,7 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
       // Node's default SIGINT/SIGTERM/SIGHUP exit would leave the hidden .partial-* output behind.
       const stopCleanup = removePartialsOnSignals((signal) => ctx.io.stderr(`interrupted by ${signal}: removed the partial output, ${opts.output} is unchanged\n`));
       try {
-        const options = { dataKey: key.key, keyId: key.id, suite, chunkSize, padPayload: opts.padPayload ?? false, overwrite: opts.force ?? false };
+        const options = { dataKey: key.key, keyId: key.id, suite, chunkSize, padPayload: opts.padPayload ?? false, overwrite: opts.force ?? false, ...(opts.threads ? { threads: opts.threads } : {}), tensorSha256: opts.json ?? false };
         const files = info.isDirectory()
           ? await sealModelDirectory(input, opts.output, options).then((m) => [...m.shards, m.index])
           : [await sealFile(input, opts.output, options)];
@@ -46,7 +47,8 @@ export function registerSeal(program: Command, ctx: CommandContext): void {
             keyId: key.id,
             suite: SUITE_NAMES[suite],
             chunkSize,
-            files: files.map((f) => ({ path: f.path, payloadLength: f.header.payloadLength, headerDigest: f.headerDigest })),
+            // Each tensor's plain SHA-256, as `verify --json` prints it: compare a sealed model with its source.
+            files: files.map((f) => ({ path: f.path, payloadLength: f.header.payloadLength, headerDigest: f.headerDigest, ...(f.tensors ? { tensors: f.tensors } : {}) })),
             seconds,
           });
         } else {

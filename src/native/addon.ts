@@ -17,6 +17,7 @@ import {
   NotFoundError,
   ReleasedError,
   ResourceLimitError,
+  SafetensorsError,
   SealedTensorsError,
   TruncatedError,
   UnsupportedError,
@@ -158,8 +159,46 @@ export interface NativeSealedFile {
   readonly payloadLength: number;
 }
 
+/** What `sealBegin` takes: one output file's header and payload plan, the input's and output's open descriptors. */
+export interface NativeSealOptions {
+  /** The data key; the addon derives the key commitment and subkeys from it (FORMAT.md section 4). */
+  key: NativeKeyHandle;
+  /** The encoded public header; its key commitment bytes (88..120) are filled in by the addon. */
+  header: Uint8Array;
+  /** Descriptor of the safetensors input (duplicated by the addon) and its path, for messages. */
+  input: number;
+  inputPath: string;
+  /** The input's byte buffer; payload beyond `dataLength` is zero padding. */
+  dataStart: number;
+  dataLength: number;
+  /** Descriptor of the (partial) output file (duplicated by the addon) and its path. */
+  output: number;
+  outputPath: string;
+  /** [begin0, end0, ...] the tensors' payload ranges, ascending and disjoint: one digest each. */
+  ranges: Float64Array;
+  threads: number;
+  /** Also compute each range's plain SHA-256, in the same pass. */
+  plainSha256?: boolean;
+}
+
+/**
+ * One sealing run: `payload()` writes every chunk (pread plaintext into secure memory, leaf hashes
+ * and encryption in place, pwrite at its final offset, on `threads` threads); `finish(table)`
+ * encrypts the padded table plaintext and writes it and the header. Keys wiped by finish or abort.
+ */
+export interface NativeSealer {
+  /** The public header with its key commitment. */
+  readonly header: Uint8Array;
+  payload(): Promise<{ digests: Uint8Array; sha256?: Uint8Array }>;
+  /** The padded table plaintext (u32le(n) || json || zeros); wiped once copied into secure memory. */
+  finish(tablePlain: Uint8Array): Promise<void>;
+  /** Stops a running payload job at the next chunk; wipes the keys. Idempotent. */
+  abort(): void;
+}
+
 export interface NativeAddon {
   modules: string[];
+  sealBegin(options: NativeSealOptions): NativeSealer;
   secureAlloc(size: number): ArrayBuffer;
   /** The same, locked and populated on the threadpool. */
   secureAllocAsync(size: number): Promise<ArrayBuffer>;
@@ -315,6 +354,7 @@ const classes: Record<string, new (message: string, options?: { cause?: unknown 
   ERR_RESOURCE_LIMIT: ResourceLimitError,
   ERR_MEMLOCK: MemlockError,
   ERR_RELEASED: ReleasedError,
+  ERR_SAFETENSORS: SafetensorsError,
 };
 
 /** Turns an addon error ({ code, message }) into this library's error class; other values pass through. */

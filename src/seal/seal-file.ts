@@ -25,6 +25,8 @@ import { TensorDigest } from '../crypto/digest.js';
 import { deriveFileKeys } from '../crypto/file-keys.js';
 import { TABLE_NONCE, chunkNonce } from '../crypto/stream.js';
 import { openRegularFile } from '../regular-file.js';
+import { awaitNative, callNative, loadAddon, type NativeAddon, type NativeKeyHandle, type NativeSealer } from '../native/addon.js';
+import { availableParallelism } from 'node:os';
 import { checkFileOutput, commitFile, partialPath, removePartial } from './output.js';
 import { parseHeaderLength, parseSafetensorsHeader, type SafetensorsLayout } from './safetensors.js';
 
@@ -44,7 +46,22 @@ export interface SealOptions {
    * no longer gives the exact parameter count, only its rough size (docs/FORMAT.md section 5.3).
    */
   padPayload?: boolean;
+  /** Threads for the native sealer (default: every core). */
+  threads?: number;
+  /**
+   * Also compute each tensor's plain SHA-256 (the summary's `tensors`), in the same pass. Off by
+   * default: it hashes every byte a second time, which on CPUs whose SHA-256 is slower than their
+   * AES-GCM costs about 40 % of the sealing speed.
+   */
+  tensorSha256?: boolean;
 }
+
+/**
+ * Which sealer writes the payload: the addon's (plaintext only in locked memory, every core) when it
+ * loads and no custom `backend` was given, else the TypeScript one. Both write the same bytes.
+ * Internal: tests pin one to compare them; users get `auto`.
+ */
+export type SealEngine = 'auto' | 'native' | 'typescript';
 
 /**
  * Where salts and bundle ids come from. Not a public option: a constant source would repeat
@@ -65,6 +82,8 @@ export interface SealedFileSummary {
   path: string;
   header: PublicHeader;
   headerDigest: string;
+  /** With `tensorSha256`: each tensor's plain SHA-256 of its bytes (as in the source file), in payload order; absent for an index. */
+  tensors?: { name: string; sha256: string }[];
 }
 
 export interface ResolvedOptions {
@@ -76,9 +95,13 @@ export interface ResolvedOptions {
   backend: CryptoBackend;
   padPayload: boolean;
   randomBytes: RandomSource;
+  engine: SealEngine;
+  threads: number;
+  /** SealOptions.tensorSha256. */
+  plainSha256: boolean;
 }
 
-export function resolveSealOptions(o: SealOptions, randomBytes: RandomSource = systemRandom): ResolvedOptions {
+export function resolveSealOptions(o: SealOptions, randomBytes: RandomSource = systemRandom, engine: SealEngine = 'auto'): ResolvedOptions {
   // A JavaScript caller can still pass it: refuse rather than silently use the CSPRNG instead.
   if (Object.hasOwn(o, 'randomBytes')) {
     throw new InvalidArgumentError('randomBytes is not a seal option: salts and bundle ids always come from the system CSPRNG');
@@ -91,6 +114,8 @@ export function resolveSealOptions(o: SealOptions, randomBytes: RandomSource = s
   }
   const chunkSize = o.chunkSize ?? DEFAULT_CHUNK_SIZE;
   validateChunkSize(chunkSize);
+  const threads = o.threads ?? availableParallelism();
+  if (!Number.isInteger(threads) || threads < 1 || threads > 1024) throw new InvalidArgumentError(`threads must be an integer in [1, 1024], got ${String(o.threads)}`);
   return {
     dataKey: o.dataKey,
     keyId: o.keyId,
@@ -100,6 +125,10 @@ export function resolveSealOptions(o: SealOptions, randomBytes: RandomSource = s
     backend: o.backend ?? nodeBackend,
     padPayload: o.padPayload ?? false,
     randomBytes,
+    // A caller's own backend means the TypeScript sealer: that is what it asked to run.
+    engine: o.backend && engine === 'auto' ? 'typescript' : engine,
+    threads,
+    plainSha256: o.tensorSha256 ?? false,
   };
 }
 
@@ -162,6 +191,7 @@ export async function sealSafetensors(
           payloadPadding: payloadLength - st.dataLength,
         }),
       tensors: st.tensors,
+      input: { fd: input.fd, path: inputPath, dataStart: st.dataStart, dataLength: st.dataLength },
       readPayload: async (offset, into) => {
         // Past the tensor data the payload is zero padding.
         const fromFile = Math.max(0, Math.min(into.length, st.dataLength - offset));
@@ -188,8 +218,33 @@ export async function sealIndexFile(
 interface PayloadPlan {
   /** Table JSON given the tensors' digests (hex), before padding; its length must not depend on their values. */
   tableFor(digests: string[]): Uint8Array; // a fresh buffer each call: the sealer wipes it
-  tensors: { begin: number; end: number }[];
+  tensors: { name: string; begin: number; end: number }[];
+  /** The open safetensors input (its descriptor stays open until the seal ends), for the native sealer. */
+  input?: { fd: number; path: string; dataStart: number; dataLength: number };
   readPayload(offset: number, into: Uint8Array): Promise<void>;
+}
+
+/** The addon when this seal runs natively, else null (TypeScript sealer). */
+function nativeSealer(o: ResolvedOptions): NativeAddon | null {
+  if (o.engine === 'typescript') return null;
+  if (o.engine === 'native') return loadAddon();
+  try {
+    const addon = loadAddon();
+    return typeof addon.sealBegin === 'function' ? addon : null;
+  } catch {
+    return null;
+  }
+}
+
+/** A key handle over a copy of the caller's data key (theirs is left as it is; the copy is wiped by the import). */
+function importKeyCopy(addon: NativeAddon, dataKey: Uint8Array): NativeKeyHandle {
+  const own = new Uint8Array(new ArrayBuffer(DATA_KEY_LENGTH)); // an ArrayBuffer's bytes are never on the V8 heap
+  try {
+    own.set(dataKey);
+    return callNative(() => addon.keyImport(own));
+  } finally {
+    own.fill(0);
+  }
 }
 
 async function writeSealedFile(
@@ -205,6 +260,8 @@ async function writeSealedFile(
   wipe(placeholderTable);
 
   const salt = o.randomBytes(SALT_LENGTH);
+  const addon = nativeSealer(o);
+  if (addon) return writeSealedFileNative(addon, outputPath, o, placement, payloadLength, plan, tableLength, salt);
   const keys = deriveFileKeys(o.backend, o.dataKey, { version: FORMAT_VERSION, suite: o.suite, kind: placement.kind, salt });
   const header: PublicHeader = {
     version: FORMAT_VERSION,
@@ -217,7 +274,8 @@ async function writeSealedFile(
     payloadLength,
     bundleId: placement.bundleId,
     salt,
-    keyCommitment: keys.commitment,
+    // A copy: keys.destroy() wipes keys.commitment, and the summary hands this header out.
+    keyCommitment: keys.commitment.slice(),
     keyId: o.keyId,
   };
   const headerBytes = encodeHeader(header);
@@ -233,6 +291,7 @@ async function writeSealedFile(
   let pendingWrite: Promise<void> = Promise.resolve();
   try {
     const digests = plan.tensors.map(() => new TensorDigest(o.backend));
+    const plainDigests = o.plainSha256 ? plan.tensors.map(() => o.backend.sha256()) : null;
     const count = chunkCount(payloadLength, o.chunkSize);
     const readChunk = async (i: number): Promise<Uint8Array> => {
       const plain = plainBuffers[i % 2]!.subarray(0, chunkPlainLength(layout, i));
@@ -259,6 +318,7 @@ async function writeSealedFile(
         if (b > a) {
           digests[k]!.update(plain.subarray(a - start, b - start));
           digests[k]!.endLeaf();
+          plainDigests?.[k]!.update(plain.subarray(a - start, b - start));
         }
       }
       const sealed = o.backend.aeadSeal(o.suite, keys.payloadKey, chunkNonce(i, i === count - 1), headerDigest, plain);
@@ -280,7 +340,7 @@ async function writeSealedFile(
     await out.sync();
     await out.close();
     await commitFile(tempPath, outputPath, o.overwrite);
-    return { path: outputPath, header, headerDigest: toHex(headerDigest) };
+    return { path: outputPath, header, headerDigest: toHex(headerDigest), ...(plainDigests ? tensorShas(plan, plainDigests.map((d) => d.digest())) : {}) };
   } catch (err) {
     await pendingWrite.catch(() => {});
     await out.close().catch(() => {});
@@ -289,6 +349,97 @@ async function writeSealedFile(
   } finally {
     keys.destroy();
     wipe(...plainBuffers);
+  }
+}
+
+function tensorShas(plan: PayloadPlan, shas: Uint8Array[]): Pick<SealedFileSummary, 'tensors'> {
+  if (!plan.input) return {};
+  return { tensors: plan.tensors.map((t, i) => ({ name: t.name, sha256: toHex(shas[i]!) })) };
+}
+
+/**
+ * The same file as writeSealedFile, written by the addon: the data key goes into a key handle and
+ * the subkeys are derived there; plaintext is read into locked memory, encrypted and hashed on every
+ * core, and each chunk written at its final offset; then the table and header, fsync, rename.
+ */
+async function writeSealedFileNative(
+  addon: NativeAddon,
+  outputPath: string,
+  o: ResolvedOptions,
+  placement: ShardPlacement,
+  payloadLength: number,
+  plan: PayloadPlan,
+  tableLength: number,
+  salt: Uint8Array,
+): Promise<SealedFileSummary> {
+  // The commitment is filled in by the addon: the JS side never holds a subkey.
+  const header: PublicHeader = {
+    version: FORMAT_VERSION,
+    suite: o.suite,
+    kind: placement.kind,
+    chunkSize: o.chunkSize,
+    shardIndex: placement.shardIndex,
+    shardCount: placement.shardCount,
+    tableLength,
+    payloadLength,
+    bundleId: placement.bundleId,
+    salt,
+    keyCommitment: new Uint8Array(32),
+    keyId: o.keyId,
+  };
+  const template = encodeHeader(header);
+  const tempPath = partialPath(outputPath);
+  const out = await openOrThrow(tempPath, 'wx');
+  let sealer: NativeSealer | null = null;
+  try {
+    const key = importKeyCopy(addon, o.dataKey);
+    const ranges = new Float64Array(plan.tensors.length * 2);
+    plan.tensors.forEach((t, i) => ranges.set([t.begin, t.end], 2 * i));
+    try {
+      sealer = callNative(() =>
+        addon.sealBegin({
+          key,
+          header: template,
+          // An index has no payload to read: its "input" is never read (dataLength 0).
+          input: plan.input?.fd ?? out.fd,
+          inputPath: plan.input?.path ?? outputPath,
+          dataStart: plan.input?.dataStart ?? 0,
+          dataLength: plan.input?.dataLength ?? 0,
+          output: out.fd,
+          outputPath: tempPath,
+          ranges,
+          threads: o.threads,
+          plainSha256: o.plainSha256 && plan.input !== undefined,
+        }),
+      );
+    } finally {
+      key.release();
+    }
+    const s = sealer;
+    const headerBytes = s.header;
+    const { digests, sha256 } = await awaitNative(callNative(() => s.payload()));
+    const tableJson = plan.tableFor(plan.tensors.map((_, i) => toHex(digests.subarray(32 * i, 32 * i + 32))));
+    const tablePlain = padTable(tableJson);
+    try {
+      if (tablePlain.length + TAG_LENGTH !== tableLength) throw new Error('table length changed after hashing (sealer bug)');
+      await awaitNative(callNative(() => s.finish(tablePlain)));
+    } finally {
+      wipe(tableJson, tablePlain);
+    }
+    await out.sync();
+    await out.close();
+    await commitFile(tempPath, outputPath, o.overwrite);
+    header.keyCommitment = new Uint8Array(headerBytes.subarray(88, 120));
+    if (Buffer.compare(encodeHeader(header), headerBytes) !== 0) throw new Error('the addon changed more of the header than its key commitment (sealer bug)');
+    const headerDigest = o.backend.sha256().update(headerBytes).digest();
+    const shas = sha256 ? plan.tensors.map((_, i) => sha256.subarray(32 * i, 32 * i + 32)) : null;
+    return { path: outputPath, header, headerDigest: toHex(headerDigest), ...(shas ? tensorShas(plan, shas) : {}) };
+  } catch (err) {
+    await out.close().catch(() => {});
+    await removePartial(tempPath);
+    throw err;
+  } finally {
+    sealer?.abort();
   }
 }
 

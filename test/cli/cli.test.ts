@@ -71,6 +71,13 @@ describe('sealed-tensors CLI', () => {
     expect(j.metadata).toEqual({ format: 'pt' });
   });
 
+  it('seal --json lists every tensor with the plain SHA-256 of its source bytes (computed in the sealing pass)', async () => {
+    const r = await run('seal', input, '-o', join(dir, 'json.sealed'), '--key', keyPath, '--chunk-size', '4KiB', '--json');
+    expect(r.code, r.err).toBe(0);
+    const [file] = JSON.parse(r.out).files;
+    expect(file.tensors).toEqual(tensors.map((t) => ({ name: t.name, sha256: createHash('sha256').update(data.get(t.name)!).digest('hex') })));
+  });
+
   it('verify --json lists every tensor with the plain SHA-256 of the original bytes', async () => {
     const r = await run('verify', join(dir, 'model.sealed'), '--key', keyPath, '--json');
     expect(r.code, r.err).toBe(0);

@@ -50,9 +50,10 @@ describe('committed format vectors', () => {
     });
   }
 
-  it('rebuilding the vectors from their sources gives the committed bytes exactly', async () => {
+  // Both sealers: the native one (the default where the addon loads) and the TypeScript one.
+  it.each(['native', 'typescript'] as const)('rebuilding the vectors from their sources with the %s sealer gives the committed bytes exactly', async (engine) => {
     const dir = tempDir();
-    await buildVectors(dir);
+    await buildVectors(dir, engine);
     const committed = filesUnder(VECTORS).filter((f) => !f.endsWith('.md') && !f.endsWith('.ts')).sort();
     expect(filesUnder(dir).sort()).toEqual(committed);
     for (const f of committed) expect(readFileSync(join(dir, f)).equals(readFileSync(join(VECTORS, f))), f).toBe(true);

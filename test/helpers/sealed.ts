@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { sealFile } from '../../src/seal/seal-file.js';
+import { createHash } from 'node:crypto';
+import { loadAddon } from '../../src/native/addon.js';
+import { resolveSealOptions, sealFileResolved, type SealEngine } from '../../src/seal/seal-file.js';
 import { SealedFileReader, type ReaderOptions } from '../../src/reader/sealed-file.js';
 import { MemorySource } from '../../src/reader/source.js';
 import { SealedTensorsError } from '../../src/errors.js';
@@ -17,13 +19,50 @@ export const SMALL_MODEL: TensorSpec[] = [
   { name: 'head', dtype: 'U8', shape: [456] },
 ];
 
-/** Seal a small model (several chunks of 4 KiB) and return the sealed bytes and the plaintext tensors. */
-export async function sealSmall(dir: string, name: string, key: Uint8Array, tensors = SMALL_MODEL, chunkSize = 4096) {
+/** Counter-based bytes standing in for the CSPRNG (salts, bundle ids): tests only, so two sealers can be compared. */
+export function fixedRandom(seed: number): (n: number) => Uint8Array {
+  let counter = 0;
+  return (n) => {
+    const out = new Uint8Array(n);
+    for (let at = 0; at < n; at += 32) {
+      const block = createHash('sha256').update(`sealed-tensors test random ${seed} ${counter++}`).digest();
+      out.set(block.subarray(0, Math.min(32, n - at)), at);
+    }
+    return out;
+  };
+}
+
+let sealSeed = 0;
+
+function addonLoads(): boolean {
+  try {
+    loadAddon();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Seal a small model (several chunks of 4 KiB) and return the sealed bytes and the plaintext tensors.
+ * By default it is sealed by both sealers, native and TypeScript, with the same salt and bundle id,
+ * and the two files must be byte-identical: every test on the result holds for both. Without the
+ * addon (not built, or SEALED_TENSORS_NATIVE=0) only the TypeScript sealer runs.
+ */
+export async function sealSmall(dir: string, name: string, key: Uint8Array, tensors = SMALL_MODEL, chunkSize = 4096, engine: SealEngine | 'both' = 'both') {
   const input = join(dir, `${name}.safetensors`);
   const output = join(dir, `${name}.sealed`);
   const data = writeSafetensors(input, tensors, { format: 'pt' });
-  await sealFile(input, output, { dataKey: key, keyId: 'test-key', chunkSize });
-  return { sealed: new Uint8Array(readFileSync(output)), data, path: output };
+  const seed = ++sealSeed;
+  const options = (e: SealEngine) => resolveSealOptions({ dataKey: key, keyId: 'test-key', chunkSize, overwrite: true }, fixedRandom(seed), e);
+  const both = engine === 'both' && addonLoads();
+  await sealFileResolved(input, output, options(engine === 'both' ? (both ? 'native' : 'typescript') : engine));
+  const sealed = new Uint8Array(readFileSync(output));
+  if (both) {
+    await sealFileResolved(input, output, options('typescript'));
+    if (Buffer.compare(sealed, readFileSync(output)) !== 0) throw new Error(`the native and TypeScript sealers wrote different bytes for ${name}`);
+  }
+  return { sealed, data, path: output };
 }
 
 /**

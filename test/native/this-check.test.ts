@@ -19,7 +19,11 @@ const a = JSON.parse(process.env.ST_ARGS);
   const wrong = [];
   const called = [];
   const run = file.begin({ ranges: new Float64Array(0), allChunks: true, stopOnFailure: true, threads: 1 });
-  for (const [cls, own, foreign] of [['NativeKeyHandle', key, file], ['NativeSealedFile', file, key], ['NativeSealedRun', run, file]]) {
+  // A sealer over the sealed file's own header as a template (never run: only its methods' this checks).
+  const fds = [require('fs').openSync(a.path, 'r'), require('fs').openSync('/dev/null', 'w')];
+  const sealer = addon.sealBegin({ key, header: Uint8Array.from(Buffer.from(a.header, 'hex')), input: fds[0], inputPath: a.path,
+    dataStart: 0, dataLength: 0, output: fds[1], outputPath: '/dev/null', ranges: new Float64Array(0), threads: 1 });
+  for (const [cls, own, foreign] of [['NativeKeyHandle', key, file], ['NativeSealedFile', file, key], ['NativeSealedRun', run, file], ['NativeSealer', sealer, file]]) {
     const proto = Object.getPrototypeOf(own);
     const selves = { foreign, plain: {}, 'same prototype': Object.create(proto), array: [], 'secure buffer': secure,
       function: () => {}, undefined: undefined, null: null, number: 7, string: 'x' };
@@ -42,6 +46,7 @@ const a = JSON.parse(process.env.ST_ARGS);
   }
   // The real objects are untouched and still work.
   run.abort();
+  sealer.abort();
   const r = await file.run({ ranges: Float64Array.of(0, a.tensors.at(-1).end), allChunks: true, stopOnFailure: false, threads: 1 });
   console.log(JSON.stringify({ wrong, called: called.sort(), keyLive: !key.released && !other.released,
     chunkSize: file.chunkSize, failed: r.failedChunks.length }));
@@ -49,7 +54,7 @@ const a = JSON.parse(process.env.ST_ARGS);
 `;
 
 describe('native classes check `this`', () => {
-  it('every method and accessor of NativeKeyHandle, NativeSealedFile and NativeSealedRun throws a TypeError on a wrong this, no crash', async () => {
+  it('every method and accessor of NativeKeyHandle, NativeSealedFile, NativeSealedRun and NativeSealer throws a TypeError on a wrong this, no crash', async () => {
     const sealed = await sealUnaligned(dir);
     const r = spawnNode(CHILD, { ST_ARGS: JSON.stringify({ ...sealed, key: toHex(TEST_KEY) }) });
     expect(r.signal, r.stderr).toBeNull();
@@ -68,6 +73,10 @@ describe('native classes check `this`', () => {
         'NativeSealedRun.chunks',
         'NativeSealedRun.feed',
         'NativeSealedRun.finish',
+        'NativeSealer.abort',
+        'NativeSealer.finish',
+        'NativeSealer.header',
+        'NativeSealer.payload',
       ],
       keyLive: true,
       chunkSize: 4096,

@@ -1,7 +1,7 @@
 // ThreadSanitizer check of the addon (not part of `npm test`: it needs libtsan and a minute).
 //   node test/native/tsan.mjs
-// Builds native/*.cc with -fsanitize=thread into .tmp/tsan/, then runs a parallel workload (jobs on
-// one file at once, close and key release during a job, two worker_threads environments) in a node
+// Builds native/*.cc with -fsanitize=thread into .tmp/tsan/, then runs a parallel workload (the
+// native sealer on 4 threads, jobs on one file at once, close and key release during a job, two worker_threads environments) in a node
 // with libtsan preloaded, through the built dist/. Node and V8 are not instrumented, so reports whose
 // accesses are all inside them (their atomics are invisible to TSan) are listed but do not fail;
 // a report with an access in the addon does. Exit 0: no race in the addon.
@@ -103,7 +103,9 @@ async function workload() {
   const file = join(dir, 'm.sealed');
   writeFileSync(input, bytes);
   const KEY = () => new Uint8Array(32).fill(7);
-  await sealFile(input, file, { dataKey: KEY(), keyId: 'k', chunkSize: 65536, overwrite: true });
+  // The native sealer on 4 threads, with the ordered plain hashes and without (the file read below is the second).
+  await sealFile(input, file, { dataKey: KEY(), keyId: 'k', chunkSize: 65536, overwrite: true, threads: 4, tensorSha256: true });
+  await sealFile(input, file, { dataKey: KEY(), keyId: 'k', chunkSize: 65536, overwrite: true, threads: 4 });
   rmSync(input);
   const k = importKey(KEY());
   const r = await NativeSealedFileReader.open(file, k, { threads: 4, subBlock: 16384 });

@@ -7,7 +7,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { resolveSealOptions, sealFileResolved, type SealOptions } from '../../../src/seal/seal-file.js';
+import { resolveSealOptions, sealFileResolved, type SealEngine, type SealOptions } from '../../../src/seal/seal-file.js';
 import { sealModelDirectoryResolved } from '../../../src/seal/seal-model.js';
 import { Suite } from '../../../src/format/constants.js';
 import { parseHeader } from '../../../src/format/header.js';
@@ -50,8 +50,8 @@ export interface VectorExpectation {
   tensors?: { name: string; dtype: string; shape: number[]; byteLength: number; sha256: string }[];
 }
 
-/** Write all vectors into `dir`; returns the manifest. */
-export async function buildVectors(dir: string): Promise<{ manifest: VectorExpectation[] }> {
+/** Write all vectors into `dir` with the given sealer (both must give the committed bytes); returns the manifest. */
+export async function buildVectors(dir: string, engine: SealEngine = 'auto'): Promise<{ manifest: VectorExpectation[] }> {
   mkdirSync(dir, { recursive: true });
   const { bytes, data } = buildSafetensors(MODEL, { format: 'pt', source: 'sealed-tensors test vector' });
   writeFileSync(join(dir, 'model.safetensors'), bytes);
@@ -64,7 +64,7 @@ export async function buildVectors(dir: string): Promise<{ manifest: VectorExpec
     sealFileResolved(
       join(dir, 'model.safetensors'),
       join(dir, out),
-      resolveSealOptions({ dataKey: VECTOR_KEY, keyId: 'vector-key-1', suite, chunkSize: 4096, overwrite: true, padPayload }, fixedRandom(seed)),
+      resolveSealOptions({ dataKey: VECTOR_KEY, keyId: 'vector-key-1', suite, chunkSize: 4096, overwrite: true, padPayload }, fixedRandom(seed), engine),
     );
 
   await seal('aes-256-gcm.sealed', Suite.AES_256_GCM, 1);
@@ -129,7 +129,7 @@ export async function buildVectors(dir: string): Promise<{ manifest: VectorExpec
   });
   writeFileSync(join(src, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: good.length }, weight_map: weightMap }, null, 2)}\n`);
   const shardedOptions: SealOptions = { dataKey: VECTOR_KEY, keyId: 'vector-key-1', chunkSize: 4096, overwrite: true };
-  await sealModelDirectoryResolved(src, join(dir, 'sharded'), resolveSealOptions(shardedOptions, fixedRandom(3)));
+  await sealModelDirectoryResolved(src, join(dir, 'sharded'), resolveSealOptions(shardedOptions, fixedRandom(3), engine));
   manifest.push({ file: 'sharded', key: 'key', expect: 'ok', description: 'sharded-source/ sealed as a folder of 2 sealed shards and a sealed index', tensors: tensors.map((t) => t) });
 
   const keys = { key: Buffer.from(VECTOR_KEY).toString('hex'), other_key: Buffer.from(VECTOR_OTHER_KEY).toString('hex') };
