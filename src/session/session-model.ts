@@ -8,7 +8,8 @@ import { EventEmitter } from 'node:events';
 import { InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js';
 import { SecureBuffer } from '../native/secure-buffer.js';
 import type { NativeSealedModelReader } from '../reader/native-model.js';
-import type { SecureTensor, TensorSelection } from '../reader/native-file.js';
+import type { LoadedTensors, SecureTensor, TensorSelection } from '../reader/native-file.js';
+import type { SecureArena } from '../native/secure-arena.js';
 import type { TensorInfo } from '../reader/sealed-file.js';
 
 /** Which tensors to read: the readers' own type (names, each must exist; or a predicate over names). */
@@ -59,6 +60,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   readonly #checkLive: () => void;
   readonly #totalBytes: number;
   readonly #isSelection: boolean;
+  readonly #arena: SecureArena | undefined;
   #bytes = 0;
   #tensors = 0;
   #startedAt: number | null = null;
@@ -72,6 +74,8 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     onClose: (model: SessionModel) => void,
     /** Throws once the session is closed or expired: required, so no model reads past its session. */
     checkLive: () => void,
+    /** The session's: loadAll() takes its buffers from it and gives them back wiped on release. */
+    arena?: SecureArena,
   ) {
     super();
     this.#reader = reader;
@@ -84,6 +88,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     this.#checkLive = checkLive;
     this.#totalBytes = selected.reduce((n, t) => n + t.byteLength, 0);
     this.#isSelection = isSelection;
+    this.#arena = arena;
   }
 
   get closed(): boolean {
@@ -141,16 +146,11 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     }
     this.#startedAt ??= performance.now();
     let handedRelease = (): void => {};
-    let loaded: { tensors: Map<string, SecureTensor>; byteLength: number; release(): void };
-    try {
-      if (into) {
-        const file = await reader.files[0]!.loadAll({ into });
-        // Its own release (and each tensor's, which is the same) would free the caller's buffer:
-        // wipe what was loaded instead.
-        const wipe = (): void => {
-          if (!into.released) into.bytes.fill(0, 0, file.byteLength);
-        };
-        const tensors = new Map<string, SecureTensor>();
+    // Tensors in buffers this model does not own: their own release() would free the buffer, so
+    // each goes through the handed-out release, and reads are refused once that ran.
+    const wrap = (files: LoadedTensors[]): Map<string, SecureTensor> => {
+      const tensors = new Map<string, SecureTensor>();
+      for (const file of files) {
         for (const [name, t] of file.tensors) {
           tensors.set(name, {
             info: t.info,
@@ -161,7 +161,24 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
             release: () => handedRelease(),
           });
         }
-        loaded = { tensors, byteLength: file.byteLength, release: wipe };
+      }
+      return tensors;
+    };
+    let loaded: { tensors: Map<string, SecureTensor>; byteLength: number; release(): void };
+    try {
+      if (into) {
+        const file = await reader.files[0]!.loadAll({ into });
+        // Wipe what was loaded and leave the buffer to its owner.
+        const wipe = (): void => {
+          if (!into.released) into.bytes.fill(0, 0, file.byteLength);
+        };
+        loaded = { tensors: wrap([file]), byteLength: file.byteLength, release: wipe };
+      } else if (this.#arena) {
+        const { files, buffers } = await this.#loadFromArena(reader, this.#arena);
+        const arena = this.#arena;
+        // Back to the session's arena: wiped now (every view detached), kept for the next load.
+        const giveBack = (): void => buffers.forEach((b) => arena.give(b));
+        loaded = { tensors: wrap(files), byteLength: files.reduce((n, f) => n + f.byteLength, 0), release: giveBack };
       } else {
         loaded = await reader.loadAll();
       }
@@ -227,6 +244,27 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       t.release();
     }
     return { ...info, shape: [...info.shape] };
+  }
+
+  /**
+   * Each file into a buffer from the session's arena (memory a previous load already populated, or
+   * reserved memory the load populates). All or nothing: on any failure every buffer is released
+   * (wiped and unmapped), not kept.
+   */
+  async #loadFromArena(reader: NativeSealedModelReader, arena: SecureArena): Promise<{ files: LoadedTensors[]; buffers: SecureBuffer[] }> {
+    const files: LoadedTensors[] = [];
+    const buffers: SecureBuffer[] = [];
+    try {
+      for (const f of reader.files) {
+        const buffer = arena.take(f.loadByteLength);
+        buffers.push(buffer);
+        files.push(await f.loadAll({ into: buffer }));
+      }
+    } catch (err) {
+      for (const b of buffers) b.release();
+      throw err;
+    }
+    return { files, buffers };
   }
 
   /** Wipes every tensor this model handed out and closes its files. Idempotent. */
