@@ -164,7 +164,8 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       }
       return tensors;
     };
-    let loaded: { tensors: Map<string, SecureTensor>; byteLength: number; release(): void };
+    // discard: what a failed load does with its memory (unmapped, not kept for the next load).
+    let loaded: { tensors: Map<string, SecureTensor>; byteLength: number; release(): void; discard?: () => void };
     try {
       if (into) {
         const file = await reader.files[0]!.loadAll({ into });
@@ -178,7 +179,8 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
         const arena = this.#arena;
         // Back to the session's arena: wiped now (every view detached), kept for the next load.
         const giveBack = (): void => buffers.forEach((b) => arena.give(b));
-        loaded = { tensors: wrap(files), byteLength: files.reduce((n, f) => n + f.byteLength, 0), release: giveBack };
+        const discard = (): void => buffers.forEach((b) => b.release());
+        loaded = { tensors: wrap(files), byteLength: files.reduce((n, f) => n + f.byteLength, 0), release: giveBack, discard };
       } else {
         loaded = await reader.loadAll();
       }
@@ -186,25 +188,26 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       this.close();
       throw err;
     }
+    const fail = loaded.discard ?? loaded.release;
     try {
       this.#sessionLive(); // the release may have run out while the load ran (this closes the model)
     } catch (err) {
-      loaded.release();
+      fail();
       throw err;
     }
     if (this.#reader === null || this.#signal?.aborted) {
-      loaded.release();
+      fail();
       if (this.#reader === null) throw new ReleasedError('this model was closed (or its session ended) while it was being loaded');
       this.close();
       throw this.#signal!.reason;
     }
     let released = false;
     const handed = {
-      release: (): void => {
+      release: (failed = false): void => {
         if (released) return;
         released = true;
         this.#handedOut.delete(handed);
-        loaded.release();
+        (failed ? fail : loaded.release)();
       },
     };
     handedRelease = handed.release;
@@ -213,11 +216,11 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       this.#progress(loaded.byteLength, loaded.tensors.size);
     } catch (err) {
       // A listener threw: the caller never gets the tensors; the load ends.
-      handed.release();
+      handed.release(true);
       this.close();
       throw err;
     }
-    return { tensors: loaded.tensors, byteLength: loaded.byteLength, release: handed.release };
+    return { tensors: loaded.tensors, byteLength: loaded.byteLength, release: () => handed.release() };
   }
 
   /** One selected tensor, authenticated and digest-checked. */
