@@ -125,7 +125,9 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
    * Every selected tensor at once, a few large native jobs (one per file) instead of one per tensor:
    * each file's tensors land in one secure buffer, every chunk authenticated and every digest
    * checked before anything is returned. `release()` wipes them all (as does the model's close()).
-   * A failure or an abort closes the model.
+   * A failure or an abort closes the model. The buffers come from the session's arena (unless
+   * `reuseMemory: false`): a release wipes them at once, detaches every view, and keeps them locked
+   * for the session's next load; a failed load releases them instead.
    *
    * `into` (a single-file model): load into this secure buffer, already allocated and touched, instead
    * of fresh memory (reloading a model of the same size: the first touch of fresh locked memory costs
