@@ -73,6 +73,8 @@ export {
 } from './attestation/policy/policy.js';
 export { evaluatePolicy, MIN_NONCE_BYTES } from './attestation/policy/evaluate.js';
 export { SimulatedTee } from './attestation/providers/simulated.js';
+export { SimulatedGpu, SIMULATED_GPU_MEASUREMENT } from './attestation/providers/simulated-gpu.js';
+export { NvidiaGpus } from './attestation/providers/nvidia-gpus.js';
 export { ConfigfsTsmProvider, tsmReport } from './attestation/providers/configfs-tsm.js';
 export { SevGuestIoctlProvider, TdxGuestIoctlProvider, tdxGetTdReport } from './attestation/providers/ioctl.js';
 export { parseSnpCertTable } from './attestation/providers/snp-certs.js';

@@ -31,8 +31,10 @@ export {
   type TeePolicy,
 } from './policy/policy.js';
 export { evaluatePolicy, MIN_NONCE_BYTES, type Verdict, type EvaluateOptions } from './policy/evaluate.js';
-export type { EvidenceProvider } from './providers/types.js';
+export type { DeviceEvidence, DeviceEvidenceProvider, DeviceKind, EvidenceProvider } from './providers/types.js';
 export { SimulatedTee, type SimulatedTeeOptions } from './providers/simulated.js';
+export { SimulatedGpu, SIMULATED_GPU_MEASUREMENT, type SimulatedGpuOptions } from './providers/simulated-gpu.js';
+export { NvidiaGpus, type NvidiaGpusOptions } from './providers/nvidia-gpus.js';
 export { detectTee, providerFor, defaultProvider, type DetectedTee } from './providers/detect.js';
 export { ConfigfsTsmProvider, tsmReport } from './providers/configfs-tsm.js';
 export { SevGuestIoctlProvider, TdxGuestIoctlProvider, tdxGetTdReport } from './providers/ioctl.js';

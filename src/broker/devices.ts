@@ -12,6 +12,9 @@ import type { DecodedDeviceEvidence } from '../protocol/device-evidence.js';
 import type { BrokerVerifyOptions } from './options.js';
 import { checkDeviceBinding } from './evidence-binding.js';
 
+/** The device a simulated kind stands for. */
+const SIMULATES: Readonly<Partial<Record<DecodedDeviceEvidence['tee'], TeeType>>> = { 'simulated-nvidia': 'nvidia' };
+
 /** Errors that mean the evidence is bad (a denial), not that the broker failed; attest.ts uses them too. */
 export const EVIDENCE_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['ERR_EVIDENCE_FORMAT', 'ERR_EVIDENCE_SIGNATURE', 'ERR_EVIDENCE_CHAIN']);
 
@@ -35,6 +38,10 @@ export interface DeviceVerification {
 }
 
 export interface DeviceVerifyContext {
+  /** Simulated devices (`simulated-nvidia`) are refused unless this is true. */
+  allowSimulated: boolean;
+  /** Roots trusted for simulated evidence (the broker's simulatedRoots). */
+  simulatedRoots: readonly string[];
   nonce: string;
   teePubkeyRaw: object;
   now: Date;
@@ -44,6 +51,25 @@ export interface DeviceVerifyContext {
   verify: (type: TeeType, evidence: Uint8Array, opts: VerifyEvidenceOptions) => Promise<{ claims: Claims; checks: Check[] }>;
 }
 
+/**
+ * A simulated device's claims as the device it stands for: `tee` is that device's (so a policy's
+ * requireDevices and its section judge it), `simulated` stays true (so only allowSimulated passes
+ * it), its one measurement is block `m1`, and its report data is the 32-byte binding when the
+ * rest of its 64 bytes is zero (otherwise kept whole, and the binding check fails).
+ */
+function asSimulatedDevice(c: Claims, device: TeeType): Claims {
+  const rd = c.reportData;
+  const tail = rd.slice(64);
+  return {
+    ...c,
+    tee: device,
+    simulated: true,
+    measurements: { m1: c.measurement },
+    reportData: rd.length === 128 && /^0+$/.test(tail) ? rd.slice(0, 64) : rd,
+    platform: { ...c.platform, simulated: 'true', simulates: device },
+  };
+}
+
 /** Verifies every device; a device that fails verification is an error, an unbound one a failed check. */
 export async function verifyDevices(decoded: readonly DecodedDeviceEvidence[], ctx: DeviceVerifyContext): Promise<DeviceVerification> {
   const out: DeviceVerification = { devices: [], checks: [], errors: [] };
@@ -51,6 +77,11 @@ export async function verifyDevices(decoded: readonly DecodedDeviceEvidence[], c
   const deviceNonce = kbsDeviceNonce(ctx.nonce, ctx.teePubkeyRaw);
   for (const d of decoded) {
     const label = `${d.tee}[${d.index}]`;
+    const simulated = d.type === 'simulated';
+    if (simulated && !ctx.allowSimulated) {
+      out.errors.push(`broker.${label}.simulated: ${label} is SIMULATED (software only) and this broker does not allow simulated evidence`);
+      continue;
+    }
     let certificates: X509Certificate[];
     try {
       certificates = d.certificates.map((der) => ctx.certificate(der));
@@ -58,7 +89,7 @@ export async function verifyDevices(decoded: readonly DecodedDeviceEvidence[], c
       out.errors.push(`ERR_EVIDENCE_FORMAT: ${label}: a certificate in ${d.path}.certificate is not X.509`);
       continue;
     }
-    const roots = ctx.verifyOptions.trustedRoots?.[d.type];
+    const roots = simulated ? [...ctx.simulatedRoots, ...(ctx.verifyOptions.trustedRoots?.simulated ?? [])] : ctx.verifyOptions.trustedRoots?.[d.type];
     let verified: { claims: Claims; checks: Check[] };
     try {
       verified = await ctx.verify(d.type, d.evidence, { now: ctx.now, certificates: [...certificates, ...(ctx.verifyOptions.certificates ?? [])], ...(roots !== undefined ? { trustedRoots: roots } : {}) });
@@ -72,12 +103,13 @@ export async function verifyDevices(decoded: readonly DecodedDeviceEvidence[], c
     for (const c of verified.checks) out.checks.push({ ...c, check: `${label}.${c.check}` });
     const sameType = verified.claims.tee === d.type;
     out.checks.push({ check: `broker.${label}.tee`, ok: sameType, detail: sameType ? `${label} evidence is "${d.type}"` : `${label} evidence is "${verified.claims.tee}", not "${d.type}"` });
-    out.checks.push(checkDeviceBinding(verified.claims, deviceNonce, label));
+    const claims = simulated ? asSimulatedDevice(verified.claims, SIMULATES[d.tee] ?? d.type) : verified.claims;
+    out.checks.push(checkDeviceBinding(claims, deviceNonce, label));
     out.devices.push({
       label,
-      tee: d.type,
+      tee: claims.tee,
       uuid: d.uuid,
-      claims: verified.claims,
+      claims,
       binding: deviceNonce,
       evidenceDigest: createHash('sha256').update(d.evidence).digest('hex'),
     });

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { NotFoundError, PolicyError, SealedTensorsError } from '../errors.js';
+import { IoError, NotFoundError, PolicyError } from '../errors.js';
 import { parsePolicy, type Policy } from '../attestation/policy/policy.js';
 import { BROKER_FILES } from './config.js';
 import { readGuardedFile, writeFileAtomic } from './files.js';
@@ -124,7 +124,7 @@ export async function importPolicy(dir: string, text: Uint8Array, source: string
     await writeFileAtomic(policyPath(dir, name), text, { mode: 0o600, noClobber: true });
   } catch (err) {
     // Already stored: content-addressed, so it is this policy (readStoredPolicy refuses an edited copy).
-    if (!(err instanceof SealedTensorsError) || !/already exists/.test(err.message)) throw err;
+    if (!(err instanceof IoError) || (err.cause as NodeJS.ErrnoException | undefined)?.code !== 'EEXIST') throw err;
     await readStoredPolicy(dir, name);
   }
   return { name, digest, policy, bytes: text };

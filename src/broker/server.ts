@@ -7,7 +7,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
-import { KBS_PATH_PREFIX } from '../protocol/messages.js';
+import { KBS_PATH_PREFIX, MAX_TOKEN_CHARS } from '../protocol/messages.js';
 import { CertificateCache } from './cert-cache.js';
 import { ChallengeTable } from './challenges.js';
 import { DenialGroups, type Group } from './denial-groups.js';
@@ -32,8 +32,11 @@ export interface RunningBroker {
   server: HttpServer | HttpsServer;
 }
 
-/** Node's default request header limit is 16 KiB; ours is the same, stated. */
-const MAX_HEADER_BYTES = 16 * 1024;
+/**
+ * Node's default request header limit (16 KiB) plus room for the longest Bearer token we issue (one
+ * submod per attested GPU: docs/PROTOCOL.md).
+ */
+const MAX_HEADER_BYTES = 16 * 1024 + MAX_TOKEN_CHARS;
 
 const pem = (v: string | Uint8Array): string | Buffer => (typeof v === 'string' ? v : Buffer.from(v));
 

@@ -3,8 +3,10 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { DeniedError, InvalidArgumentError, IoError, NoTeeError, SealedTensorsError } from '../errors.js';
 import { SUITE_NAMES } from '../format/constants.js';
-import type { EvidenceProvider } from '../attestation/providers/types.js';
+import type { DeviceEvidenceProvider, EvidenceProvider } from '../attestation/providers/types.js';
 import { SimulatedTee } from '../attestation/providers/simulated.js';
+import { SimulatedGpu } from '../attestation/providers/simulated-gpu.js';
+import { NvidiaGpus } from '../attestation/providers/nvidia-gpus.js';
 import { resolveSealedModelPath } from '../reader/model-binding.js';
 import { readPublicHeader } from '../reader/sealed-file.js';
 import { FileSealedSource } from '../sources/file.js';
@@ -23,6 +25,8 @@ interface LoadOptions {
   allowHttp?: boolean;
   simulated?: boolean;
   simulatedKey?: string;
+  simulatedGpus?: number;
+  gpus?: boolean;
   only?: string[];
   threads?: number;
   json?: boolean;
@@ -32,6 +36,12 @@ interface LoadOptions {
 function parseTimeout(text: string): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < 1 || n > 3600) throw new InvalidArgumentError(`--timeout must be whole seconds from 1 to 3600, got "${text}"`);
+  return n;
+}
+
+function parseGpuCount(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < 1 || n > 16) throw new InvalidArgumentError(`--simulated-gpus must be a whole number from 1 to 16, got "${text}"`);
   return n;
 }
 
@@ -68,6 +78,16 @@ async function provider(opts: LoadOptions, ctx: CommandContext): Promise<Evidenc
   }
 }
 
+/** Devices attested with the TEE: this VM's NVIDIA GPUs (NVML), or simulated ones under the simulated TEE's root. */
+function devices(opts: LoadOptions, tee: EvidenceProvider, ctx: CommandContext): DeviceEvidenceProvider[] {
+  if (opts.gpus && opts.simulatedGpus !== undefined) throw new InvalidArgumentError('--gpus and --simulated-gpus exclude each other: attest real GPUs or simulated ones');
+  if (opts.gpus) return [new NvidiaGpus()];
+  if (opts.simulatedGpus === undefined) return [];
+  if (!(tee instanceof SimulatedTee)) throw new InvalidArgumentError('--simulated-gpus needs --simulated (simulated GPUs go only with the simulated TEE)');
+  ctx.io.stderr(`${opts.simulatedGpus} SIMULATED GPU(s) (simulated-nvidia, under the simulated TEE's root key): a broker accepts them only with allowSimulated\n`);
+  return [new SimulatedGpu({ rootKey: tee.rootKey, count: opts.simulatedGpus })];
+}
+
 export function registerLoad(program: Command, ctx: CommandContext): void {
   program
     .command('load')
@@ -79,6 +99,8 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
     .option('--allow-http', 'development only: accept an http:// SEALED on a loopback address')
     .option('--simulated', 'attest with the simulated TEE (software only; a broker must allow it explicitly)')
     .option('--simulated-key <FILE>', "the simulated TEE's Ed25519 root key, whose fingerprint the broker trusts")
+    .option('--gpus', "also attest this VM's NVIDIA GPUs (Hopper, Confidential Computing on; read through NVIDIA's NVML), for keys that require them")
+    .option('--simulated-gpus <N>', 'with --simulated: also attest N simulated GPUs (software only; a broker must allow simulated evidence)', parseGpuCount)
     .option('--only <NAMES>', 'load only these tensors (comma-separated names): only their chunks are read', parseOnly)
     .option('--threads <N>', 'decryption threads (default: all cores)', parseThreads)
     .option('--timeout <SECONDS>', 'deadline for attestation and key release (default 60)', parseTimeout)
@@ -103,10 +125,13 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
           await opened.close();
         }
         const ca = opts.ca !== undefined ? await readOption(opts.ca, '--ca') : undefined;
+        const tee = await provider(opts, ctx);
+        const gpus = devices(opts, tee, ctx);
         session = await EnclaveSession.establish({
           broker: opts.broker,
           ...(ca ? { ca } : {}),
-          provider: await provider(opts, ctx),
+          provider: tee,
+          ...(gpus.length > 0 ? { devices: gpus } : {}),
           keys: [header.keyId],
           ...(opts.timeout ? { timeoutMs: opts.timeout * 1000 } : {}),
         });
@@ -145,6 +170,7 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
             session: {
               broker: info.broker,
               tee: info.tee,
+              devices: info.devices,
               hardened: info.hardened,
               verdict: info.verdict.status,
               expiresAt: info.expiresAt.toISOString(),
@@ -157,6 +183,7 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
               `ok: ${tensors.length} tensors, ${formatBytes(bytes)} loaded; ${tensors.length} digests verified, every chunk authenticated`,
               `    ${loadSeconds.toFixed(2)} s loading (${(bytes / 1e6 / Math.max(loadSeconds, 1e-9)).toFixed(0)} MB/s), ${seconds.toFixed(2)} s in all`,
               `    TEE: ${info.tee}${info.tee === 'simulated' ? ' (SIMULATED: not hardware)' : ''}; hardened: ${info.hardened ? 'yes' : 'NO (development)'}`,
+              ...(info.devices.length > 0 ? [`    devices: ${info.devices.map((d) => `${d.label}${d.uuid ? ` ${d.uuid}` : ''}${d.simulated ? ' (SIMULATED)' : ''}`).join(', ')}`] : []),
               `    key "${header.keyId}" released by ${info.broker} (verdict ${info.verdict.status}${info.receipts.length ? ', receipt kept' : ''}); session expires ${info.expiresAt.toISOString()}`,
             ].join('\n') + '\n',
           );

@@ -6,13 +6,17 @@
  *   {"device_evidence_list": [{"arch": "HOPPER", "uuid"?: string, "evidence": hex or base64 SPDM
  *     GET_MEASUREMENTS request || response, "certificate": base64 of the PEM chain}]}
  * As Trustee's local verifier, only Hopper GPUs are verified here; other architectures are refused
- * by name. Pure: no I/O. Malformed input is an EvidenceFormatError naming the member.
+ * by name. Our extension `simulated-nvidia` (software only, for development and tests; a broker
+ * accepts it only with allowSimulated) stands in for an NVIDIA GPU:
+ *   {"device_evidence_list": [{"uuid"?: string, "evidence": base64 of simulated evidence (STSIMEV1)
+ *     whose report data is the 32-byte device binding followed by 32 zero bytes}]}
+ * Pure: no I/O. Malformed input is an EvidenceFormatError naming the member.
  */
 import { EvidenceFormatError } from '../errors.js';
 import type { TeeType } from '../attestation/types.js';
 
 /** kbs-types names this broker accepts as additional evidence. */
-export const DEVICE_KBS_TEES = ['nvidia'] as const;
+export const DEVICE_KBS_TEES = ['nvidia', 'simulated-nvidia'] as const;
 export type DeviceKbsTee = (typeof DEVICE_KBS_TEES)[number];
 
 export const DEVICE_LIMITS = {
@@ -29,11 +33,11 @@ export const DEVICE_LIMITS = {
 export interface DecodedDeviceEvidence {
   /** The kbs-types name it came under. */
   tee: DeviceKbsTee;
-  /** The verifier that reads `evidence`. */
+  /** The verifier that reads `evidence` (`simulated` for simulated-nvidia). */
   type: TeeType;
   /** Position in device_evidence_list. */
   index: number;
-  arch: 'Hopper';
+  arch: 'Hopper' | 'simulated';
   uuid: string;
   evidence: Uint8Array;
   /** DER certificates of the device chain, in the order sent. */
@@ -121,6 +125,21 @@ function decodeNvidia(v: unknown, path: string): DecodedDeviceEvidence[] {
   });
 }
 
+function decodeSimulatedNvidia(v: unknown, path: string): DecodedDeviceEvidence[] {
+  const o = object(v, path, ['device_evidence_list']);
+  const list = o.device_evidence_list;
+  const lp = `${path}.device_evidence_list`;
+  if (!Array.isArray(list)) fail(lp, 'must be an array');
+  if (list.length === 0 || list.length > DEVICE_LIMITS.devices) fail(lp, `must hold 1 to ${DEVICE_LIMITS.devices} devices, got ${list.length}`);
+  return list.map((entry: unknown, index) => {
+    const p = `${lp}[${index}]`;
+    const e = object(entry, p, ['evidence'], ['uuid']);
+    const uuid = e.uuid === undefined ? 'unknown' : string(e.uuid, `${p}.uuid`, DEVICE_LIMITS.uuidChars);
+    const evidence = base64(string(e.evidence, `${p}.evidence`, Math.ceil(DEVICE_LIMITS.evidenceBytes / 3) * 4), `${p}.evidence`, DEVICE_LIMITS.evidenceBytes);
+    return { tee: 'simulated-nvidia', type: 'simulated', index, arch: 'simulated', uuid, evidence, certificates: [], path: p } satisfies DecodedDeviceEvidence;
+  });
+}
+
 /**
  * Decodes `additional_evidence` ('' means none). The text is the one hashed into the primary
  * evidence's binding; what it holds is verified device by device.
@@ -142,22 +161,57 @@ export function decodeAdditionalEvidence(text: string, path = 'tee-evidence.addi
     if (!(DEVICE_KBS_TEES as readonly string[]).includes(k)) {
       fail(`${path}.${k.length > 40 ? `${k.slice(0, 40)}…` : k}`, `is not a device this broker verifies (supported: ${DEVICE_KBS_TEES.join(', ')})`);
     }
-    out.push(...decodeNvidia((json as Json)[k], `${path}.${k}`));
+    const v = (json as Json)[k];
+    out.push(...(k === 'nvidia' ? decodeNvidia(v, `${path}.${k}`) : decodeSimulatedNvidia(v, `${path}.${k}`)));
   }
   if (out.length > DEVICE_LIMITS.devices) fail(path, `holds ${out.length} devices, over the limit of ${DEVICE_LIMITS.devices}`);
   return out;
 }
 
+/** One device's evidence as a session sends it; `certificatesPem` is required for `nvidia`. */
+export interface DeviceEvidenceEntry {
+  tee: DeviceKbsTee;
+  evidence: Uint8Array;
+  certificatesPem?: string;
+  uuid?: string;
+}
+
+/**
+ * `additional_evidence` for devices of one or more kinds (the session side): JSON text of
+ * `{<tee>: {"device_evidence_list": [...]}}`, each device in the order given; '' for none.
+ * The text is hashed into the primary evidence's binding as it is.
+ */
+export function encodeAdditionalEvidence(devices: readonly DeviceEvidenceEntry[]): string {
+  if (devices.length === 0) return '';
+  if (devices.length > DEVICE_LIMITS.devices) throw new EvidenceFormatError(`${devices.length} devices are more than the ${DEVICE_LIMITS.devices} a broker accepts`);
+  const out: Record<string, { device_evidence_list: unknown[] }> = {};
+  for (const d of devices) {
+    if (!(d.evidence instanceof Uint8Array) || d.evidence.length === 0) throw new EvidenceFormatError(`${d.tee} device evidence must be a non-empty Uint8Array`);
+    if (d.evidence.length > DEVICE_LIMITS.evidenceBytes) throw new EvidenceFormatError(`${d.tee} device evidence is ${d.evidence.length} bytes, over the limit of ${DEVICE_LIMITS.evidenceBytes}`);
+    let entry: Record<string, unknown>;
+    if (d.tee === 'nvidia') {
+      if (typeof d.certificatesPem !== 'string' || !d.certificatesPem.includes('-----BEGIN CERTIFICATE-----')) throw new EvidenceFormatError('nvidia device evidence needs the GPU\'s PEM certificate chain');
+      entry = nvidiaEntry({ evidence: d.evidence, certificatesPem: d.certificatesPem, ...(d.uuid !== undefined ? { uuid: d.uuid } : {}) });
+    } else if (d.tee === 'simulated-nvidia') {
+      entry = { ...(d.uuid !== undefined ? { uuid: d.uuid } : {}), evidence: Buffer.from(d.evidence).toString('base64') };
+    } else {
+      throw new EvidenceFormatError(`device kind ${JSON.stringify(d.tee)} is not one a broker verifies (supported: ${DEVICE_KBS_TEES.join(', ')})`);
+    }
+    (out[d.tee] ??= { device_evidence_list: [] }).device_evidence_list.push(entry);
+  }
+  return JSON.stringify(out);
+}
+
+function nvidiaEntry(d: { evidence: Uint8Array; certificatesPem: string; uuid?: string }): Record<string, unknown> {
+  return {
+    arch: 'HOPPER',
+    ...(d.uuid !== undefined ? { uuid: d.uuid } : {}),
+    evidence: Buffer.from(d.evidence).toString('hex'),
+    certificate: Buffer.from(d.certificatesPem, 'utf8').toString('base64'),
+  };
+}
+
 /** Trustee's NVIDIA additional evidence for one or more Hopper GPUs (the session side, and tests). */
 export function encodeNvidiaAdditionalEvidence(devices: readonly { evidence: Uint8Array; certificatesPem: string; uuid?: string }[]): string {
-  return JSON.stringify({
-    nvidia: {
-      device_evidence_list: devices.map((d) => ({
-        arch: 'HOPPER',
-        ...(d.uuid !== undefined ? { uuid: d.uuid } : {}),
-        evidence: Buffer.from(d.evidence).toString('hex'),
-        certificate: Buffer.from(d.certificatesPem, 'utf8').toString('base64'),
-      })),
-    },
-  });
+  return JSON.stringify({ nvidia: { device_evidence_list: devices.map(nvidiaEntry) } });
 }

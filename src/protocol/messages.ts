@@ -17,6 +17,11 @@ export const NONCE_BYTES = 32;
 
 /** Request bodies above this are refused before parsing (evidence with a certificate chain is ~10 KiB; TDX with collateral more). */
 export const MAX_REQUEST_BYTES = 1024 * 1024;
+/**
+ * The longest token either end accepts: each attested GPU adds a submod with its claims (a Hopper
+ * report's up to 64 measurement blocks: about 10 KiB of token each), for up to 16 devices.
+ */
+export const MAX_TOKEN_CHARS = 224 * 1024;
 /** Response bodies a session accepts (a token or a JWE). */
 export const MAX_RESPONSE_BYTES = 256 * 1024;
 
@@ -215,7 +220,7 @@ export function parseAttestRequest(value: unknown): AttestRequest {
 export function parseTokenResponse(value: unknown): string {
   const obj = object(value, 'the attestation response');
   only(obj, ['token'], 'the attestation response');
-  const token = string(obj['token'], 'token', 64 * 1024);
+  const token = string(obj['token'], 'token', MAX_TOKEN_CHARS);
   if (!/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(token)) throw new ProtocolError('token must be a compact JWS (header.payload.signature)');
   return token;
 }

@@ -22,7 +22,18 @@ export interface EarSubmod {
     runtime_data_claims: { nonce: string; 'tee-pubkey': object };
     /** SHA-256 of the evidence as received, hex. */
     evidence_digest: string;
+    /** Device submods only (`gpu0`, ...): which additional evidence it was (`nvidia[0]`) and the device's id. */
+    device?: { label: string; uuid: string };
   };
+}
+
+/**
+ * Device submods are named as Trustee's attestation service names them: the device class and its
+ * count, `gpu0`, `gpu1`, ... in the order the devices were attested.
+ */
+export const DEVICE_SUBMOD = /^gpu(?:0|[1-9][0-9]?)$/;
+export function deviceSubmodName(index: number): string {
+  return `gpu${index}`;
 }
 
 export interface EarToken {

@@ -23,7 +23,7 @@ import {
 } from '../errors.js';
 import type { TeeType } from '../attestation/types.js';
 import { FileKind } from '../format/constants.js';
-import type { EvidenceProvider } from '../attestation/providers/types.js';
+import type { DeviceEvidenceProvider, EvidenceProvider } from '../attestation/providers/types.js';
 import { loadAddon, nativeStatus } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
 import { SecureArena } from '../native/secure-arena.js';
@@ -31,7 +31,7 @@ import { kbsReportData } from '../protocol/binding.js';
 import { parsePublicJwk, type PublicJwk } from '../protocol/jwk.js';
 import { DATA_KEY_REPOSITORY, DATA_KEY_TYPE, type FlattenedJwe } from '../protocol/messages.js';
 import { manifestAllows, parseManifest, type DataKeyManifest, type ModelBinding } from '../protocol/resource.js';
-import { teePubkeyOfToken, TOKEN_ALG, type EarStatus } from '../protocol/token.js';
+import { DEVICE_SUBMOD, teePubkeyOfToken, TOKEN_ALG, type EarStatus } from '../protocol/token.js';
 import { NativeSealedModelReader } from '../reader/native-model.js';
 import { resolveSealedModelPath } from '../reader/model-binding.js';
 import { checkSelection, type TensorSelection } from '../reader/native-file.js';
@@ -43,6 +43,7 @@ import { generateEphemeralKey, unwrapDataKey, type EphemeralKey } from './epheme
 import { RcarClient } from './rcar-client.js';
 import { SessionModel } from './session-model.js';
 import { gatherTeeEvidence, sessionTeeName } from './tee-evidence.js';
+import { checkDeviceProviders, gatherDeviceEvidence, type SentDevice } from './device-evidence.js';
 
 export const DEFAULT_ESTABLISH_TIMEOUT_MS = 60_000;
 /** A key id must also be a KBS resource tag. */
@@ -57,6 +58,12 @@ export interface EnclaveSessionOptions {
   ca?: string | Uint8Array;
   /** Gathers this TEE's evidence (detectTee/defaultProvider, or a SimulatedTee for development). */
   provider: EvidenceProvider;
+  /**
+   * Devices attested with the TEE (composite evidence): each provider's evidence is bound to the same
+   * challenge and key and sent as additional evidence, for keys whose policy requires them
+   * (requireDevices). NvidiaGpus for the GPUs of this confidential VM; SimulatedGpu for development.
+   */
+  devices?: readonly DeviceEvidenceProvider[];
   /** The data keys to fetch, by key id (a sealed header's keyId). */
   keys: readonly string[];
   /** Cancels the establishment. */
@@ -107,6 +114,8 @@ export interface SessionVerdict {
   claims?: Record<string, unknown>;
   /** The token's id (jti), to find this appraisal in the broker's audit log. */
   tokenId?: string;
+  /** The broker's appraisal of each device it attested (the token's gpu<i> submods). */
+  devices?: { submod: string; status: EarStatus | 'unknown'; label?: string; tee?: string }[];
 }
 
 export interface SessionKeyInfo {
@@ -120,6 +129,8 @@ export interface SessionKeyInfo {
 export interface SessionInfo {
   /** The TEE this session attested as. */
   tee: TeeType;
+  /** The devices it attested with (additional evidence), as the broker labels them. */
+  devices: SentDevice[];
   broker: string;
   verdict: SessionVerdict;
   /** The broker's signed receipts (compact JWS), one per released key that came with one. */
@@ -161,6 +172,7 @@ export class EnclaveSession {
    */
   static async establish(options: EnclaveSessionOptions): Promise<EnclaveSession> {
     const keyIds = checkOptions(options);
+    const deviceProviders = checkDeviceProviders(options.devices);
     const status = nativeStatus();
     if (!status.available) {
       throw new NativeUnavailableError(`an EnclaveSession needs the native addon (keys never enter the JS heap): ${status.reason ?? 'not available'}`);
@@ -206,8 +218,10 @@ export class EnclaveSession {
       const teeName = sessionTeeName(options.provider.tee);
       const challenge = await client.auth(teeName);
       checkHashSelection(challenge['extra-params']);
-      const reportData = kbsReportData(challenge.nonce, publicJwk, '');
-      const teeEvidence = await raceSignal(gatherTeeEvidence(options.provider, reportData), signal);
+      // Devices first: the primary evidence's report data covers their additional_evidence text.
+      const devices = await raceSignal(gatherDeviceEvidence(deviceProviders, challenge.nonce, publicJwk), signal);
+      const reportData = kbsReportData(challenge.nonce, publicJwk, devices.additionalEvidence);
+      const teeEvidence = await raceSignal(gatherTeeEvidence(options.provider, reportData, devices.additionalEvidence), signal);
       const token = await client.attest({ 'runtime-data': { nonce: challenge.nonce, 'tee-pubkey': publicJwk }, 'tee-evidence': teeEvidence });
       const checked = await checkToken(token, publicJwk);
       const receipts: { keyId: string; receipt: string }[] = [];
@@ -236,6 +250,7 @@ export class EnclaveSession {
       }
       const info: SessionInfo = {
         tee: options.provider.tee,
+        devices: devices.sent,
         broker: client.origin,
         verdict: checked.verdict,
         receipts,
@@ -259,7 +274,8 @@ export class EnclaveSession {
   get info(): SessionInfo {
     return {
       ...this.#info,
-      verdict: { ...this.#info.verdict },
+      verdict: { ...this.#info.verdict, ...(this.#info.verdict.devices ? { devices: this.#info.verdict.devices.map((d) => ({ ...d })) } : {}) },
+      devices: this.#info.devices.map((d) => ({ ...d })),
       expiresAt: new Date(this.#info.expiresAt),
       receipts: this.#info.receipts.map((r) => ({ ...r })),
       keys: this.#info.keys.map((k) => ({ ...k, notAfter: new Date(k.notAfter), models: k.models.map((m) => ({ ...m })) })),
@@ -507,7 +523,8 @@ async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: 
   if (Number.isNaN(expiresAt.getTime())) {
     throw new ProtocolError(`the broker's attestation token has an expiry (exp ${exp}) that is not a representable time`);
   }
-  const cpu0 = ((payload['submods'] as Record<string, unknown> | undefined)?.['cpu0'] ?? {}) as Record<string, unknown>;
+  const submods = (typeof payload['submods'] === 'object' && payload['submods'] !== null ? payload['submods'] : {}) as Record<string, unknown>;
+  const cpu0 = (submods['cpu0'] ?? {}) as Record<string, unknown>;
   const annotated = (cpu0['ear.veraison.annotated-evidence'] ?? {}) as Record<string, unknown>;
   const status = cpu0['ear.status'];
   const verdict: SessionVerdict = {
@@ -516,6 +533,22 @@ async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: 
     ...(typeof annotated['claims'] === 'object' && annotated['claims'] !== null ? { claims: annotated['claims'] as Record<string, unknown> } : {}),
     ...(typeof payload['jti'] === 'string' ? { tokenId: payload['jti'] } : {}),
   };
+  // The broker's appraisal of each device (submods gpu0, gpu1, ...), for session.info; informative only.
+  const devices = Object.entries(submods)
+    .filter(([name, sub]) => DEVICE_SUBMOD.test(name) && typeof sub === 'object' && sub !== null)
+    .map(([name, sub]): NonNullable<SessionVerdict['devices']>[number] => {
+      const s = sub as Record<string, unknown>;
+      const ae = (s['ear.veraison.annotated-evidence'] ?? {}) as Record<string, unknown>;
+      const device = (ae['device'] ?? {}) as Record<string, unknown>;
+      const st = s['ear.status'];
+      return {
+        submod: name,
+        status: st === 'affirming' || st === 'warning' || st === 'contraindicated' || st === 'none' ? st : 'unknown',
+        ...(typeof device['label'] === 'string' ? { label: device['label'] } : {}),
+        ...(typeof ae['tee'] === 'string' ? { tee: ae['tee'] } : {}),
+      };
+    });
+  if (devices.length > 0) verdict.devices = devices;
   return { expiresAt, verdict };
 }
 

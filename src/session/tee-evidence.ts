@@ -45,14 +45,14 @@ interface WithCertificates {
  * host's certificates (configfs-tsm auxblob: VCEK or VLEK, ASK, ARK) sends them in `cert_chain`, so
  * the broker need not fetch them from AMD.
  */
-export async function gatherTeeEvidence(provider: EvidenceProvider, reportData: Uint8Array): Promise<{ primary_evidence: Record<string, unknown>; additional_evidence: string }> {
+export async function gatherTeeEvidence(provider: EvidenceProvider, reportData: Uint8Array, additionalEvidence = ''): Promise<{ primary_evidence: Record<string, unknown>; additional_evidence: string }> {
   const tee = provider.tee as Encodable;
   sessionTeeName(tee);
   const withCerts = provider as Partial<WithCertificates>;
   if (tee === 'snp' && typeof withCerts.getEvidenceWithCertificates === 'function') {
     const { evidence, certificates } = await withCerts.getEvidenceWithCertificates(reportData);
     const snpCertificates = certificates.filter((c) => SNP_CERT_TYPES.includes(c.name)).map((c) => ({ type: c.name as SnpCertType, der: c.der }));
-    return encodeTeeEvidence(tee, evidence, { snpCertificates });
+    return encodeTeeEvidence(tee, evidence, { snpCertificates, additionalEvidence });
   }
-  return encodeTeeEvidence(tee, await provider.getEvidence(reportData));
+  return encodeTeeEvidence(tee, await provider.getEvidence(reportData), { additionalEvidence });
 }

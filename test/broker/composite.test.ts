@@ -6,13 +6,13 @@
  * the product's.
  */
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { flattenedDecrypt } from 'jose';
+import { decodeJwt, flattenedDecrypt } from 'jose';
 import { validatePolicy, type Policy } from '../../src/attestation/policy/policy.js';
 import { verifyNvidiaReport } from '../../src/attestation/verifiers/nvidia.js';
 import { parseCertificates } from '../../src/attestation/certs.js';
 import { kbsDeviceNonce, kbsReportData } from '../../src/protocol/binding.js';
-import { encodeNvidiaAdditionalEvidence } from '../../src/protocol/device-evidence.js';
-import { parseFlattenedJwe } from '../../src/protocol/messages.js';
+import { DEVICE_LIMITS, encodeNvidiaAdditionalEvidence } from '../../src/protocol/device-evidence.js';
+import { MAX_TOKEN_CHARS, parseFlattenedJwe } from '../../src/protocol/messages.js';
 import type { Reply } from './client.js';
 import { attest, auth, DATA_KEY, type Fixture, resource, SIM_MEASUREMENT, startFixture, teeKeyPair } from './fixture.js';
 import { testGpu, type TestGpu } from './forged-gpu.js';
@@ -107,13 +107,45 @@ describe('broker: a key whose policy requires an NVIDIA GPU', () => {
     expect(detail.checks.every((c) => c.ok)).toBe(true);
   });
 
-  it('by bearer token (which carries only the CPU evidence) it is denied, and the reason says to use the session cookie', async () => {
+  it('by bearer token it is granted too: the token carries each device as a gpu<i> submod, judged like the cookie session', async () => {
     const f = await fixture(gpuPolicy());
-    const s = await session(f);
+    const s = await session(f, { gpus: 2 });
     expect(s.reply.status).toBe(200);
+    const submods = (decodeJwt(s.token!) as unknown as { submods: Record<string, { 'ear.status': string; 'ear.veraison.annotated-evidence': { tee: string; device: { label: string; uuid: string }; claims: { reportData: string } } }> }).submods;
+    expect(Object.keys(submods)).toEqual(['cpu0', 'gpu0', 'gpu1']);
+    expect(submods.gpu1!['ear.veraison.annotated-evidence']).toMatchObject({ tee: 'nvidia', device: { label: 'nvidia[1]', uuid: 'GPU-1' } });
+    // NVIDIA reports do not attest their debug state: verified, but only a warning.
+    expect(submods.gpu0!['ear.status']).toBe('warning');
     const r = await resource(f, { token: s.token! });
-    expectReleaseDenied(f, r, /^policy\.requireDevices\.nvidia: /);
-    expect((r.json as { reasons: string[] }).reasons).toEqual(expect.arrayContaining([expect.stringMatching(/^token: a bearer token carries no device evidence/)]));
+    expect(r.status, r.text).toBe(200);
+    const { plaintext } = await flattenedDecrypt(parseFlattenedJwe(r.json), s.privateKey);
+    expect(Buffer.from(plaintext.subarray(4, 36))).toEqual(Buffer.from(DATA_KEY));
+    const detail = f.audit.entries.at(-1)!.detail as { devices: { device: string }[] };
+    expect(detail.devices.map((d) => d.device)).toEqual(['nvidia[0]', 'nvidia[1]']);
+  });
+
+  it('the largest session (16 GPUs, the device limit) gets a token within MAX_TOKEN_CHARS that works as a Bearer', async () => {
+    const f = await fixture(gpuPolicy());
+    const s = await session(f, { gpus: DEVICE_LIMITS.devices });
+    expect(s.reply.status, s.reply.text).toBe(200);
+    expect(s.token!.length).toBeLessThanOrEqual(MAX_TOKEN_CHARS);
+    const r = await resource(f, { token: s.token! });
+    expect(r.status, r.text).toBe(200);
+  });
+
+  it('by bearer token of a session without GPU evidence it is denied, naming the missing GPU', async () => {
+    const f = await fixture(gpuPolicy());
+    const s = await session(f, { gpus: 0 });
+    expect(s.reply.status).toBe(200);
+    expect(Object.keys((decodeJwt(s.token!) as unknown as { submods: object }).submods)).toEqual(['cpu0']);
+    expectReleaseDenied(f, await resource(f, { token: s.token! }), /^policy\.requireDevices\.nvidia: the policy requires NVIDIA GPU evidence/);
+  });
+
+  it('by bearer token, a GPU the nvidia section does not accept is denied as with the cookie', async () => {
+    const other = { ...gpuMeasurements, m1: ['00'.repeat(48).replace(/^00/, '11')] };
+    const f = await fixture(gpuPolicy({}, { measurements: other }));
+    const s = await session(f);
+    expectReleaseDenied(f, await resource(f, { token: s.token! }), /^nvidia\[0\]\.policy\.measurements\.m1: /);
   });
 
   it('the requirement may sit in the CPU section instead: same refusal without a GPU', async () => {

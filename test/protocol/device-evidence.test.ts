@@ -54,5 +54,9 @@ describe("additional_evidence in Trustee's nvidia shape", () => {
     const entry = fc.record({ arch: fc.oneof(fc.constant('HOPPER'), fc.string()), uuid: fc.anything(), evidence: fc.oneof(fc.stringMatching(/^[0-9a-f]*$/), fc.base64String(), fc.anything()), certificate: fc.oneof(fc.base64String(), fc.anything()) }, { requiredKeys: [] });
     const shape = fc.oneof(fc.anything(), fc.record({ nvidia: fc.oneof(fc.anything(), fc.record({ device_evidence_list: fc.oneof(fc.array(entry, { maxLength: 3 }), fc.anything()) })) }));
     fc.assert(fc.property(shape, (v) => check(JSON.stringify(v) ?? '')), { numRuns: fuzzRuns(300) });
+    // Our simulated-nvidia extension: the same promise.
+    const simEntry = fc.record({ uuid: fc.anything(), evidence: fc.oneof(fc.base64String(), fc.anything()), arch: fc.anything() }, { requiredKeys: [] });
+    const sim = fc.record({ 'simulated-nvidia': fc.oneof(fc.anything(), fc.record({ device_evidence_list: fc.oneof(fc.array(simEntry, { maxLength: 3 }), fc.anything()) })) });
+    fc.assert(fc.property(sim, (v) => check(JSON.stringify(v) ?? '')), { numRuns: fuzzRuns(300) });
   });
 });

@@ -1,5 +1,5 @@
 import { createHash, generateKeyPairSync } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { writeNewKeyFile } from '../../src/keys/key-file.js';
@@ -65,6 +65,29 @@ describe('sealed-tensors load', () => {
     for (const t of out.tensors) expect(t.sha256).toBe(createHash('sha256').update(model.data.get(t.name)!).digest('hex'));
     expect(session).toMatchObject({ tee: 'simulated', hardened: true, verdict: 'affirming', receipts: 1 });
     for (const bytes of model.data.values()) expect(loaded.out).not.toContain(Buffer.from(bytes).toString('base64').slice(0, 24));
+  });
+
+  it('--simulated-gpus N sends N simulated GPUs bound to the session, listed in the summary and in --json; --gpus without NVIDIA\'s driver fails saying so', async () => {
+    const dir = tempDir();
+    const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
+    const { kbs, args } = await setup(dir, { k1: { key: TEST_KEY, models: [model.binding] } });
+    const r = await runCli('load', model.path, ...args, '--simulated-gpus', '2');
+    expect(r.code, r.err).toBe(0);
+    expect(r.err).toMatch(/2 SIMULATED GPU\(s\) \(simulated-nvidia/);
+    expect(r.out).toMatch(/devices: simulated-nvidia\[0\] SIMULATED-GPU-0 \(SIMULATED\), simulated-nvidia\[1\] SIMULATED-GPU-1 \(SIMULATED\)/);
+    // The CPU evidence bound the additional evidence (FakeKbs checks the report data over it).
+    expect(kbs.boundAttestations).toBe(1);
+    expect(Object.keys(JSON.parse(kbs.additionalEvidence[0]!) as object)).toEqual(['simulated-nvidia']);
+    const j = await runCli('load', model.path, ...args, '--simulated-gpus', '1', '--json');
+    expect((JSON.parse(j.out) as { session: { devices: unknown[] } }).session.devices).toEqual([{ label: 'simulated-nvidia[0]', kind: 'simulated-nvidia', uuid: 'SIMULATED-GPU-0', simulated: true }]);
+    expect((await runCli('load', model.path, ...args, '--simulated-gpus', '0')).code).not.toBe(0);
+    const both = await runCli('load', model.path, ...args, '--simulated-gpus', '1', '--gpus');
+    expect(both.err).toMatch(/--gpus and --simulated-gpus exclude each other/);
+    if (!existsSync('/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1')) {
+      const real = await runCli('load', model.path, ...args, '--gpus');
+      expect(real.code).not.toBe(0);
+      expect(real.err).toMatch(/libnvidia-ml\.so\.1/);
+    }
   });
 
   it('--only loads just the named tensors of a sharded model', async () => {

@@ -51,6 +51,8 @@ export class FakeKbs {
   tokenTtlSeconds: number;
   /** Attestations whose report data bound the nonce and the tee-pubkey. */
   boundAttestations = 0;
+  /** The additional_evidence text of each bound attestation, as received. */
+  readonly additionalEvidence: string[] = [];
   readonly #sessions = new Map<string, KbsSession>();
 
   private constructor(
@@ -137,6 +139,7 @@ export class FakeKbs {
       return problem(res, 403, 'denied', ['report data does not bind the nonce and tee-pubkey']);
     }
     this.boundAttestations++;
+    this.additionalEvidence.push(request.additionalEvidence);
     const sent = request.runtimeData.teePubkeyRaw;
     const named = this.options.tokenTeePubkey ? this.options.tokenTeePubkey(sent) : sent;
     const now = Math.floor(Date.now() / 1000);

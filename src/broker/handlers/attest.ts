@@ -154,6 +154,8 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
 
   // Devices are verified whatever the primary evidence's verdict, so a refusal names every failure.
   const devices = await verifyDevices(deviceEvidence, {
+    allowSimulated: state.opts.allowSimulated,
+    simulatedRoots: state.opts.simulatedRoots,
     nonce,
     teePubkeyRaw,
     now: new Date(nowMs),

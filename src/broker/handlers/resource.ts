@@ -19,7 +19,6 @@ import { verifyToken, type TokenSession } from '../tokens.js';
 import { encryptToTeePubkey } from '../wrap.js';
 import type { BrokerState, RequestContext } from './context.js';
 import { claimsSummary } from './attest.js';
-import type { AttestedDevice } from '../devices.js';
 
 export const RESOURCE_PREFIX = `${KBS_PATH_PREFIX}/resource/`;
 
@@ -29,7 +28,7 @@ const forbidden = (reasons: string[]): HttpProblem => new HttpProblem(403, 'ERR_
 const notFound = (detail: string): HttpProblem => new HttpProblem(404, 'ERR_NOT_FOUND', detail, { reasons: [`resource: ${detail}`] });
 
 /** The session this request speaks for: a bearer token if one is sent (and then only it), else the cookie. */
-async function authenticate(state: BrokerState, req: IncomingMessage, nowMs: number): Promise<TokenSession & { thumbprint?: string; sessionRef?: string; devices?: AttestedDevice[] }> {
+async function authenticate(state: BrokerState, req: IncomingMessage, nowMs: number): Promise<TokenSession & { thumbprint?: string; sessionRef?: string }> {
   const authz = req.headers.authorization;
   if (authz !== undefined) {
     const m = /^Bearer ([^\s]+)$/i.exec(authz.trim());
@@ -82,6 +81,8 @@ export async function handleResource(state: BrokerState, req: IncomingMessage, r
     reasons.push('broker.simulated: evidence is SIMULATED and this broker does not allow simulated evidence');
   }
   const devices = session.devices ?? [];
+  // A token outlives a broker restart: one issued while simulated evidence was allowed is judged by today's setting.
+  if (!state.opts.allowSimulated) for (const d of devices.filter((x) => x.claims.simulated)) reasons.push(`broker.${d.label}.simulated: ${d.label} is SIMULATED and this broker does not allow simulated evidence`);
   if (devices.length > 0) ctx.audit.detail = { ...ctx.audit.detail, devices: devices.map((d) => ({ device: d.label, uuid: d.uuid, evidenceDigest: d.evidenceDigest })) };
   let verdict;
   let deviceVerdict;
@@ -94,10 +95,6 @@ export async function handleResource(state: BrokerState, req: IncomingMessage, r
     throw err;
   }
   reasons.push(...verdict.reasons, ...deviceVerdict.reasons);
-  if (session.devices === undefined && req.headers.authorization !== undefined && deviceVerdict.reasons.some((r) => r.startsWith('policy.requireDevices.'))) {
-    // Device claims live with the attested session, not in the token (its EAR has only cpu0).
-    reasons.push('token: a bearer token carries no device evidence; for a key that requires devices, present the kbs-session-id cookie of the session that attested them');
-  }
   ctx.audit.detail = { ...ctx.audit.detail, policy: record.policy, checks: [...verdict.checks, ...deviceVerdict.checks] };
   if (reasons.length > 0) throw forbidden(reasons);
 
