@@ -180,7 +180,17 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
         const { files, buffers } = await this.#loadFromArena(reader, this.#arena);
         const arena = this.#arena;
         // Back to the session's arena: wiped now (every view detached), kept for the next load.
-        const giveBack = (): void => buffers.forEach((b) => arena.give(b));
+        const giveBack = (): void => {
+          let first: unknown;
+          for (const b of buffers) {
+            try {
+              arena.give(b); // on failure it released the buffer: go on with the rest
+            } catch (err) {
+              first ??= err;
+            }
+          }
+          if (first !== undefined) throw first;
+        };
         const discard = (): void => buffers.forEach((b) => b.release());
         loaded = { tensors: wrap(files), byteLength: files.reduce((n, f) => n + f.byteLength, 0), release: giveBack, discard };
       } else {
