@@ -27,6 +27,7 @@ export type ErrorCode =
   | 'ERR_PROTOCOL'
   | 'ERR_BROKER'
   | 'ERR_DENIED'
+  | 'ERR_BROKER_UNTRUSTED'
   | 'ERR_BROKER_CONFIG'
   | 'ERR_KEYSTORE'
   | 'ERR_KEY_REVOKED'
@@ -253,6 +254,18 @@ export class DeniedError extends SealedTensorsError {
     super('ERR_DENIED', message, options);
     this.status = options?.status ?? 403;
     this.reasons = Object.freeze([...(options?.reasons ?? [])]);
+  }
+}
+
+/**
+ * The session could not authenticate the key broker's signed answers: the attestation token or a
+ * release receipt is not signed by the pinned broker key (`brokerKey`), names another issuer or
+ * audience, or a release came without the receipt a pinned broker must send. Nothing is released.
+ */
+export class BrokerTrustError extends SealedTensorsError {
+  static readonly code = 'ERR_BROKER_UNTRUSTED';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_BROKER_UNTRUSTED', message, options);
   }
 }
 

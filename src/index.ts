@@ -42,6 +42,7 @@ export {
   type SessionVerdict,
   type SessionKeyInfo,
 } from './session/enclave-session.js';
+export type { BrokerKeyInput, BrokerPublicJwk } from './session/broker-trust.js';
 export { SessionModel, type TensorSelection, type LoadedModel, type ProgressEvent, type SessionTensorInfo, type SessionModelInfo } from './session/session-model.js';
 
 // Attestation. The verifiers parse X.509 and ASN.1 with @peculiar/x509 (and reflect-metadata),

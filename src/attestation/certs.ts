@@ -1,7 +1,8 @@
 import 'reflect-metadata';
-import { X509Certificate, constants, createHash, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { X509Certificate, constants, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import * as px509 from '@peculiar/x509';
 import { EvidenceChainError, EvidenceFormatError, EvidenceRevokedError, EvidenceSignatureError, InvalidArgumentError } from '../errors.js';
+import { derSha256, signatureLinks } from './link-cache.js';
 import { certificateSubject, derInteger, derOid, normalSerial, parseCrl, readChildren, readTlv, type ParsedCrl } from './der.js';
 
 /**
@@ -71,7 +72,7 @@ export function toPem(der: Uint8Array): string {
 }
 
 export function fingerprint(cert: X509Certificate): string {
-  return createHash('sha256').update(cert.raw).digest('hex');
+  return derSha256(cert);
 }
 
 export function commonName(cert: X509Certificate): string {
@@ -151,7 +152,13 @@ function checkValidity(cert: X509Certificate, opts: ChainOptions): void {
 
 function signedBy(child: X509Certificate, issuer: X509Certificate): boolean {
   try {
-    return child.checkIssued(issuer) && child.verify(issuer.publicKey);
+    if (!child.checkIssued(issuer)) return false;
+    // The signature over these exact bytes by this exact key was verified before (link-cache.ts);
+    // validity, pins and CA flags are still checked by verifyChain on every call.
+    if (signatureLinks.has(child, issuer)) return true;
+    const ok = child.verify(issuer.publicKey);
+    if (ok) signatureLinks.add(child, issuer);
+    return ok;
   } catch {
     return false;
   }

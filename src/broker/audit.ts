@@ -504,6 +504,49 @@ export interface AuditVerification {
   missingReceipts?: { auditSeq: number; receiptId: string; reason: string }[];
   /** The first entry that failed: its seq (as expected at that place), its 1-based line number, why. */
   firstBad?: { seq: number; line: number; reason: string };
+  /** With `list`: every release and denial among the entries that verified, in log order. */
+  decisions?: AuditDecision[];
+}
+
+/** One release or denial as the log records it (`broker audit verify` lists them). */
+export interface AuditDecision {
+  seq: number;
+  time: string;
+  /** The entry's event: `release`, or where the denial happened (`auth`, `attest`, `resource`, `deny`). */
+  event: string;
+  verdict: 'release' | 'deny';
+  keyIds: string[];
+  models: { bundleId: string; headerDigest: string; label?: string }[];
+  tee?: string;
+  client?: string;
+  reasons: string[];
+  /** A release's receipt id. */
+  receiptId?: string;
+}
+
+const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+
+/** The release or denial an entry records, or undefined for any other entry (management, a granted attest). */
+function decisionOf(e: AuditEntry): AuditDecision | undefined {
+  const release = e.event === 'release';
+  if (!release && e.verdict !== 'deny' && e.event !== 'deny') return undefined;
+  const keyIds = typeof e.keyId === 'string' ? [e.keyId] : strings(e.keyIds);
+  const models = (Array.isArray(e.models) ? e.models : [])
+    .filter((m): m is Record<string, unknown> => isObject(m) && typeof m.bundleId === 'string' && typeof m.headerDigest === 'string')
+    .map((m) => ({ bundleId: m.bundleId as string, headerDigest: m.headerDigest as string, ...(typeof m.label === 'string' ? { label: m.label } : {}) }));
+  const reasons = release ? strings(isObject(e.verdict) ? e.verdict.reasons : undefined) : strings(e.reasons);
+  return {
+    seq: e.seq,
+    time: e.time,
+    event: e.event,
+    verdict: release ? 'release' : 'deny',
+    keyIds,
+    models,
+    ...(typeof e.tee === 'string' ? { tee: e.tee } : {}),
+    ...(typeof e.client === 'string' ? { client: e.client } : {}),
+    reasons,
+    ...(release && typeof e.receiptId === 'string' ? { receiptId: e.receiptId } : {}),
+  };
 }
 
 /** Deep equality of JSON values (key order ignored). */
@@ -543,7 +586,7 @@ async function checkRelease(entry: AuditEntry, verifier: Awaited<ReturnType<type
  * written before the folder had a receipt key). Stops at the first bad entry and names it. Needs
  * only config.json (for the genesis hash), the two public keys and audit.log: no secret.
  */
-export async function verifyAuditLog(dir: string, opts: { receipts?: readonly string[] } = {}): Promise<AuditVerification> {
+export async function verifyAuditLog(dir: string, opts: { receipts?: readonly string[]; list?: boolean } = {}): Promise<AuditVerification> {
   const read = async (name: string): Promise<string> => {
     try {
       const text = await readFile(join(dir, name), 'utf8');
@@ -556,14 +599,14 @@ export async function verifyAuditLog(dir: string, opts: { receipts?: readonly st
   };
   const settings = parseBrokerSettings(await read(BROKER_FILES.config));
   const tokenKey = await receiptVerificationKey(parsePublicSigningJwk(await read(BROKER_FILES.signingPublicKey)));
-  if (tokenKey.kid !== undefined && tokenKey.kid !== settings.signingKeyId) {
+  if (tokenKey.kid !== settings.signingKeyId) {
     throw new BrokerConfigError(`${BROKER_FILES.signingPublicKey} has kid ${tokenKey.kid}, but config.json names ${settings.signingKeyId}`);
   }
   tokenKey.kid = settings.signingKeyId;
   let receiptKey: Awaited<ReturnType<typeof receiptVerificationKey>> | undefined;
   if (settings.receiptKeyId !== undefined) {
     receiptKey = await receiptVerificationKey(parsePublicSigningJwk(await read(BROKER_FILES.receiptPublicKey), BROKER_FILES.receiptPublicKey));
-    if (receiptKey.kid !== undefined && receiptKey.kid !== settings.receiptKeyId) {
+    if (receiptKey.kid !== settings.receiptKeyId) {
       throw new BrokerConfigError(`${BROKER_FILES.receiptPublicKey} has kid ${receiptKey.kid}, but config.json names ${settings.receiptKeyId}`);
     }
     receiptKey.kid = settings.receiptKeyId;
@@ -610,6 +653,7 @@ export async function verifyAuditLog(dir: string, opts: { receipts?: readonly st
     const size = (await fh.stat()).size;
     const state: ChainState = { size: 0, seq: 0, prev: settings.auditGenesis, generation: 0, revoked: new Map() };
     let receipts = 0;
+    const decisions: AuditDecision[] = [];
     let firstBad: AuditVerification['firstBad'];
     const bad = (reason: string): void => void (firstBad = { seq: state.seq, line: state.seq + 1, reason });
     for await (const item of readLines(fh, 0, size)) {
@@ -642,6 +686,10 @@ export async function verifyAuditLog(dir: string, opts: { receipts?: readonly st
         if (h.jws !== r.entry.receipt) missing.push({ auditSeq: r.entry.seq, receiptId: h.receiptId, reason: `entry ${r.entry.seq} does not hold this receipt: the log was rewritten after it was issued` });
       }
       held.delete(r.entry.seq);
+      if (opts.list) {
+        const d = decisionOf(r.entry);
+        if (d) decisions.push(d);
+      }
       if (typeof (r.entry as Record<string, unknown>).receiptKeyId === 'string') legacy = false;
       absorb(state, r.entry, hashLine(item.line), item.line.length);
     }
@@ -659,6 +707,7 @@ export async function verifyAuditLog(dir: string, opts: { receipts?: readonly st
       ...(!firstBad && state.seq > 0 ? { head: { seq: state.seq - 1, hash: state.prev } } : {}),
       ...(firstBad ? { firstBad } : {}),
       ...(missing.length ? { missingReceipts: missing } : {}),
+      ...(opts.list ? { decisions } : {}),
     };
   } finally {
     await fh.close();

@@ -7,7 +7,7 @@
  * /auth refuse everyone (IPv6 is counted by /64: one host usually holds a whole /64).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { isIP } from 'node:net';
+import { clientBucket } from './client-bucket.js';
 import { NONCE_BYTES } from '../protocol/messages.js';
 
 /** Session ids: 32 random bytes, base64url (43 characters). */
@@ -36,37 +36,8 @@ export function isSessionId(value: string): boolean {
   return SESSION_ID.test(value);
 }
 
-/** Expands an IPv6 address (no zone) to its eight 16-bit groups, or undefined. */
-function ipv6Groups(ip: string): number[] | undefined {
-  let text = ip;
-  // A trailing dotted quad (::ffff:1.2.3.4) is two groups.
-  const quad = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (quad) {
-    const b = quad[2]!.split('.').map(Number);
-    text = `${quad[1]}${((b[0]! << 8) | b[1]!).toString(16)}:${((b[2]! << 8) | b[3]!).toString(16)}`;
-  }
-  const halves = text.split('::');
-  if (halves.length > 2) return undefined;
-  const part = (h: string): string[] => (h === '' ? [] : h.split(':'));
-  const head = part(halves[0]!);
-  const tail = halves.length === 2 ? part(halves[1]!) : [];
-  const fill = 8 - head.length - tail.length;
-  if (halves.length === 1 ? fill !== 0 : fill < 1) return undefined;
-  return [...head, ...Array<string>(halves.length === 2 ? fill : 0).fill('0'), ...tail].map((g) => parseInt(g, 16));
-}
-
-/**
- * The unit a client's share of the cap is counted in: the IPv4 address, or the /64 of an IPv6
- * address (IPv4-mapped IPv6 counts as its IPv4 address; a zone id is ignored).
- */
-export function clientBucket(ip: string): string {
-  const addr = ip.split('%', 1)[0]!;
-  if (isIP(addr) !== 6) return addr;
-  const g = ipv6Groups(addr.toLowerCase());
-  if (g === undefined) return addr;
-  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return `${g[6]! >> 8}.${g[6]! & 0xff}.${g[7]! >> 8}.${g[7]! & 0xff}`;
-  return `${g.slice(0, 4).map((x) => x.toString(16)).join(':')}::/64`;
-}
+// Shared with the rate limiter and the connection cap (client-bucket.ts); re-exported for callers of this module.
+export { clientBucket };
 
 export class ChallengeTable {
   private readonly pending = new Map<string, PendingChallenge>();

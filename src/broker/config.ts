@@ -8,6 +8,7 @@
  *   server.pem, .key   the HTTPS certificate (localhost, 127.0.0.1, ::1 and --hostname names) and key (0600)
  *   signing.jwk        P-256 private JWK (0600) that signs tokens; signing.pub.jwk its public half
  *   receipt.jwk        P-256 private JWK (0600) that signs release receipts; receipt.pub.jwk its public half
+ *   broker.jwks        both public keys as a JWK Set (0644): what a session pins (brokerKey, load --broker-key)
  *   policies/          attestation policies by name (default.json, and sha256-<digest>.json from policy set)
  *   audit.log          hash-chained JSON lines
  *
@@ -35,6 +36,8 @@ export const BROKER_FILES = {
   signingPublicKey: 'signing.pub.jwk',
   receiptKey: 'receipt.jwk',
   receiptPublicKey: 'receipt.pub.jwk',
+  /** Both public keys as a JWK Set, for sessions to pin (load --broker-key): not read by the broker. */
+  publicKeySet: 'broker.jwks',
   policies: 'policies',
   audit: 'audit.log',
 } as const;

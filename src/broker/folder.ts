@@ -41,7 +41,7 @@ export async function openBrokerFolder(dir: string): Promise<OpenedBrokerFolder>
 }
 
 /** startBroker's options for an opened folder; `listen` overrides config.json's. */
-export function brokerOptions(b: OpenedBrokerFolder, over: { listen?: string; allowPlainHttpOnLoopback?: boolean } = {}): BrokerOptions {
+export function brokerOptions(b: OpenedBrokerFolder, over: { listen?: string; allowPlainHttpOnLoopback?: boolean; verifyThreads?: number } = {}): BrokerOptions {
   const c = b.config;
   const { host, port } = parseListen(over.listen ?? c.listen);
   const plain = over.allowPlainHttpOnLoopback === true;
@@ -62,5 +62,6 @@ export function brokerOptions(b: OpenedBrokerFolder, over: { listen?: string; al
     rateLimit: { burst: c.rateLimitBurst, perSecond: c.rateLimitPerSecond },
     requestTimeoutMs: c.requestTimeoutMs,
     maxRequestBytes: c.maxRequestBytes,
+    ...(over.verifyThreads ? { verifyThreads: { threads: over.verifyThreads } } : {}),
   };
 }

@@ -3,6 +3,7 @@
  * here knows the KBS protocol; handlers throw an HttpProblem and the server turns it into a
  * ProblemBody response.
  */
+import { clientBucket } from './client-bucket.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ErrorCode } from '../errors.js';
 import { MAX_REQUEST_BYTES, parseJsonBody, problemType, type ProblemBody } from '../protocol/messages.js';
@@ -137,7 +138,8 @@ export function cookieValues(req: IncomingMessage, name: string): string[] {
 }
 
 /** The client as the audit log records it: address and port of the TCP peer (no proxy header is trusted). */
-export function clientOf(req: IncomingMessage): { ip: string; label: string } {
+/** The peer: its address, the bucket its per-client limits count in (client-bucket.ts), and a label for the audit log. */
+export function clientOf(req: IncomingMessage): { ip: string; bucket: string; label: string } {
   const ip = req.socket.remoteAddress ?? 'unknown';
-  return { ip, label: `${ip}:${req.socket.remotePort ?? 0}` };
+  return { ip, bucket: clientBucket(ip), label: `${ip}:${req.socket.remotePort ?? 0}` };
 }

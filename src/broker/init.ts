@@ -10,7 +10,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { calculateJwkThumbprint } from 'jose';
 import { InvalidArgumentError, IoError } from '../errors.js';
 import { AuditLog, formatAuditLine } from './audit.js';
-import { BROKER_FILES, DEFAULT_SETTINGS, KEK_BYTES, checkBrokerDir, checkHostname, parseBrokerSettings, parseListen, type BrokerSettings } from './config.js';
+import { BROKER_FILES, DEFAULT_SETTINGS, KEK_BYTES, checkBrokerDir, checkHostname, parseBrokerSettings, parseListen, parsePublicSigningJwk, type BrokerSettings } from './config.js';
 import { fsyncDir, readGuardedFile, writeFileAtomic, writeNewFile } from './files.js';
 import { withBrokerLock } from './lock.js';
 import { emptyKeystoreBytes } from './keystore.js';
@@ -32,6 +32,8 @@ export interface InitOptions {
 export interface InitResult {
   dir: string;
   caPath: string;
+  /** DIR/broker.jwks: the public keys sessions pin (load --broker-key). */
+  publicKeysPath: string;
   signingKeyId: string;
   receiptKeyId: string;
   hostnames: string[];
@@ -50,8 +52,15 @@ async function refuseNonEmpty(dir: string): Promise<void> {
   if ((await readdir(dir)).length > 0) throw new InvalidArgumentError(`${dir} is not empty: broker init never writes into a folder holding anything (a broker folder is never overwritten)`);
 }
 
-/** A new P-256 key written as PRIVATE (0600) and PUBLIC (0644) JWK files; returns its thumbprint. */
-async function writeKeyPair(privatePath: string, publicPath: string): Promise<string> {
+type PublicKeyJwk = { kty: string; crv: string; x: string; y: string; kid: string; alg: string; use: string };
+
+/** The JWK Set a session pins (brokerKey): the token key and the receipt key, public halves. */
+function publicKeySetText(token: PublicKeyJwk, receipt: PublicKeyJwk): string {
+  return `${JSON.stringify({ keys: [token, receipt] }, null, 2)}\n`;
+}
+
+/** A new P-256 key written as PRIVATE (0600) and PUBLIC (0644) JWK files; returns its public JWK (kid: its thumbprint). */
+async function writeKeyPair(privatePath: string, publicPath: string): Promise<PublicKeyJwk> {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const jwk = privateKey.export({ format: 'jwk' }) as { kty: string; crv: string; x: string; y: string; d: string };
   const kid = await calculateJwkThumbprint({ kty: 'EC', crv: 'P-256', x: jwk.x, y: jwk.y }, 'sha256');
@@ -59,7 +68,7 @@ async function writeKeyPair(privatePath: string, publicPath: string): Promise<st
   await writeNewFile(privatePath, `${JSON.stringify({ ...pub, d: jwk.d }, null, 2)}\n`, 0o600);
   jwk.d = '';
   await writeNewFile(publicPath, `${JSON.stringify(pub, null, 2)}\n`, 0o644);
-  return kid;
+  return pub;
 }
 
 /**
@@ -78,7 +87,15 @@ export async function addReceiptKey(dirArg: string): Promise<{ dir: string; rece
     // Left over from an add cut short: config.json does not name them, so they never signed anything.
     await rm(join(dir, BROKER_FILES.receiptKey), { force: true });
     await rm(join(dir, BROKER_FILES.receiptPublicKey), { force: true });
-    const id = await writeKeyPair(join(dir, BROKER_FILES.receiptKey), join(dir, BROKER_FILES.receiptPublicKey));
+    const receiptPub = await writeKeyPair(join(dir, BROKER_FILES.receiptKey), join(dir, BROKER_FILES.receiptPublicKey));
+    const id = receiptPub.kid;
+    const tokenPub = parsePublicSigningJwk(Buffer.from(await readGuardedFile(join(dir, BROKER_FILES.signingPublicKey), BROKER_FILES.signingPublicKey, { maxBytes: 64 * 1024 })).toString('utf8'));
+    const tokenKid = await calculateJwkThumbprint({ kty: 'EC', crv: 'P-256', x: tokenPub.x, y: tokenPub.y }, 'sha256');
+    await writeFileAtomic(
+      join(dir, BROKER_FILES.publicKeySet),
+      publicKeySetText({ kty: 'EC', crv: 'P-256', x: tokenPub.x, y: tokenPub.y, kid: tokenKid, alg: 'ES256', use: 'sig' }, receiptPub),
+      { mode: 0o644 },
+    );
     await fsyncDir(dir);
     const { createdAt, ...rest } = settings;
     await writeFileAtomic(configPath, `${JSON.stringify({ ...rest, receiptKeyId: id, createdAt }, null, 2)}\n`, { mode: 0o644 });
@@ -134,9 +151,12 @@ export async function initBroker(dirArg: string, opts: InitOptions = {}): Promis
       kekBytes.fill(0);
     }
 
-    const kid = await writeKeyPair(file(BROKER_FILES.signingKey), file(BROKER_FILES.signingPublicKey));
+    const tokenPub = await writeKeyPair(file(BROKER_FILES.signingKey), file(BROKER_FILES.signingPublicKey));
     // Receipts have a key of their own: whoever can mint tokens cannot mint receipts.
-    const receiptKid = await writeKeyPair(file(BROKER_FILES.receiptKey), file(BROKER_FILES.receiptPublicKey));
+    const receiptPub = await writeKeyPair(file(BROKER_FILES.receiptKey), file(BROKER_FILES.receiptPublicKey));
+    const kid = tokenPub.kid;
+    const receiptKid = receiptPub.kid;
+    await writeNewFile(file(BROKER_FILES.publicKeySet), publicKeySetText(tokenPub, receiptPub), 0o644);
 
     await writeNewFile(file(BROKER_FILES.caCert), certs.caCert, 0o644);
     await writeNewFile(file(BROKER_FILES.caKey), certs.caKey, 0o600);
@@ -192,7 +212,7 @@ export async function initBroker(dirArg: string, opts: InitOptions = {}): Promis
       throw new IoError(`cannot move the new broker folder into place at ${dir} (${code})`, { cause });
     }
     await fsyncDir(parent);
-    return { dir, caPath: join(dir, BROKER_FILES.caCert), signingKeyId: kid, receiptKeyId: receiptKid, hostnames, allowSimulated };
+    return { dir, caPath: join(dir, BROKER_FILES.caCert), publicKeysPath: join(dir, BROKER_FILES.publicKeySet), signingKeyId: kid, receiptKeyId: receiptKid, hostnames, allowSimulated };
   } catch (err) {
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
     throw err;

@@ -2,15 +2,16 @@
  * What startBroker takes, checked once and with defaults filled in, so the handlers read plain
  * numbers and never a missing option.
  */
-import { isIP } from 'node:net';
 import { createHash, type X509Certificate } from 'node:crypto';
 import type { JWK, KeyObject, CryptoKey } from 'jose';
 import { InvalidArgumentError } from '../errors.js';
+import { isLoopback } from '../net-trust.js';
 import type { TeeType } from '../attestation/types.js';
 import type { TdxCollateral } from '../attestation/verifiers/tdx-collateral.js';
 import { MAX_REQUEST_BYTES } from '../protocol/messages.js';
 import type { AuditSink, Keystore, PolicyStore } from './types.js';
 import type { RateLimitOptions } from './rate-limit.js';
+import { DEFAULT_ISSUER_PREFIX, defaultIssuer } from '../protocol/token.js';
 
 export interface BrokerSigningKey {
   /** P-256 private key for ES256. */
@@ -82,6 +83,12 @@ export interface BrokerOptions {
   /** Clock for expiries and evidence checks (tests). */
   now?: () => Date;
   verifyOptions?: BrokerVerifyOptions;
+  /**
+   * Verify primary evidence in this many worker threads (verify-pool.ts), so the signature and
+   * chain checks run beside the main thread's TLS and JOSE work. Absent: in the main thread.
+   * `workerUrl` is for tests; `timeoutMs` (default 30 s) denies a job a worker does not answer.
+   */
+  verifyThreads?: { threads: number; timeoutMs?: number; workerUrl?: URL };
   /** Where internal errors go (never to clients). Default: one line on stderr. */
   onError?: (err: unknown) => void;
 }
@@ -113,28 +120,17 @@ export interface ResolvedOptions {
   maxConnectionsPerClient: number;
   nowMs: () => number;
   verifyOptions: BrokerVerifyOptions;
+  verifyThreads: BrokerOptions['verifyThreads'];
   onError: (err: unknown) => void;
 }
 
-export const DEFAULT_ISSUER_PREFIX = 'sealed-tensors-broker';
-
-/** The `aud` of this broker's tokens: its own resource endpoint, named by its issuer. */
-export function tokenAudience(issuer: string): string {
-  return `${issuer}#kbs-resource`;
-}
+// Shared with the session, which checks them against a pinned broker key.
+export { DEFAULT_ISSUER_PREFIX, tokenAudience } from '../protocol/token.js';
 
 /** RFC 7638 SHA-256 thumbprint (base64url) of an EC public JWK; undefined when it is not one (prepareSigner says why). */
 function ecThumbprint(jwk: JWK): string | undefined {
   if (typeof jwk !== 'object' || jwk === null || typeof jwk.crv !== 'string' || typeof jwk.x !== 'string' || typeof jwk.y !== 'string') return undefined;
   return createHash('sha256').update(JSON.stringify({ crv: jwk.crv, kty: 'EC', x: jwk.x, y: jwk.y }), 'utf8').digest('base64url');
-}
-
-export function isLoopback(host: string): boolean {
-  if (host === 'localhost') return true;
-  const h = host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host;
-  if (isIP(h) === 4) return h.startsWith('127.');
-  if (isIP(h) === 6) return h === '::1' || /^::ffff:127\./i.test(h);
-  return false;
 }
 
 function resolveIssuer(o: BrokerOptions): string {
@@ -143,7 +139,7 @@ function resolveIssuer(o: BrokerOptions): string {
     return o.issuer;
   }
   const t = ecThumbprint(o.signingKey.publicJwk);
-  return t === undefined ? DEFAULT_ISSUER_PREFIX : `${DEFAULT_ISSUER_PREFIX}:${t}`;
+  return t === undefined ? DEFAULT_ISSUER_PREFIX : defaultIssuer(t);
 }
 
 function int(value: number | undefined, name: string, dflt: number, min: number, max: number): number {
@@ -203,6 +199,7 @@ export function resolveOptions(o: BrokerOptions): ResolvedOptions {
       return d.getTime();
     },
     verifyOptions: o.verifyOptions ?? {},
+    verifyThreads: o.verifyThreads,
     onError: o.onError ?? ((err) => process.stderr.write(`sealed-tensors broker: internal error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)),
   };
 }

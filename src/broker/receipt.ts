@@ -12,16 +12,15 @@
  * Either way the receipt exists only once the entry is written: a receipt always names an entry.
  */
 import { randomBytes } from 'node:crypto';
-import { CompactSign, compactVerify, importJWK, type CryptoKey, type JWK, type KeyObject } from 'jose';
+import { calculateJwkThumbprint, CompactSign, compactVerify, importJWK, type CryptoKey, type JWK, type KeyObject } from 'jose';
 import { AuditLogError, InvalidArgumentError } from '../errors.js';
 import type { ModelBinding } from '../protocol/resource.js';
 import type { AuditEntryInput, AuditSink } from './types.js';
 import { SIGNING_ALG } from './signer.js';
 
-export const RECEIPT_HEADER = 'sealed-tensors-receipt';
-export const RECEIPT_TYP = 'sealed-tensors-receipt+jws';
-/** A receipt lists a key's models; thousands of them still fit. */
-export const MAX_RECEIPT_LENGTH = 192 * 1024;
+import { MAX_RECEIPT_LENGTH, RECEIPT_HEADER, RECEIPT_TYP } from '../protocol/token.js';
+
+export { MAX_RECEIPT_LENGTH, RECEIPT_HEADER, RECEIPT_TYP };
 
 /** What a release entry records and its receipt signs (besides the audit position). */
 export interface ReleaseFields {
@@ -107,18 +106,28 @@ export async function recordRelease(audit: AuditSink, keys: { receipt: ReceiptSi
   return { seq: at.seq, hash: at.hash, receipt, receiptId };
 }
 
-/** A public key for verifyReceipt, imported once for many receipts. */
-export async function receiptVerificationKey(publicJwk: JWK): Promise<{ key: CryptoKey; kid: string | undefined }> {
+/** What verifyReceipt checks a receipt with: the key, and the kid a receipt signed by it must name. */
+export interface ReceiptVerifier {
+  key: CryptoKey;
+  kid: string;
+}
+
+/**
+ * A public key for verifyReceipt, imported once for many receipts. A JWK without `kid` is known by
+ * its RFC 7638 thumbprint (what `broker init` makes every kid), so a receipt's kid is always checked.
+ */
+export async function receiptVerificationKey(publicJwk: JWK): Promise<ReceiptVerifier> {
   const { kty, crv, x, y } = publicJwk;
   const key = (await importJWK({ kty, crv, x, y }, 'ES256')) as CryptoKey;
-  return { key, kid: publicJwk.kid };
+  const kid = typeof publicJwk.kid === 'string' ? publicJwk.kid : await calculateJwkThumbprint({ kty: kty!, crv: crv!, x: x!, y: y! }, 'sha256');
+  return { key, kid };
 }
 
 /**
  * Checks a receipt's signature, header and claim types; returns its claims. Any failure is an
  * AuditLogError saying what was wrong.
  */
-export async function verifyReceipt(jws: unknown, verifier: { key: CryptoKey; kid: string | undefined }): Promise<ReceiptClaims> {
+export async function verifyReceipt(jws: unknown, verifier: ReceiptVerifier): Promise<ReceiptClaims> {
   if (typeof jws !== 'string' || jws.length > MAX_RECEIPT_LENGTH || !/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(jws)) {
     throw new AuditLogError('the receipt is not a compact JWS');
   }
@@ -134,7 +143,7 @@ export async function verifyReceipt(jws: unknown, verifier: { key: CryptoKey; ki
   }
   const h = result.protectedHeader;
   if (h.typ !== RECEIPT_TYP) throw new AuditLogError(`the receipt's typ is ${JSON.stringify(h.typ)}, not ${RECEIPT_TYP}`);
-  if (verifier.kid !== undefined && h.kid !== verifier.kid) throw new AuditLogError(`the receipt names key ${JSON.stringify(h.kid)}, not ${verifier.kid}`);
+  if (typeof verifier.kid !== 'string' || h.kid !== verifier.kid) throw new AuditLogError(`the receipt names key ${JSON.stringify(h.kid)}, not ${String(verifier.kid)}`);
   let claims: unknown;
   try {
     claims = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(result.payload));

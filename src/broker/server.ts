@@ -12,6 +12,7 @@ import { CertificateCache } from './cert-cache.js';
 import { ChallengeTable } from './challenges.js';
 import { DenialGroups, type Group } from './denial-groups.js';
 import { clientOf, HttpProblem, sendProblem } from './http.js';
+import { clientBucket } from './client-bucket.js';
 import { handleAttest } from './handlers/attest.js';
 import { handleAuth } from './handlers/auth.js';
 import type { BrokerState, RequestContext } from './handlers/context.js';
@@ -20,6 +21,7 @@ import { resolveOptions, type BrokerOptions } from './options.js';
 import { RateLimiter } from './rate-limit.js';
 import { SessionTable } from './sessions.js';
 import { prepareSigner } from './signer.js';
+import { poolStatics, VerifyPool } from './verify-pool.js';
 import type { AuditEvent } from './types.js';
 
 export type { BrokerOptions, BrokerSigningKey, BrokerVerifyOptions } from './options.js';
@@ -70,6 +72,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     challenges: new ChallengeTable(opts.challengeTtlSeconds * 1000, opts.maxPendingChallenges),
     sessions: new SessionTable(opts.maxSessions),
     certificates: new CertificateCache(),
+    ...(opts.verifyThreads !== undefined ? { pool: new VerifyPool(poolStatics(opts.verifyOptions), { ...opts.verifyThreads, onError: opts.onError }) } : {}),
     secure: opts.tls !== undefined,
   };
   const limiter = new RateLimiter(opts.rateLimit);
@@ -81,7 +84,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
   const auditDenial = async (ctx: RequestContext, p: HttpProblem): Promise<void> => {
     let extra: Record<string, unknown> = {};
     if (isUnboundMalformed(ctx, p)) {
-      const d = malformed.note(ctx.client.ip, opts.nowMs(), (g) => void auditGroup(g));
+      const d = malformed.note(ctx.client.bucket, opts.nowMs(), (g) => void auditGroup(g));
       if (!d.write) return;
       extra = { grouped: 'malformed', ...(d.previous ? { previousWindow: { since: new Date(d.previous.since).toISOString(), count: d.previous.count } } : {}) };
     }
@@ -111,9 +114,10 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
     if (closing) res.setHeader('connection', 'close');
     const client = clientOf(req);
     const ctx: RequestContext = { client, audit: { event: 'deny', client: client.label } };
-    const decision = limiter.take(client.ip);
+    // Counted per bucket (an IPv6 /64), as connections and challenges are: rotating addresses gains nothing.
+    const decision = limiter.take(client.bucket);
     if (!decision.allowed) {
-      const p = new HttpProblem(429, 'ERR_RESOURCE_LIMIT', `too many requests from ${client.ip}; retry after ${decision.retryAfterSeconds} s`, {
+      const p = new HttpProblem(429, 'ERR_RESOURCE_LIMIT', `too many requests from ${client.bucket}; retry after ${decision.retryAfterSeconds} s`, {
         reasons: [`rate: more than ${limiter.burst} requests at once or ${limiter.perSecond}/s from this address`],
         headers: { 'retry-after': String(decision.retryAfterSeconds) },
       });
@@ -173,9 +177,10 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
 
   // Connections per client address: a slow or idle connection is never a request, so the rate
   // limiter cannot stop one address from taking every slot of maxConnections; this does.
+  // Counted per bucket (an IPv6 /64), like the rate limit and the pending challenges.
   const perClient = new Map<string, number>();
   server.on('connection', (socket: Socket) => {
-    const ip = socket.remoteAddress ?? 'unknown';
+    const ip = clientBucket(socket.remoteAddress ?? 'unknown');
     const n = (perClient.get(ip) ?? 0) + 1;
     if (n > opts.maxConnectionsPerClient) {
       socket.destroy();
@@ -214,6 +219,7 @@ export async function startBroker(options: BrokerOptions): Promise<RunningBroker
       });
       server.closeIdleConnections();
     }).then(async () => {
+      await state.pool?.close();
       // Counts still held go to the log before close resolves.
       for (const g of malformed.drain()) await auditGroup(g);
     });

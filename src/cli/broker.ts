@@ -2,11 +2,21 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from '../errors.js';
 import type { CommandContext } from './main.js';
 import { ExitCode, writeJson } from './io.js';
+import type { AuditDecision } from '../broker/audit.js';
 
 /**
  * `sealed-tensors broker ...`: the key broker's folder, keys, policies and audit log. Each action
  * loads what it needs when it runs (init alone pays for the X.509 code, audit verify for jose).
  */
+
+/** One release or denial, one line: seq, time, verdict, key, models, TEE, receipt or reasons. */
+function formatDecision(d: AuditDecision): string {
+  const keys = d.keyIds.length ? d.keyIds.join(',') : '-';
+  const models = d.models.length ? d.models.map((m) => m.label ?? `bundle ${m.bundleId.slice(0, 16)}`).join(',') : '-';
+  const where = d.verdict === 'deny' ? ` at ${d.event}` : '';
+  const tail = d.verdict === 'release' ? (d.receiptId ? `  receipt ${d.receiptId}` : '') : d.reasons.length ? `  reasons: ${d.reasons.join('; ')}` : '';
+  return `  ${String(d.seq).padStart(6)}  ${d.time}  ${d.verdict === 'release' ? 'RELEASE' : 'DENY   '}  key ${keys}  model ${models}${d.tee ? `  tee ${d.tee}` : ''}${where}${tail}`;
+}
 
 function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
@@ -121,6 +131,7 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
           [
             `created broker folder ${r.dir}`,
             `  clients trust ${r.caPath} (--ca); the certificate covers ${r.hostnames.join(', ')}`,
+            `  clients pin ${r.publicKeysPath} (--broker-key): the public keys of tokens and receipts`,
             `  signing key ${r.signingKeyId} (tokens), receipt key ${r.receiptKeyId} (receipts; auditors need receipt.pub.jwk)`,
             `  policies/default.json denies every real TEE until it lists measurements: set a key's policy with`,
             `    sealed-tensors broker policy set --dir ${dir} KEYID POLICY.json`,
@@ -140,14 +151,20 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
     .requiredOption('--dir <DIR>', 'broker folder')
     .option('--listen <HOST:PORT>', "address to listen on (port 0 picks a free one); default: config.json's")
     .option('--allow-plain-http-on-loopback', 'plain HTTP instead of HTTPS, on a loopback address only (development)')
-    .action(async (opts: { dir: string; listen?: string; allowPlainHttpOnLoopback?: boolean }) => {
+    .option('--verify-threads <N>', 'verify evidence in N worker threads (1 to 16) beside the thread that serves requests; default: in that thread')
+    .action(async (opts: { dir: string; listen?: string; allowPlainHttpOnLoopback?: boolean; verifyThreads?: string }) => {
       const { openBrokerFolder, brokerOptions } = await import('../broker/folder.js');
       const { startBroker } = await import('../broker/server.js');
       const { IoError, SealedTensorsError } = await import('../errors.js');
+      let verifyThreads: number | undefined;
+      if (opts.verifyThreads !== undefined) {
+        verifyThreads = Number(opts.verifyThreads);
+        if (!/^\d+$/.test(opts.verifyThreads) || verifyThreads < 1 || verifyThreads > 16) throw new InvalidArgumentError(`--verify-threads must be an integer from 1 to 16, got ${JSON.stringify(opts.verifyThreads)}`);
+      }
       const b = await openBrokerFolder(opts.dir);
       let running;
       try {
-        const options = brokerOptions(b, { ...(opts.listen ? { listen: opts.listen } : {}), allowPlainHttpOnLoopback: opts.allowPlainHttpOnLoopback === true });
+        const options = brokerOptions(b, { ...(opts.listen ? { listen: opts.listen } : {}), allowPlainHttpOnLoopback: opts.allowPlainHttpOnLoopback === true, ...(verifyThreads ? { verifyThreads } : {}) });
         running = await startBroker(options).catch((err: unknown) => {
           if (err instanceof SealedTensorsError) throw err;
           throw new IoError(`cannot listen on ${options.host}:${options.port} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
@@ -332,7 +349,7 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
       const { addReceiptKey } = await import('../broker/init.js');
       const r = await addReceiptKey(opts.dir);
       if (opts.json) writeJson(ctx.io, r);
-      else ctx.io.stdout(`receipt key ${r.receiptKeyId} added to ${r.dir}; give auditors receipt.pub.jwk (older receipts still verify with signing.pub.jwk)\n`);
+      else ctx.io.stdout(`receipt key ${r.receiptKeyId} added to ${r.dir}; give auditors receipt.pub.jwk (older receipts still verify with signing.pub.jwk), and sessions broker.jwks (--broker-key)\n`);
     });
 
   broker
@@ -342,7 +359,7 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
     .description('Verify the hash chain and every receipt; exit 0 only if all of it verifies, else name the first bad entry (exit 1).')
     .argument('<DIR>', 'broker folder (or a copy holding config.json, receipt.pub.jwk, signing.pub.jwk and audit.log)')
     .option('--receipt <FILE>', 'a receipt held outside the broker (compact JWS): the log must hold it; repeatable', collect)
-    .option('--json', 'print the verification as JSON')
+    .option('--json', 'print the verification as JSON, with every release and denial in "decisions"')
     .action(async (dir: string, opts: { receipt?: string[]; json?: boolean }) => {
       const { verifyAuditLog } = await import('../broker/audit.js');
       const receipts: string[] = [];
@@ -350,13 +367,19 @@ export function registerBroker(program: Command, ctx: CommandContext): void {
         const { readRegularFile } = await import('../regular-file.js');
         for (const f of opts.receipt) receipts.push(Buffer.from(await readRegularFile(f, 'pass a file holding one receipt (compact JWS)')).toString('utf8').trim());
       }
-      const v = await verifyAuditLog(dir, { receipts });
+      const v = await verifyAuditLog(dir, { receipts, list: true });
       if (opts.json) writeJson(ctx.io, v);
-      else if (v.ok) {
-        ctx.io.stdout(`audit log OK: ${v.entries} entries, ${v.receipts} receipt(s) verified; last entry ${v.head!.seq}, sha256 ${v.head!.hash}\n`);
-      } else {
-        if (v.firstBad) ctx.io.stdout(`audit log BAD: entry ${v.firstBad.seq} (line ${v.firstBad.line}): ${v.firstBad.reason}\n  ${v.entries} entries before it verified\n`);
-        for (const m of v.missingReceipts ?? []) ctx.io.stdout(`receipt ${m.receiptId || '(unreadable)'}${m.auditSeq >= 0 ? ` for entry ${m.auditSeq}` : ''}: ${m.reason}\n`);
+      else {
+        if (v.ok) {
+          ctx.io.stdout(`audit log OK: ${v.entries} entries, ${v.receipts} receipt(s) verified; last entry ${v.head!.seq}, sha256 ${v.head!.hash}\n`);
+        } else {
+          if (v.firstBad) ctx.io.stdout(`audit log BAD: entry ${v.firstBad.seq} (line ${v.firstBad.line}): ${v.firstBad.reason}\n  ${v.entries} entries before it verified\n`);
+          for (const m of v.missingReceipts ?? []) ctx.io.stdout(`receipt ${m.receiptId || '(unreadable)'}${m.auditSeq >= 0 ? ` for entry ${m.auditSeq}` : ''}: ${m.reason}\n`);
+        }
+        const ds = v.decisions ?? [];
+        const released = ds.filter((d) => d.verdict === 'release').length;
+        ctx.io.stdout(`${released} release(s), ${ds.length - released} denial(s)${v.ok ? '' : ' among the entries that verified'}:\n`);
+        for (const d of ds) ctx.io.stdout(`${formatDecision(d)}\n`);
       }
       ctx.exitCode = v.ok ? ExitCode.OK : ExitCode.REJECTED;
     });

@@ -38,6 +38,7 @@ const REJECTED_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'ERR_EVIDENCE_CHAIN',
   'ERR_PROTOCOL',
   'ERR_DENIED',
+  'ERR_BROKER_UNTRUSTED',
   'ERR_KEYSTORE',
   'ERR_KEY_REVOKED',
   'ERR_AUDIT',

@@ -13,6 +13,7 @@ import { FileSealedSource } from '../sources/file.js';
 import { sealedSource, type HttpSourceOptions } from '../sources/index.js';
 import type { SealedSource } from '../sources/types.js';
 import { EnclaveSession } from '../session/enclave-session.js';
+import type { BrokerKeyInput } from '../session/broker-trust.js';
 import type { CommandContext } from './main.js';
 import { formatBytes, parseThreads } from './options.js';
 import { ExitCode, exitCodeFor, formatError, writeJson } from './io.js';
@@ -21,6 +22,9 @@ import { explainNotSealed } from './not-sealed.js';
 interface LoadOptions {
   broker: string;
   ca?: string;
+  trustPublicRoots?: boolean;
+  brokerKey?: string;
+  brokerIssuer?: string;
   sourceCa?: string;
   allowHttp?: boolean;
   simulated?: boolean;
@@ -31,6 +35,17 @@ interface LoadOptions {
   threads?: number;
   json?: boolean;
   timeout?: number;
+}
+
+/** --broker-key FILE: a JWK or a JWK Set (broker init writes DIR/broker.jwks); EnclaveSession checks its keys. */
+async function readBrokerKey(path: string): Promise<BrokerKeyInput> {
+  const bytes = await readOption(path, '--broker-key');
+  if (bytes.length > 64 * 1024) throw new InvalidArgumentError(`--broker-key ${path} is larger than 64 KiB: it should hold the broker's public JWK Set (DIR/broker.jwks)`);
+  try {
+    return JSON.parse(Buffer.from(bytes).toString('utf8')) as BrokerKeyInput;
+  } catch (cause) {
+    throw new InvalidArgumentError(`--broker-key ${path} is not JSON: give the broker's public JWK Set (broker init writes DIR/broker.jwks)`, { cause });
+  }
 }
 
 function parseTimeout(text: string): number {
@@ -94,7 +109,10 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
     .description("Attest this TEE to a key broker, fetch the model's key, and load the sealed model in secure memory; prints a summary, never tensor contents.")
     .argument('<SEALED>', 'sealed file, sealed index, or sealed model folder; or the http(s) URL of a sealed file or index (its shards next to it)')
     .requiredOption('--broker <URL>', 'key broker URL (https://host:port)')
-    .option('--ca <FILE>', "the broker's CA certificate (PEM; `broker init` writes DIR/ca.pem): the only certificate trusted for the broker")
+    .option('--ca <FILE>', "the broker's CA certificate (PEM; `broker init` writes DIR/ca.pem): the only certificate trusted for the broker; required unless --trust-public-roots")
+    .option('--trust-public-roots', "instead of --ca: trust any publicly-trusted certificate for the broker's name (then pin its keys with --broker-key)")
+    .option('--broker-key <FILE>', "the broker's public signing keys (JWK Set; `broker init` writes DIR/broker.jwks): the token and every receipt must verify with them")
+    .option('--broker-issuer <ISS>', 'with --broker-key: the issuer the broker was configured with (default: the one its token key implies)')
     .option('--source-ca <FILE>', "an https:// SEALED: the file server's CA certificate (PEM), then the only certificate trusted for it")
     .option('--allow-http', 'development only: accept an http:// SEALED on a loopback address')
     .option('--simulated', 'attest with the simulated TEE (software only; a broker must allow it explicitly)')
@@ -125,11 +143,18 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
           await opened.close();
         }
         const ca = opts.ca !== undefined ? await readOption(opts.ca, '--ca') : undefined;
+        const brokerKey = opts.brokerKey !== undefined ? await readBrokerKey(opts.brokerKey) : undefined;
+        if (opts.trustPublicRoots && brokerKey === undefined) {
+          ctx.io.stderr("warning: --trust-public-roots without --broker-key: anyone holding a publicly-trusted certificate for the broker's name can answer as the broker; pin its keys (DIR/broker.jwks)\n");
+        }
         const tee = await provider(opts, ctx);
         const gpus = devices(opts, tee, ctx);
         session = await EnclaveSession.establish({
           broker: opts.broker,
           ...(ca ? { ca } : {}),
+          ...(opts.trustPublicRoots ? { trustPublicRoots: true } : {}),
+          ...(brokerKey !== undefined ? { brokerKey } : {}),
+          ...(opts.brokerIssuer !== undefined ? { brokerIssuer: opts.brokerIssuer } : {}),
           provider: tee,
           ...(gpus.length > 0 ? { devices: gpus } : {}),
           keys: [header.keyId],
@@ -175,6 +200,7 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
               verdict: info.verdict.status,
               expiresAt: info.expiresAt.toISOString(),
               receipts: info.receipts.length,
+              ...(info.brokerKeyId ? { brokerKeyId: info.brokerKeyId } : {}),
             },
           });
         } else {
@@ -184,7 +210,7 @@ export function registerLoad(program: Command, ctx: CommandContext): void {
               `    ${loadSeconds.toFixed(2)} s loading (${(bytes / 1e6 / Math.max(loadSeconds, 1e-9)).toFixed(0)} MB/s), ${seconds.toFixed(2)} s in all`,
               `    TEE: ${info.tee}${info.tee === 'simulated' ? ' (SIMULATED: not hardware)' : ''}; hardened: ${info.hardened ? 'yes' : 'NO (development)'}`,
               ...(info.devices.length > 0 ? [`    devices: ${info.devices.map((d) => `${d.label}${d.uuid ? ` ${d.uuid}` : ''}${d.simulated ? ' (SIMULATED)' : ''}`).join(', ')}`] : []),
-              `    key "${header.keyId}" released by ${info.broker} (verdict ${info.verdict.status}${info.receipts.length ? ', receipt kept' : ''}); session expires ${info.expiresAt.toISOString()}`,
+              `    key "${header.keyId}" released by ${info.broker} (verdict ${info.verdict.status}${info.receipts.length ? `, receipt ${info.brokerKeyId ? 'verified and ' : ''}kept` : ''}${info.brokerKeyId ? `; token verified with pinned key ${info.brokerKeyId}` : ''}); session expires ${info.expiresAt.toISOString()}`,
             ].join('\n') + '\n',
           );
         }

@@ -11,6 +11,26 @@ export const TOKEN_ALG = 'ES256';
 /** Where Trustee (kbs/src/token) reads the session key from an EAR token. */
 export const TEE_PUBKEY_CLAIM_PATH = ['submods', 'cpu0', 'ear.veraison.annotated-evidence', 'runtime_data_claims', 'tee-pubkey'] as const;
 
+/** Prefix of a sealed-tensors broker's default `iss`: "sealed-tensors-broker:<RFC 7638 thumbprint of its token key>". */
+export const DEFAULT_ISSUER_PREFIX = 'sealed-tensors-broker';
+
+/** The default `iss` of a broker whose token key has this RFC 7638 SHA-256 thumbprint. */
+export function defaultIssuer(tokenKeyThumbprint: string): string {
+  return `${DEFAULT_ISSUER_PREFIX}:${tokenKeyThumbprint}`;
+}
+
+/** The `aud` of a broker's tokens: its own resource endpoint, named by its issuer. */
+export function tokenAudience(issuer: string): string {
+  return `${issuer}#kbs-resource`;
+}
+
+/** The response header carrying the broker's signed receipt for a release (a compact JWS; our extension, Trustee sends none). */
+export const RECEIPT_HEADER = 'sealed-tensors-receipt';
+/** The `typ` of a receipt's protected header. */
+export const RECEIPT_TYP = 'sealed-tensors-receipt+jws';
+/** A receipt lists a key's models; thousands of them still fit. */
+export const MAX_RECEIPT_LENGTH = 192 * 1024;
+
 export type EarStatus = 'affirming' | 'warning' | 'contraindicated' | 'none';
 
 export interface EarSubmod {
@@ -38,7 +58,7 @@ export function deviceSubmodName(index: number): string {
 
 export interface EarToken {
   iss: string;
-  /** The broker's own resource endpoint (src/broker/options.ts tokenAudience). */
+  /** The broker's own resource endpoint (tokenAudience below). */
   aud?: string;
   iat: number;
   exp: number;

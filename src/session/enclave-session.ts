@@ -4,8 +4,11 @@
  * ephemeral key that lives in the addon's secure memory, opens it natively into a key handle, and
  * opens only the sealed models the broker's release names (bundle id and header digest).
  *
- * Trust in the broker is TLS (the pinned CA). The attestation token is checked for what binds it to
- * this session: a well-formed ES256 signature, an expiry, and our own tee-pubkey inside it.
+ * Trust in the broker is said explicitly: TLS to its CA (or, by explicit choice, Node's public
+ * roots), and optionally its signing keys pinned (brokerKey): then the attestation token and every
+ * release receipt must verify with them (broker-trust.ts), so neither a certificate for the broker's
+ * name nor a misconfigured TLS client lets anyone else answer for it. The token is also checked for
+ * what binds it to this session: an expiry, and our own tee-pubkey inside it.
  */
 import { createHash } from 'node:crypto';
 import { toHex } from '../bytes.js';
@@ -40,7 +43,8 @@ import { FileSealedSource } from '../sources/file.js';
 import { sealedSource, type HttpSourceOptions } from '../sources/index.js';
 import type { SealedSource } from '../sources/types.js';
 import { generateEphemeralKey, unwrapDataKey, type EphemeralKey } from './ephemeral.js';
-import { RcarClient } from './rcar-client.js';
+import { jwkThumbprint, pinBrokerKeys, verifyBrokerToken, verifyReleaseReceipt, type BrokerKeyInput, type CheckedToken, type PinnedBrokerKeys } from './broker-trust.js';
+import { checkBrokerTransport, RcarClient } from './rcar-client.js';
 import { SessionModel } from './session-model.js';
 import { gatherTeeEvidence, sessionTeeName } from './tee-evidence.js';
 import { checkDeviceProviders, gatherDeviceEvidence, type SentDevice } from './device-evidence.js';
@@ -54,8 +58,22 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export interface EnclaveSessionOptions {
   /** The key broker's URL (https://host:port). */
   broker: string;
-  /** PEM of the broker's CA (`broker init` writes DIR/ca.pem): then the only trust anchor. */
+  /** PEM of the broker's CA (`broker init` writes DIR/ca.pem): then the only trust anchor. Required unless trustPublicRoots. */
   ca?: string | Uint8Array;
+  /**
+   * Instead of `ca`: trust whatever certificate Node's bundled public roots vouch for under the
+   * broker's name. Anyone who obtains one can then answer as the broker: pin brokerKey too.
+   */
+  trustPublicRoots?: boolean;
+  /**
+   * The broker's public signing keys, pinned: a P-256 JWK, or a JWK Set with its token key and its
+   * receipt key (`broker init` writes DIR/broker.jwks). Then the token must be signed by a pinned key
+   * with the broker's issuer and audience, and every release must come with a receipt signed by the
+   * other pinned key, for this key id, this session and the released models; else BrokerTrustError.
+   */
+  brokerKey?: BrokerKeyInput;
+  /** With brokerKey: the broker's token issuer (`iss`), when it was configured with one; default its key's "sealed-tensors-broker:<thumbprint>". */
+  brokerIssuer?: string;
   /** Gathers this TEE's evidence (detectTee/defaultProvider, or a SimulatedTee for development). */
   provider: EvidenceProvider;
   /**
@@ -137,6 +155,8 @@ export interface SessionInfo {
   receipts: { keyId: string; receipt: string }[];
   /** The first receipt, for the common one-key case. */
   receipt?: string;
+  /** The pinned broker key (kid) that verified the token, when brokerKey was given; the receipts were verified too then. */
+  brokerKeyId?: string;
   /** False when the process runs without its hardening (allowUnhardened). */
   hardened: boolean;
   /** The session ends with the broker's token. */
@@ -173,6 +193,8 @@ export class EnclaveSession {
   static async establish(options: EnclaveSessionOptions): Promise<EnclaveSession> {
     const keyIds = checkOptions(options);
     const deviceProviders = checkDeviceProviders(options.devices);
+    // The broker's keys, before anything else: a bad brokerKey is the caller's mistake, found without a connection.
+    const pinned = options.brokerKey !== undefined ? await pinBrokerKeys(options.brokerKey) : undefined;
     const status = nativeStatus();
     if (!status.available) {
       throw new NativeUnavailableError(`an EnclaveSession needs the native addon (keys never enter the JS heap): ${status.reason ?? 'not available'}`);
@@ -189,6 +211,7 @@ export class EnclaveSession {
     const client = new RcarClient({
       broker: options.broker,
       ...(options.ca !== undefined ? { ca: options.ca } : {}),
+      ...(options.trustPublicRoots ? { trustPublicRoots: true } : {}),
       ...(options.allowPlainHttpOnLoopback ? { allowPlainHttpOnLoopback: true } : {}),
       ...(options.connectTimeoutMs !== undefined ? { connectTimeoutMs: options.connectTimeoutMs } : {}),
       ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
@@ -223,7 +246,8 @@ export class EnclaveSession {
       const reportData = kbsReportData(challenge.nonce, publicJwk, devices.additionalEvidence);
       const teeEvidence = await raceSignal(gatherTeeEvidence(options.provider, reportData, devices.additionalEvidence), signal);
       const token = await client.attest({ 'runtime-data': { nonce: challenge.nonce, 'tee-pubkey': publicJwk }, 'tee-evidence': teeEvidence });
-      const checked = await checkToken(token, publicJwk);
+      const checked = await checkToken(token, publicJwk, pinned, options.brokerIssuer);
+      const ourThumbprint = pinned ? await jwkThumbprint(publicJwk) : '';
       const receipts: { keyId: string; receipt: string }[] = [];
       for (const keyId of keyIds) {
         const released = await client.resource(DATA_KEY_REPOSITORY, DATA_KEY_TYPE, keyId);
@@ -241,6 +265,9 @@ export class EnclaveSession {
               reasons: ['release expired'],
             });
           }
+          if (pinned) {
+            await verifyReleaseReceipt(released.receipt, pinned, checked.signer!, { keyId, teePubkey: ourThumbprint, models: manifest.models });
+          }
           held.set(keyId, { handle: key, manifest, notAfter });
         } catch (err) {
           key.release();
@@ -256,6 +283,7 @@ export class EnclaveSession {
         receipts,
         ...(receipts[0] ? { receipt: receipts[0].receipt } : {}),
         hardened,
+        ...(checked.signer ? { brokerKeyId: checked.signer.kid } : {}),
         expiresAt: checked.expiresAt,
         keys: [...held].map(([keyId, k]) => ({ keyId, models: k.manifest.models.map((m) => ({ ...m })), notAfter: k.notAfter })),
       };
@@ -474,6 +502,17 @@ function openRelease(eph: EphemeralKey, jwe: FlattenedJwe, keyId: string): { key
 function checkOptions(options: EnclaveSessionOptions): string[] {
   if (typeof options !== 'object' || options === null) throw new InvalidArgumentError('EnclaveSession.establish needs an options object');
   if (typeof options.broker !== 'string') throw new InvalidArgumentError('broker must be the key broker URL (https://host:port)');
+  let url: URL | undefined;
+  try {
+    url = new URL(options.broker);
+  } catch {
+    // RcarClient says what is wrong with it
+  }
+  if (url) checkBrokerTransport(url, options);
+  if (options.brokerIssuer !== undefined && (typeof options.brokerIssuer !== 'string' || options.brokerIssuer.length === 0 || options.brokerIssuer.length > 256)) {
+    throw new InvalidArgumentError('brokerIssuer must be a non-empty string of at most 256 characters');
+  }
+  if (options.brokerIssuer !== undefined && options.brokerKey === undefined) throw new InvalidArgumentError('brokerIssuer is checked against a pinned key: give brokerKey too');
   const provider = options.provider as Partial<EvidenceProvider> | undefined;
   if (!provider || typeof provider.getEvidence !== 'function' || typeof provider.tee !== 'string') {
     throw new InvalidArgumentError('provider must be an EvidenceProvider (defaultProvider() inside a TEE, or a SimulatedTee for development)');
@@ -497,22 +536,14 @@ function checkOptions(options: EnclaveSessionOptions): string[] {
   return [...ids];
 }
 
-/** The token's signature (with its own header key: a well-formedness check), expiry and binding to our key. */
-async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: Date; verdict: SessionVerdict }> {
-  // jose loads on first use: importing the package stays cheap for commands that never attest.
-  const { decodeProtectedHeader, EmbeddedJWK, errors: joseErrors, jwtVerify } = await import('jose');
-  let payload: Record<string, unknown>;
-  try {
-    const header = decodeProtectedHeader(token);
-    if (header.alg !== TOKEN_ALG || typeof header.jwk !== 'object') throw new ProtocolError(`the attestation token must be ${TOKEN_ALG} with its key in the header (jwk)`);
-    ({ payload } = await jwtVerify(token, EmbeddedJWK, { algorithms: [TOKEN_ALG], requiredClaims: ['exp'] }));
-  } catch (cause) {
-    if (cause instanceof SealedTensorsError) throw cause;
-    if (cause instanceof joseErrors.JWTExpired) {
-      throw new ProtocolError('the broker sent an attestation token that has already expired: check this machine\'s clock and the broker\'s', { cause });
-    }
-    throw new ProtocolError(`the broker's attestation token does not verify (${(cause as Error).message})`, { cause });
-  }
+/** The token's signature (by a pinned broker key, else by its own header key: shape only), expiry and binding to our key. */
+async function checkToken(
+  token: string,
+  ours: PublicJwk,
+  pinned: PinnedBrokerKeys | undefined,
+  issuer: string | undefined,
+): Promise<{ expiresAt: Date; verdict: SessionVerdict; signer?: CheckedToken['signer'] }> {
+  const { payload, signer } = await verifyBrokerToken(token, pinned, issuer);
   const bound = parsePublicJwk(teePubkeyOfToken(payload));
   if (!sameKey(bound, ours)) {
     throw new ProtocolError("the broker's attestation token names another session key (tee-pubkey): it was not issued for this session");
@@ -549,7 +580,7 @@ async function checkToken(token: string, ours: PublicJwk): Promise<{ expiresAt: 
       };
     });
   if (devices.length > 0) verdict.devices = devices;
-  return { expiresAt, verdict };
+  return { expiresAt, verdict, ...(signer ? { signer } : {}) };
 }
 
 function sameKey(a: PublicJwk, b: PublicJwk): boolean {

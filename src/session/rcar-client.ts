@@ -1,8 +1,10 @@
 /**
  * The session's side of the KBS attestation protocol (Request, Challenge, Attestation, Response)
- * over node:https. Trust in the broker comes from TLS alone: a `ca` PEM, when given, is the only
- * trust anchor; plain http:// is accepted only for a loopback address and only when the caller says
- * so. Every answer is bounded (size, connect, idle and overall time) and parsed strictly.
+ * over node:https. The transport's trust is said explicitly, never defaulted: a `ca` PEM (the only
+ * trust anchor then), or `trustPublicRoots` to accept Node's bundled public roots; neither is refused
+ * before any connection. Plain http:// is accepted only for a loopback address and only when the
+ * caller says so. (The session also pins the broker's signing keys: broker-trust.ts.) Every answer
+ * is bounded (size, connect, idle and overall time) and parsed strictly.
  *
  * Errors: the broker could not be reached, timed out, failed (5xx) or answered garbage: BrokerError;
  * it refused (401, 403, 404): DeniedError with its reasons; a message of the wrong shape:
@@ -28,10 +30,9 @@ import {
   type FlattenedJwe,
 } from '../protocol/messages.js';
 
-/** The response header carrying the broker's signed receipt for a release (a compact JWS). */
-export const RECEIPT_HEADER = 'sealed-tensors-receipt';
-/** The broker signs receipts up to 192 KiB (they list every model of the key: src/broker/receipt.ts). */
-const MAX_RECEIPT_CHARS = 192 * 1024;
+import { MAX_RECEIPT_LENGTH as MAX_RECEIPT_CHARS, RECEIPT_HEADER } from '../protocol/token.js';
+
+export { RECEIPT_HEADER };
 /** Room for that receipt in the response head (Node's default is 16 KiB). */
 const MAX_HEADER_BYTES = MAX_RECEIPT_CHARS + 16 * 1024;
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
@@ -45,8 +46,14 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 export interface RcarClientOptions {
   /** The broker's base URL: https://host:port (a path prefix before /kbs/v0 is kept). */
   broker: string;
-  /** PEM of the CA that issued the broker's certificate: then the only trust anchor. Default: Node's bundled roots. */
+  /** PEM of the CA that issued the broker's certificate (`broker init` writes DIR/ca.pem): then the only trust anchor. */
   ca?: string | Uint8Array;
+  /**
+   * Trust any certificate for the broker's name that Node's bundled public roots vouch for, instead
+   * of a `ca`. Anyone who can get a publicly-trusted certificate for that name can then answer as
+   * the broker: pin its keys too (EnclaveSessionOptions.brokerKey).
+   */
+  trustPublicRoots?: boolean;
   /** Accept http:// for a loopback address (127.0.0.0/8, ::1, localhost): development and tests only. */
   allowPlainHttpOnLoopback?: boolean;
   /** Time to open the connection (TCP and TLS). */
@@ -92,9 +99,39 @@ function describeNetworkError(err: NodeJS.ErrnoException, where: string): string
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `the broker's host name in ${where} does not resolve`;
   if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return `the broker at ${where} is unreachable`;
   if (/CERT|SELF_SIGNED|UNABLE_TO|ALTNAME|ERR_TLS|SSL/i.test(code) || /certificate/i.test(err.message)) {
-    return `the broker at ${where} is not trusted: its TLS certificate does not verify against the CA given (${code || err.message}); pass the broker's ca.pem`;
+    return `the broker at ${where} is not trusted: its TLS certificate does not verify against the trusted CA (${code || err.message}); pass the broker's ca.pem`;
   }
   return `the request to the broker at ${where} failed (${code || err.message})`;
+}
+
+/**
+ * The broker URL's scheme and the trust it is reached with, checked before any connection: https://
+ * with a `ca` or an explicit `trustPublicRoots` (not both); http:// only to loopback with
+ * allowPlainHttpOnLoopback (development), and then neither.
+ */
+export function checkBrokerTransport(url: URL, options: Pick<RcarClientOptions, 'ca' | 'trustPublicRoots' | 'allowPlainHttpOnLoopback'>): void {
+  if (options.trustPublicRoots !== undefined && typeof options.trustPublicRoots !== 'boolean') {
+    throw new InvalidArgumentError(`trustPublicRoots must be true or false, got ${JSON.stringify(options.trustPublicRoots)}`);
+  }
+  if (url.protocol === 'http:') {
+    if (!options.allowPlainHttpOnLoopback || !isLoopback(url.hostname)) {
+      throw new InvalidArgumentError(
+        `the broker URL ${url.origin} is plain HTTP: keys are fetched over HTTPS only (plain HTTP is allowed for a loopback address with allowPlainHttpOnLoopback, for development)`,
+      );
+    }
+    if (options.ca !== undefined) throw new InvalidArgumentError('ca was given for a plain-HTTP broker URL: use https://');
+    if (options.trustPublicRoots) throw new InvalidArgumentError('trustPublicRoots was given for a plain-HTTP broker URL: use https://');
+    return;
+  }
+  if (url.protocol !== 'https:') throw new InvalidArgumentError(`the broker URL must be https://, got ${url.protocol}`);
+  if (options.ca !== undefined && options.trustPublicRoots) {
+    throw new InvalidArgumentError("give either ca (the broker's CA certificate) or trustPublicRoots, not both: with ca, only that CA is trusted");
+  }
+  if (options.ca === undefined && !options.trustPublicRoots) {
+    throw new InvalidArgumentError(
+      `the session must know its broker: pass ca, the broker's CA certificate (broker init writes DIR/ca.pem; CLI --ca FILE), or, for a broker with a publicly-trusted certificate, trustPublicRoots: true (CLI --trust-public-roots), best with its keys pinned (brokerKey; CLI --broker-key FILE)`,
+    );
+  }
 }
 
 export class RcarClient {
@@ -118,16 +155,7 @@ export class RcarClient {
     }
     if (url.username || url.password) throw new InvalidArgumentError('the broker URL must not carry credentials');
     if (url.search || url.hash) throw new InvalidArgumentError('the broker URL must not have a query or fragment');
-    if (url.protocol === 'http:') {
-      if (!options.allowPlainHttpOnLoopback || !isLoopback(url.hostname)) {
-        throw new InvalidArgumentError(
-          `the broker URL ${url.origin} is plain HTTP: keys are fetched over HTTPS only (plain HTTP is allowed for a loopback address with allowPlainHttpOnLoopback, for development)`,
-        );
-      }
-      if (options.ca !== undefined) throw new InvalidArgumentError('ca was given for a plain-HTTP broker URL: use https://');
-    } else if (url.protocol !== 'https:') {
-      throw new InvalidArgumentError(`the broker URL must be https://, got ${url.protocol}`);
-    }
+    checkBrokerTransport(url, options);
     this.#base = url;
     this.#connectMs = positive(options.connectTimeoutMs, 'connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS);
     this.#idleMs = positive(options.idleTimeoutMs, 'idleTimeoutMs', DEFAULT_IDLE_TIMEOUT_MS);

@@ -34,6 +34,38 @@ async function brokerWithLog(): Promise<{ dir: string; receipt: string }> {
   return { dir, receipt: r.receipt };
 }
 
+describe('audit verify: the releases and denials', () => {
+  it('with list: each release and denial with seq, time, key, models, verdict, reasons and receipt; nothing else', async () => {
+    const { dir } = await brokerWithLog();
+    const ls = lines(dir).map((l) => JSON.parse(l) as { time: string; receiptId?: string });
+    expect((await verifyAuditLog(dir)).decisions).toBeUndefined();
+    const v = await verifyAuditLog(dir, { list: true });
+    expect(v.ok).toBe(true);
+    expect(v.decisions).toEqual([
+      { seq: 3, time: ls[3]!.time, event: 'deny', verdict: 'deny', keyIds: ['key-a'], models: [], reasons: ['policy.measurements: no'] },
+      { seq: 4, time: ls[4]!.time, event: 'release', verdict: 'release', keyIds: ['key-a'], models: [MODEL_1], tee: 'simulated', reasons: ['policy.tee: ok'], receiptId: ls[4]!.receiptId },
+      { seq: 5, time: ls[5]!.time, event: 'deny', verdict: 'deny', keyIds: ['key-b'], models: [], reasons: ['unknown key'] },
+    ]);
+  });
+});
+
+describe('receipt verification key', () => {
+  it('a JWK without kid is known by its thumbprint: a receipt naming another kid is refused', async () => {
+    const { dir } = await makeBroker();
+    const config = await loadBrokerConfig(dir);
+    const { kid: _kid, ...noKid } = config.receiptKey.publicJwk;
+    const verifier = await receiptVerificationKey(noKid);
+    expect(verifier.kid).toBe(config.receiptKeyId); // broker init's kid is the thumbprint
+    const log = await AuditLog.open(dir);
+    const ok = await log.appendRelease(release(), config.receiptKey);
+    const renamed = await log.appendRelease(release(), { ...config.receiptKey, kid: 'some-other-key' });
+    await log.close();
+    await expect(verifyReceipt(ok.receipt, verifier)).resolves.toMatchObject({ keyId: 'key-a' });
+    // Same key, another kid in the header: before, a kid-less verifier did not look at it.
+    await expect(verifyReceipt(renamed.receipt, verifier)).rejects.toMatchObject({ code: 'ERR_AUDIT', message: expect.stringContaining('"some-other-key"') });
+  });
+});
+
 describe('audit log', () => {
   it('appends chained entries; verify checks the chain and the receipts', async () => {
     const { dir } = await makeBroker();

@@ -15,11 +15,16 @@ describe('broker init', () => {
   it('makes a complete folder with private files 0600 and a certificate chain that verifies', async () => {
     const { dir } = await makeBroker({ hostnames: ['broker.example', '10.1.2.3'] });
     expect(readdirSync(dir).sort()).toEqual(
-      ['audit.log', 'ca.key', 'ca.pem', 'config.json', 'keystore.json', 'kek', 'policies', 'server.key', 'server.pem', 'signing.jwk', 'signing.pub.jwk', 'receipt.jwk', 'receipt.pub.jwk'].sort(),
+      ['audit.log', 'ca.key', 'ca.pem', 'config.json', 'keystore.json', 'kek', 'policies', 'server.key', 'server.pem', 'signing.jwk', 'signing.pub.jwk', 'receipt.jwk', 'receipt.pub.jwk', 'broker.jwks'].sort(),
     );
     expect(mode(dir)).toBe(0o700);
     for (const f of ['kek', 'ca.key', 'server.key', 'signing.jwk', 'receipt.jwk', 'keystore.json', 'audit.log']) expect(mode(join(dir, f)), f).toBe(0o600);
-    for (const f of ['ca.pem', 'server.pem', 'signing.pub.jwk', 'receipt.pub.jwk', 'config.json']) expect(mode(join(dir, f)) & 0o022, f).toBe(0);
+    for (const f of ['ca.pem', 'server.pem', 'signing.pub.jwk', 'receipt.pub.jwk', 'broker.jwks', 'config.json']) expect(mode(join(dir, f)) & 0o022, f).toBe(0);
+    // What sessions pin: the token key and the receipt key, public halves, each under the kid its JWS carry.
+    const jwks = JSON.parse(readFileSync(join(dir, 'broker.jwks'), 'utf8')) as { keys: Record<string, unknown>[] };
+    const pubOf = (f: string): unknown => JSON.parse(readFileSync(join(dir, f), 'utf8'));
+    expect(jwks.keys).toEqual([pubOf('signing.pub.jwk'), pubOf('receipt.pub.jwk')]);
+    expect(jwks.keys.every((k) => !('d' in k))).toBe(true);
     expect(statSync(join(dir, 'kek')).size).toBe(32);
 
     const ca = new X509Certificate(readFileSync(join(dir, 'ca.pem')));

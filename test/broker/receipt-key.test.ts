@@ -76,6 +76,7 @@ describe('receipts have their own key', () => {
     // Make it an old folder: no receipt key, no receiptKeyId, and an init entry that names none.
     rmSync(join(dir, 'receipt.jwk'));
     rmSync(join(dir, 'receipt.pub.jwk'));
+    rmSync(join(dir, 'broker.jwks'));
     const cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
     delete cfg.receiptKeyId;
     writeFileSync(join(dir, 'config.json'), JSON.stringify(cfg));
@@ -87,6 +88,9 @@ describe('receipts have their own key', () => {
     const c = await loadBrokerConfig(dir);
     expect(c.receiptKey.kid).toBe(added.receiptKeyId);
     expect(statSync(join(dir, 'receipt.jwk')).mode & 0o777).toBe(0o600);
+    // Sessions pin both public keys: broker.jwks now holds the new receipt key beside the token key.
+    const jwks = JSON.parse(readFileSync(join(dir, 'broker.jwks'), 'utf8')) as { keys: { kid: string }[] };
+    expect(jwks.keys.map((k) => k.kid)).toEqual([c.signingKey.kid, added.receiptKeyId]);
     await expect(addReceiptKey(dir)).rejects.toThrow(/already/);
   });
 });

@@ -102,4 +102,14 @@ describe('a broker served from its folder (file keystore, policies, audit log)',
     const plainElsewhere = await runCli('broker', 'serve', '--dir', dir, '--listen', '0.0.0.0:0', '--allow-plain-http-on-loopback');
     expect(plainElsewhere.code).toBe(2);
   });
+
+  it('broker serve --verify-threads: 1 to 16 accepted, anything else refused as a usage error before the folder is opened', async () => {
+    for (const bad of ['0', '17', '1.5', 'two', '-1']) {
+      const r = await runCli('broker', 'serve', '--dir', '/nonexistent-broker-folder', '--verify-threads', bad);
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(/^error ERR_INVALID_ARGUMENT: --verify-threads must be an integer from 1 to 16/);
+    }
+    const ok = await runCli('broker', 'serve', '--dir', '/nonexistent-broker-folder', '--verify-threads', '2');
+    expect(ok.err).toMatch(/^error ERR_BROKER_CONFIG/); // got past the flag to the folder
+  });
 });

@@ -19,7 +19,7 @@ interface LoadJson {
   verified: boolean;
   sharded?: boolean;
   tensors: { name: string; dtype: string; shape: number[]; sha256: string; file?: string }[];
-  session?: { tee: string; verdict: string; receipts: number };
+  session?: { tee: string; verdict: string; receipts: number; brokerKeyId?: string };
   error?: { code: string; reasons?: string[] };
 }
 
@@ -45,8 +45,8 @@ describe.runIf(hasBuild)('the CLI end to end: broker init, key add, serve, load,
     expect(r.code, `${args.join(' ')}\n${r.err}`).toBe(0);
     return r.out;
   };
-  const load = (model: string, extra: string[] = [], ca = join(brokerDir, 'ca.pem'), url = broker!.url) =>
-    st(['load', model, '--broker', url, '--ca', ca, '--simulated', '--simulated-key', teeKey, '--json', ...extra]);
+  const load = (model: string, extra: string[] = [], ca: string | null = join(brokerDir, 'ca.pem'), url = broker!.url) =>
+    st(['load', model, '--broker', url, ...(ca === null ? [] : ['--ca', ca]), '--simulated', '--simulated-key', teeKey, '--json', ...extra]);
 
   beforeAll(async () => {
     // The owner: two keys, a sharded model, a second model under the same key (never registered),
@@ -75,10 +75,12 @@ describe.runIf(hasBuild)('the CLI end to end: broker init, key add, serve, load,
   });
 
   it('load: exit 0, every tensor of the sharded model with the plaintext SHA-256 that verify (with the key file) reports', () => {
-    const r = load(p('model.sealed'));
+    // The broker's public keys pinned, as broker init wrote them: the token and the receipt verify with them.
+    const r = load(p('model.sealed'), ['--broker-key', join(brokerDir, 'broker.jwks')]);
     expect(r.code, r.err).toBe(0);
     const out = JSON.parse(r.out) as LoadJson;
-    expect(out).toMatchObject({ verified: true, sharded: true, session: { tee: 'simulated', verdict: 'warning', receipts: 1 } });
+    const config = JSON.parse(readFileSync(join(brokerDir, 'config.json'), 'utf8')) as { signingKeyId: string };
+    expect(out).toMatchObject({ verified: true, sharded: true, session: { tee: 'simulated', verdict: 'warning', receipts: 1, brokerKeyId: config.signingKeyId } });
     expect(out.tensors.map((t) => t.name).sort()).toEqual([...plain.keys()].sort());
     for (const t of out.tensors) expect(t.sha256, t.name).toBe(createHash('sha256').update(plain.get(t.name)!).digest('hex'));
     const v = st(['verify', p('model.sealed'), '--key', p('k-main.json'), '--json']);
@@ -140,6 +142,30 @@ describe.runIf(hasBuild)('the CLI end to end: broker init, key add, serve, load,
     expect(auditLines(brokerDir).slice(before).filter((e) => e.event === 'release')).toEqual([]);
   });
 
+  it('no --ca and no --trust-public-roots: exit 2 before any connection; a broker with other keys than those pinned: exit 1 (ERR_BROKER_UNTRUSTED), nothing released', async () => {
+    const before = auditLines(brokerDir).length;
+    const none = load(p('model.sealed'), [], null);
+    expect(none.code, none.err).toBe(2);
+    expect(none.err).toMatch(/^error ERR_INVALID_ARGUMENT: the session must know its broker: .*--ca FILE.*--trust-public-roots/);
+    expect(auditLines(brokerDir).length).toBe(before); // nothing reached the broker
+
+    // Another broker for the same names (its own CA, given: a certificate the attacker holds), other signing keys.
+    const impostorDir = p('impostor-broker');
+    ok(['broker', 'init', impostorDir, '--allow-simulated', '--simulated-key', teeKey]);
+    ok(['broker', 'key', 'add', '--dir', impostorDir, '--key', p('k-main.json'), '--model', p('model.sealed')]);
+    const s = await serve(impostorDir);
+    try {
+      const r = load(p('model.sealed'), ['--broker-key', join(brokerDir, 'broker.jwks')], join(impostorDir, 'ca.pem'), s.url);
+      expect(r.code, r.err).toBe(1);
+      expect(r.err).toMatch(/^error ERR_BROKER_UNTRUSTED: the broker's attestation token is signed by key "[A-Za-z0-9_-]{43}", which is not pinned/);
+      expect((JSON.parse(r.out) as LoadJson).error?.code).toBe('ERR_BROKER_UNTRUSTED');
+    } finally {
+      expect(await s.stop()).toBe(0);
+    }
+    // The token was refused before any key was asked for.
+    expect(auditLines(impostorDir).filter((e) => e.event === 'release')).toEqual([]);
+  });
+
   it('a broker initialised without --allow-simulated: the simulated TEE is denied, exit 1, audited', async () => {
     const strict = p('strict-broker');
     ok(['broker', 'init', strict]);
@@ -176,6 +202,25 @@ describe.runIf(hasBuild)('the CLI end to end: broker init, key add, serve, load,
     const events = log.map((e) => `${e.event}:${e.keyId ?? ''}`);
     expect(events.filter((e) => e === 'release:k-main')).toHaveLength(2);
     expect(events).toEqual(expect.arrayContaining(['deny:k-revoked', 'deny:k-pinned', 'key-revoke:k-revoked', 'policy-set:k-pinned']));
+    // Every release and denial, listed: time, key, models, verdict (and reasons), as the log has them.
+    type Decision = { seq: number; time: string; verdict: string; keyIds: string[]; models: { bundleId: string }[]; reasons: string[]; receiptId?: string };
+    const decisions = (JSON.parse(v.out) as { decisions: Decision[] }).decisions;
+    const releases = decisions.filter((d) => d.verdict === 'release');
+    expect(releases.map((d) => d.keyIds)).toEqual([['k-main'], ['k-main']]);
+    for (const d of releases) {
+      const entry = log[d.seq]!;
+      expect(d).toMatchObject({ time: entry.time, receiptId: entry.receiptId, models: entry.models });
+      expect(d.models.length).toBeGreaterThan(0);
+    }
+    const denials = decisions.filter((d) => d.verdict === 'deny');
+    expect(denials.map((d) => d.keyIds[0])).toEqual(expect.arrayContaining(['k-revoked', 'k-pinned']));
+    expect(denials.every((d) => d.reasons.length > 0)).toBe(true);
+    expect(decisions.map((d) => d.seq)).toEqual(log.filter((e) => e.event === 'release' || e.verdict === 'deny' || e.event === 'deny').map((e) => e.seq));
+    const text = st(['broker', 'audit', 'verify', brokerDir]);
+    expect(text.code, text.err).toBe(0);
+    expect(text.out).toMatch(new RegExp(`^2 release\\(s\\), ${denials.length} denial\\(s\\):$`, 'm'));
+    expect(text.out).toMatch(/^ +\d+ {2}\S+Z {2}RELEASE {2}key k-main {2}model \S+.* receipt [A-Za-z0-9_-]+$/m);
+    expect(text.out).toMatch(/^ +\d+ {2}\S+Z {2}DENY {5}key k-revoked .*reasons: /m);
 
     // Tamper with a denial in the middle of the log: verify names that entry.
     const lines = readFileSync(join(brokerDir, 'audit.log'), 'utf8').split('\n');

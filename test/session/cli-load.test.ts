@@ -132,14 +132,41 @@ describe('sealed-tensors load', () => {
     expect(r.err).toMatch(/^error ERR_POLICY: .*not registered for this key at the broker/);
   });
 
+  it('--broker-key: a file that is not a public JWK (Set) is exit 2; a broker whose token no pinned key signed is exit 1 (ERR_BROKER_UNTRUSTED), nothing kept', async () => {
+    const dir = tempDir();
+    const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
+    const { args } = await setup(dir, { k1: { key: TEST_KEY, models: [model.binding] } });
+    const file = (name: string, text: string): string => {
+      writeFileSync(join(dir, name), text);
+      return join(dir, name);
+    };
+    const pub = (): object => generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' });
+    const priv = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+    for (const bad of [file('garbage', 'not json'), file('private.jwk', JSON.stringify(priv)), file('rsa.jwk', JSON.stringify({ kty: 'RSA', n: 'AQAB', e: 'AQAB' })), join(dir, 'missing.jwks')]) {
+      const r = await runCli('load', model.path, ...args, '--broker-key', bad);
+      expect(r.code, `${bad}: ${r.err}`).toBe(bad.endsWith('missing.jwks') ? 3 : 2);
+    }
+    expect((await runCli('load', model.path, ...args, '--broker-issuer', 'x')).code).toBe(2); // needs --broker-key
+    const other = await runCli('load', model.path, ...args, '--broker-key', file('other.jwks', JSON.stringify({ keys: [pub(), pub()] })), '--json');
+    expect(other.code, other.err).toBe(1);
+    expect(other.err).toMatch(/^error ERR_BROKER_UNTRUSTED: the broker's attestation token names no key id \(kid\) among the pinned ones/);
+    expect(JSON.parse(other.out)).toMatchObject({ verified: false, error: { code: 'ERR_BROKER_UNTRUSTED' } });
+    expect(made.every((e) => e.released) && handles.every((h) => h.released)).toBe(true);
+  });
+
   it('exit 3 when the broker is unreachable or not trusted; exit 2 on bad options', async () => {
     const dir = tempDir();
     const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
     const { kbs, args } = await setup(dir, { k1: { key: TEST_KEY, models: [model.binding] } });
     const noCa = await runCli('load', model.path, '--broker', kbs.url, '--simulated');
-    expect(noCa.code).toBe(3);
-    expect(noCa.err).toMatch(/ERR_BROKER.*not trusted/);
-    expect(noCa.err).toMatch(/SIMULATED TEE with a fresh root key \(fingerprint [0-9a-f]{64}\)/);
+    expect(noCa.code).toBe(2);
+    expect(noCa.err).toMatch(/ERR_INVALID_ARGUMENT: the session must know its broker/);
+    expect(kbs.requests).toEqual([]); // refused before any connection
+    const publicRoots = await runCli('load', model.path, '--broker', kbs.url, '--trust-public-roots', '--simulated');
+    expect(publicRoots.code).toBe(3);
+    expect(publicRoots.err).toMatch(/ERR_BROKER.*not trusted/);
+    expect(publicRoots.err).toMatch(/^warning: --trust-public-roots without --broker-key/m);
+    expect(publicRoots.err).toMatch(/SIMULATED TEE with a fresh root key \(fingerprint [0-9a-f]{64}\)/);
     const url = kbs.url;
     await kbs.close();
     servers.length = 0;

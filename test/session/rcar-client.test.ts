@@ -57,9 +57,19 @@ describe('RcarClient: where it connects', () => {
     const wrong = await failure(client(k.url, { ca: other.caPem }).auth('simulated'));
     expect(wrong).toBeInstanceOf(BrokerError);
     expect(wrong.message).toMatch(/not trusted/);
-    const none = await failure(client(k.url).auth('simulated'));
-    expect(none).toBeInstanceOf(BrokerError);
+    // Node's public roots, said explicitly: they do not vouch for this broker's private CA.
+    const publicRoots = await failure(client(k.url, { trustPublicRoots: true }).auth('simulated'));
+    expect(publicRoots).toBeInstanceOf(BrokerError);
+    expect(publicRoots.message).toMatch(/not trusted/);
     expect(k.requests.length).toBe(1); // the refused connections never sent a request
+  });
+
+  it('an https broker needs its CA or an explicit trustPublicRoots, not both, and neither for plain HTTP: refused before any connection', () => {
+    expect(() => new RcarClient({ broker: 'https://127.0.0.1:1' })).toThrow(/must know its broker: pass ca/);
+    expect(() => new RcarClient({ broker: 'https://127.0.0.1:1', trustPublicRoots: false })).toThrow(InvalidArgumentError);
+    expect(() => new RcarClient({ broker: 'https://127.0.0.1:1', trustPublicRoots: 'yes' as unknown as boolean })).toThrow(InvalidArgumentError);
+    expect(() => new RcarClient({ broker: 'http://127.0.0.1:1', allowPlainHttpOnLoopback: true, trustPublicRoots: true })).toThrow(/plain-HTTP/);
+    new RcarClient({ broker: 'https://broker.example', trustPublicRoots: true }).close();
   });
 
   it('a closed port is an unreachable broker (ERR_BROKER)', async () => {

@@ -20,6 +20,7 @@ import { decodePrimaryEvidence, type DecodedEvidence } from '../../protocol/evid
 import { decodeAdditionalEvidence, type DecodedDeviceEvidence } from '../../protocol/device-evidence.js';
 import { EVIDENCE_CODES, verifyDevices } from '../devices.js';
 import { checkPrimaryBinding } from '../evidence-binding.js';
+import { VerifierUnavailableError } from '../verify-pool.js';
 import { issueToken } from '../tokens.js';
 import type { AttestedSession } from '../sessions.js';
 import { sessionCookie, type BrokerState, type RequestContext } from './context.js';
@@ -132,11 +133,16 @@ export async function handleAttest(state: BrokerState, req: IncomingMessage, res
 
   const nowMs = state.opts.nowMs();
   const { verifyEvidence } = await loadVerifier();
-  let verified: VerifiedEvidence;
+  let verified: Pick<VerifiedEvidence, 'claims' | 'checks'>;
   try {
-    verified = await verifyEvidence(decoded.type, decoded.evidence, verifyOptionsFor(state, decoded, nowMs));
+    const opts = verifyOptionsFor(state, decoded, nowMs); // also refuses sent certificates that are not X.509
+    verified = state.pool
+      ? await state.pool.verify({ type: decoded.type, evidence: decoded.evidence, certificates: [...(decoded.certificates ?? [])], nowMs, ...(opts.trustedRoots !== undefined ? { trustedRoots: opts.trustedRoots } : {}) })
+      : await verifyEvidence(decoded.type, decoded.evidence, opts);
   } catch (err) {
     if (err instanceof HttpProblem) throw err;
+    // No answer from the verifier is never an accept.
+    if (err instanceof VerifierUnavailableError) throw denied(403, [`verifier: ${err.message}`]);
     if (err instanceof SealedTensorsError && EVIDENCE_CODES.has(err.code)) throw denied(403, [`${err.code}: ${err.message}`]);
     throw err;
   }

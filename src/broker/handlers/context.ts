@@ -10,6 +10,7 @@ import type { ChallengeTable } from '../challenges.js';
 import type { ResolvedOptions } from '../options.js';
 import type { SessionTable } from '../sessions.js';
 import type { Signer } from '../signer.js';
+import type { VerifyPool } from '../verify-pool.js';
 
 export interface BrokerState {
   opts: ResolvedOptions;
@@ -18,12 +19,14 @@ export interface BrokerState {
   sessions: SessionTable;
   /** Certificates sent with evidence, parsed once per distinct DER. */
   certificates: CertificateCache;
+  /** Worker threads for primary evidence, when the broker was started with verifyThreads. */
+  pool?: VerifyPool;
   /** True on HTTPS: cookies get Secure. */
   secure: boolean;
 }
 
 export interface RequestContext {
-  client: { ip: string; label: string };
+  client: { ip: string; bucket: string; label: string };
   /** The audit entry this request will produce; handlers add to it as they learn. */
   audit: AuditEntryInput;
 }

@@ -1,0 +1,3 @@
+// A verifier thread that never answers.
+import { parentPort } from 'node:worker_threads';
+parentPort.on('message', () => {});
