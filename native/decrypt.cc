@@ -172,7 +172,7 @@ class RunState {
     // owner wiped (every byte, as a failed load leaves it).
     if (owned_ && !b.failed.empty()) {
       if (lent_) {
-        OPENSSL_cleanse(owned_->data(), owned_->size());
+        owned_->WipeResident();  // every page that holds data, without faulting in the others
       } else {
         owned_.reset();
       }
@@ -287,7 +287,8 @@ class RunState {
     while (r_hi < nr && b.begin[r_hi] < cs_end) ++r_hi;
 
     uint8_t* target = DirectTarget(cs_start, cs_end, r_lo, r_hi);
-    if (owned_ && !lent_) PopulateDestSpan(cs_start, cs_end, r_lo, r_hi);
+    // Memory the job allocated, or a lent buffer that was reserved rather than populated.
+    if (owned_ && (!lent_ || owned_->lazy())) PopulateDestSpan(cs_start, cs_end, r_lo, r_hi);
     // Unbuffered plain SHA-256: the whole chunk waits for its turn (one chunk at a time).
     const bool plain_inline = b.plain_sha && !buffered;
     if (plain_inline && !AwaitTurn(idx)) return;
@@ -429,7 +430,7 @@ class RunState {
 
   std::unique_ptr<RunBaton> b_;
   std::unique_ptr<SecureRegion> owned_;  // dest when the run allocates it or is lent it; wiped if the run fails
-  bool lent_ = false;                    // owned_ is the caller's buffer (already populated)
+  bool lent_ = false;                    // owned_ is the caller's buffer (populated, or reserved: lazy())
   bool prepared_ = false;
   Algorithms alg_;  // fetched on the JS thread; shared read-only by the workers
   const CipherInput* input_ = nullptr;  // the current Process call's ciphertext

@@ -358,6 +358,35 @@ Napi::Value SecureRelease(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
+// secureReserve(size): locked at once (the limit is checked now) but populated only as it is
+// written: a load into it populates each chunk's pages on the decrypting thread, as for memory the
+// job allocates itself. For an arena that keeps the memory for the next load.
+Napi::Value SecureReserve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "size must be a number");
+  double size = info[0].As<Napi::Number>().DoubleValue();
+  if (!(size >= 0) || size != static_cast<double>(static_cast<uint64_t>(size))) {
+    throw MakeError(env, "ERR_INVALID_ARGUMENT", "size must be a non-negative integer");
+  }
+  try {
+    return NewSecureArrayBuffer(env, SecureRegion::Allocate(static_cast<size_t>(size), /*populate_now=*/false));
+  } catch (const SealedError& e) {
+    throw MakeError(env, e);
+  }
+}
+
+// secureWipe(ab) -> ArrayBuffer: zeroize the buffer's pages, keeping them mapped and locked, and
+// hand the same memory back in a new ArrayBuffer: `ab` is detached, so a view kept from before the
+// wipe never sees what is written into the memory next.
+Napi::Value SecureWipe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArrayBuffer()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "expected the secure buffer's ArrayBuffer");
+  std::unique_ptr<SecureRegion> region = TakeRegion(info[0].As<Napi::ArrayBuffer>());
+  if (!region) throw MakeError(env, "ERR_INVALID_ARGUMENT", "not a live secure buffer (released, or lent to a running load)");
+  region->WipeResident();
+  return NewSecureArrayBuffer(env, std::move(region));  // on failure it wipes and unmaps the region
+}
+
 // secureAllocAsync(size) -> Promise<ArrayBuffer>: the same, with locking and populating (about
 // 150 ms per GiB here) on the threadpool instead of the JS thread.
 class AllocJob : public PromiseWorker {
@@ -459,6 +488,8 @@ void Init(Napi::Env env, Napi::Object exports) {
   std::call_once(exit_hook_once, [] { std::atexit(WipeAtExit); });
   exports.Set("secureAlloc", Napi::Function::New(env, SecureAlloc, "secureAlloc"));
   exports.Set("secureAllocAsync", Napi::Function::New(env, SecureAllocAsync, "secureAllocAsync"));
+  exports.Set("secureReserve", Napi::Function::New(env, SecureReserve, "secureReserve"));
+  exports.Set("secureWipe", Napi::Function::New(env, SecureWipe, "secureWipe"));
   exports.Set("secureRelease", Napi::Function::New(env, SecureRelease, "secureRelease"));
   exports.Set("secureLockedBytes", Napi::Function::New(env, SecureLockedBytes, "secureLockedBytes"));
   exports.Set("hardening", Napi::Function::New(env, Hardening, "hardening"));

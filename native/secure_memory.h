@@ -33,6 +33,8 @@ class SecureRegion {
 
   // Zeroize the pages that hold data, keeping the region mapped and locked.
   void WipeResident();
+  // Allocated locked-on-fault: pages appear as they are first written (a writer should PopulateRange first).
+  bool lazy() const { return lazy_; }
 
   uint8_t* data() const { return data_; }
   size_t size() const { return size_; }          // what the caller asked for

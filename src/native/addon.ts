@@ -202,6 +202,10 @@ export interface NativeAddon {
   secureAlloc(size: number): ArrayBuffer;
   /** The same, locked and populated on the threadpool. */
   secureAllocAsync(size: number): Promise<ArrayBuffer>;
+  /** Locked at once (the limit is checked now), populated only as it is written (a load populates it on its threads). */
+  secureReserve(size: number): ArrayBuffer;
+  /** Zeroizes, keeps the memory locked and mapped, detaches `buffer` and returns a new ArrayBuffer over the same memory. */
+  secureWipe(buffer: ArrayBuffer): ArrayBuffer;
   secureRelease(buffer: ArrayBuffer): boolean;
   secureLockedBytes(): number;
   hardening(): NativeHardening;

@@ -35,6 +35,17 @@ export class SecureBuffer {
     return new SecureBuffer(await awaitNative(callNative(() => addon.secureAllocAsync(size))), size);
   }
 
+  /**
+   * Locks `size` bytes now (ERR_MEMLOCK if RLIMIT_MEMLOCK does not allow it) without populating
+   * them: each page appears (zeroed, and locked as it appears) when first written. For a buffer a
+   * load will fill (`loadAll({ into })`): its decrypting threads populate the pages they write.
+   */
+  static reserve(size: number): SecureBuffer {
+    assertSafeInteger(size, 'size', 0, Number.MAX_SAFE_INTEGER);
+    const addon = loadAddon();
+    return new SecureBuffer(callNative(() => addon.secureReserve(size)), size);
+  }
+
   /** @internal wraps an ArrayBuffer the addon made. */
   constructor(buffer: ArrayBuffer, size: number) {
     this.#buffer = buffer;
@@ -80,6 +91,21 @@ export class SecureBuffer {
     }
     this.#buffer = buffer;
     if (this.#released) callNative(() => loadAddon().secureRelease(buffer));
+  }
+
+  /**
+   * Zeroizes the buffer and keeps it (locked, mapped, populated) for reuse. Every view made before
+   * is detached (reads as empty), so none sees what is written into the memory next.
+   */
+  wipe(): void {
+    const buffer = this.arrayBuffer; // refused when released or lent to a running load
+    try {
+      this.#buffer = callNative(() => loadAddon().secureWipe(buffer));
+    } catch (err) {
+      // The addon could not hand the memory back: it wiped and unmapped it (or `buffer` was not live).
+      this.#released = true;
+      throw err;
+    }
   }
 
   /**

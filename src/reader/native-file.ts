@@ -182,6 +182,13 @@ export class NativeSealedFileReader {
     this.#throwOnFailure(result, []);
   }
 
+  /** The bytes `loadAll()` needs (its buffer's size, or the least an `into` buffer must hold). */
+  get loadByteLength(): number {
+    return this.#all
+      ? this.layout.payloadLength - (this.tensorTable?.payloadPadding ?? 0)
+      : this.#selected.reduce((n, e) => n + (e.end - e.begin), 0);
+  }
+
   get metadata(): Record<string, string> | null {
     return this.tensorTable?.metadata ?? null;
   }
@@ -232,9 +239,7 @@ export class NativeSealedFileReader {
     const entries = this.#selected;
     // Every tensor: at their payload offsets (padding is not loaded). A selection: packed in file order.
     const offsets = this.#all ? entries.map((e) => e.begin) : packedOffsets(entries);
-    const size = this.#all
-      ? this.layout.payloadLength - (this.tensorTable?.payloadPadding ?? 0)
-      : entries.reduce((n, e) => n + (e.end - e.begin), 0);
+    const size = this.loadByteLength;
     const into = options.into;
     if (into !== undefined && !(into instanceof SecureBuffer)) {
       throw new InvalidArgumentError('into must be a SecureBuffer (SecureBuffer.allocate): plaintext goes only to secure memory');

@@ -29,6 +29,7 @@ import { FileKind } from '../format/constants.js';
 import type { DeviceEvidenceProvider, EvidenceProvider } from '../attestation/providers/types.js';
 import { loadAddon, nativeStatus } from '../native/addon.js';
 import type { NativeKeyHandle } from '../native/key.js';
+import { SecureArena } from '../native/secure-arena.js';
 import type { PublicJwk } from '../protocol/jwk.js';
 import type { FlattenedJwe } from '../protocol/messages.js';
 import type { DataKeyManifest, ModelBinding } from '../protocol/resource.js';
@@ -104,6 +105,12 @@ export interface EnclaveSessionOptions {
   allowUnhardened?: boolean;
   /** Development only: accept http:// for a loopback broker. */
   allowPlainHttpOnLoopback?: boolean;
+  /**
+   * Keep the secure memory of a released `loadAll()` (wiped at once, still locked) for the next
+   * load in this session, until close(): a reload skips the first touch of fresh locked memory,
+   * which costs more than the decryption. Default true; false unmaps it at every release.
+   */
+  reuseMemory?: boolean;
 }
 
 export interface SessionOpenOptions {
@@ -173,12 +180,15 @@ interface HeldKey {
 export class EnclaveSession {
   readonly #keys: Map<string, HeldKey>;
   readonly #models = new Set<SessionModel>();
+  /** Secure buffers of released loads, wiped, for the next loadAll (null: reuseMemory false). */
+  readonly #arena: SecureArena | null;
   readonly #info: SessionInfo;
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
 
-  private constructor(keys: Map<string, HeldKey>, info: SessionInfo) {
+  private constructor(keys: Map<string, HeldKey>, info: SessionInfo, reuseMemory: boolean) {
     this.#keys = keys;
+    this.#arena = reuseMemory ? new SecureArena() : null;
     this.#info = info;
     this.#armExpiry();
   }
@@ -285,7 +295,7 @@ export class EnclaveSession {
         expiresAt: checked.expiresAt,
         keys: [...held].map(([keyId, k]) => ({ keyId, models: k.manifest.models.map((m) => ({ ...m })), notAfter: k.notAfter })),
       };
-      return new EnclaveSession(held, info);
+      return new EnclaveSession(held, info, options.reuseMemory ?? true);
     } catch (err) {
       for (const k of held.values()) k.handle.release();
       throw err;
@@ -380,6 +390,7 @@ export class EnclaveSession {
           this.#checkLive();
           this.#keyFor(opened.keyId);
         },
+        this.#arena ?? undefined,
       );
     } catch (err) {
       reader.close();
@@ -404,6 +415,7 @@ export class EnclaveSession {
       }
     }
     this.#models.clear();
+    this.#arena?.close(); // after the models: what they gave back is released with the rest
     this.#releaseKeys();
     if (errors.length > 0) throw errors[0];
   }
@@ -422,6 +434,7 @@ export class EnclaveSession {
         // closing the rest matters more than one model's close error
       }
     }
+    this.#arena?.close();
   }
 
   #checkLive(): void {
@@ -524,6 +537,7 @@ function checkOptions(options: EnclaveSessionOptions): string[] {
     }
     ids.add(k);
   }
+  if (options.reuseMemory !== undefined && typeof options.reuseMemory !== 'boolean') throw new InvalidArgumentError('reuseMemory must be a boolean');
   // Past 2^31 - 1 ms Node's timers fire at once.
   for (const name of ['timeoutMs', 'connectTimeoutMs', 'idleTimeoutMs'] as const) {
     const v = options[name];

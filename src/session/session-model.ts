@@ -8,7 +8,8 @@ import { EventEmitter } from 'node:events';
 import { InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js';
 import { SecureBuffer } from '../native/secure-buffer.js';
 import type { NativeSealedModelReader } from '../reader/native-model.js';
-import type { SecureTensor, TensorSelection } from '../reader/native-file.js';
+import type { LoadedTensors, SecureTensor, TensorSelection } from '../reader/native-file.js';
+import type { SecureArena } from '../native/secure-arena.js';
 import type { TensorInfo } from '../reader/sealed-file.js';
 
 /** Which tensors to read: the readers' own type (names, each must exist; or a predicate over names). */
@@ -59,6 +60,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
   readonly #checkLive: () => void;
   readonly #totalBytes: number;
   readonly #isSelection: boolean;
+  readonly #arena: SecureArena | undefined;
   #bytes = 0;
   #tensors = 0;
   #startedAt: number | null = null;
@@ -72,6 +74,8 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     onClose: (model: SessionModel) => void,
     /** Throws once the session is closed or expired: required, so no model reads past its session. */
     checkLive: () => void,
+    /** The session's: loadAll() takes its buffers from it and gives them back wiped on release. */
+    arena?: SecureArena,
   ) {
     super();
     this.#reader = reader;
@@ -84,6 +88,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     this.#checkLive = checkLive;
     this.#totalBytes = selected.reduce((n, t) => n + t.byteLength, 0);
     this.#isSelection = isSelection;
+    this.#arena = arena;
   }
 
   get closed(): boolean {
@@ -120,7 +125,9 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
    * Every selected tensor at once, a few large native jobs (one per file) instead of one per tensor:
    * each file's tensors land in one secure buffer, every chunk authenticated and every digest
    * checked before anything is returned. `release()` wipes them all (as does the model's close()).
-   * A failure or an abort closes the model.
+   * A failure or an abort closes the model. The buffers come from the session's arena (unless
+   * `reuseMemory: false`): a release wipes them at once, detaches every view, and keeps them locked
+   * for the session's next load; a failed load releases them instead.
    *
    * `into` (a single-file model): load into this secure buffer, already allocated and touched, instead
    * of fresh memory (reloading a model of the same size: the first touch of fresh locked memory costs
@@ -141,16 +148,11 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     }
     this.#startedAt ??= performance.now();
     let handedRelease = (): void => {};
-    let loaded: { tensors: Map<string, SecureTensor>; byteLength: number; release(): void };
-    try {
-      if (into) {
-        const file = await reader.files[0]!.loadAll({ into });
-        // Its own release (and each tensor's, which is the same) would free the caller's buffer:
-        // wipe what was loaded instead.
-        const wipe = (): void => {
-          if (!into.released) into.bytes.fill(0, 0, file.byteLength);
-        };
-        const tensors = new Map<string, SecureTensor>();
+    // Tensors in buffers this model does not own: their own release() would free the buffer, so
+    // each goes through the handed-out release, and reads are refused once that ran.
+    const wrap = (files: LoadedTensors[]): Map<string, SecureTensor> => {
+      const tensors = new Map<string, SecureTensor>();
+      for (const file of files) {
         for (const [name, t] of file.tensors) {
           tensors.set(name, {
             info: t.info,
@@ -161,7 +163,36 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
             release: () => handedRelease(),
           });
         }
-        loaded = { tensors, byteLength: file.byteLength, release: wipe };
+      }
+      return tensors;
+    };
+    // discard: what a failed load does with its memory (unmapped, not kept for the next load).
+    let loaded: { tensors: Map<string, SecureTensor>; byteLength: number; release(): void; discard?: () => void };
+    try {
+      if (into) {
+        const file = await reader.files[0]!.loadAll({ into });
+        // Wipe what was loaded and leave the buffer to its owner.
+        const wipe = (): void => {
+          if (!into.released) into.bytes.fill(0, 0, file.byteLength);
+        };
+        loaded = { tensors: wrap([file]), byteLength: file.byteLength, release: wipe };
+      } else if (this.#arena) {
+        const { files, buffers } = await this.#loadFromArena(reader, this.#arena);
+        const arena = this.#arena;
+        // Back to the session's arena: wiped now (every view detached), kept for the next load.
+        const giveBack = (): void => {
+          let first: unknown;
+          for (const b of buffers) {
+            try {
+              arena.give(b); // on failure it released the buffer: go on with the rest
+            } catch (err) {
+              first ??= err;
+            }
+          }
+          if (first !== undefined) throw first;
+        };
+        const discard = (): void => buffers.forEach((b) => b.release());
+        loaded = { tensors: wrap(files), byteLength: files.reduce((n, f) => n + f.byteLength, 0), release: giveBack, discard };
       } else {
         loaded = await reader.loadAll();
       }
@@ -169,25 +200,26 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       this.close();
       throw err;
     }
+    const fail = loaded.discard ?? loaded.release;
     try {
       this.#sessionLive(); // the release may have run out while the load ran (this closes the model)
     } catch (err) {
-      loaded.release();
+      fail();
       throw err;
     }
     if (this.#reader === null || this.#signal?.aborted) {
-      loaded.release();
+      fail();
       if (this.#reader === null) throw new ReleasedError('this model was closed (or its session ended) while it was being loaded');
       this.close();
       throw this.#signal!.reason;
     }
     let released = false;
     const handed = {
-      release: (): void => {
+      release: (failed = false): void => {
         if (released) return;
         released = true;
         this.#handedOut.delete(handed);
-        loaded.release();
+        (failed ? fail : loaded.release)();
       },
     };
     handedRelease = handed.release;
@@ -196,11 +228,11 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       this.#progress(loaded.byteLength, loaded.tensors.size);
     } catch (err) {
       // A listener threw: the caller never gets the tensors; the load ends.
-      handed.release();
+      handed.release(true);
       this.close();
       throw err;
     }
-    return { tensors: loaded.tensors, byteLength: loaded.byteLength, release: handed.release };
+    return { tensors: loaded.tensors, byteLength: loaded.byteLength, release: () => handed.release() };
   }
 
   /** One selected tensor, authenticated and digest-checked. */
@@ -227,6 +259,27 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
       t.release();
     }
     return { ...info, shape: [...info.shape] };
+  }
+
+  /**
+   * Each file into a buffer from the session's arena (memory a previous load already populated, or
+   * reserved memory the load populates). All or nothing: on any failure every buffer is released
+   * (wiped and unmapped), not kept.
+   */
+  async #loadFromArena(reader: NativeSealedModelReader, arena: SecureArena): Promise<{ files: LoadedTensors[]; buffers: SecureBuffer[] }> {
+    const files: LoadedTensors[] = [];
+    const buffers: SecureBuffer[] = [];
+    try {
+      for (const f of reader.files) {
+        const buffer = arena.take(f.loadByteLength);
+        buffers.push(buffer);
+        files.push(await f.loadAll({ into: buffer }));
+      }
+    } catch (err) {
+      for (const b of buffers) b.release();
+      throw err;
+    }
+    return { files, buffers };
   }
 
   /** Wipes every tensor this model handed out and closes its files. Idempotent. */

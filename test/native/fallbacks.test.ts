@@ -67,6 +67,16 @@ function lowerNproc(headroom) {
     allChunks: true, stopOnFailure: true, threads: a.threads });
   const bytes = new Uint8Array(all.dest);
   for (const t of a.tensors) if (sha(bytes.subarray(t.begin, t.end)) !== t.sha256) wrong.push('load ' + t.name);
+  // Into a reserved (locked-on-fault) buffer, which the job populates as it would its own; then
+  // again into the same memory, wiped (a session's arena).
+  let dest = addon.secureReserve(a.tensors.at(-1).end);
+  for (const pass of ['reserved', 'rewiped']) {
+    const r = await file.run({ ranges: Float64Array.from(a.tensors.flatMap((t) => [t.begin, t.end])),
+      dest, destOffsets: Float64Array.from(a.tensors, (t) => t.begin), allChunks: true, stopOnFailure: true, threads: a.threads });
+    const got = new Uint8Array(r.dest);
+    for (const t of a.tensors) if (sha(got.subarray(t.begin, t.end)) !== t.sha256) wrong.push(pass + ' ' + t.name);
+    dest = addon.secureWipe(r.dest);
+  }
   console.log(JSON.stringify({ wrong }));
 })().catch((e) => { console.log(JSON.stringify({ error: e.code ?? String(e), message: e.message })); process.exitCode = 1; });
 `;

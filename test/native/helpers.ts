@@ -18,6 +18,10 @@ export interface Mapping {
   end: bigint;
   perms: string;
   sizeKb: number;
+  /** Resident, locked, and backed by transparent huge pages (kB). */
+  rssKb: number;
+  lockedKb: number;
+  anonHugeKb: number;
   flags: string[];
 }
 
@@ -28,10 +32,15 @@ export function smaps(): Mapping[] {
   for (const line of readFileSync('/proc/self/smaps', 'utf8').split('\n')) {
     const head = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) /.exec(line);
     if (head) {
-      cur = { start: BigInt('0x' + head[1]), end: BigInt('0x' + head[2]), perms: head[3]!, sizeKb: 0, flags: [] };
+      cur = { start: BigInt('0x' + head[1]), end: BigInt('0x' + head[2]), perms: head[3]!, sizeKb: 0, rssKb: 0, lockedKb: 0, anonHugeKb: 0, flags: [] };
       out.push(cur);
     } else if (cur && line.startsWith('Size:')) {
       cur.sizeKb = Number(/(\d+)/.exec(line)![1]);
+    } else if (cur && /^(Rss|Locked|AnonHugePages):/.test(line)) {
+      const kb = Number(/(\d+)/.exec(line)![1]);
+      if (line.startsWith('Rss:')) cur.rssKb = kb;
+      else if (line.startsWith('Locked:')) cur.lockedKb = kb;
+      else cur.anonHugeKb = kb;
     } else if (cur && line.startsWith('VmFlags:')) {
       cur.flags = line.slice(8).trim().split(/\s+/);
     }

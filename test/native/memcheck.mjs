@@ -114,6 +114,11 @@ async function check(suite) {
   const verdicts = (await m.verify()).flatMap((s) => s.tensors);
   assert.equal(verdicts.at(-1).ok, false);
   await assert.rejects(m.loadAll(), { code: 'ERR_INTEGRITY' });
+  // The same into a reserved (locked-on-fault) buffer: populated by the job, wiped resident pages on failure.
+  const reserved = SecureBuffer.reserve(m.files[0].loadByteLength);
+  await assert.rejects(m.files[0].loadAll({ into: reserved }), { code: 'ERR_INTEGRITY' });
+  reserved.wipe();
+  reserved.release();
   m.close();
   key.release();
 
@@ -162,6 +167,13 @@ const c = await SecureBuffer.allocateAsync(9000);
 c.bytes.fill(3);
 c.release();
 for (let i = 0; i < 4; i++) new Uint8Array(addon.secureAlloc(5000)).fill(2);
+const r = SecureBuffer.reserve(7000);
+const before = r.bytes;
+before.fill(4);
+r.wipe();
+assert.equal(before.byteLength, 0);
+assert.ok(r.bytes.every((x) => x === 0));
+r.release();
 if (globalThis.gc) globalThis.gc();
 await new Promise((r) => setTimeout(r, 50));
 

@@ -1,4 +1,4 @@
-import { openSync, readFileSync, truncateSync, writeSync, closeSync } from 'node:fs';
+import { openSync, readFileSync, truncateSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { describe, expect, it, vi } from 'vitest';
@@ -13,6 +13,7 @@ import {
   SealedTensorsError,
 } from '../../src/errors.js';
 import { SecureBuffer } from '../../src/native/secure-buffer.js';
+import { loadAddon } from '../../src/native/addon.js';
 import { EnclaveSession, type EnclaveSessionOptions } from '../../src/session/enclave-session.js';
 import { gatherTeeEvidence, kbsTeeName } from '../../src/session/tee-evidence.js';
 import { decodeTeeEvidence } from '../../src/protocol/evidence.js';
@@ -472,6 +473,66 @@ describe('EnclaveSession: lifetime and loading faults', () => {
     }
     expectAllReleased();
     expect(lockedBytes()).toBe(baseline);
+  });
+
+  it('loadAll keeps its secure memory in the session for the next load: wiped on release (views detached), reused, unmapped at close; a failed load keeps nothing; reuseMemory: false unmaps at release', async () => {
+    const dir = tempDir();
+    const model = await sealedFile(dir, 'm', TEST_KEY, 'k1');
+    const kbs = await broker({ k1: { key: TEST_KEY, models: [model.binding] } });
+    // The same header (so the same binding), the last chunk's tag altered.
+    const bad = join(dir, 'bad.sealed');
+    const bytes = readFileSync(model.path);
+    bytes[bytes.length - 1]! ^= 1;
+    writeFileSync(bad, bytes);
+    const addon = loadAddon();
+    addon._testing.setReleaseProbe(true);
+    const probe = addon._testing.releaseProbe();
+    const baseline = lockedBytes();
+    const session = await establish(kbs, ['k1']);
+    try {
+      const keys = lockedBytes();
+      const m = await session.open(model.path);
+      const all = await m.loadAll();
+      for (const [n, t] of all.tensors) expect(same(t.bytes, model.data.get(n)), n).toBe(true);
+      const held = lockedBytes();
+      const view = all.tensors.get('head')!.bytes;
+      all.release();
+      expect(view.byteLength).toBe(0); // detached: never sees the next load
+      expect(() => all.tensors.get('head')!.bytes).toThrow(ReleasedError);
+      expect(lockedBytes()).toBe(held); // kept (wiped) by the session
+      const again = await m.loadAll();
+      for (const [n, t] of again.tensors) expect(same(t.bytes, model.data.get(n)), n).toBe(true);
+      expect(lockedBytes()).toBe(held); // the same memory: nothing more locked
+      m.close(); // gives it back as well
+      expect(lockedBytes()).toBe(held);
+      expect(held).toBeGreaterThan(keys);
+
+      const m2 = await session.open(bad);
+      expect((await failure(m2.loadAll())).code).toBe('ERR_INTEGRITY');
+      expect(m2.closed).toBe(true);
+      expect(lockedBytes()).toBe(keys); // the failed load took the kept buffer and released it
+    } finally {
+      session.close();
+    }
+    expect(lockedBytes()).toBe(baseline);
+
+    const plain = await establish(kbs, ['k1'], { reuseMemory: false });
+    try {
+      const m = await plain.open(model.path);
+      const opened = lockedBytes();
+      const all = await m.loadAll();
+      expect(lockedBytes()).toBeGreaterThan(opened);
+      all.release();
+      expect(lockedBytes()).toBe(opened); // unmapped at once
+    } finally {
+      plain.close();
+    }
+    expect(lockedBytes()).toBe(baseline);
+    const after = addon._testing.releaseProbe();
+    addon._testing.setReleaseProbe(false);
+    expect(after.releases).toBeGreaterThan(probe.releases);
+    expect(after.nonzeroBytes - probe.nonzeroBytes).toBe(0); // everything released read back zero
+    await expect(establish(kbs, ['k1'], { reuseMemory: 'yes' as unknown as boolean })).rejects.toThrow(InvalidArgumentError);
   });
 
   it('an abort during a load ends it with the abort reason and wipes what it had handed out', async () => {

@@ -122,15 +122,26 @@ describe('EnclaveSession over HTTP range requests', () => {
       expect(model.names()).not.toContain('flag');
       for (const [n, t] of all.tensors) expect(Buffer.from(t.bytes).equals(Buffer.from(data.get(n)!)), n).toBe(true);
       expect(progress).toEqual([model.names().length]);
-      expect(lockedBytes()).toBeGreaterThan(baseline);
-      model.close(); // wipes what loadAll handed out
-      expect(lockedBytes()).toBe(baseline);
+      const loaded = lockedBytes();
+      expect(loaded).toBeGreaterThan(baseline);
+      const view = all.tensors.get(model.names()[0]!)!.bytes;
+      model.close(); // wipes what loadAll handed out; the session keeps the (wiped) memory for its next load
+      expect(view.byteLength).toBe(0); // views from before are detached
+      expect(lockedBytes()).toBe(loaded);
       all.release(); // idempotent after close
+      // The next load reuses it: no more memory locked.
+      const again = await session.open(url('sharded/' + INDEX_NAME), { allowHttp: true, only: (n) => n !== 'flag' });
+      const all2 = await again.loadAll();
+      for (const [n, t] of all2.tensors) expect(Buffer.from(t.bytes).equals(Buffer.from(data.get(n)!)), n).toBe(true);
+      expect(lockedBytes()).toBe(loaded);
+      again.close();
       // The index twice (the session's manifest check on its public header, then the reader), each shard opened once.
       const uris = entries.map((e) => e.uri);
       expect(uris.filter((u) => u === `/sharded/${INDEX_NAME}`)).toHaveLength(2);
       for (let i = 0; i < SHARDS.length; i++) expect(uris).toContain(`/sharded/${shardName(i)}`);
       expect(entries.every((e) => e.status === 206)).toBe(true);
+      session.close(); // unmaps what it kept
+      expect(lockedBytes()).toBe(baseline);
     } finally {
       session.close();
     }

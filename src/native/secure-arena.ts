@@ -1,0 +1,71 @@
+/**
+ * SecureArena: secure buffers kept for the next load instead of unmapped. The first touch of fresh
+ * locked memory (a page fault and the kernel's zeroing per page, and on a VM often the host's
+ * fault too) costs more than decrypting into it; a buffer that was loaded into once is already
+ * populated. A buffer given back is wiped at once (every view of it detached) and stays locked,
+ * mapped and undumpable until it is taken again or the arena closes, which releases (wipes and
+ * unmaps) them all.
+ */
+import { ReleasedError } from '../errors.js';
+import { SecureBuffer } from './secure-buffer.js';
+
+export class SecureArena {
+  readonly #free: SecureBuffer[] = [];
+  #closed = false;
+
+  /**
+   * A wiped buffer of at least `size` bytes: the smallest free one that fits, else a new one,
+   * reserved (locked now, populated by the load that writes it). When RLIMIT_MEMLOCK has no room
+   * for a new one, the free buffers are released first and it is tried once more.
+   */
+  take(size: number): SecureBuffer {
+    if (this.#closed) throw new ReleasedError('this secure arena was closed');
+    let best = -1;
+    this.#free.forEach((b, i) => {
+      if (b.size >= size && (best < 0 || b.size < this.#free[best]!.size)) best = i;
+    });
+    if (best >= 0) return this.#free.splice(best, 1)[0]!;
+    try {
+      return SecureBuffer.reserve(size);
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_MEMLOCK' || this.#free.length === 0) throw err;
+      this.#releaseFree();
+      return SecureBuffer.reserve(size);
+    }
+  }
+
+  /** Takes a buffer back: wiped now (views detached), kept for the next `take`; released if the arena is closed. */
+  give(buffer: SecureBuffer): void {
+    if (buffer.released) return;
+    if (this.#closed) {
+      buffer.release();
+      return;
+    }
+    try {
+      buffer.wipe();
+    } catch (err) {
+      buffer.release();
+      throw err;
+    }
+    this.#free.push(buffer);
+  }
+
+  /** Bytes held for reuse (wiped, locked). */
+  get freeBytes(): number {
+    return this.#free.reduce((n, b) => n + b.size, 0);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Releases (wipes and unmaps) every free buffer; buffers given back later are released too. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    this.#releaseFree();
+  }
+
+  #releaseFree(): void {
+    for (const b of this.#free.splice(0)) b.release();
+  }
+}
