@@ -4,6 +4,7 @@
  * broker restart) and a key policy with allowSimulated. Its wire shape round-trips and is parsed
  * strictly.
  */
+import { createHash } from 'node:crypto';
 import { decodeJwt, SignJWT, type JWTPayload } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { verifyEvidence } from '../../src/attestation/verify.js';
@@ -23,6 +24,10 @@ async function simulatedGpuText(gpu: SimulatedGpu, nonce: string, jwk: object): 
 }
 
 describe('simulated-nvidia device evidence', () => {
+  it('the default simulated GPU measurement is SHA-384 of its label', () => {
+    expect(SIMULATED_GPU_MEASUREMENT).toBe(createHash('sha384').update('sealed-tensors simulated GPU').digest('hex'));
+  });
+
   it('round-trips through additional_evidence; malformed entries are refused naming the member', async () => {
     const gpu = new SimulatedGpu({ count: 2 });
     const text = await simulatedGpuText(gpu, 'bm9uY2U=', { kty: 'EC' });

@@ -5,7 +5,7 @@
  * in its kind, its claims and the broker's audit; a broker accepts it only with allowSimulated and a
  * key's policy only with allowSimulated.
  */
-import { createHash, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { assertBytes } from '../../bytes.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { SimulatedTee } from './simulated.js';
@@ -14,8 +14,11 @@ import type { DeviceEvidence, DeviceEvidenceProvider } from './types.js';
 /** The 32-byte device binding (the SPDM requester nonce it stands for). */
 const DEVICE_NONCE_BYTES = 32;
 
-/** The default measurement a simulated GPU reports (as block m1): SHA-384 of a fixed label. */
-export const SIMULATED_GPU_MEASUREMENT = createHash('sha384').update('sealed-tensors simulated GPU').digest('hex');
+/**
+ * The default measurement a simulated GPU reports (as block m1): SHA-384("sealed-tensors simulated
+ * GPU"), written out so that importing the package does not load node:crypto (a test recomputes it).
+ */
+export const SIMULATED_GPU_MEASUREMENT = '218213ff1e4a2de4f50d069f3a3be825cc7c086a1920a191fe20a7ce8e5938161ea9318e2b4a955f0845d0a5cd6cfa07';
 
 export interface SimulatedGpuOptions {
   /** Ed25519 private key of the simulated root; a fresh one when absent. May be the SimulatedTee's. */
