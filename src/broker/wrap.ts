@@ -11,8 +11,8 @@
  * is composed from node:crypto (OpenSSL): ECDH, the JWA Concat KDF's single SHA-256 round, AES key
  * wrap, AES-256-GCM. jose decrypts every JWE made here in the tests, as does the session's addon.
  */
-import { createCipheriv, createHash, createPublicKey, diffieHellman, generateKeyPairSync, publicEncrypt, randomBytes, constants } from 'node:crypto';
-import type { PublicJwk } from '../protocol/jwk.js';
+import { createCipheriv, createHash, diffieHellman, generateKeyPairSync, publicEncrypt, randomBytes, constants } from 'node:crypto';
+import { publicKeyFromJwk, type PublicJwk } from '../protocol/jwk.js';
 import type { FlattenedJwe } from '../protocol/messages.js';
 import { BrokerError } from '../errors.js';
 import { wipe } from '../bytes.js';
@@ -56,11 +56,10 @@ function kbsProtectedHeader(alg: string, extra: Record<string, unknown>): string
 
 function wrapCek(teePubkey: PublicJwk, cek: Uint8Array): { protectedJson: string; encryptedKey: Uint8Array } {
   if (teePubkey.kty === 'RSA') {
-    const key = createPublicKey({ key: { kty: 'RSA', n: teePubkey.n, e: teePubkey.e }, format: 'jwk' });
-    const encryptedKey = publicEncrypt({ key, padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, cek);
+    const encryptedKey = publicEncrypt({ key: publicKeyFromJwk(teePubkey), padding: constants.RSA_PKCS1_OAEP_PADDING, oaepHash: 'sha256' }, cek);
     return { protectedJson: kbsProtectedHeader('RSA-OAEP-256', {}), encryptedKey };
   }
-  const recipient = createPublicKey({ key: { kty: 'EC', crv: teePubkey.crv, x: teePubkey.x, y: teePubkey.y }, format: 'jwk' });
+  const recipient = publicKeyFromJwk(teePubkey);
   const ephemeral = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
   const z = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipient });
   const kek = concatKdfSha256(z, 'ECDH-ES+A256KW', 256);

@@ -69,6 +69,9 @@ function onlyMembers(obj: Record<string, unknown>, allowed: readonly string[]): 
   if (obj['use'] !== undefined && obj['use'] !== 'enc') throw new ProtocolError(`tee-pubkey member "use" must be "enc" when present, got ${show(obj['use'])}`);
 }
 
+/** Key objects of the JWKs parsePublicJwk returned (frozen), by identity. */
+const parsedKeys = new WeakMap<PublicJwk, KeyObject>();
+
 /**
  * Validates a tee-pubkey: EC P-256 (alg ECDH-ES+A256KW, or absent) or RSA 2048..8192 bits with
  * e = 65537 (alg RSA-OAEP-256, or absent). Returns a fresh object with `alg` filled in and no other
@@ -105,12 +108,17 @@ export function parsePublicJwk(value: unknown): PublicJwk {
   } else {
     throw new ProtocolError(`tee-pubkey kty must be "EC" or "RSA", got ${show(obj['kty'])}`);
   }
-  publicKeyFromJwk(jwk); // the point must be on the curve, the modulus must parse
+  // The point must be on the curve, the modulus must parse; the key object is kept for the JWE to
+  // this key (parsing a JWK into OpenSSL is a tenth of a release's CPU), so the JWK is frozen.
+  Object.freeze(jwk);
+  parsedKeys.set(jwk, publicKeyFromJwk(jwk));
   return jwk;
 }
 
 /** A node:crypto public key for a validated JWK (a point off the curve is refused here). */
 export function publicKeyFromJwk(jwk: PublicJwk): KeyObject {
+  const parsed = parsedKeys.get(jwk);
+  if (parsed) return parsed;
   try {
     const { alg: _alg, ...members } = jwk;
     return nodeCrypto().createPublicKey({ key: members, format: 'jwk' });

@@ -6,7 +6,7 @@ import { flattenedDecrypt, importJWK, generateKeyPair, exportJWK } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { concatKdfSha256, encryptToTeePubkey } from '../../src/broker/wrap.js';
 import { generateEphemeralKey, unwrapDataKey } from '../../src/native/ephemeral.js';
-import { parsePublicJwk } from '../../src/protocol/jwk.js';
+import { parsePublicJwk, publicKeyFromJwk } from '../../src/protocol/jwk.js';
 import { encodeDataKeyResource } from '../../src/protocol/resource.js';
 import { TEST_KEY } from '../helpers/tmp.js';
 
@@ -58,6 +58,18 @@ describe('broker data-key JWE', () => {
       }
     });
   }
+
+  it('a parsed tee-pubkey is frozen, so the key object kept for its JWE always matches it', async () => {
+    const { jwk } = await teeKeyPair('ECDH-ES+A256KW');
+    expect(Object.isFrozen(jwk)).toBe(true);
+    expect(() => {
+      (jwk as { x: string }).x = 'AAAA';
+    }).toThrow(TypeError);
+    expect(publicKeyFromJwk(jwk)).toBe(publicKeyFromJwk(jwk));
+    expect(publicKeyFromJwk(jwk).export({ format: 'jwk' })).toMatchObject({ x: jwk.kty === 'EC' ? jwk.x : '' });
+    // A copy is parsed afresh (and still gives the same key).
+    expect(publicKeyFromJwk({ ...jwk }).export({ format: 'jwk' })).toEqual(publicKeyFromJwk(jwk).export({ format: 'jwk' }));
+  });
 
   it('the session addon opens it into a key handle (EC P-256 and RSA-3072 ephemeral keys)', async () => {
     const resource = encodeDataKeyResource(TEST_KEY, { v: 1, keyId: 'k', models: [{ bundleId: '00'.repeat(16), headerDigest: 'ab'.repeat(32) }], notAfter: '2030-01-01T00:00:00Z' });
