@@ -1,10 +1,17 @@
 #!/usr/bin/env node
 // `npm run bench`: decryption at the speed of the hardware? Measures, in one run and on the same
-// sealed 1 GiB and 4 GiB models (in the page cache): the hardware limits, what users do today, and
-// the library's paths. Prints one table and writes it as JSON to benchmarks/results/.
+// sealed models (1 GiB by default; --sizes 1,4 adds 4 GiB), in the page cache: the hardware limits,
+// what users do today, and the library's paths. Prints one table and writes it as JSON to
+// benchmarks/results/, with the thread-scaling plot as PNG beside it.
 //
-// Options: --sizes 1,4 (GiB; fractions allowed)  --repeat 3  --dir PATH (keep and reuse the models)
-//          --only seal (native verify and the seal section only)  --tmpfs PATH (default /dev/shm)
+// Options: --sizes 1 (GiB, comma-separated; fractions allowed)  --repeat 3  --dir PATH (keep and
+//          reuse the models)  --only seal (native verify and the seal section only)  --only scaling
+//          (the scaling section only)  --tmpfs PATH (default /dev/shm)  --threads-max N (default:
+//          every core; higher shows where a host with more cores would stop gaining)
+// Scaling: native verify, load (loadAll into secure memory) and seal from 1 thread to --threads-max,
+// against the combined AES-256-GCM + SHA-256 limit per core (openssl speed, same run) times cores;
+// peak RSS of each in a fresh process per size; cold-cache figures where the page cache can be
+// dropped (root with a writable /proc/sys/vm; skipped, saying so, otherwise).
 // Sealing: the native and TypeScript sealers to tmpfs and to disk (with their fsync), against
 // `dd conv=fsync` of the same bytes (the disk's limit) and `age -e`, interleaved in one run.
 // Figures, not tests: they swing +-30% run to run on shared machines; ratios are taken within a run.
@@ -24,12 +31,18 @@ const opt = (name, dflt) => {
   return i >= 0 ? args[i + 1] : dflt;
 };
 const GiB = 1 << 30;
-const sizes = opt('sizes', '1,4').split(',').map((s) => Math.round(Number(s) * GiB));
+const sizes = opt('sizes', '1').split(',').map((s) => Math.round(Number(s) * GiB));
 const repeat = Number(opt('repeat', '3'));
 const keepDir = opt('dir', undefined);
 const cores = availableParallelism();
 const only = opt('only', 'all');
 const tmpfsDir = opt('tmpfs', '/dev/shm');
+const threadsMax = Number(opt('threads-max', String(cores)));
+if (!Number.isInteger(threadsMax) || threadsMax < 1 || threadsMax > 1024) {
+  console.error(`--threads-max must be an integer in [1, 1024], got ${opt('threads-max')}`);
+  process.exit(2);
+}
+const mainSection = only !== 'scaling';
 
 if (!existsSync(join(root, 'dist', 'reader', 'native-file.js'))) {
   console.error('benchmarks need the built library: run `npm run build` (and `npm run build:native`) first');
@@ -44,6 +57,8 @@ const { loadAddon, nativeStatus } = await import('../dist/native/addon.js');
 const { hkdfInfo } = await import('../dist/format/constants.js');
 const { resolveSealOptions, sealFileResolved } = await import('../dist/seal/seal-file.js');
 const addon = loadAddon();
+const scaling = await import('./lib/scaling.js');
+const scalingLib = { NativeSealedFileReader, importKey, resolveSealOptions, sealFileResolved };
 
 const dir = keepDir ?? join(tmpdir(), `sealed-tensors-bench-${process.pid}`);
 mkdirSync(dir, { recursive: true });
@@ -213,6 +228,38 @@ function peakRssOfVerify(path, threads) {
   return Number(out.trim()) * 1024;
 }
 
+// ---- scaling ------------------------------------------------------------------------------
+
+/** Warm GB/s per thread count, peak RSS per operation (fresh process each), cold-cache GB/s. */
+async function scalingFor(m) {
+  const threads = scaling.threadCounts(threadsMax);
+  console.error(`  scaling of native verify, load (loadAll into secure memory) and seal (to ${tmpfsDir}) over threads ${threads.join(', ')}, interleaved ...`);
+  const best = await scaling.measureScaling({ lib: scalingLib, m, dataKey, threads, repeat, tmpfsDir });
+  const rows = threads.map((t) => ({
+    threads: t,
+    verify: best.verify[t],
+    load: best.load[t],
+    seal: best.seal[t],
+    cryptoLimit: results.limits.combinedPerCoreGBs * Math.min(t, cores),
+  }));
+  for (const line of scaling.scalingTable(rows, results.limits.combinedPerCoreGBs, cores)) console.error(`    ${line}`);
+  const peakRssBytes = {};
+  for (const op of ['verify', 'load', 'seal']) {
+    peakRssBytes[op] = scaling.peakRss({ root, m, dataKey, op, threads: cores, tmpfsDir });
+    console.error(`  peak RSS of native ${op} (fresh process, ${cores} threads): ${(peakRssBytes[op] / 2 ** 20).toFixed(1)} MiB`);
+  }
+  let cold;
+  const drop = scaling.canDropCaches();
+  if (drop.ok) {
+    console.error(`  cold cache (page cache dropped before each run, ${cores} threads) ...`);
+    cold = { threads: cores, gbs: await scaling.measureCold({ lib: scalingLib, m, dataKey, threads: cores, repeat, tmpfsDir }) };
+  } else {
+    cold = { skipped: drop.why };
+    console.error(`  cold cache: skipped, ${drop.why}`);
+  }
+  return { rows, peakRssBytes, cold };
+}
+
 // ---- run -----------------------------------------------------------------------------------
 
 const results = {
@@ -244,6 +291,7 @@ for (const size of sizes) {
     console.error(`  ${k}: ${Number.isFinite(v) ? v.toFixed(2) + ' GB/s' : v}`);
   };
 
+  if (mainSection) {
   if (only !== 'seal') {
   note('preadAligned', await measure(m.sealedSize, () => preadAligned(m.sealed), undefined, 'preadAligned'));
   if (m.plainSize < 2 * GiB - 1) note('readFileSync', await measure(m.plainSize, () => void readFileSync(m.plain), undefined, 'readFileSync'));
@@ -300,6 +348,8 @@ for (const size of sizes) {
   row.gbPerCpuSecond = Object.fromEntries(cpuPerRun);
   row.peakRssBytes.nativeVerify = peakRssOfVerify(m.sealed, cores);
   console.error(`  peak RSS of native verify: ${(row.peakRssBytes.nativeVerify / 2 ** 20).toFixed(1)} MiB`);
+  }
+  if (only === 'all' || only === 'scaling') row.scaling = await scalingFor({ ...m, payload });
   results.models.push(row);
 }
 
@@ -324,7 +374,7 @@ results.ratios = results.models.map((row) => {
     nativeSealDiskVsDdFsync: { value: byName(row, 'nativeSeal.disk') / byName(row, 'ddFsync.disk'), target: 0.9 },
   };
 });
-if (results.models.length >= 2) {
+if (mainSection && results.models.length >= 2) {
   const small = results.models[0].peakRssBytes.nativeVerify;
   const big = results.models.at(-1).peakRssBytes.nativeVerify;
   results.rssGrowth = { bytes: big - small, targetBytes: 64 * 2 ** 20 };
@@ -338,6 +388,7 @@ lines.push(`sealed-tensors benchmark ${results.date} - ${results.machine.cpu}, $
 lines.push(`load average at start ${results.loadAverage.start.join(' ')}, at end ${loadavg().map((x) => x.toFixed(2)).join(' ')} (other work on the machine skews wall-clock figures)`);
 lines.push(`limits per core: AES-256-GCM decrypt ${fmt(aesDecrypt)} GB/s, SHA-256 ${fmt(sha256)} GB/s, combined ${fmt(results.limits.combinedPerCoreGBs)} GB/s`);
 const keys = [...new Set(results.models.flatMap((r) => Object.keys(r.gbs)))];
+if (mainSection) {
 const head = ['GB/s (wall) | GB per CPU-s', ...results.models.flatMap((r) => [`${(r.sizeBytes / GiB).toFixed(2)} GiB`, 'per CPU-s'])];
 const rows = [head, ...keys.map((k) => [k, ...results.models.flatMap((r) => [fmt(r.gbs[k]), fmt(r.gbPerCpuSecond[k])])])];
 rows.push(['peak RSS, native verify (MiB)', ...results.models.flatMap((r) => [fmt(r.peakRssBytes.nativeVerify / 2 ** 20), ''])]);
@@ -354,6 +405,28 @@ if (results.rssGrowth) {
   const g = results.rssGrowth;
   lines.push(`  peak RSS growth ${fmt(results.models[0].sizeBytes / GiB)} -> ${fmt(results.models.at(-1).sizeBytes / GiB)} GiB: ${fmt(g.bytes / 2 ** 20)} MiB (<= 64 MiB${g.bytes <= g.targetBytes ? ', met' : ', MISSED'})`);
 }
+}
+const scaled = results.models.filter((r) => r.scaling);
+for (const r of scaled) {
+  lines.push(`thread scaling, ${fmt(r.sizeBytes / GiB)} GiB model, warm page cache (load = NativeSealedFileReader.loadAll into secure memory; seal = native, to ${tmpfsDir}):`);
+  for (const l of scaling.scalingTable(r.scaling.rows, results.limits.combinedPerCoreGBs, cores)) lines.push(`  ${l}`);
+}
+if (scaled.length) {
+  lines.push(`  crypto limit = ${fmt(results.limits.combinedPerCoreGBs)} GB/s per core (AES-256-GCM decrypt + SHA-256, openssl speed, this run) x min(threads, ${cores} cores)`);
+  const rss = (r, op) => fmt(r.scaling.peakRssBytes[op] / 2 ** 20);
+  lines.push(`peak RSS, MiB (fresh process, ${cores} threads; load includes the loaded model in secure memory):`);
+  for (const op of ['verify', 'load', 'seal']) lines.push(`  ${op.padEnd(6)} ${scaled.map((r) => `${fmt(r.sizeBytes / GiB)} GiB: ${rss(r, op)}`).join('  ')}`);
+  if (scaled.length >= 2) {
+    const [a, b] = [scaled[0], scaled.at(-1)];
+    results.rssGrowthByOp = Object.fromEntries(['verify', 'load', 'seal'].map((op) => [op, b.scaling.peakRssBytes[op] - a.scaling.peakRssBytes[op]]));
+    const model = b.sizeBytes - a.sizeBytes;
+    lines.push(`  growth ${fmt(a.sizeBytes / GiB)} -> ${fmt(b.sizeBytes / GiB)} GiB: ${['verify', 'load', 'seal'].map((op) => `${op} ${fmt(results.rssGrowthByOp[op] / 2 ** 20)}${op === 'load' ? ` (${fmt((results.rssGrowthByOp.load - model) / 2 ** 20)} beyond the model's own growth)` : ''}`).join(', ')} MiB`);
+  }
+  for (const r of scaled) {
+    const c = r.scaling.cold;
+    lines.push(c.skipped ? `cold cache, ${fmt(r.sizeBytes / GiB)} GiB: skipped, ${c.skipped}` : `cold cache, ${fmt(r.sizeBytes / GiB)} GiB, ${c.threads} threads, page cache dropped before each run: verify ${fmt(c.gbs.verify)}, load ${fmt(c.gbs.load)}, seal ${fmt(c.gbs.seal)} GB/s`);
+  }
+}
 console.log(lines.join('\n'));
 
 const outDir = join(root, 'benchmarks', 'results');
@@ -361,4 +434,10 @@ mkdirSync(outDir, { recursive: true });
 const outFile = join(outDir, `bench-${results.date.replace(/[:.]/g, '-')}.json`);
 writeFileSync(outFile, JSON.stringify({ ...results, table: lines }, null, 2));
 console.error(`wrote ${outFile}`);
+for (const r of scaled) {
+  const title = `sealed-tensors thread scaling, ${fmt(r.sizeBytes / GiB)} GiB, ${results.machine.cpu ?? 'unknown CPU'} (${cores} cores)`;
+  const png = outFile.replace(/\.json$/, `-scaling-${fmt(r.sizeBytes / GiB)}GiB.png`);
+  writeFileSync(png, await scaling.scalingPlot(r.scaling.rows, results.limits.combinedPerCoreGBs, cores, title));
+  console.error(`wrote ${png}`);
+}
 if (!keepDir) rmSync(dir, { recursive: true, force: true });
