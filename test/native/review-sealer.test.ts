@@ -1,11 +1,13 @@
 // Review of the native sealer: attacks on the raw addon sealer and on the native seal path.
-import { closeSync, ftruncateSync, openSync, readFileSync, statSync, writeSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, readFileSync, readdirSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { encodeHeader } from '../../src/format/header.js';
 import { loadAddon, type NativeSealOptions } from '../../src/native/addon.js';
 import { importKey } from '../../src/native/key.js';
+import { resolveSealOptions, sealFileResolved } from '../../src/seal/seal-file.js';
 import { writeSafetensors } from '../helpers/safetensors.js';
+import { fixedRandom } from '../helpers/sealed.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 
 const CS = 4096;
@@ -79,3 +81,35 @@ describe('the raw sealer encrypts each chunk under its nonce once', () => {
   });
 });
 
+describe('the native seal path commits nothing it has not checked', () => {
+  it('a header from the addon that differs beyond its key commitment fails the seal with no output and no partial file left', async () => {
+    const dir = tempDir('st-review-sealer-');
+    const input = join(dir, 'm.safetensors');
+    writeSafetensors(input, [{ name: 'w', dtype: 'U8', shape: [2 * CS + 3] }]);
+    const outDir = join(dir, 'out');
+    (await import('node:fs')).mkdirSync(outDir);
+    const addon = loadAddon();
+    const real = addon.sealBegin;
+    // A sealer whose header (as JS reads it back) has one salt byte changed: what a faulty addon would hand out.
+    addon.sealBegin = (o) => {
+      const s = real.call(addon, o);
+      return {
+        get header() {
+          const h = new Uint8Array(s.header);
+          h[60]! ^= 1;
+          return h;
+        },
+        payload: () => s.payload(),
+        finish: (t: Uint8Array) => s.finish(t),
+        abort: () => s.abort(),
+      };
+    };
+    try {
+      const o = resolveSealOptions({ dataKey: TEST_KEY, keyId: 'k', chunkSize: CS }, fixedRandom(4242), 'native');
+      await expect(sealFileResolved(input, join(outDir, 'm.sealed'), o)).rejects.toThrow(/sealer bug/);
+    } finally {
+      addon.sealBegin = real;
+    }
+    expect(readdirSync(outDir)).toEqual([]);
+  });
+});
