@@ -78,8 +78,11 @@ struct SealState {
   std::vector<uint64_t> begin, end;  // tensor ranges of the payload, ascending and disjoint
   bool plain_sha = false;
   unsigned threads = 1;
-  std::mutex mutex;  // guards busy/done
+  std::mutex mutex;  // guards busy/done/payload_claimed
   bool busy = false, done = false;
+  // payload() runs once: a second run would encrypt the input again, perhaps changed since, under
+  // the same payload key and the same chunk nonces (GCM: keystream reuse, and the GHASH key leaks).
+  bool payload_claimed = false;
   std::atomic<bool> stop{false};
   std::atomic<bool> payload_done{false};  // every chunk written: only then may the table and header follow
 
@@ -386,17 +389,21 @@ class SealerObject : public Napi::ObjectWrap<SealerObject> {
   }
 
  private:
-  // Marks the sealer busy with one job; throws if it has ended or a job is running.
-  void Claim(Napi::Env env, bool last) {
+  // Marks the sealer busy with one job; throws if it has ended, a job is running, or (payload) the payload ran already.
+  void Claim(Napi::Env env, bool last, bool payload = false) {
     std::lock_guard<std::mutex> lock(s_->mutex);
     if (s_->done) throw MakeError(env, "ERR_RELEASED", "this sealer has finished or was aborted: start another");
     if (s_->busy) throw MakeError(env, "ERR_INVALID_ARGUMENT", "a sealing job is still running: await it first");
+    if (payload && s_->payload_claimed) {
+      throw MakeError(env, "ERR_INVALID_ARGUMENT", "payload() runs once per sealer (its chunk nonces are used once): abort() it and start another with sealBegin()");
+    }
     s_->busy = true;
+    if (payload) s_->payload_claimed = true;
     if (last) s_->done = true;
   }
 
   Napi::Value Payload(const Napi::CallbackInfo& info) {
-    Claim(info.Env(), false);
+    Claim(info.Env(), false, true);
     PayloadJob* job;
     try {
       job = new PayloadJob(info.Env(), s_);

@@ -5,7 +5,7 @@
  * is NOT the loading API for production inference: that is EnclaveSession, which keeps keys and
  * plaintext in native secure memory. Use this to check, inspect and test sealed files you own.
  */
-import { toHex, wipe } from '../bytes.js';
+import { constantTimeEqual, fromHex, toHex, wipe } from '../bytes.js';
 import { FormatError, IntegrityError, NotFoundError, ReleasedError, SealedTensorsError } from '../errors.js';
 import { type Dtype, TAG_LENGTH } from '../format/constants.js';
 import type { PublicHeader } from '../format/header.js';
@@ -287,7 +287,8 @@ export class SealedFileReader {
   }
 
   private checkDigest(entry: TensorEntry, digest: TensorDigest): void {
-    if (digest.digestHex() !== entry.digest) {
+    // Constant-time, as on the native path: both digests are of plaintext the secret table describes.
+    if (!constantTimeEqual(digest.digest(), fromHex(entry.digest, 'digest'))) {
       throw new IntegrityError(
         `${this.source.description}: tensor "${entry.name}" does not match its digest: the sealer was faulty or memory is corrupt; re-seal the model`,
       );

@@ -417,6 +417,9 @@ async function writeSealedFileNative(
     }
     const s = sealer;
     const headerBytes = s.header;
+    // Checked before anything is written or committed: an output whose header is not the one asked for must never land.
+    header.keyCommitment = new Uint8Array(headerBytes.subarray(88, 120));
+    if (Buffer.compare(encodeHeader(header), headerBytes) !== 0) throw new Error('the addon changed more of the header than its key commitment (sealer bug)');
     const { digests, sha256 } = await awaitNative(callNative(() => s.payload()));
     const tableJson = plan.tableFor(plan.tensors.map((_, i) => toHex(digests.subarray(32 * i, 32 * i + 32))));
     const tablePlain = padTable(tableJson);
@@ -429,8 +432,6 @@ async function writeSealedFileNative(
     await out.sync();
     await out.close();
     await commitFile(tempPath, outputPath, o.overwrite);
-    header.keyCommitment = new Uint8Array(headerBytes.subarray(88, 120));
-    if (Buffer.compare(encodeHeader(header), headerBytes) !== 0) throw new Error('the addon changed more of the header than its key commitment (sealer bug)');
     const headerDigest = o.backend.sha256().update(headerBytes).digest();
     const shas = sha256 ? plan.tensors.map((_, i) => sha256.subarray(32 * i, 32 * i + 32)) : null;
     return { path: outputPath, header, headerDigest: toHex(headerDigest), ...(shas ? tensorShas(plan, shas) : {}) };
