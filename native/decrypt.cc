@@ -150,7 +150,7 @@ class RunState {
       // that did (this thread always works too) rather than unwind past joinable threads.
       try {
         pool.emplace_back([this] { Worker(); });
-      } catch (const std::system_error&) {
+      } catch (const std::exception&) {  // system_error, or bad_alloc for the thread's state
         break;
       }
     }

@@ -128,8 +128,8 @@ class PayloadJob : public PromiseWorker {
     for (unsigned i = 1; i < n; ++i) {
       try {
         pool.emplace_back([this] { Worker(); });
-      } catch (const std::system_error&) {
-        break;  // under a pid limit: go on with the threads that started
+      } catch (const std::exception&) {
+        break;  // a pid limit (system_error) or no memory for the thread's state (bad_alloc): go on with those that started
       }
     }
     Worker();

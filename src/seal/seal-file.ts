@@ -392,9 +392,9 @@ async function writeSealedFileNative(
   const out = await openOrThrow(tempPath, 'wx');
   let sealer: NativeSealer | null = null;
   try {
-    const key = importKeyCopy(addon, o.dataKey);
     const ranges = new Float64Array(plan.tensors.length * 2);
     plan.tensors.forEach((t, i) => ranges.set([t.begin, t.end], 2 * i));
+    const key = importKeyCopy(addon, o.dataKey); // last before the try that releases it
     try {
       sealer = callNative(() =>
         addon.sealBegin({
