@@ -17,7 +17,9 @@ export function clientBucket(ip: string): string {
   if (family === 4) return addr; // as a socket reports it: already canonical
   let parsed: ipaddr.IPv4 | ipaddr.IPv6;
   try {
-    parsed = ipaddr.parse(addr);
+    // A trailing dotted quad as two hex groups first: ipaddr.js reads "::a.b.c.d" (IPv4-compatible,
+    // which a socket reports for such a peer) as ::ffff:a.b.c.d, an IPv4 bucket per address of ::/64.
+    parsed = ipaddr.parse(hexTail(addr));
   } catch {
     return ip;
   }
@@ -25,4 +27,12 @@ export function clientBucket(ip: string): string {
   const v6 = parsed as ipaddr.IPv6;
   if (v6.isIPv4MappedAddress()) return v6.toIPv4Address().toString();
   return `${v6.parts.slice(0, 4).map((x) => x.toString(16)).join(':')}::/64`;
+}
+
+/** "x::a.b.c.d" as "x::HHHH:HHHH" (isIP has already checked the quad). */
+function hexTail(v6: string): string {
+  const m = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(v6);
+  if (!m) return v6;
+  const [a, b, c, d] = m.slice(1).map(Number) as [number, number, number, number];
+  return `${v6.slice(0, m.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
 }

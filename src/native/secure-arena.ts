@@ -7,16 +7,44 @@
  * unmaps) them all.
  */
 import { ReleasedError } from '../errors.js';
-import { SecureBuffer } from './secure-buffer.js';
+import { SecureBuffer, setMemlockRelief } from './secure-buffer.js';
+
+/** Every open arena (weakly: a session never closed is still collected), for trimAll(). */
+const open = new Set<WeakRef<SecureArena>>();
 
 export class SecureArena {
   readonly #free: SecureBuffer[] = [];
   #closed = false;
+  readonly #ref = new WeakRef(this);
+
+  constructor() {
+    open.add(this.#ref);
+  }
+
+  /**
+   * Releases the free buffers of every open arena in this process; returns the bytes given up.
+   * What they keep counts against RLIMIT_MEMLOCK for everything else too (another session, a
+   * single-tensor read, a caller's SecureBuffer): an allocation that hits the limit calls this and
+   * tries once more, so kept memory never makes a load fail that would fit without it.
+   */
+  static trimAll(): number {
+    let bytes = 0;
+    for (const ref of [...open]) {
+      const arena = ref.deref();
+      if (!arena) {
+        open.delete(ref);
+        continue;
+      }
+      bytes += arena.freeBytes;
+      arena.trim();
+    }
+    return bytes;
+  }
 
   /**
    * A wiped buffer of at least `size` bytes: the smallest free one that fits, else a new one,
    * reserved (locked now, populated by the load that writes it). When RLIMIT_MEMLOCK has no room
-   * for a new one, the free buffers are released first and it is tried once more.
+   * for a new one, the free buffers of every arena are released first and it is tried once more.
    */
   take(size: number): SecureBuffer {
     if (this.#closed) throw new ReleasedError('this secure arena was closed');
@@ -28,8 +56,8 @@ export class SecureArena {
     try {
       return SecureBuffer.reserve(size);
     } catch (err) {
-      if ((err as { code?: string }).code !== 'ERR_MEMLOCK' || this.#free.length === 0) throw err;
-      this.#releaseFree();
+      // Room held by this arena or another one's free buffers: give it up and try once more.
+      if ((err as { code?: string }).code !== 'ERR_MEMLOCK' || SecureArena.trimAll() === 0) throw err;
       return SecureBuffer.reserve(size);
     }
   }
@@ -62,6 +90,12 @@ export class SecureArena {
   /** Releases (wipes and unmaps) every free buffer; buffers given back later are released too. Idempotent. */
   close(): void {
     this.#closed = true;
+    open.delete(this.#ref);
+    this.#releaseFree();
+  }
+
+  /** Releases (wipes and unmaps) every free buffer now; the arena stays open. */
+  trim(): void {
     this.#releaseFree();
   }
 
@@ -69,3 +103,6 @@ export class SecureArena {
     for (const b of this.#free.splice(0)) b.release();
   }
 }
+
+// A caller's own SecureBuffer.allocate/reserve that hits RLIMIT_MEMLOCK gets the kept memory too.
+setMemlockRelief(() => SecureArena.trimAll());

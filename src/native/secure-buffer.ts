@@ -11,6 +11,27 @@ import { InvalidArgumentError, ReleasedError } from '../errors.js';
 import { assertSafeInteger } from '../bytes.js';
 import { awaitNative, callNative, loadAddon } from './addon.js';
 
+/**
+ * Gives up secure memory kept only for reuse (the session arenas' wiped buffers; set by
+ * secure-arena.ts, which this module cannot import); returns the bytes released.
+ */
+let memlockRelief: (() => number) | undefined;
+
+/** @internal secure-arena.ts registers SecureArena.trimAll here. */
+export function setMemlockRelief(relief: () => number): void {
+  memlockRelief = relief;
+}
+
+/** Runs `alloc`; where RLIMIT_MEMLOCK had no room while memory was kept for reuse, releases that and runs it once more. */
+function withRoom<T>(alloc: () => T): T {
+  try {
+    return alloc();
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ERR_MEMLOCK' || !memlockRelief || memlockRelief() === 0) throw err;
+    return alloc();
+  }
+}
+
 export class SecureBuffer {
   #buffer: ArrayBuffer;
   readonly #size: number;
@@ -25,14 +46,22 @@ export class SecureBuffer {
   static allocate(size: number): SecureBuffer {
     assertSafeInteger(size, 'size', 0, Number.MAX_SAFE_INTEGER);
     const addon = loadAddon();
-    return new SecureBuffer(callNative(() => addon.secureAlloc(size)), size);
+    return new SecureBuffer(withRoom(() => callNative(() => addon.secureAlloc(size))), size);
   }
 
   /** The same, but locking and populating (about 150 ms per GiB) happen off the JS thread. */
   static async allocateAsync(size: number): Promise<SecureBuffer> {
     assertSafeInteger(size, 'size', 0, Number.MAX_SAFE_INTEGER);
     const addon = loadAddon();
-    return new SecureBuffer(await awaitNative(callNative(() => addon.secureAllocAsync(size))), size);
+    const alloc = async (): Promise<ArrayBuffer> => awaitNative(callNative(() => addon.secureAllocAsync(size)));
+    let buffer: ArrayBuffer;
+    try {
+      buffer = await alloc();
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_MEMLOCK' || !memlockRelief || memlockRelief() === 0) throw err;
+      buffer = await alloc();
+    }
+    return new SecureBuffer(buffer, size);
   }
 
   /**
@@ -43,7 +72,7 @@ export class SecureBuffer {
   static reserve(size: number): SecureBuffer {
     assertSafeInteger(size, 'size', 0, Number.MAX_SAFE_INTEGER);
     const addon = loadAddon();
-    return new SecureBuffer(callNative(() => addon.secureReserve(size)), size);
+    return new SecureBuffer(withRoom(() => callNative(() => addon.secureReserve(size))), size);
   }
 
   /** @internal wraps an ArrayBuffer the addon made. */

@@ -75,6 +75,8 @@ export async function pinBrokerKeys(input: unknown): Promise<PinnedBrokerKeys> {
     }
     const kid = typeof j['kid'] === 'string' ? j['kid'] : thumbprint;
     if (keys.some((k) => k.kid === kid)) throw new InvalidArgumentError(`brokerKey names kid ${JSON.stringify(kid)} twice`);
+    // Under two kids one key would pass for the token key and for "another pinned key" (the receipt's).
+    if (keys.some((k) => k.thumbprint === thumbprint)) throw new InvalidArgumentError(`${where} pins the same key twice (under another kid): list each broker key once`);
     keys.push({ kid, thumbprint, key });
   }
   return { keys };
@@ -165,7 +167,8 @@ export async function verifyReleaseReceipt(receipt: string | undefined, pinned: 
     throw untrusted(`${what} does not parse`, cause);
   }
   const signer = pinnedFor(pinned, header.kid, what);
-  if (signer === tokenSigner) throw untrusted(`${what} is signed by the token key; a broker signs receipts with a key of their own`);
+  // By key, not by entry: the token key under another kid is still the token key.
+  if (signer === tokenSigner || signer.thumbprint === tokenSigner.thumbprint) throw untrusted(`${what} is signed by the token key; a broker signs receipts with a key of their own`);
   let payload: Uint8Array;
   try {
     const r = await compactVerify(receipt, signer.key, { algorithms: [TOKEN_ALG] });

@@ -470,19 +470,27 @@ export class EnclaveSession {
     }
   }
 
-  /** Releases the keys when the token runs out, so an idle expired session holds nothing. */
+  /**
+   * Releases each key when its release runs out, and everything when the token does, so an idle
+   * expired session holds nothing. Re-armed after each key's expiry: the token's still has to come.
+   */
   #armExpiry(): void {
-    const at = Math.min(this.#info.expiresAt.getTime(), ...[...this.#keys.values()].map((k) => k.notAfter.getTime()));
     const arm = (): void => {
-      const wait = at - Date.now();
-      if (wait <= 0) {
-        // Each key's own expiry is checked at open; the token's ends everything.
-        if (this.expired) this.#expire();
-        else for (const k of this.#keys.values()) if (k.notAfter.getTime() <= Date.now()) k.handle.release();
-        this.#timer = null;
+      this.#timer = null;
+      if (this.#closed) return;
+      if (this.expired) {
+        this.#expire(); // the token's end ends everything
         return;
       }
-      this.#timer = setTimeout(arm, Math.min(wait, MAX_TIMER_MS));
+      // A key's own end (also checked at open) releases its handle; then wait for the next end.
+      const now = Date.now();
+      const later: number[] = [];
+      for (const k of this.#keys.values()) {
+        if (k.notAfter.getTime() <= now) k.handle.release();
+        else later.push(k.notAfter.getTime());
+      }
+      const at = Math.min(this.#info.expiresAt.getTime(), ...later);
+      this.#timer = setTimeout(arm, Math.min(Math.max(at - now, 0), MAX_TIMER_MS));
       this.#timer.unref();
     };
     arm();

@@ -9,7 +9,7 @@ import { InvalidArgumentError, NotFoundError, ReleasedError } from '../errors.js
 import { SecureBuffer } from '../native/secure-buffer.js';
 import type { NativeSealedModelReader } from '../reader/native-model.js';
 import type { LoadedTensors, SecureTensor, TensorSelection } from '../reader/native-file.js';
-import type { SecureArena } from '../native/secure-arena.js';
+import { SecureArena } from '../native/secure-arena.js';
 import type { TensorInfo } from '../reader/sealed-file.js';
 
 /** Which tensors to read: the readers' own type (names, each must exist; or a predicate over names). */
@@ -194,7 +194,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
         const discard = (): void => buffers.forEach((b) => b.release());
         loaded = { tensors: wrap(files), byteLength: files.reduce((n, f) => n + f.byteLength, 0), release: giveBack, discard };
       } else {
-        loaded = await reader.loadAll();
+        loaded = await this.#roomy(() => reader.loadAll());
       }
     } catch (err) {
       this.close();
@@ -282,6 +282,20 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     return { files, buffers };
   }
 
+  /**
+   * Runs a read that allocates its own secure memory; where RLIMIT_MEMLOCK had no room for it while
+   * the sessions' arenas keep (wiped) buffers, they give those up and it runs once more: memory kept
+   * for reuse must not make a read fail that fits without it.
+   */
+  async #roomy<T>(read: () => Promise<T>): Promise<T> {
+    try {
+      return await read();
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ERR_MEMLOCK' || this.#reader === null || SecureArena.trimAll() === 0) throw err;
+      return read();
+    }
+  }
+
   /** Wipes every tensor this model handed out and closes its files. Idempotent. */
   close(): void {
     const reader = this.#reader;
@@ -344,7 +358,7 @@ export class SessionModel extends EventEmitter<SessionModelEvents> {
     this.#startedAt ??= performance.now();
     let tensor: SecureTensor;
     try {
-      tensor = await reader.readTensor(name);
+      tensor = await this.#roomy(() => reader.readTensor(name));
     } catch (err) {
       // A chunk that fails its tag, a digest mismatch, a file cut short: stop trusting this model.
       this.close();

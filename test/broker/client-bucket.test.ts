@@ -48,6 +48,20 @@ async function connections(f: Fixture): Promise<number> {
   return new Promise((resolve, reject) => f.broker.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
 }
 
+describe('clientBucket: IPv4-compatible addresses (review-c)', () => {
+  it('::a.b.c.d (as a socket reports an IPv4-compatible peer) is an IPv6 address of ::/64, not the IPv4 a.b.c.d', () => {
+    // ipaddr.js parses "::1.2.3.4" as ::ffff:1.2.3.4: a host in ::/64 got a bucket per IPv4 address
+    // (rotating around every limit) and shared the bucket of the real IPv4 peer 1.2.3.4.
+    for (const a of ['::1.2.3.4', '::9.9.9.9', '::102:304', '0:0:0:0:0:0:1.2.3.4']) expect(clientBucket(a), a).toBe(clientBucket('::1'));
+    expect(clientBucket('::1.2.3.4')).not.toBe('1.2.3.4');
+    // Other embedded-IPv4 spellings stay where they belong.
+    expect(clientBucket('::ffff:1.2.3.4')).toBe('1.2.3.4');
+    expect(clientBucket('::ffff:0:1.2.3.4')).toBe(clientBucket('::ffff:0:0:1'));
+    expect(clientBucket('64:ff9b::1.2.3.4')).toBe('64:ff9b:0:0::/64');
+    expect(clientBucket('2001:db8:1:2::1.2.3.4')).toBe('2001:db8:1:2::/64');
+  });
+});
+
 describe('clientBucket', () => {
   it('an IPv6 address counts as its /64 in any spelling; IPv4-mapped as IPv4; a zone id is ignored; IPv4 as itself', () => {
     const b = clientBucket('2001:db8:1:2::1');

@@ -166,6 +166,30 @@ describe('verifyReleaseReceipt', () => {
   });
 });
 
+describe('one key pinned under two kids (review-c)', () => {
+  it('brokerKey listing the same public key twice is refused, and a receipt by the token key under another kid is never accepted', async () => {
+    const token = await signingKey('tok');
+    const receipt = await signingKey('rcpt');
+    // The same key again under another kid: the token key would then pass for "another pinned key".
+    const twice = { keys: [pub(token), { ...token.publicJwk, kid: 'tok-again' }, pub(receipt)] };
+    const err = await failure(pinBrokerKeys(twice));
+    expect(err).toBeInstanceOf(InvalidArgumentError);
+    expect(err.message).toMatch(/same key twice/);
+    // verifyReleaseReceipt on its own: a key set built by hand that holds the token key twice.
+    const good = await pinBrokerKeys({ keys: [pub(token), pub(receipt)] });
+    const again = (await pinBrokerKeys({ ...token.publicJwk, kid: 'tok-again' })).keys[0]!;
+    const pinned = { keys: [...good.keys, again] };
+    const models = [{ bundleId: 'aa'.repeat(16), headerDigest: 'bb'.repeat(32) }];
+    const teePubkey = await calculateJwkThumbprint(receipt.publicJwk, 'sha256');
+    const jws = await new CompactSign(Buffer.from(JSON.stringify({ keyId: 'k1', teePubkey, models })))
+      .setProtectedHeader({ alg: 'ES256', kid: 'tok-again', typ: RECEIPT_TYP })
+      .sign(token.privateKey);
+    const refused = await failure(verifyReleaseReceipt(jws, pinned, pinned.keys[0]!, { keyId: 'k1', teePubkey, models }));
+    expect(refused.code).toBe('ERR_BROKER_UNTRUSTED');
+    expect(refused.message).toMatch(/signed by the token key/);
+  });
+});
+
 describe('the pinned-key parsers, fuzzed', () => {
   const outcome = async (f: () => Promise<unknown>): Promise<string> => {
     try {
