@@ -103,12 +103,18 @@ function pemChain(text: string, path: string): Uint8Array[] {
   return out;
 }
 
-function decodeNvidia(v: unknown, path: string): DecodedDeviceEvidence[] {
+/** The `device_evidence_list` both NVIDIA shapes carry: 1 to DEVICE_LIMITS.devices entries. */
+function deviceList(v: unknown, path: string): { list: unknown[]; lp: string } {
   const o = object(v, path, ['device_evidence_list']);
   const list = o.device_evidence_list;
   const lp = `${path}.device_evidence_list`;
   if (!Array.isArray(list)) fail(lp, 'must be an array');
   if (list.length === 0 || list.length > DEVICE_LIMITS.devices) fail(lp, `must hold 1 to ${DEVICE_LIMITS.devices} devices, got ${list.length}`);
+  return { list, lp };
+}
+
+function decodeNvidia(v: unknown, path: string): DecodedDeviceEvidence[] {
+  const { list, lp } = deviceList(v, path);
   return list.map((entry: unknown, index) => {
     const p = `${lp}[${index}]`;
     const e = object(entry, p, ['arch', 'evidence', 'certificate'], ['uuid']);
@@ -126,11 +132,7 @@ function decodeNvidia(v: unknown, path: string): DecodedDeviceEvidence[] {
 }
 
 function decodeSimulatedNvidia(v: unknown, path: string): DecodedDeviceEvidence[] {
-  const o = object(v, path, ['device_evidence_list']);
-  const list = o.device_evidence_list;
-  const lp = `${path}.device_evidence_list`;
-  if (!Array.isArray(list)) fail(lp, 'must be an array');
-  if (list.length === 0 || list.length > DEVICE_LIMITS.devices) fail(lp, `must hold 1 to ${DEVICE_LIMITS.devices} devices, got ${list.length}`);
+  const { list, lp } = deviceList(v, path);
   return list.map((entry: unknown, index) => {
     const p = `${lp}[${index}]`;
     const e = object(entry, p, ['evidence'], ['uuid']);

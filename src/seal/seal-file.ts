@@ -263,21 +263,8 @@ async function writeSealedFile(
   const addon = nativeSealer(o);
   if (addon) return writeSealedFileNative(addon, outputPath, o, placement, payloadLength, plan, tableLength, salt);
   const keys = deriveFileKeys(o.backend, o.dataKey, { version: FORMAT_VERSION, suite: o.suite, kind: placement.kind, salt });
-  const header: PublicHeader = {
-    version: FORMAT_VERSION,
-    suite: o.suite,
-    kind: placement.kind,
-    chunkSize: o.chunkSize,
-    shardIndex: placement.shardIndex,
-    shardCount: placement.shardCount,
-    tableLength,
-    payloadLength,
-    bundleId: placement.bundleId,
-    salt,
-    // A copy: keys.destroy() wipes keys.commitment, and the summary hands this header out.
-    keyCommitment: keys.commitment.slice(),
-    keyId: o.keyId,
-  };
+  // A copy of the commitment: keys.destroy() wipes keys.commitment, and the summary hands this header out.
+  const header = publicHeaderFor(o, placement, tableLength, payloadLength, salt, keys.commitment.slice());
   const headerBytes = encodeHeader(header);
   const headerDigest = o.backend.sha256().update(headerBytes).digest();
   const layout: Layout = { headerLength: headerLength(o.keyId), tableLength, chunkSize: o.chunkSize, payloadLength };
@@ -357,6 +344,31 @@ function tensorShas(plan: PayloadPlan, shas: Uint8Array[]): Pick<SealedFileSumma
   return { tensors: plan.tensors.map((t, i) => ({ name: t.name, sha256: toHex(shas[i]!) })) };
 }
 
+/** The public header of one sealed file; both sealers fill it alike (the native one commits later). */
+function publicHeaderFor(
+  o: { suite: PublicHeader['suite']; chunkSize: number; keyId: string },
+  placement: { kind: PublicHeader['kind']; shardIndex: number; shardCount: number; bundleId: Uint8Array },
+  tableLength: number,
+  payloadLength: number,
+  salt: Uint8Array,
+  keyCommitment: Uint8Array,
+): PublicHeader {
+  return {
+    version: FORMAT_VERSION,
+    suite: o.suite,
+    kind: placement.kind,
+    chunkSize: o.chunkSize,
+    shardIndex: placement.shardIndex,
+    shardCount: placement.shardCount,
+    tableLength,
+    payloadLength,
+    bundleId: placement.bundleId,
+    salt,
+    keyCommitment,
+    keyId: o.keyId,
+  };
+}
+
 /**
  * The same file as writeSealedFile, written by the addon: the data key goes into a key handle and
  * the subkeys are derived there; plaintext is read into locked memory, encrypted and hashed on every
@@ -373,20 +385,7 @@ async function writeSealedFileNative(
   salt: Uint8Array,
 ): Promise<SealedFileSummary> {
   // The commitment is filled in by the addon: the JS side never holds a subkey.
-  const header: PublicHeader = {
-    version: FORMAT_VERSION,
-    suite: o.suite,
-    kind: placement.kind,
-    chunkSize: o.chunkSize,
-    shardIndex: placement.shardIndex,
-    shardCount: placement.shardCount,
-    tableLength,
-    payloadLength,
-    bundleId: placement.bundleId,
-    salt,
-    keyCommitment: new Uint8Array(32),
-    keyId: o.keyId,
-  };
+  const header = publicHeaderFor(o, placement, tableLength, payloadLength, salt, new Uint8Array(32));
   const template = encodeHeader(header);
   const tempPath = partialPath(outputPath);
   const out = await openOrThrow(tempPath, 'wx');
