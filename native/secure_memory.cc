@@ -327,7 +327,8 @@ Napi::ArrayBuffer NewSecureArrayBuffer(Napi::Env env, std::unique_ptr<SecureRegi
 
 namespace {
 
-Napi::Value SecureAlloc(const Napi::CallbackInfo& info) {
+// secureAlloc(size) and secureReserve(size): a new secure region for a JS ArrayBuffer.
+Napi::Value NewRegionFromJs(const Napi::CallbackInfo& info, bool populate_now) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "size must be a number");
   double size = info[0].As<Napi::Number>().DoubleValue();
@@ -335,11 +336,13 @@ Napi::Value SecureAlloc(const Napi::CallbackInfo& info) {
     throw MakeError(env, "ERR_INVALID_ARGUMENT", "size must be a non-negative integer");
   }
   try {
-    return NewSecureArrayBuffer(env, SecureRegion::Allocate(static_cast<size_t>(size)));
+    return NewSecureArrayBuffer(env, SecureRegion::Allocate(static_cast<size_t>(size), populate_now));
   } catch (const SealedError& e) {
     throw MakeError(env, e);
   }
 }
+
+Napi::Value SecureAlloc(const Napi::CallbackInfo& info) { return NewRegionFromJs(info, /*populate_now=*/true); }
 
 // Zeroize and unmap now, and detach the ArrayBuffer so no view can reach the unmapped pages.
 // Returns false if it was already released.
@@ -361,19 +364,7 @@ Napi::Value SecureRelease(const Napi::CallbackInfo& info) {
 // secureReserve(size): locked at once (the limit is checked now) but populated only as it is
 // written: a load into it populates each chunk's pages on the decrypting thread, as for memory the
 // job allocates itself. For an arena that keeps the memory for the next load.
-Napi::Value SecureReserve(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (!info[0].IsNumber()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "size must be a number");
-  double size = info[0].As<Napi::Number>().DoubleValue();
-  if (!(size >= 0) || size != static_cast<double>(static_cast<uint64_t>(size))) {
-    throw MakeError(env, "ERR_INVALID_ARGUMENT", "size must be a non-negative integer");
-  }
-  try {
-    return NewSecureArrayBuffer(env, SecureRegion::Allocate(static_cast<size_t>(size), /*populate_now=*/false));
-  } catch (const SealedError& e) {
-    throw MakeError(env, e);
-  }
-}
+Napi::Value SecureReserve(const Napi::CallbackInfo& info) { return NewRegionFromJs(info, /*populate_now=*/false); }
 
 // secureWipe(ab) -> ArrayBuffer: zeroize the buffer's pages, keeping them mapped and locked, and
 // hand the same memory back in a new ArrayBuffer: `ab` is detached, so a view kept from before the
