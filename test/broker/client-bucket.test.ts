@@ -4,11 +4,10 @@
  * challenges counted /64s, so a host holding a /64 rotated around them. Loopback has only ::1, so the
  * server tests give each accepted connection the peer address the test chooses.
  */
-import { request } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { clientBucket } from '../../src/broker/client-bucket.js';
-import { json, type Reply } from './client.js';
+import { authOnce, openConnections } from './client.js';
 import { type Fixture, startFixture } from './fixture.js';
 
 let fixtures: Fixture[] = [];
@@ -28,25 +27,6 @@ async function fixture(peers: () => string, over: Parameters<typeof startFixture
   return f;
 }
 
-function auth(f: Fixture): Promise<Reply> {
-  const j = json({ version: '0.4.0', tee: 'simulated', 'extra-params': '' });
-  return new Promise((resolve, reject) => {
-    const req = request(`${f.url}/kbs/v0/auth`, { method: 'POST', agent: false, headers: { ...j.headers, 'content-length': String(Buffer.byteLength(j.body)) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: JSON.parse(text) as unknown });
-      });
-    });
-    req.on('error', reject);
-    req.end(j.body);
-  });
-}
-
-async function connections(f: Fixture): Promise<number> {
-  return new Promise((resolve, reject) => f.broker.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
-}
 
 describe('clientBucket: IPv4-compatible addresses (review-c)', () => {
   it('::a.b.c.d (as a socket reports an IPv4-compatible peer) is an IPv6 address of ::/64, not the IPv4 a.b.c.d', () => {
@@ -84,12 +64,12 @@ describe('broker: per-client limits count an IPv6 /64 as one client', () => {
     let n = 0;
     let prefix = '2001:db8:1:2';
     const f = await fixture(() => `${prefix}::${(++n).toString(16)}`, { rateLimit: { burst: 3, perSecond: 0.001 } });
-    for (let i = 0; i < 3; i++) expect((await auth(f)).status).toBe(200);
-    const r = await auth(f);
+    for (let i = 0; i < 3; i++) expect((await authOnce(f)).status).toBe(200);
+    const r = await authOnce(f);
     expect(r.status, r.text).toBe(429);
     expect(r.text).toContain('2001:db8:1:2::/64');
     prefix = '2001:db8:1:3';
-    expect((await auth(f)).status).toBe(200);
+    expect((await authOnce(f)).status).toBe(200);
   });
 
   it('the connection cap: connections from rotating addresses in one /64 are held to maxConnectionsPerClient', async () => {
@@ -110,7 +90,7 @@ describe('broker: per-client limits count an IPv6 /64 as one client', () => {
       for (let seen = -2; seen !== c; ) {
         seen = c;
         await new Promise((r) => setImmediate(r));
-        c = await connections(f);
+        c = await openConnections(f.broker.server);
       }
       return c;
     };

@@ -17,7 +17,9 @@ export interface SendOptions {
   headers?: Record<string, string>;
   body?: string | Uint8Array;
   ca?: string;
-  agent?: HttpAgent | HttpsAgent;
+  /** false: a fresh connection for this request alone. */
+  agent?: HttpAgent | HttpsAgent | false;
+  localAddress?: string;
 }
 
 export function send(url: string, opts: SendOptions = {}): Promise<Reply> {
@@ -29,7 +31,7 @@ export function send(url: string, opts: SendOptions = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = (isHttps ? httpsRequest : httpRequest)(
       u,
-      { method: opts.method ?? (body !== undefined ? 'POST' : 'GET'), headers, ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.agent ? { agent: opts.agent } : {}) },
+      { method: opts.method ?? (body !== undefined ? 'POST' : 'GET'), headers, ...(opts.ca ? { ca: opts.ca } : {}), ...(opts.agent !== undefined ? { agent: opts.agent } : {}), ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -61,3 +63,14 @@ export function sessionCookieOf(reply: Reply): string {
 }
 
 export const json = (value: unknown): { headers: Record<string, string>; body: string } => ({ headers: { 'content-type': 'application/json' }, body: JSON.stringify(value) });
+
+/** POST /kbs/v0/auth for the simulated TEE on a connection of its own (optionally from `localAddress`). */
+export function authOnce(target: { url: string; ca?: string }, localAddress?: string): Promise<Reply> {
+  const j = json({ version: '0.4.0', tee: 'simulated', 'extra-params': '' });
+  return send(`${target.url}/kbs/v0/auth`, { method: 'POST', headers: j.headers, body: j.body, agent: false, ...(target.ca ? { ca: target.ca } : {}), ...(localAddress ? { localAddress } : {}) });
+}
+
+/** The server's open connections right now. */
+export function openConnections(server: { getConnections(cb: (err: Error | null, n: number) => void): void }): Promise<number> {
+  return new Promise((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+}

@@ -3,12 +3,10 @@
  * take from everyone else. Loopback has a whole /8, so the "other" clients below connect from
  * 127.0.0.2 while the abusive one uses 127.0.0.1.
  */
-import { request } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
-import { json, type Reply } from './client.js';
+import { authOnce, openConnections } from './client.js';
 import { type Fixture, startFixture } from './fixture.js';
 
 let fixtures: Fixture[] = [];
@@ -25,25 +23,6 @@ async function fixture(over: Parameters<typeof startFixture>[0] = {}): Promise<F
 }
 
 /** POST /kbs/v0/auth from a chosen source address. */
-function authFrom(f: Fixture, localAddress: string): Promise<Reply> {
-  const j = json({ version: '0.4.0', tee: 'simulated', 'extra-params': '' });
-  return new Promise((resolve, reject) => {
-    const req = (f.ca ? httpsRequest : request)(`${f.url}/kbs/v0/auth`, { method: 'POST', localAddress, agent: false, ...(f.ca ? { ca: f.ca } : {}), headers: { ...j.headers, 'content-length': String(Buffer.byteLength(j.body)) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: JSON.parse(text) as unknown });
-      });
-    });
-    req.on('error', reject);
-    req.end(j.body);
-  });
-}
-
-async function connections(f: Fixture): Promise<number> {
-  return new Promise((resolve, reject) => f.broker.server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
-}
 
 describe('review: one client address and the broker\'s connection slots', () => {
   it.each([['HTTP', false], ['HTTPS', true]])('%s: connections that never finish their headers, all from one address, do not lock every other client out', async (_, https) => {
@@ -66,8 +45,8 @@ describe('review: one client address and the broker\'s connection slots', () => 
       s.write('POST /kbs/v0/auth HTTP/1.1\r\nHost: 127.0.0.1\r\n');
     }
     // Wait until the broker has looked at every one of them (accepted, or turned away).
-    for (let n = -1; n !== (n = await connections(f)); ) await new Promise((r) => setImmediate(r));
-    const other = await authFrom(f, '127.0.0.2');
+    for (let n = -1; n !== (n = await openConnections(f.broker.server)); ) await new Promise((r) => setImmediate(r));
+    const other = await authOnce(f, '127.0.0.2');
     expect(other.status, other.text).toBe(200);
   });
 
@@ -85,8 +64,8 @@ describe('review: one client address and the pending-challenge cap', () => {
   // oldest challenge of the address holding the most.
   it('challenges pending for one address do not make /auth refuse every other address', async () => {
     const f = await fixture({ maxPendingChallenges: 8 });
-    for (let i = 0; i < 8; i++) expect((await authFrom(f, '127.0.0.1')).status).toBe(200);
-    const other = await authFrom(f, '127.0.0.2');
+    for (let i = 0; i < 8; i++) expect((await authOnce(f, '127.0.0.1')).status).toBe(200);
+    const other = await authOnce(f, '127.0.0.2');
     expect(other.status, other.text).toBe(200);
   });
 });
