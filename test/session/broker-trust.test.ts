@@ -20,6 +20,7 @@ vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-
 import { sealedFile } from './setup.js';
 import { TEST_KEY, tempDir } from '../helpers/tmp.js';
 import { fuzzRuns } from '../helpers/fuzz.js';
+import { failure } from './harness.js';
 
 const running: { close(): Promise<void> | void }[] = [];
 afterEach(async () => {
@@ -56,14 +57,6 @@ async function broker(
   return b;
 }
 
-async function failure(p: Promise<unknown>): Promise<SealedTensorsError> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(SealedTensorsError);
-  return err as SealedTensorsError;
-}
 
 function expectAllReleased(): void {
   expect(made.every((e) => e.released) && handles.every((h) => h.released)).toBe(true);

@@ -24,17 +24,12 @@ import { handles, made } from './ephemeral-recorder.js';
 
 vi.mock('../../src/session/ephemeral.js', async () => await import('./ephemeral-recorder.js'));
 import { bindingOf, lockedBytes, sealedFile, sealedSharded } from './setup.js';
-import { establish, rejectionOf, tee, useFakeKbs } from './harness.js';
+import { establish, rejectionOf, tee, useFakeKbs, failure } from './harness.js';
 import { OTHER_KEY, TEST_KEY, tempDir } from '../helpers/tmp.js';
 
 
 const broker = useFakeKbs();
 
-async function failure(p: Promise<unknown>): Promise<SealedTensorsError> {
-  const err = await rejectionOf(p);
-  expect(err).toBeInstanceOf(SealedTensorsError);
-  return err as SealedTensorsError;
-}
 
 /** Nothing the double made outlives the session: ephemeral keys and key handles all released. */
 function expectAllReleased(): void {

@@ -3,7 +3,8 @@
  * timers restored), a session established against one over loopback with the simulated TEE.
  * Import it after the test file's vi.mock of ephemeral.js (vi.mock is hoisted, so the mock holds).
  */
-import { afterEach, vi } from 'vitest';
+import { afterEach, expect, vi } from 'vitest';
+import { SealedTensorsError } from '../../src/errors.js';
 import { SimulatedTee } from '../../src/attestation/providers/simulated.js';
 import { EnclaveSession, type EnclaveSessionOptions } from '../../src/session/enclave-session.js';
 import { FakeKbs, type FakeKey } from './fake-kbs.js';
@@ -34,4 +35,11 @@ export function rejectionOf(p: Promise<unknown>): Promise<unknown> {
     () => null,
     (e: unknown) => e,
   );
+}
+
+/** The typed error `p` rejected with (fails the test when it resolved or threw something untyped). */
+export async function failure(p: Promise<unknown>): Promise<SealedTensorsError> {
+  const err = await rejectionOf(p);
+  expect(err).toBeInstanceOf(SealedTensorsError);
+  return err as SealedTensorsError;
 }

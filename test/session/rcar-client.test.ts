@@ -1,10 +1,11 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BrokerError, DeniedError, InvalidArgumentError, ProtocolError, SealedTensorsError } from '../../src/errors.js';
+import { BrokerError, DeniedError, InvalidArgumentError, ProtocolError } from '../../src/errors.js';
 import { RcarClient } from '../../src/session/rcar-client.js';
 import { FakeKbs, json, problem } from './fake-kbs.js';
 import { makePki } from './tls.js';
+import { failure } from './harness.js';
 
 const open: { close(): unknown }[] = [];
 afterEach(async () => {
@@ -23,14 +24,6 @@ function client(url: string, extra: Partial<ConstructorParameters<typeof RcarCli
   return c;
 }
 
-async function failure(p: Promise<unknown>): Promise<SealedTensorsError> {
-  const err = await p.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(SealedTensorsError);
-  return err as SealedTensorsError;
-}
 
 describe('RcarClient: where it connects', () => {
   it('refuses plain HTTP except to loopback with the explicit flag, and URLs with credentials, queries or other schemes', () => {
